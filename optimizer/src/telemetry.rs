@@ -1,0 +1,88 @@
+//! Metrics through the `metrics` facade. The library only emits; an
+//! application installs a recorder (see the `prometheus` feature). With no
+//! recorder installed every call here is a no-op.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+
+use crate::check::Check;
+
+/// Counter: backward passes seen (`optimizer`).
+pub const BACKWARD_PASSES_TOTAL: &str = "gradguard_backward_passes_total";
+/// Counter: steps applied (`optimizer`).
+pub const STEPS_TOTAL: &str = "gradguard_steps_total";
+/// Counter: `zero_grad` calls (`optimizer`).
+pub const ZERO_GRAD_TOTAL: &str = "gradguard_zero_grad_total";
+/// Counter: checks that fired, every one counted (`optimizer`, `check`).
+pub const ANOMALIES_TOTAL: &str = "gradguard_anomalies_total";
+/// Histogram: backward passes per applied step (`optimizer`).
+pub const STEP_GENERATIONS: &str = "gradguard_step_generations";
+/// Histogram: seconds per step, checks included (`optimizer`).
+pub const STEP_DURATION_SECONDS: &str = "gradguard_step_duration_seconds";
+/// Gauge: the inner optimizer's learning rate (`optimizer`).
+pub const LEARNING_RATE: &str = "gradguard_learning_rate";
+/// Gauge: global L2 norm of the applied gradients, when sampled (`optimizer`).
+pub const GRAD_NORM: &str = "gradguard_grad_norm";
+
+/// Every metric name gradguard exports.
+pub const METRIC_NAMES: [&str; 8] = [
+    BACKWARD_PASSES_TOTAL,
+    STEPS_TOTAL,
+    ZERO_GRAD_TOTAL,
+    ANOMALIES_TOTAL,
+    STEP_GENERATIONS,
+    STEP_DURATION_SECONDS,
+    LEARNING_RATE,
+    GRAD_NORM,
+];
+
+/// Histogram buckets for `gradguard_step_generations` (passes per step).
+pub const GENERATION_BUCKETS: [f64; 10] = [1.0, 2.0, 3.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// Histogram buckets for `gradguard_step_duration_seconds`, 100 µs to 10 s.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
+];
+
+/// Describes every metric (unit and help text, the `# HELP` line) to the
+/// installed recorder. [`crate::Guarded::new`] calls it; call it again if the
+/// recorder is installed later.
+pub fn describe_metrics() {
+    describe_counter!(BACKWARD_PASSES_TOTAL, Unit::Count, "Backward passes seen by the guard.");
+    describe_counter!(STEPS_TOTAL, Unit::Count, "Optimizer steps applied by the guard.");
+    describe_counter!(ZERO_GRAD_TOTAL, Unit::Count, "zero_grad() calls.");
+    describe_counter!(
+        ANOMALIES_TOTAL,
+        Unit::Count,
+        "Gradient anomalies found at a step, by check (accumulated, short_accumulation, stale, missing, nonfinite)."
+    );
+    describe_histogram!(STEP_GENERATIONS, Unit::Count, "Backward passes held by the gradients of each step.");
+    describe_histogram!(STEP_DURATION_SECONDS, Unit::Seconds, "Duration of each step, checks included.");
+    describe_gauge!(LEARNING_RATE, "Learning rate of the wrapped optimizer.");
+    describe_gauge!(GRAD_NORM, "Global L2 norm of the applied gradients (sampled).");
+}
+
+pub(crate) fn backward_pass(optimizer: &str) {
+    counter!(BACKWARD_PASSES_TOTAL, "optimizer" => optimizer.to_owned()).increment(1);
+}
+
+pub(crate) fn zero_grad(optimizer: &str) {
+    counter!(ZERO_GRAD_TOTAL, "optimizer" => optimizer.to_owned()).increment(1);
+}
+
+pub(crate) fn anomaly(optimizer: &str, check: Check) {
+    counter!(ANOMALIES_TOTAL, "optimizer" => optimizer.to_owned(), "check" => check.as_str())
+        .increment(1);
+}
+
+pub(crate) fn step(optimizer: &str, generations: u32, elapsed: Duration, lr: f64) {
+    counter!(STEPS_TOTAL, "optimizer" => optimizer.to_owned()).increment(1);
+    histogram!(STEP_GENERATIONS, "optimizer" => optimizer.to_owned()).record(f64::from(generations));
+    histogram!(STEP_DURATION_SECONDS, "optimizer" => optimizer.to_owned()).record(elapsed.as_secs_f64());
+    gauge!(LEARNING_RATE, "optimizer" => optimizer.to_owned()).set(lr);
+}
+
+pub(crate) fn grad_norm(optimizer: &str, norm: f64) {
+    gauge!(GRAD_NORM, "optimizer" => optimizer.to_owned()).set(norm);
+}
