@@ -137,7 +137,12 @@ impl Mnist {
     /// Random images with labels that depend on them (the brightest of ten
     /// horizontal bands), so that a model can learn them: for tests that need
     /// no files.
-    pub fn synthetic(n_train: usize, n_test: usize, seed: u64, device: &Device) -> candle_core::Result<Self> {
+    pub fn synthetic(
+        n_train: usize,
+        n_test: usize,
+        seed: u64,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut make = |n: usize| -> candle_core::Result<(Tensor, Tensor)> {
             let mut pixels = vec![0f32; n * SIDE * SIDE];
@@ -249,7 +254,9 @@ fn parse_idx<'a>(
             kind,
         });
     }
-    let sizes: Vec<usize> = (0..dims).map(|d| be_u32(bytes, 4 + 4 * d) as usize).collect();
+    let sizes: Vec<usize> = (0..dims)
+        .map(|d| be_u32(bytes, 4 + 4 * d) as usize)
+        .collect();
     if dims == 3 && (sizes[1] != SIDE || sizes[2] != SIDE) {
         return Err(DataError::Inconsistent {
             path: path.to_path_buf(),
@@ -281,7 +288,10 @@ fn read_split(
     if n_images != n_labels {
         return Err(DataError::Inconsistent {
             path: label_path,
-            detail: format!("{n_labels} labels for {n_images} images in {}", image_path.display()),
+            detail: format!(
+                "{n_labels} labels for {n_images} images in {}",
+                image_path.display()
+            ),
         });
     }
     let n = limit.map_or(n_images, |l| l.min(n_images));

@@ -43,7 +43,10 @@ impl Model {
     /// from `seed`: the same seed gives bit-identical weights.
     pub fn seeded(out_dims: usize, seed: u64, device: &Device) -> Result<(Self, VarMap)> {
         let varmap = VarMap::new();
-        let model = Self::new(out_dims, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        let model = Self::new(
+            out_dims,
+            VarBuilder::from_varmap(&varmap, DType::F32, device),
+        )?;
         reseed(&varmap, seed)?;
         Ok((model, varmap))
     }
@@ -52,8 +55,14 @@ impl Model {
     /// batch statistics (and updates the running ones) or the running ones.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.conv1.forward(x)?;
-        let x = self.bn2.forward_t(&self.conv2.forward(&x)?, train)?.relu()?;
-        let x = self.bn3.forward_t(&self.conv3.forward(&x)?, train)?.relu()?;
+        let x = self
+            .bn2
+            .forward_t(&self.conv2.forward(&x)?, train)?
+            .relu()?;
+        let x = self
+            .bn3
+            .forward_t(&self.conv3.forward(&x)?, train)?
+            .relu()?;
         self.fc.forward(&x.flatten_from(1)?)
     }
 }

@@ -33,7 +33,6 @@ impl GradStyle {
 }
 
 /// One model being trained, with what gradguard saw.
-#[derive(Debug)]
 pub struct Run {
     /// `m1`, `m2`, `m3`: also the guard's `optimizer` label.
     pub name: String,
@@ -87,7 +86,11 @@ impl Run {
     }
 
     /// One training step on a batch, in this run's style.
-    pub fn train_step(&mut self, images: &Tensor, labels: &Tensor) -> gradguard::Result<StepReport> {
+    pub fn train_step(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+    ) -> gradguard::Result<StepReport> {
         let logits = self.model.forward_t(images, true)?;
         let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
         let result = match self.style {

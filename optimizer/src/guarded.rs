@@ -129,7 +129,10 @@ impl<O: Optimizer> Guarded<O> {
     }
 
     /// Watches `(name, var)` pairs.
-    pub fn with_named_vars<S: Into<String>>(mut self, pairs: impl IntoIterator<Item = (S, Var)>) -> Self {
+    pub fn with_named_vars<S: Into<String>>(
+        mut self,
+        pairs: impl IntoIterator<Item = (S, Var)>,
+    ) -> Self {
         for (name, var) in pairs {
             self.params.push(name.into(), var);
         }
@@ -472,7 +475,7 @@ impl<O: Optimizer> Guarded<O> {
             let g = g.to_dtype(DType::F32)?;
             // g - g is 0 for a finite value and NaN for NaN or ±Inf: the sum
             // is NaN exactly when some element is not finite.
-            scalars.push((&g - &g)?.sum_all()?);
+            scalars.push(g.sub(&g)?.sum_all()?);
             scalars.push(g.sqr()?.sum_all()?);
         }
         let values = Tensor::stack(&scalars, 0)?.to_vec1::<f32>()?;
@@ -546,7 +549,12 @@ impl<O: Optimizer> Guarded<O> {
         grad_norm: Option<f64>,
     ) -> StepReport {
         self.steps += 1;
-        telemetry::step(&self.name, generations, start.elapsed(), self.inner.learning_rate());
+        telemetry::step(
+            &self.name,
+            generations,
+            start.elapsed(),
+            self.inner.learning_rate(),
+        );
         StepReport {
             step: self.steps,
             generations,

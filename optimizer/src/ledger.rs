@@ -28,7 +28,7 @@ impl GenSpan {
     }
 
     /// The span after one more pass was added into the same gradient.
-    pub fn add(self, generation: Generation) -> Self {
+    pub fn with(self, generation: Generation) -> Self {
         Self {
             first: self.first.min(generation),
             last: self.last.max(generation),
@@ -87,7 +87,7 @@ impl Ledger {
     pub fn record(&mut self, index: usize, generation: Generation) {
         let entry = &mut self.entries[index];
         entry.held = Some(match entry.held {
-            Some(span) => span.add(generation),
+            Some(span) => span.with(generation),
             None => GenSpan::single(generation),
         });
         entry.ever_had_grad = true;

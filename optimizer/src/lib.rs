@@ -45,8 +45,12 @@
 
 pub mod check;
 mod error;
+#[cfg(feature = "prometheus")]
+pub mod exporter;
 mod guarded;
 pub mod ledger;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod params;
 mod report;
 pub mod telemetry;

@@ -89,7 +89,13 @@ impl fmt::Display for Anomaly {
             Check::Missing => write!(f, "missing gradients: {n} parameter{p} got no gradient for this step")?,
             Check::NonFinite => write!(f, "non-finite gradients: {n} parameter{p} hold NaN or Inf")?,
         }
-        write!(f, " (step {}, {}); {}", self.step, self.params_summary(), self.help())
+        write!(
+            f,
+            " (step {}, {}); {}",
+            self.step,
+            self.params_summary(),
+            self.help()
+        )
     }
 }
 

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 
 use crate::check::Check;
 
@@ -49,18 +51,37 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 /// installed recorder. [`crate::Guarded::new`] calls it; call it again if the
 /// recorder is installed later.
 pub fn describe_metrics() {
-    describe_counter!(BACKWARD_PASSES_TOTAL, Unit::Count, "Backward passes seen by the guard.");
-    describe_counter!(STEPS_TOTAL, Unit::Count, "Optimizer steps applied by the guard.");
+    describe_counter!(
+        BACKWARD_PASSES_TOTAL,
+        Unit::Count,
+        "Backward passes seen by the guard."
+    );
+    describe_counter!(
+        STEPS_TOTAL,
+        Unit::Count,
+        "Optimizer steps applied by the guard."
+    );
     describe_counter!(ZERO_GRAD_TOTAL, Unit::Count, "zero_grad() calls.");
     describe_counter!(
         ANOMALIES_TOTAL,
         Unit::Count,
         "Gradient anomalies found at a step, by check (accumulated, short_accumulation, stale, missing, nonfinite)."
     );
-    describe_histogram!(STEP_GENERATIONS, Unit::Count, "Backward passes held by the gradients of each step.");
-    describe_histogram!(STEP_DURATION_SECONDS, Unit::Seconds, "Duration of each step, checks included.");
+    describe_histogram!(
+        STEP_GENERATIONS,
+        Unit::Count,
+        "Backward passes held by the gradients of each step."
+    );
+    describe_histogram!(
+        STEP_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of each step, checks included."
+    );
     describe_gauge!(LEARNING_RATE, "Learning rate of the wrapped optimizer.");
-    describe_gauge!(GRAD_NORM, "Global L2 norm of the applied gradients (sampled).");
+    describe_gauge!(
+        GRAD_NORM,
+        "Global L2 norm of the applied gradients (sampled)."
+    );
 }
 
 pub(crate) fn backward_pass(optimizer: &str) {
@@ -78,8 +99,10 @@ pub(crate) fn anomaly(optimizer: &str, check: Check) {
 
 pub(crate) fn step(optimizer: &str, generations: u32, elapsed: Duration, lr: f64) {
     counter!(STEPS_TOTAL, "optimizer" => optimizer.to_owned()).increment(1);
-    histogram!(STEP_GENERATIONS, "optimizer" => optimizer.to_owned()).record(f64::from(generations));
-    histogram!(STEP_DURATION_SECONDS, "optimizer" => optimizer.to_owned()).record(elapsed.as_secs_f64());
+    histogram!(STEP_GENERATIONS, "optimizer" => optimizer.to_owned())
+        .record(f64::from(generations));
+    histogram!(STEP_DURATION_SECONDS, "optimizer" => optimizer.to_owned())
+        .record(elapsed.as_secs_f64());
     gauge!(LEARNING_RATE, "optimizer" => optimizer.to_owned()).set(lr);
 }
 

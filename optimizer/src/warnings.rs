@@ -32,7 +32,10 @@ pub enum Emission {
 impl WarnLimiter {
     /// Counts `anomaly` and says how to log it.
     pub fn admit(&mut self, anomaly: &Anomaly) -> Emission {
-        let i = Check::ALL.iter().position(|&c| c == anomaly.check).unwrap_or(0);
+        let i = Check::ALL
+            .iter()
+            .position(|&c| c == anomaly.check)
+            .unwrap_or(0);
         self.seen[i] += 1;
         let n = self.seen[i];
         if anomaly.check == Check::Missing {
@@ -94,7 +97,11 @@ pub fn emit(anomaly: &Anomaly, how: Emission) {
     if anomaly.level == Level::Allow {
         return;
     }
-    let denied = if anomaly.level == Level::Deny { "step denied: " } else { "" };
+    let denied = if anomaly.level == Level::Deny {
+        "step denied: "
+    } else {
+        ""
+    };
     match how {
         Emission::Full => tracing::warn!(
             target: "gradguard",
@@ -155,6 +162,9 @@ mod tests {
         let mut l = WarnLimiter::default();
         assert_eq!(l.admit(&anomaly(Check::Missing, &["a"])), Emission::Full);
         assert_eq!(l.admit(&anomaly(Check::Missing, &["a"])), Emission::Silent);
-        assert_eq!(l.admit(&anomaly(Check::Missing, &["a", "b"])), Emission::Full);
+        assert_eq!(
+            l.admit(&anomaly(Check::Missing, &["a", "b"])),
+            Emission::Full
+        );
     }
 }
