@@ -72,7 +72,10 @@ fn dashboard_uses_a_datasource_variable_and_filters_every_query() {
     assert_eq!(vars, ["datasource", "run", "rank", "optimizer"]);
     assert_eq!(dash["templating"]["list"][0]["type"], "datasource");
     let panels = dash["panels"].as_array().unwrap();
-    let titles: Vec<&str> = panels.iter().map(|p| p["title"].as_str().unwrap()).collect();
+    let titles: Vec<&str> = panels
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
     for needed in [
         "Anomalies by check (rate)",
         "Anomalies by check (total)",
@@ -93,7 +96,12 @@ fn dashboard_uses_a_datasource_variable_and_filters_every_query() {
             }
         }
     }
-    let latency = panels.iter().find(|p| p["title"] == "Step latency").unwrap();
+    let latency = panels
+        .iter()
+        .find(|p| p["title"] == "Step latency")
+        .unwrap();
     let exprs = latency["targets"].to_string();
-    assert!(exprs.contains("histogram_quantile(0.5,") && exprs.contains("histogram_quantile(0.99,"));
+    assert!(
+        exprs.contains("histogram_quantile(0.5,") && exprs.contains("histogram_quantile(0.99,")
+    );
 }

@@ -16,8 +16,14 @@ fn bundled() -> PathBuf {
 fn example() -> Command {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("examples").join(format!("mnist{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} missing: run `cargo test --workspace`, which builds examples", bin.display());
+    let bin = dir
+        .join("examples")
+        .join(format!("mnist{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo test --workspace`, which builds examples",
+        bin.display()
+    );
     Command::new(bin)
 }
 
@@ -28,8 +34,13 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn bundled_subset_loads_with_its_sizes() {
     let data = Mnist::load(&bundled(), None, None, &Device::Cpu).unwrap();
-    assert_eq!((data.train_len(), data.test_len()), (5000, 1000));
-    let labels: Vec<u32> = data.train_labels.narrow(0, 0, 5).unwrap().to_vec1().unwrap();
+    assert_eq!((data.train_len(), data.test_len()), (20000, 2000));
+    let labels: Vec<u32> = data
+        .train_labels
+        .narrow(0, 0, 5)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     // The first five labels of the official training file.
     assert_eq!(labels, [5, 0, 4, 1, 9]);
 }
@@ -74,15 +85,30 @@ const EPOCHS: usize = 3;
 #[test]
 fn example_runs_end_to_end_and_shows_the_table() {
     let out = example()
-        .args(["--epochs", "1", "--limit-train", "900", "--limit-test", "200", "--log-format", "json"])
+        .args([
+            "--epochs",
+            "1",
+            "--limit-train",
+            "900",
+            "--limit-test",
+            "200",
+            "--log-format",
+            "json",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{}", stdout, stderr(&out));
     assert!(stdout.contains("the bundled subset"), "{stdout}");
     assert!(stdout.contains("device: cpu"), "{stdout}");
-    let m2 = stdout.lines().find(|l| l.starts_with("m2  ")).expect("m2 row");
-    assert!(m2.contains("accumulated: 2") && m2.ends_with("step 2 (accumulated)"), "{m2}");
+    let m2 = stdout
+        .lines()
+        .find(|l| l.starts_with("m2  "))
+        .expect("m2 row");
+    assert!(
+        m2.contains("accumulated: 2") && m2.ends_with("step 2 (accumulated)"),
+        "{m2}"
+    );
     for name in ["m1  ", "m3  "] {
         let row = stdout.lines().find(|l| l.starts_with(name)).unwrap();
         assert!(row.contains(" none ") && row.ends_with('-'), "{row}");
@@ -93,18 +119,32 @@ fn example_runs_end_to_end_and_shows_the_table() {
         .map(str::to_string)
         .expect("a JSON WARN line for m2");
     let v: serde_json::Value = serde_json::from_str(&warn).unwrap();
-    assert_eq!((v["step"].as_u64(), v["optimizer"].as_str()), (Some(2), Some("m2")));
+    assert_eq!(
+        (v["step"].as_u64(), v["optimizer"].as_str()),
+        (Some(2), Some("m2"))
+    );
 }
 
 #[test]
 fn deny_stops_the_run_at_m2_step_2_with_exit_1() {
     let out = example()
-        .args(["--epochs", "1", "--limit-train", "900", "--limit-test", "100", "--deny"])
+        .args([
+            "--epochs",
+            "1",
+            "--limit-train",
+            "900",
+            "--limit-test",
+            "100",
+            "--deny",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("error: gradguard denied step 2 of m2: accumulated gradients"), "{err}");
+    assert!(
+        err.contains("error: gradguard denied step 2 of m2: accumulated gradients"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"));
 }
 
@@ -150,18 +190,28 @@ fn a_missing_file_is_named() {
     let dir = data_copy();
     std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte.gz")).unwrap();
     let out = run_on(dir.path());
-    assert_clear_failure(&out, &["error: test labels: no file t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"]);
+    assert_clear_failure(
+        &out,
+        &[
+            "error: test labels: no file t10k-labels-idx1-ubyte",
+            "t10k-labels.idx1-ubyte",
+        ],
+    );
 }
 
 #[test]
 fn a_wrong_magic_number_is_named() {
     let dir = data_copy();
     let path = dir.path().join("train-images-idx3-ubyte.gz");
-    let mut bytes = vec![0, 0, 8, 1, 0, 0, 0, 1]; // a label file's header
-    bytes.push(3);
+    // A label file's magic in an image file's otherwise valid header.
+    let mut bytes = vec![0, 0, 8, 1, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28];
+    bytes.extend([0u8; 784]);
     write_gz(&path, &bytes);
     let out = run_on(dir.path());
-    assert_clear_failure(&out, &["train-images-idx3-ubyte.gz: magic number 2049, expected 2051 (image IDX file)"]);
+    assert_clear_failure(
+        &out,
+        &["train-images-idx3-ubyte.gz: magic number 2049, expected 2051 (image IDX file)"],
+    );
 }
 
 #[test]
@@ -188,4 +238,16 @@ fn a_corrupt_gzip_is_named() {
     std::fs::write(&path, bytes).unwrap();
     let out = run_on(dir.path());
     assert_clear_failure(&out, &["train-labels-idx1-ubyte.gz: cannot read"]);
+}
+
+#[test]
+fn a_taken_metrics_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = example()
+        .args(["--epochs", "1", "--limit-train", "300", "--metrics-addr"])
+        .arg(addr.to_string())
+        .output()
+        .unwrap();
+    assert_clear_failure(&out, &[&format!("error: cannot serve metrics on {addr}")]);
 }

@@ -28,7 +28,11 @@ impl Drop for KillOnDrop {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn query(base: &str, expr: &str) -> Value {
@@ -55,7 +59,10 @@ fn values(v: &Value) -> Vec<f64> {
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -73,7 +80,10 @@ fn start_prometheus(dir: &Path, target: &str) -> (KillOnDrop, String) {
     .unwrap();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -123,7 +133,10 @@ fn prometheus_scrapes_the_missing_zero_grad_and_every_panel_query_runs() {
     // A training run with the seed's bug: backward + step, no zero_grad.
     let data = Mnist::synthetic(32 * STEPS as usize, 8, 1, &Device::Cpu).unwrap();
     let (model, varmap) = Model::seeded(5, 0, &Device::Cpu).unwrap();
-    let mut run = Run::new("m2", GradStyle::NoZeroGrad, model, varmap, 0.1, |g| g.sample_grad_norm(1)).unwrap();
+    let mut run = Run::new("m2", GradStyle::NoZeroGrad, model, varmap, 0.1, |g| {
+        g.sample_grad_norm(1)
+    })
+    .unwrap();
     run.train_epoch(&data, 32, |_| {}).unwrap();
     assert_eq!(run.opt.steps(), STEPS);
     // And a correct one beside it, under another `optimizer` label.
@@ -145,7 +158,12 @@ fn prometheus_scrapes_the_missing_zero_grad_and_every_panel_query_runs() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool on PATH");
-    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let checked = promtool.wait_with_output().unwrap();
     assert!(
         checked.status.success(),
@@ -164,13 +182,23 @@ fn prometheus_scrapes_the_missing_zero_grad_and_every_panel_query_runs() {
         &base,
         r#"gradguard_anomalies_total{check="accumulated",optimizer="m2"}"#,
     ));
-    assert_eq!(accumulated, [(STEPS - 1) as f64], "steps 2..=12 are accumulated");
     assert_eq!(
-        values(&query(&base, r#"gradguard_backward_passes_total{optimizer="m2"}"#)),
+        accumulated,
+        [(STEPS - 1) as f64],
+        "steps 2..=12 are accumulated"
+    );
+    assert_eq!(
+        values(&query(
+            &base,
+            r#"gradguard_backward_passes_total{optimizer="m2"}"#
+        )),
         [STEPS as f64]
     );
     assert_eq!(
-        values(&query(&base, r#"gradguard_step_generations_sum{optimizer="m2"}"#)),
+        values(&query(
+            &base,
+            r#"gradguard_step_generations_sum{optimizer="m2"}"#
+        )),
         [(1..=STEPS).sum::<u64>() as f64],
         "step k holds k passes"
     );
@@ -179,10 +207,17 @@ fn prometheus_scrapes_the_missing_zero_grad_and_every_panel_query_runs() {
         [0.1]
     );
     assert_eq!(
-        values(&query(&base, r#"gradguard_zero_grad_total{optimizer="m3"}"#)),
+        values(&query(
+            &base,
+            r#"gradguard_zero_grad_total{optimizer="m3"}"#
+        )),
         [3.0]
     );
-    assert!(values(&query(&base, r#"gradguard_anomalies_total{optimizer="m3"}"#)).is_empty());
+    assert!(values(&query(
+        &base,
+        r#"gradguard_anomalies_total{optimizer="m3"}"#
+    ))
+    .is_empty());
 
     // Every dashboard panel: known metrics only, and the query runs and
     // returns data.

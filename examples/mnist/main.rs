@@ -106,10 +106,12 @@ fn percent(acc: f64) -> String {
 }
 
 fn print_table(runs: &[Run], epochs: usize) {
-    let header_epochs: Vec<String> = (1..=epochs).map(|e| format!("ep{e:<3}")).collect();
+    let header_epochs: Vec<String> = (1..=epochs)
+        .map(|e| format!("{:<6}", format!("ep{e}")))
+        .collect();
     println!();
     println!(
-        "{:<4} {:<31} {}  {:<28} first flagged",
+        "{:<4} {:<31} {} {:<28} first flagged",
         "run",
         "gradients",
         header_epochs.join(" "),
@@ -155,7 +157,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(if matches!(e, Failure::Denied { .. }) { 1 } else { 2 })
+            ExitCode::from(if matches!(e, Failure::Denied { .. }) {
+                1
+            } else {
+                2
+            })
         }
     }
 }
@@ -196,7 +202,10 @@ fn run(args: &Args, bars: &MultiProgress) -> Result<(), Failure> {
     println!("device: {device_name}");
     let server = match &args.metrics_addr {
         Some(addr) => {
-            let server = PrometheusConfig::new().listen(addr)?.label("run", "mnist").serve()?;
+            let server = PrometheusConfig::new()
+                .listen(addr)?
+                .label("run", "mnist")
+                .serve()?;
             println!("metrics: http://{}/metrics", server.addr());
             Some(server)
         }
@@ -263,7 +272,11 @@ fn run(args: &Args, bars: &MultiProgress) -> Result<(), Failure> {
     print_table(&runs, args.epochs);
     if let Some(server) = server {
         if args.linger > 0 {
-            println!("serving metrics on http://{}/metrics for {}s", server.addr(), args.linger);
+            println!(
+                "serving metrics on http://{}/metrics for {}s",
+                server.addr(),
+                args.linger
+            );
             std::thread::sleep(std::time::Duration::from_secs(args.linger));
         }
     }

@@ -18,15 +18,21 @@
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 
-use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
-use crate::telemetry::{self, DURATION_BUCKETS, GENERATION_BUCKETS, STEP_DURATION_SECONDS, STEP_GENERATIONS};
+use crate::telemetry::{
+    self, DURATION_BUCKETS, GENERATION_BUCKETS, STEP_DURATION_SECONDS, STEP_GENERATIONS,
+};
 
 /// Why metrics could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ExporterError {
     /// The address is not `host:port`.
-    #[error("invalid metrics address `{addr}`: {reason} (expected host:port, e.g. 127.0.0.1:9464)")]
+    #[error(
+        "invalid metrics address `{addr}`: {reason} (expected host:port, e.g. 127.0.0.1:9464)"
+    )]
     BadAddress {
         /// What was given.
         addr: String,
@@ -137,7 +143,10 @@ impl PrometheusConfig {
     /// Installs the global recorder without serving; render the text with
     /// the returned handle.
     pub fn install_recorder(self) -> Result<PrometheusHandle, ExporterError> {
-        let handle = self.builder().install_recorder().map_err(convert(self.addr))?;
+        let handle = self
+            .builder()
+            .install_recorder()
+            .map_err(convert(self.addr))?;
         telemetry::describe_metrics();
         Ok(handle)
     }

@@ -37,12 +37,17 @@ pub fn init(format: LogFormat) -> Result<(), Box<dyn std::error::Error + Send + 
 }
 
 /// Like [`init`], writing through `writer` (e.g. one that pauses progress bars).
-pub fn init_with_writer<W>(format: LogFormat, writer: W) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+pub fn init_with_writer<W>(
+    format: LogFormat,
+    writer: W,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.with_target(true).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
