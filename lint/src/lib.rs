@@ -1,1 +1,143 @@
+//! # gradlint
+//!
+//! A static linter for gradient-reset bugs (the missing `zero_grad` and its
+//! cousins) in PyTorch (Python) and Rust (candle, gradguard, tch-rs) training
+//! code. It lowers each file to a small model of gradient events inside the
+//! control flow ([`ir`]), builds the graph of every loop ([`cfg`]), computes
+//! the facts of each optimizer's gradient life cycle ([`facts`]) and runs the
+//! rules ([`rules`]) on them.
+//!
+//! ```
+//! let source = "
+//! for x, y in loader:
+//!     loss = loss_fn(model(x), y)
+//!     loss.backward()
+//!     optimizer.step()
+//! ";
+//! let found = gradlint::lint_source("train.py", source, gradlint::Language::Python).unwrap();
+//! assert_eq!(found[0].code, "GL001");
+//! assert_eq!((found[0].line, found[0].column), (5, 5));
+//! ```
 
+pub mod cfg;
+pub mod config;
+pub mod diagnostic;
+pub mod facts;
+pub mod frontend;
+pub mod ir;
+pub mod output;
+pub mod rules;
+#[cfg(test)]
+mod test_support;
+pub mod walk;
+
+use std::path::Path;
+
+pub use diagnostic::{Diagnostic, LineIndex};
+use ir::Span;
+use rules::Rule;
+
+/// The languages gradlint reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// `.py`, `.pyi`
+    Python,
+    /// `.rs`
+    Rust,
+}
+
+impl Language {
+    /// By file extension.
+    pub fn of(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()? {
+            "py" | "pyi" => Some(Language::Python),
+            "rs" => Some(Language::Rust),
+            _ => None,
+        }
+    }
+}
+
+/// A file that could not be linted: unreadable, not UTF-8, too large, or
+/// not parseable. The other files are still linted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileError {
+    /// The file.
+    pub path: String,
+    /// 1-based position of a syntax error, when there is one.
+    pub line: Option<usize>,
+    /// 1-based column of a syntax error.
+    pub column: Option<usize>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Lints one file's text. `path` is only used in the diagnostics.
+pub fn lint_source(
+    path: &str,
+    source: &str,
+    language: Language,
+) -> Result<Vec<Diagnostic>, FileError> {
+    let index = LineIndex::new(source);
+    let program = match language {
+        Language::Python => frontend::python::lower(source).map_err(|e| (e.message, e.offset)),
+        Language::Rust => frontend::rust::lower(source).map_err(|e| (e.message, e.offset)),
+    }
+    .map_err(|(message, offset)| {
+        let (line, column) = index.location(offset);
+        FileError {
+            path: path.to_string(),
+            line: Some(line),
+            column: Some(column),
+            message: format!("syntax error: {message}"),
+        }
+    })?;
+
+    let mut found: Vec<(Rule, rules::Violation)> = Vec::new();
+    for function in &program.functions {
+        for f in facts::of_function(&program, function) {
+            for rule in rules::ALL {
+                let Some(v) = (rule.check)(&f) else { continue };
+                // A finding is reported once, by its innermost loop.
+                let pile_up = |c: &str| matches!(c, "GL001" | "GL002" | "GL005" | "GL007");
+                let dup = found.iter().any(|(r, w)| {
+                    w.span == v.span
+                        && (r.code == rule.code || (pile_up(r.code) && pile_up(rule.code)))
+                });
+                if !dup {
+                    found.push((rule, v));
+                }
+            }
+        }
+    }
+    let mut out: Vec<Diagnostic> = found
+        .into_iter()
+        .map(|(rule, v)| diagnostic(path, &index, rule, v.span, v.message, v.help))
+        .filter(|d| !diagnostic::is_suppressed(&index, d.line, d.code))
+        .collect();
+    out.sort_by_key(|d| (d.line, d.column, d.code));
+    Ok(out)
+}
+
+fn diagnostic(
+    path: &str,
+    index: &LineIndex,
+    rule: Rule,
+    span: Span,
+    message: String,
+    help: String,
+) -> Diagnostic {
+    let (line, column) = index.location(span.start);
+    let (end_line, end_column) = index.location(span.end);
+    Diagnostic {
+        code: rule.code,
+        rule: rule.name,
+        path: path.to_string(),
+        line,
+        column,
+        end_line,
+        end_column,
+        message,
+        help,
+        span,
+    }
+}

@@ -1,0 +1,217 @@
+//! What the rules read: for every loop and every updater stepped in it, the
+//! facts of its gradient life cycle, computed on the loop's graph.
+
+use std::collections::BTreeSet;
+
+use crate::cfg::Cfg;
+use crate::ir::{Event, Function, Node, Program, Reset, Span, Updater};
+
+/// The facts of one updater in one loop.
+#[derive(Debug, Clone)]
+pub struct LoopFacts {
+    /// The updater (optimizer, manual update, GradStore).
+    pub updater: Updater,
+    /// The loop.
+    pub loop_span: Span,
+    /// Its steps in the loop (first one first).
+    pub steps: Vec<Span>,
+    /// A step after which a path reaches a step again through a backward
+    /// pass and no reset: gradients pile up.
+    pub pile_up_step: Option<Span>,
+    /// Resets of this updater's gradients in the loop.
+    pub resets_in_loop: Vec<Span>,
+    /// Resets in the enclosing function, outside the loop.
+    pub resets_outside_loop: Vec<Span>,
+    /// How many optimizers the loop steps.
+    pub optimizers_in_loop: usize,
+    /// A reset between a backward pass and a step, in one iteration: the
+    /// step applies zeros.
+    pub reset_between_backward_and_step: Option<Span>,
+    /// A reset that discards a backward pass no step applied, while the
+    /// step is conditional: accumulation defeated.
+    pub reset_discarding_accumulation: Option<Span>,
+    /// Rust/candle: a step applying a `GradStore` bound before the loop from
+    /// a backward pass and never bound again (nor extended) in it.
+    pub stale_store_step: Option<Span>,
+    /// Rust/candle: the loop sums backward passes into this `GradStore`.
+    pub store_extended_in_loop: bool,
+}
+
+fn same_name(a: &str, b: &str) -> bool {
+    let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
+    a == b || last(a) == last(b)
+}
+
+/// Whether `event` clears the gradients that `updater` applies.
+pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
+    let reset = match event {
+        Event::Reset(r) => r.clone(),
+        Event::BindStore(s) => Reset::Store(s.clone()),
+        _ => return false,
+    };
+    match (&reset, updater) {
+        (Reset::Store(a), Updater::Store(b)) => a == b,
+        (Reset::Store(_), _) | (_, Updater::Store(_)) => false,
+        (Reset::Parameters, _) => true,
+        (Reset::Optimizer(a), Updater::Optimizer(b)) => same_name(a, b),
+        (Reset::Optimizer(_), Updater::Manual) | (Reset::Model(_), Updater::Manual) => true,
+        (Reset::Model(m), Updater::Optimizer(o)) => {
+            program.model_of(o).is_none_or(|mm| same_name(mm, m))
+        }
+    }
+}
+
+/// Every event directly in `nodes` (not in called functions), with spans.
+fn events(nodes: &[Node], out: &mut Vec<(Event, Span)>) {
+    for node in nodes {
+        match node {
+            Node::Event(e, s) => out.push((e.clone(), *s)),
+            Node::If { branches, .. } => branches.iter().for_each(|b| events(b, out)),
+            Node::Loop { body, .. } | Node::Accumulate(body) => events(body, out),
+            Node::Break | Node::Continue | Node::Return => {}
+        }
+    }
+}
+
+fn loops<'a>(nodes: &'a [Node], out: &mut Vec<(&'a [Node], Span)>) {
+    for node in nodes {
+        match node {
+            Node::Loop { body, span } => {
+                out.push((body, *span));
+                loops(body, out);
+            }
+            Node::If { branches, .. } => branches.iter().for_each(|b| loops(b, out)),
+            Node::Accumulate(body) => loops(body, out),
+            _ => {}
+        }
+    }
+}
+
+/// The facts of every (loop, updater) of `function`, innermost loops first.
+pub fn of_function(program: &Program, function: &Function) -> Vec<LoopFacts> {
+    let mut all_loops = Vec::new();
+    loops(&function.body, &mut all_loops);
+    // Innermost first: a loop nested in another starts later and ends sooner.
+    all_loops.sort_by_key(|(_, s)| std::cmp::Reverse(s.start));
+    let mut function_events = Vec::new();
+    events(&function.body, &mut function_events);
+    let mut out = Vec::new();
+    for (body, span) in all_loops {
+        let cfg = Cfg::of_loop(program, body);
+        let backwards = cfg.find(|e| matches!(e, Event::Backward | Event::Extend(_)));
+        if backwards.is_empty()
+            && !cfg
+                .events
+                .iter()
+                .flatten()
+                .any(|(e, _)| matches!(e, Event::Step(Updater::Store(_))))
+        {
+            continue;
+        }
+        let updaters: BTreeSet<Updater> = cfg
+            .events
+            .iter()
+            .flatten()
+            .filter_map(|(e, _)| match e {
+                Event::Step(u) => Some(u.clone()),
+                _ => None,
+            })
+            .collect();
+        let optimizers_in_loop = updaters
+            .iter()
+            .filter(|u| matches!(u, Updater::Optimizer(_)))
+            .count();
+        for updater in updaters {
+            out.push(facts(
+                program,
+                &cfg,
+                &backwards,
+                &function_events,
+                span,
+                updater,
+                optimizers_in_loop,
+            ));
+        }
+    }
+    out
+}
+
+fn facts(
+    program: &Program,
+    cfg: &Cfg,
+    backwards: &[usize],
+    function_events: &[(Event, Span)],
+    loop_span: Span,
+    updater: Updater,
+    optimizers_in_loop: usize,
+) -> LoopFacts {
+    let steps = cfg.find(|e| matches!(e, Event::Step(u) if *u == updater));
+    let reset_nodes = cfg.find(|e| resets(program, e, &updater));
+    let head = cfg.head;
+
+    let pile_up_step = steps
+        .iter()
+        .find(|&&s| cfg.path(s, &steps, &reset_nodes, Some(backwards)))
+        .map(|&s| cfg.span(s));
+
+    // In program order within one iteration (no loop closes): backward,
+    // reset, step, and no backward between the reset and the step.
+    let reset_between_backward_and_step = reset_nodes
+        .iter()
+        .find(|&&z| {
+            let after_backward = backwards.iter().any(|&b| cfg.forward_path(b, &[z], &[]));
+            after_backward && cfg.forward_path(z, &steps, backwards)
+        })
+        .map(|&z| cfg.span(z));
+
+    // A backward pass cleared before any step applied it, while some
+    // iteration passes a backward and skips the step.
+    let step_is_conditional = cfg.path(head, &[head], &steps, Some(backwards));
+    let reset_discarding_accumulation = if step_is_conditional {
+        reset_nodes
+            .iter()
+            .find(|&&z| {
+                !cfg.in_accumulate[z] && backwards.iter().any(|&b| cfg.path(b, &[z], &steps, None))
+            })
+            .map(|&z| cfg.span(z))
+    } else {
+        None
+    };
+
+    let resets_in_loop: Vec<Span> = reset_nodes.iter().map(|&z| cfg.span(z)).collect();
+    let resets_outside_loop: Vec<Span> = function_events
+        .iter()
+        .filter(|(e, s)| !loop_span.contains(*s) && resets(program, e, &updater))
+        .map(|(_, s)| *s)
+        .collect();
+
+    let store_extended_in_loop = match &updater {
+        Updater::Store(var) => !cfg
+            .find(|e| matches!(e, Event::Extend(v) if v == var))
+            .is_empty(),
+        _ => false,
+    };
+    let stale_store_step = match &updater {
+        Updater::Store(var) if resets_in_loop.is_empty() && !store_extended_in_loop => {
+            let bound_before = function_events.iter().any(|(e, s)| {
+                matches!(e, Event::BindStore(v) if v == var) && s.end <= loop_span.start
+            });
+            steps.first().filter(|_| bound_before).map(|&s| cfg.span(s))
+        }
+        _ => None,
+    };
+
+    LoopFacts {
+        steps: steps.iter().map(|&s| cfg.span(s)).collect(),
+        updater,
+        loop_span,
+        pile_up_step,
+        resets_in_loop,
+        resets_outside_loop,
+        optimizers_in_loop,
+        reset_between_backward_and_step,
+        reset_discarding_accumulation,
+        stale_store_step,
+        store_extended_in_loop,
+    }
+}

@@ -1,0 +1,385 @@
+//! Rust (candle, gradguard, tch-rs) to the model, with syn.
+
+use std::collections::HashSet;
+
+use syn::spanned::Spanned;
+use syn::visit::Visit;
+use syn::{Block, Expr, ImplItem, Item, Pat, Stmt, TraitItem};
+
+use super::{looks_like_optimizer, OPTIMIZER_TYPES};
+use crate::diagnostic::LineIndex;
+use crate::ir::{Event, Function, Node, Program, Reset, Span, Updater};
+
+const MAX_DEPTH: usize = 100;
+
+/// A syntax error, with its byte offset.
+#[derive(Debug, Clone)]
+pub struct SyntaxError {
+    /// What the parser said.
+    pub message: String,
+    /// Where.
+    pub offset: usize,
+}
+
+/// Parses and lowers a Rust file.
+pub fn lower(source: &str) -> Result<Program, SyntaxError> {
+    let index = LineIndex::new(source);
+    let file = syn::parse_file(source).map_err(|e| {
+        let start = e.span().start();
+        SyntaxError {
+            message: e.to_string(),
+            offset: index.offset(start.line, start.column),
+        }
+    })?;
+    let mut fns = Vec::new();
+    collect_fns(&file.items, &mut fns);
+    let mut lowerer = Lowerer {
+        index,
+        program: Program::default(),
+        optimizers: HashSet::new(),
+        functions: fns.iter().map(|(n, _)| n.clone()).collect(),
+    };
+    for (_, block) in &fns {
+        lowerer.find_optimizers(block);
+    }
+    for (name, block) in &fns {
+        let body = lowerer.block(block, 0);
+        lowerer.program.functions.push(Function {
+            name: name.clone(),
+            body,
+        });
+    }
+    Ok(lowerer.program)
+}
+
+fn collect_fns<'a>(items: &'a [Item], out: &mut Vec<(String, &'a Block)>) {
+    for item in items {
+        match item {
+            Item::Fn(f) => out.push((f.sig.ident.to_string(), &f.block)),
+            Item::Impl(i) => {
+                for it in &i.items {
+                    if let ImplItem::Fn(f) = it {
+                        out.push((f.sig.ident.to_string(), &f.block));
+                    }
+                }
+            }
+            Item::Trait(t) => {
+                for it in &t.items {
+                    if let TraitItem::Fn(f) = it {
+                        if let Some(b) = &f.default {
+                            out.push((f.sig.ident.to_string(), b));
+                        }
+                    }
+                }
+            }
+            Item::Mod(m) => {
+                if let Some((_, items)) = &m.content {
+                    collect_fns(items, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+struct Lowerer {
+    index: LineIndex,
+    program: Program,
+    optimizers: HashSet<String>,
+    functions: HashSet<String>,
+}
+
+/// `a.b.c` for paths and fields.
+fn dotted(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Path(p) => Some(
+            p.path
+                .segments
+                .iter()
+                .map(|s| s.ident.to_string())
+                .collect::<Vec<_>>()
+                .join("::"),
+        ),
+        Expr::Field(f) => {
+            let member = match &f.member {
+                syn::Member::Named(i) => i.to_string(),
+                syn::Member::Unnamed(i) => i.index.to_string(),
+            };
+            Some(format!("{}.{member}", dotted(&f.base)?))
+        }
+        Expr::Reference(r) => dotted(&r.expr),
+        Expr::Paren(p) => dotted(&p.expr),
+        _ => None,
+    }
+}
+
+/// Strips `?`, `.unwrap()`, `.expect(..)`, `&`, parentheses.
+fn unwrapped(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Try(t) => unwrapped(&t.expr),
+        Expr::Reference(r) => unwrapped(&r.expr),
+        Expr::Paren(p) => unwrapped(&p.expr),
+        Expr::MethodCall(m) if matches!(m.method.to_string().as_str(), "unwrap" | "expect") => {
+            unwrapped(&m.receiver)
+        }
+        _ => expr,
+    }
+}
+
+/// Whether `expr` calls `.backward()` with no argument (candle: a fresh store).
+fn calls_backward(expr: &Expr) -> bool {
+    struct Finder(bool);
+    impl<'a> Visit<'a> for Finder {
+        fn visit_expr_method_call(&mut self, m: &'a syn::ExprMethodCall) {
+            if m.method == "backward" && m.args.is_empty() {
+                self.0 = true;
+            }
+            syn::visit::visit_expr_method_call(self, m);
+        }
+        fn visit_expr_closure(&mut self, _: &'a syn::ExprClosure) {}
+    }
+    let mut f = Finder(false);
+    f.visit_expr(expr);
+    f.0
+}
+
+fn mentions_optimizer_type(expr: &Expr) -> bool {
+    struct Finder(bool);
+    impl<'a> Visit<'a> for Finder {
+        fn visit_ident(&mut self, i: &'a proc_macro2::Ident) {
+            let s = i.to_string();
+            if OPTIMIZER_TYPES.contains(&s.as_str()) {
+                self.0 = true;
+            }
+        }
+    }
+    let mut f = Finder(false);
+    f.visit_expr(expr);
+    f.0
+}
+
+impl Lowerer {
+    fn span(&self, node: &impl Spanned) -> Span {
+        let s = node.span();
+        let (a, b) = (s.start(), s.end());
+        Span::new(
+            self.index.offset(a.line, a.column),
+            self.index.offset(b.line, b.column),
+        )
+    }
+
+    fn find_optimizers(&mut self, block: &Block) {
+        struct Finder<'l>(&'l mut HashSet<String>);
+        impl<'a> Visit<'a> for Finder<'_> {
+            fn visit_local(&mut self, l: &'a syn::Local) {
+                if let (Some(name), Some(init)) = (pat_name(&l.pat), &l.init) {
+                    if mentions_optimizer_type(&init.expr) {
+                        self.0.insert(name);
+                    }
+                }
+                syn::visit::visit_local(self, l);
+            }
+        }
+        Finder(&mut self.optimizers).visit_block(block);
+    }
+
+    fn is_optimizer(&self, text: &str) -> bool {
+        self.optimizers.contains(text) || looks_like_optimizer(text)
+    }
+
+    fn block(&self, block: &Block, depth: usize) -> Vec<Node> {
+        let mut out = Vec::new();
+        if depth > MAX_DEPTH {
+            return out;
+        }
+        for stmt in &block.stmts {
+            match stmt {
+                Stmt::Local(l) => {
+                    if let Some(init) = &l.init {
+                        self.expr(&init.expr, depth, false, &mut out);
+                        if let Some((_, diverge)) = &init.diverge {
+                            self.expr(diverge, depth, false, &mut out);
+                        }
+                        if let Some(name) = pat_name(&l.pat) {
+                            out.push(self.binding(name, &init.expr, l));
+                        }
+                    }
+                }
+                Stmt::Expr(e, _) => self.expr(e, depth, true, &mut out),
+                Stmt::Item(_) | Stmt::Macro(_) => {}
+            }
+        }
+        out
+    }
+
+    /// `x = ...`: a new `GradStore` in `x` (from a backward pass or not).
+    fn binding(&self, name: String, value: &Expr, at: &impl Spanned) -> Node {
+        let event = if calls_backward(value) {
+            Event::BindStore(name)
+        } else {
+            Event::Reset(Reset::Store(name))
+        };
+        Node::Event(event, self.span(at))
+    }
+
+    /// Lowers `expr`; `statement` tells that its value is discarded.
+    fn expr(&self, expr: &Expr, depth: usize, statement: bool, out: &mut Vec<Node>) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        let d = depth + 1;
+        match expr {
+            Expr::If(i) => {
+                self.expr(&i.cond, d, false, out);
+                let mut branches = vec![self.block(&i.then_branch, d)];
+                if let Some((_, e)) = &i.else_branch {
+                    let mut other = Vec::new();
+                    self.expr(e, d, true, &mut other);
+                    branches.push(other);
+                }
+                out.push(Node::If {
+                    exhaustive: i.else_branch.is_some(),
+                    branches,
+                });
+            }
+            Expr::Match(m) => {
+                self.expr(&m.expr, d, false, out);
+                let branches = m
+                    .arms
+                    .iter()
+                    .map(|arm| {
+                        let mut b = Vec::new();
+                        self.expr(&arm.body, d, true, &mut b);
+                        b
+                    })
+                    .collect();
+                out.push(Node::If {
+                    branches,
+                    exhaustive: true,
+                });
+            }
+            Expr::ForLoop(f) => {
+                self.expr(&f.expr, d, false, out);
+                out.push(Node::Loop {
+                    body: self.block(&f.body, d),
+                    span: self.span(f),
+                });
+            }
+            Expr::While(w) => {
+                let mut body = Vec::new();
+                self.expr(&w.cond, d, false, &mut body);
+                body.extend(self.block(&w.body, d));
+                out.push(Node::Loop {
+                    body,
+                    span: self.span(w),
+                });
+            }
+            Expr::Loop(l) => out.push(Node::Loop {
+                body: self.block(&l.body, d),
+                span: self.span(l),
+            }),
+            Expr::Block(b) => out.extend(self.block(&b.block, d)),
+            Expr::Unsafe(b) => out.extend(self.block(&b.block, d)),
+            Expr::Break(_) => out.push(Node::Break),
+            Expr::Continue(_) => out.push(Node::Continue),
+            Expr::Return(r) => {
+                if let Some(v) = &r.expr {
+                    self.expr(v, d, false, out);
+                }
+                out.push(Node::Return);
+            }
+            Expr::Assign(a) => {
+                self.expr(&a.right, d, false, out);
+                if let Some(name) = dotted(&a.left) {
+                    out.push(self.binding(name, &a.right, a));
+                }
+            }
+            Expr::Try(t) => self.expr(&t.expr, d, statement, out),
+            Expr::Paren(p) => self.expr(&p.expr, d, statement, out),
+            Expr::Reference(r) => self.expr(&r.expr, d, false, out),
+            Expr::Let(l) => self.expr(&l.expr, d, false, out),
+            Expr::MethodCall(m) => {
+                let passthrough = matches!(m.method.to_string().as_str(), "unwrap" | "expect");
+                self.expr(&m.receiver, d, statement && passthrough, out);
+                for a in &m.args {
+                    self.expr(a, d, false, out);
+                }
+                if let Some(event) = self.method_call(m, statement) {
+                    out.push(Node::Event(event, self.span(m)));
+                }
+            }
+            Expr::Call(c) => {
+                for a in &c.args {
+                    self.expr(a, d, false, out);
+                }
+                let callee = dotted(&c.func).unwrap_or_default();
+                let last = callee.rsplit("::").next().unwrap_or("").to_string();
+                if matches!(last.as_str(), "take" | "replace" | "drop") {
+                    if let Some(var) = c.args.first().and_then(|a| dotted(unwrapped(a))) {
+                        out.push(Node::Event(Event::Reset(Reset::Store(var)), self.span(c)));
+                    }
+                } else if self.functions.contains(&last) {
+                    out.push(Node::Event(Event::Call(last), self.span(c)));
+                }
+            }
+            Expr::Closure(_) | Expr::Macro(_) => {}
+            other => {
+                // Calls inside any other expression (binary operators, struct
+                // literals, ...): lower the direct sub-expressions.
+                struct Sub<'l, 'o> {
+                    lowerer: &'l Lowerer,
+                    depth: usize,
+                    out: &'o mut Vec<Node>,
+                }
+                impl<'a> Visit<'a> for Sub<'_, '_> {
+                    fn visit_expr(&mut self, e: &'a Expr) {
+                        self.lowerer.expr(e, self.depth, false, self.out);
+                    }
+                }
+                let mut sub = Sub {
+                    lowerer: self,
+                    depth: d,
+                    out,
+                };
+                syn::visit::visit_expr(&mut sub, other);
+            }
+        }
+    }
+
+    fn method_call(&self, m: &syn::ExprMethodCall, statement: bool) -> Option<Event> {
+        let method = m.method.to_string();
+        let receiver = dotted(unwrapped(&m.receiver));
+        let store_arg = || m.args.first().and_then(|a| dotted(unwrapped(a)));
+        match method.as_str() {
+            // gradguard: opt.backward(&loss) adds into the guard's buffers;
+            // tch: loss.backward(); adds into .grad. candle's loss.backward()?
+            // returns a fresh GradStore (used as a value): no accumulation.
+            "backward" if !m.args.is_empty() || statement => Some(Event::Backward),
+            "zero_grad" => {
+                let r = receiver?;
+                Some(Event::Reset(if self.is_optimizer(&r) {
+                    Reset::Optimizer(r)
+                } else {
+                    Reset::Model(r)
+                }))
+            }
+            "step" | "step_with" if !m.args.is_empty() => {
+                store_arg().map(|s| Event::Step(Updater::Store(s)))
+            }
+            "step" => receiver
+                .filter(|r| self.is_optimizer(r))
+                .map(|r| Event::Step(Updater::Optimizer(r))),
+            "extend" if m.args.iter().any(calls_backward) => receiver.map(Event::Extend),
+            name if self.functions.contains(name) => Some(Event::Call(name.to_string())),
+            _ => None,
+        }
+    }
+}
+
+fn pat_name(pat: &Pat) -> Option<String> {
+    match pat {
+        Pat::Ident(i) => Some(i.ident.to_string()),
+        Pat::Type(t) => pat_name(&t.pat),
+        _ => None,
+    }
+}

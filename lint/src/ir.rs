@@ -1,0 +1,143 @@
+//! The language-neutral model of training code that the rules read: the
+//! gradient events of a function body (backward, step, reset) inside its
+//! control flow (branches, loops, jumps). The Python and Rust front ends lower
+//! their syntax trees to it; unknown calls are left out (opaque).
+
+/// A byte range in the source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Span {
+    /// First byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
+impl Span {
+    /// A span from `start` to `end`.
+    pub fn new(start: usize, end: usize) -> Self {
+        Self { start, end }
+    }
+
+    /// Whether `other` lies inside this span.
+    pub fn contains(&self, other: Span) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
+}
+
+/// What a reset clears.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Reset {
+    /// `opt.zero_grad()`: the gradients of one optimizer's parameters.
+    Optimizer(String),
+    /// `model.zero_grad()`: the gradients of one model's parameters.
+    Model(String),
+    /// `p.grad = None`, `p.grad.zero_()`: parameters' gradients directly.
+    Parameters,
+    /// Rust/candle: `acc = ...`, a `GradStore` variable bound anew.
+    Store(String),
+}
+
+/// What updates parameters from their gradients.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Updater {
+    /// An optimizer, by the text of its expression (`opt`, `self.optimizer`).
+    Optimizer(String),
+    /// A manual update such as `p -= lr * p.grad`.
+    Manual,
+    /// Rust/candle: `opt.step(&acc)` applies the `GradStore` variable `acc`.
+    Store(String),
+}
+
+impl Updater {
+    /// The name shown in messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Updater::Optimizer(o) => format!("`{o}`"),
+            Updater::Manual => "the manual update".to_string(),
+            Updater::Store(s) => format!("the GradStore `{s}`"),
+        }
+    }
+}
+
+/// A gradient event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Gradients are added into parameters' `.grad` (or a store).
+    Backward,
+    /// An update applies gradients.
+    Step(Updater),
+    /// Gradients are cleared.
+    Reset(Reset),
+    /// Rust/candle: `let x = loss.backward()?`: a `GradStore` bound from a
+    /// backward pass (also a [`Reset::Store`] of `x`).
+    BindStore(String),
+    /// Rust/candle: `acc.extend(loss.backward()?)`: a backward pass summed
+    /// into the `GradStore` variable `acc`.
+    Extend(String),
+    /// A call of a function defined in the same file, followed by the analysis.
+    Call(String),
+}
+
+/// A statement of the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// An event at a place in the source.
+    Event(Event, Span),
+    /// Alternative branches; without an `else`, a path skips them all.
+    If {
+        /// The branches' bodies.
+        branches: Vec<Vec<Node>>,
+        /// Whether one branch always runs (an `else`).
+        exhaustive: bool,
+    },
+    /// A loop (`for`, `while`, `loop`).
+    Loop {
+        /// The body.
+        body: Vec<Node>,
+        /// The whole loop.
+        span: Span,
+    },
+    /// `with accelerator.accumulate(model):` (the framework gates step and reset).
+    Accumulate(Vec<Node>),
+    /// `break`.
+    Break,
+    /// `continue`.
+    Continue,
+    /// `return` (or `raise`).
+    Return,
+}
+
+/// A function (or the module's top level) of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Function {
+    /// Its name (`<module>` for the top level).
+    pub name: String,
+    /// Its body.
+    pub body: Vec<Node>,
+}
+
+/// A lowered file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Program {
+    /// Every function, methods included, and the top level.
+    pub functions: Vec<Function>,
+    /// Optimizer variable -> the model whose parameters it updates
+    /// (`opt_d = Adam(net_d.parameters())`), where known.
+    pub optimizer_models: Vec<(String, String)>,
+}
+
+impl Program {
+    /// The function called `name`, if defined in the file.
+    pub fn function(&self, name: &str) -> Option<&Function> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+
+    /// The model an optimizer updates, if known.
+    pub fn model_of(&self, optimizer: &str) -> Option<&str> {
+        let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
+        self.optimizer_models
+            .iter()
+            .find(|(o, _)| o == optimizer || last(o) == last(optimizer))
+            .map(|(_, m)| m.as_str())
+    }
+}

@@ -1,0 +1,245 @@
+//! Report formats: text (rustc/ruff-like, with a code frame), JSON, SARIF
+//! 2.1.0 (GitHub code scanning) and GitHub workflow annotations.
+
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use serde_json::{json, Value};
+
+use crate::diagnostic::LineIndex;
+use crate::rules;
+use crate::walk::Report;
+
+/// An output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `path:line:col: GL001 message`, a code frame and a help line.
+    Text,
+    /// One JSON object: diagnostics, errors, file count.
+    Json,
+    /// SARIF 2.1.0.
+    Sarif,
+    /// `::error file=...` workflow commands.
+    Github,
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            "sarif" => Ok(Format::Sarif),
+            "github" => Ok(Format::Github),
+            _ => Err(format!(
+                "unknown format `{s}`; expected text, json, sarif or github"
+            )),
+        }
+    }
+}
+
+/// Renders `report` in `format`.
+pub fn render(report: &Report, format: Format) -> String {
+    match format {
+        Format::Text => text(report),
+        Format::Json => serde_json::to_string_pretty(&json(report)).expect("serialisable") + "\n",
+        Format::Sarif => serde_json::to_string_pretty(&sarif(report)).expect("serialisable") + "\n",
+        Format::Github => github(report),
+    }
+}
+
+fn text(report: &Report) -> String {
+    let mut out = String::new();
+    let mut sources: Option<(String, Option<LineIndex>)> = None;
+    for d in &report.diagnostics {
+        let _ = writeln!(
+            out,
+            "{}:{}:{}: {} {}",
+            d.path, d.line, d.column, d.code, d.message
+        );
+        if sources.as_ref().is_none_or(|(p, _)| *p != d.path) {
+            let index = std::fs::read_to_string(&d.path)
+                .ok()
+                .map(|s| LineIndex::new(&s));
+            sources = Some((d.path.clone(), index));
+        }
+        if let Some((_, Some(index))) = &sources {
+            let width = d.line.to_string().len();
+            let pad = " ".repeat(width);
+            let _ = writeln!(out, "{pad} |");
+            if d.line > 1 {
+                let _ = writeln!(out, "{:>width$} | {}", d.line - 1, index.line(d.line - 1));
+            }
+            let line = index.line(d.line);
+            let _ = writeln!(out, "{:>width$} | {line}", d.line);
+            let len = if d.end_line == d.line {
+                d.end_column.saturating_sub(d.column).max(1)
+            } else {
+                line.chars().count().saturating_sub(d.column - 1).max(1)
+            };
+            let _ = writeln!(
+                out,
+                "{pad} | {}{}",
+                " ".repeat(d.column - 1),
+                "^".repeat(len)
+            );
+            let _ = writeln!(out, "{pad} = help: {}", d.help);
+        } else {
+            let _ = writeln!(out, "  = help: {}", d.help);
+        }
+        out.push('\n');
+    }
+    for e in &report.errors {
+        match (e.line, e.column) {
+            (Some(l), Some(c)) => {
+                let _ = writeln!(out, "{}:{l}:{c}: error: {}", e.path, e.message);
+            }
+            _ => {
+                let _ = writeln!(out, "{}: error: {}", e.path, e.message);
+            }
+        }
+    }
+    let n = report.diagnostics.len();
+    let _ = write!(
+        out,
+        "Found {n} problem{} in {} file{}",
+        if n == 1 { "" } else { "s" },
+        report.files,
+        if report.files == 1 { "" } else { "s" }
+    );
+    if !report.errors.is_empty() {
+        let _ = write!(out, " ({} could not be linted)", report.errors.len());
+    }
+    out.push('\n');
+    out
+}
+
+fn json(report: &Report) -> Value {
+    json!({
+        "diagnostics": report.diagnostics,
+        "errors": report.errors,
+        "files": report.files,
+    })
+}
+
+/// A path as a SARIF relative URI.
+fn uri(path: &str) -> String {
+    path.trim_start_matches("./").replace('\\', "/")
+}
+
+fn sarif(report: &Report) -> Value {
+    let rules: Vec<Value> = rules::ALL
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.code,
+                "name": r.name,
+                "shortDescription": { "text": r.summary },
+                "fullDescription": { "text": r.summary },
+                "help": { "text": r.docs, "markdown": r.docs },
+                "defaultConfiguration": { "level": "error" },
+                "properties": { "tags": ["correctness", "machine-learning"], "precision": "high" }
+            })
+        })
+        .collect();
+    let results: Vec<Value> = report
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let index = rules::ALL
+                .iter()
+                .position(|r| r.code == d.code)
+                .unwrap_or(0);
+            json!({
+                "ruleId": d.code,
+                "ruleIndex": index,
+                "level": "error",
+                "message": { "text": format!("{} (help: {})", d.message, d.help) },
+                "locations": [{
+                    "physicalLocation": {
+                        "artifactLocation": { "uri": uri(&d.path), "uriBaseId": "%SRCROOT%" },
+                        "region": {
+                            "startLine": d.line,
+                            "startColumn": d.column,
+                            "endLine": d.end_line,
+                            "endColumn": d.end_column
+                        }
+                    }
+                }]
+            })
+        })
+        .collect();
+    let notifications: Vec<Value> = report
+        .errors
+        .iter()
+        .map(|e| {
+            json!({
+                "level": "error",
+                "message": { "text": e.message },
+                "locations": [{
+                    "physicalLocation": {
+                        "artifactLocation": { "uri": uri(&e.path), "uriBaseId": "%SRCROOT%" }
+                    }
+                }]
+            })
+        })
+        .collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {
+                "driver": {
+                    "name": "gradlint",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "informationUri": "https://github.com/gradguard/gradguard",
+                    "rules": rules
+                }
+            },
+            "results": results,
+            "invocations": [{
+                "executionSuccessful": report.errors.is_empty(),
+                "toolExecutionNotifications": notifications
+            }]
+        }]
+    })
+}
+
+/// Escapes a workflow command's data (`%`, CR, LF) or property (also `:` and `,`).
+fn escape(s: &str, property: bool) -> String {
+    let mut out = s
+        .replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A");
+    if property {
+        out = out.replace(':', "%3A").replace(',', "%2C");
+    }
+    out
+}
+
+fn github(report: &Report) -> String {
+    let mut out = String::new();
+    for d in &report.diagnostics {
+        let _ = writeln!(
+            out,
+            "::error title={},file={},line={},col={},endLine={},endColumn={}::{}",
+            escape(&format!("gradlint {} {}", d.code, d.rule), true),
+            escape(&d.path, true),
+            d.line,
+            d.column,
+            d.end_line,
+            d.end_column,
+            escape(&format!("{} (help: {})", d.message, d.help), false)
+        );
+    }
+    for e in &report.errors {
+        let _ = writeln!(
+            out,
+            "::error title=gradlint,file={}::{}",
+            escape(&e.path, true),
+            escape(&e.message, false)
+        );
+    }
+    out
+}

@@ -1,0 +1,93 @@
+//! GL001 missing-zero-grad.
+
+use super::{gl002_zero_grad_outside_loop, gl005_optimizer_never_reset, Rule, Violation};
+use crate::facts::LoopFacts;
+use crate::ir::Updater;
+
+/// The rule.
+pub const RULE: Rule = Rule {
+    code: "GL001",
+    name: "missing-zero-grad",
+    summary: "a loop runs backward and an update with no gradient reset on every iteration",
+    docs: DOCS,
+    check,
+};
+
+const DOCS: &str = r#"## What it does
+Checks for training loops that run a backward pass and an update (an optimizer
+step, or a manual update such as `p -= lr * p.grad`) while some path through
+an iteration never resets the gradients (`optimizer.zero_grad()`,
+`model.zero_grad()`, `p.grad = None`).
+
+## Why is this bad?
+`loss.backward()` ADDS into each parameter's `.grad`. Without a reset, every
+step applies the sum of all gradients so far: the effective learning rate grows
+step after step and the model collapses, silently. (In tch-rs and in
+gradguard's `backward`/`step` the same holds.)
+
+## Example
+```python
+for x, y in loader:
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.1 * p.grad
+```
+
+## Use instead
+```python
+for x, y in loader:
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.1 * p.grad
+    model.zero_grad()
+```
+or fresh gradients: `grads = torch.autograd.grad(loss, model.parameters())`.
+
+## References
+- PyTorch: `torch.optim.Optimizer.zero_grad`, `torch.autograd.grad`
+- pytorch/pytorch#47175
+"#;
+
+fn check(f: &LoopFacts) -> Option<Violation> {
+    if matches!(f.updater, Updater::Store(_))
+        || gl002_zero_grad_outside_loop::applies(f)
+        || gl005_optimizer_never_reset::applies(f)
+    {
+        return None;
+    }
+    let span = f.pile_up_step?;
+    let (message, help) = match &f.updater {
+        Updater::Manual => (
+            "gradients pile up: this manual update applies `.grad` after `backward()` with no reset on every iteration".to_string(),
+            "reset the gradients every iteration (`model.zero_grad()` or `p.grad = None` after the update), or use `torch.autograd.grad`".to_string(),
+        ),
+        other => {
+            let o = other.describe();
+            let reset = match other {
+                Updater::Optimizer(name) => format!("{name}.zero_grad()"),
+                _ => "zero_grad()".to_string(),
+            };
+            (
+                format!("gradients pile up: {o} steps after `backward()` with no gradient reset on every iteration"),
+                format!("call `{reset}` every iteration, after the step (or before the backward pass)"),
+            )
+        }
+    };
+    Some(Violation {
+        span,
+        message,
+        help,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fixtures() {
+        crate::test_support::assert_fixtures("GL001");
+    }
+}

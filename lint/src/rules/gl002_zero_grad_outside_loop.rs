@@ -1,0 +1,72 @@
+//! GL002 zero-grad-outside-loop.
+
+use super::{Rule, Violation};
+use crate::facts::LoopFacts;
+use crate::ir::Updater;
+
+/// The rule.
+pub const RULE: Rule = Rule {
+    code: "GL002",
+    name: "zero-grad-outside-loop",
+    summary: "the only gradient reset is before or after the loop, so gradients pile up across iterations",
+    docs: DOCS,
+    check,
+};
+
+const DOCS: &str = r#"## What it does
+Checks for training loops whose gradients pile up while the only reset is
+outside the loop: before it (once, at the start) or after it.
+
+## Why is this bad?
+A reset before the loop clears the gradients once; every iteration's
+`backward()` then adds to the previous ones and every step applies their sum.
+The same holds when the reset is in an outer loop and backward and step run in
+an inner one.
+
+## Example
+```python
+optimizer.zero_grad()
+for x, y in loader:
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+```
+
+## Use instead
+```python
+for x, y in loader:
+    optimizer.zero_grad()
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+```
+"#;
+
+/// Gradients pile up, the loop has no reset, but the function resets outside it.
+pub fn applies(f: &LoopFacts) -> bool {
+    !matches!(f.updater, Updater::Store(_))
+        && f.pile_up_step.is_some()
+        && f.resets_in_loop.is_empty()
+        && !f.resets_outside_loop.is_empty()
+}
+
+fn check(f: &LoopFacts) -> Option<Violation> {
+    if !applies(f) {
+        return None;
+    }
+    Some(Violation {
+        span: f.pile_up_step?,
+        message: format!(
+            "gradients pile up across iterations: {} is reset only outside this loop",
+            f.updater.describe()
+        ),
+        help: "move the reset into the loop: after the step, or before the backward pass"
+            .to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fixtures() {
+        crate::test_support::assert_fixtures("GL002");
+    }
+}

@@ -1,0 +1,59 @@
+//! GL003 zero-grad-before-step.
+
+use super::{Rule, Violation};
+use crate::facts::LoopFacts;
+
+/// The rule.
+pub const RULE: Rule = Rule {
+    code: "GL003",
+    name: "zero-grad-before-step",
+    summary: "a gradient reset between backward and step: the step applies zeros",
+    docs: DOCS,
+    check,
+};
+
+const DOCS: &str = r#"## What it does
+Checks for a gradient reset placed after `backward()` and before the step in
+the same iteration, with no backward pass in between.
+
+## Why is this bad?
+The reset throws away the gradients just computed; the step then applies
+zeros (or nothing, with `set_to_none=True`). The model does not learn, while
+the loss is computed as usual.
+
+## Example
+```python
+for x, y in loader:
+    loss_fn(model(x), y).backward()
+    optimizer.zero_grad()
+    optimizer.step()
+```
+
+## Use instead
+```python
+for x, y in loader:
+    optimizer.zero_grad()
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+```
+"#;
+
+fn check(f: &LoopFacts) -> Option<Violation> {
+    let span = f.reset_between_backward_and_step?;
+    Some(Violation {
+        span,
+        message: format!(
+            "this reset runs after `backward()` and before {} steps: the step applies zeroed gradients",
+            f.updater.describe()
+        ),
+        help: "move the reset after the step, or before the backward pass".to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fixtures() {
+        crate::test_support::assert_fixtures("GL003");
+    }
+}

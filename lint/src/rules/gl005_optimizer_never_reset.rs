@@ -1,0 +1,80 @@
+//! GL005 optimizer-never-reset.
+
+use super::{gl002_zero_grad_outside_loop, Rule, Violation};
+use crate::facts::LoopFacts;
+use crate::ir::Updater;
+
+/// The rule.
+pub const RULE: Rule = Rule {
+    code: "GL005",
+    name: "optimizer-never-reset",
+    summary: "several optimizers are stepped in a loop and one of them is never reset",
+    docs: DOCS,
+    check,
+};
+
+const DOCS: &str = r#"## What it does
+Checks loops that step several optimizers (a GAN's generator and
+discriminator, an actor and a critic) for an optimizer whose gradients are
+never reset in the loop.
+
+## Why is this bad?
+The other optimizers' resets do not touch its parameters (unless they share a
+model): its gradients pile up across iterations and its model diverges while
+the other trains normally.
+
+## Example
+```python
+for real in loader:
+    opt_g.zero_grad()
+    g_loss(real).backward()
+    opt_g.step()
+    d_loss(real).backward()
+    opt_d.step()
+```
+
+## Use instead
+```python
+for real in loader:
+    opt_g.zero_grad()
+    g_loss(real).backward()
+    opt_g.step()
+    opt_d.zero_grad()
+    d_loss(real).backward()
+    opt_d.step()
+```
+"#;
+
+/// Several optimizers, this one piles up and has no reset in the loop.
+pub fn applies(f: &LoopFacts) -> bool {
+    matches!(f.updater, Updater::Optimizer(_))
+        && f.optimizers_in_loop >= 2
+        && f.pile_up_step.is_some()
+        && f.resets_in_loop.is_empty()
+        && !gl002_zero_grad_outside_loop::applies(f)
+}
+
+fn check(f: &LoopFacts) -> Option<Violation> {
+    if !applies(f) {
+        return None;
+    }
+    let Updater::Optimizer(name) = &f.updater else {
+        return None;
+    };
+    Some(Violation {
+        span: f.pile_up_step?,
+        message: format!(
+            "`{name}` is stepped in this loop with {} other optimizer(s) but never reset: its gradients pile up",
+            f.optimizers_in_loop - 1
+        ),
+        help: format!("call `{name}.zero_grad()` every iteration, like the other optimizers"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fixtures() {
+        crate::test_support::assert_fixtures("GL005");
+    }
+}

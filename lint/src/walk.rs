@@ -1,0 +1,146 @@
+//! Finding files (`.gitignore` honoured) and linting them in parallel.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::config::Config;
+use crate::{lint_source, Diagnostic, FileError, Language};
+
+/// Files larger than this are reported, not read (generated code, data).
+pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
+
+/// The outcome of linting many files.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Findings, sorted by path and position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Files that could not be linted.
+    pub errors: Vec<FileError>,
+    /// Files linted.
+    pub files: usize,
+}
+
+fn error(path: &Path, message: String) -> FileError {
+    FileError {
+        path: path.display().to_string(),
+        line: None,
+        column: None,
+        message,
+    }
+}
+
+/// The Python and Rust files under `paths`: directories are walked
+/// (`.gitignore`, `.ignore` and hidden files honoured); files named
+/// explicitly are taken as they are. Missing paths are errors.
+pub fn collect(paths: &[PathBuf], config: &Config) -> (Vec<PathBuf>, Vec<FileError>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for root in paths {
+        if root.is_file() {
+            files.push(root.clone());
+            continue;
+        }
+        if !root.exists() {
+            let broken = std::fs::symlink_metadata(root).is_ok();
+            let why = if broken {
+                "broken symbolic link"
+            } else {
+                "no such file or directory"
+            };
+            errors.push(error(root, why.to_string()));
+            continue;
+        }
+        let mut overrides = ignore::overrides::OverrideBuilder::new(root);
+        for pattern in &config.exclude {
+            if let Err(e) = overrides.add(&format!("!{pattern}")) {
+                errors.push(error(root, format!("bad exclude pattern `{pattern}`: {e}")));
+            }
+        }
+        let mut walker = ignore::WalkBuilder::new(root);
+        walker.require_git(false);
+        if let Ok(o) = overrides.build() {
+            walker.overrides(o);
+        }
+        for entry in walker.build() {
+            match entry {
+                Ok(e) => {
+                    let path = e.path();
+                    if Language::of(path).is_none() {
+                        continue;
+                    }
+                    let is_link = e.path_is_symlink();
+                    if e.file_type().is_some_and(|t| t.is_file()) || is_link {
+                        files.push(path.to_path_buf());
+                    }
+                }
+                Err(e) => errors.push(error(root, e.to_string())),
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    (files, errors)
+}
+
+/// Reads and lints one file.
+pub fn lint_file(path: &Path) -> Result<Vec<Diagnostic>, FileError> {
+    let language = Language::of(path).unwrap_or(Language::Python);
+    let meta = std::fs::metadata(path).map_err(|e| {
+        let broken = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        error(
+            path,
+            if broken {
+                "broken symbolic link".into()
+            } else {
+                e.to_string()
+            },
+        )
+    })?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(error(
+            path,
+            format!(
+                "file too large ({} bytes, limit {MAX_FILE_BYTES}); skipped",
+                meta.len()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| error(path, e.to_string()))?;
+    let source = String::from_utf8(bytes).map_err(|e| {
+        error(
+            path,
+            format!(
+                "not valid UTF-8 (byte {}); skipped",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    lint_source(&path.display().to_string(), &source, language)
+}
+
+/// Lints every file under `paths` in parallel, keeping the rules `config` enables.
+pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
+    let (files, mut errors) = collect(paths, config);
+    // Deeply nested sources recurse deeply in the parsers: big stacks.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .stack_size(64 * 1024 * 1024)
+        .build()
+        .expect("thread pool");
+    let results: Vec<Result<Vec<Diagnostic>, FileError>> =
+        pool.install(|| files.par_iter().map(|p| lint_file(p)).collect());
+    let mut diagnostics = Vec::new();
+    for r in results {
+        match r {
+            Ok(d) => diagnostics.extend(d.into_iter().filter(|d| config.enabled(d.code))),
+            Err(e) => errors.push(e),
+        }
+    }
+    diagnostics.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
+    errors.sort_by(|a, b| a.path.cmp(&b.path));
+    Report {
+        diagnostics,
+        errors,
+        files: files.len(),
+    }
+}
