@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use candle_nn::{Optimizer, SGD};
+use gradguard::exporter::PrometheusConfig;
 use gradguard::Guarded;
 use gradguard_examples::{Mnist, Model};
 
@@ -32,6 +33,14 @@ fn variants() -> candle_core::Result<Vec<Variant>> {
     let mut with = Guarded::new(SGD::new(with_vars.all_vars(), 0.1)?).with_varmap(&with_vars);
     let (torch_model, torch_vars) = Model::seeded(5, 0, &dev)?;
     let mut torch = Guarded::new(SGD::new(torch_vars.all_vars(), 0.1)?).with_varmap(&torch_vars);
+    // The same, with a Prometheus recorder collecting every metric.
+    let recorder = PrometheusConfig::new().label("run", "bench").recorder();
+    let (rec_model, rec_vars) = Model::seeded(5, 0, &dev)?;
+    let mut rec = metrics::with_local_recorder(&recorder, || -> candle_core::Result<_> {
+        Ok(Guarded::new(SGD::new(rec_vars.all_vars(), 0.1)?)
+            .with_varmap(&rec_vars)
+            .name("bench"))
+    })?;
     let variant = |name, step| Variant {
         name,
         step,
@@ -58,6 +67,15 @@ fn variants() -> candle_core::Result<Vec<Variant>> {
                     .map_err(candle_core::Error::wrap)?;
                 torch.step().map_err(candle_core::Error::wrap)?;
                 torch.zero_grad();
+                Ok(())
+            }),
+        ),
+        variant(
+            "Guarded + Prometheus recorder: step_with",
+            Box::new(move |x, y| {
+                let grads = loss(&rec_model, x, y)?.backward()?;
+                metrics::with_local_recorder(&recorder, || rec.step_with(&grads))
+                    .map_err(candle_core::Error::wrap)?;
                 Ok(())
             }),
         ),

@@ -132,10 +132,8 @@ impl Lowerer<'_> {
                 }
                 Stmt::ClassDef(c) => self.declarations(&c.body, depth + 1),
                 Stmt::Assign(a) => {
-                    if let Expr::Call(call) = a.value.as_ref() {
-                        let callee = dotted(&call.func).unwrap_or_default();
-                        let last = callee.rsplit('.').next().unwrap_or("");
-                        if OPTIMIZER_TYPES.contains(&last) || callee.contains("optim.") {
+                    if is_optimizer_constructor(&a.value) {
+                        {
                             for target in &a.targets {
                                 if let Some(t) = dotted(target) {
                                     if let Some(model) = parameters_owner(&a.value) {
@@ -184,7 +182,8 @@ impl Lowerer<'_> {
     }
 
     fn is_optimizer(&self, text: &str) -> bool {
-        self.optimizers.contains(text) || looks_like_optimizer(text)
+        let scheduler = text.to_ascii_lowercase().contains("sched");
+        !scheduler && (self.optimizers.contains(text) || looks_like_optimizer(text))
     }
 
     fn stmts(&self, body: &[Stmt], depth: usize) -> Vec<Node> {
@@ -206,6 +205,11 @@ impl Lowerer<'_> {
                 self.expr(&a.value, out);
                 for target in &a.targets {
                     self.assignment(target, &a.value, stmt, out);
+                    // A new optimizer (usually over new tensors) starts with
+                    // no gradient history.
+                    if let (Some(t), true) = (dotted(target), is_optimizer_constructor(&a.value)) {
+                        out.push(Node::Event(Event::Reset(Reset::Optimizer(t)), span(stmt)));
+                    }
                 }
             }
             Stmt::AnnAssign(a) => {
@@ -405,6 +409,17 @@ impl Lowerer<'_> {
         let s = span(expr);
         self.source.get(s.start..s.end).unwrap_or("").to_string()
     }
+}
+
+/// `torch.optim.AdamW(...)`, `optim.SGD(...)`, `Lion(...)`.
+fn is_optimizer_constructor(value: &Expr) -> bool {
+    let Expr::Call(call) = value else {
+        return false;
+    };
+    let callee = dotted(&call.func).unwrap_or_default();
+    let last = callee.rsplit('.').next().unwrap_or("");
+    let scheduler = callee.to_ascii_lowercase().contains("sched") || last.ends_with("LR");
+    !scheduler && (OPTIMIZER_TYPES.contains(&last) || callee.contains("optim."))
 }
 
 /// The statement lists nested in a compound statement.

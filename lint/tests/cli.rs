@@ -1,0 +1,281 @@
+//! The `gradlint` command as CI and users run it: exit codes, formats,
+//! configuration, suppressions, and files that cannot be linted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BAD: &str =
+    "for x, y in loader:\n    criterion(model(x), y).backward()\n    optimizer.step()\n";
+const GOOD: &str = "for x, y in loader:\n    optimizer.zero_grad()\n    criterion(model(x), y).backward()\n    optimizer.step()\n";
+
+fn gradlint(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradlint"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn tree(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn exit_0_when_clean_and_1_with_findings() {
+    let clean = tree(&[("train.py", GOOD.as_bytes())]);
+    let out = gradlint(clean.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("Found 0 problems in 1 file"));
+    let bad = tree(&[("train.py", BAD.as_bytes())]);
+    assert_eq!(gradlint(bad.path(), &["."]).status.code(), Some(1));
+}
+
+#[test]
+fn text_output_has_position_code_frame_and_help() {
+    let dir = tree(&[("train.py", BAD.as_bytes())]);
+    let out = stdout(&gradlint(dir.path(), &["train.py"]));
+    let expected = "train.py:3:5: GL001 gradients pile up: `optimizer` steps after `backward()` with no gradient reset on every iteration\n  |\n2 |     criterion(model(x), y).backward()\n3 |     optimizer.step()\n  |     ^^^^^^^^^^^^^^^^\n  = help: call `optimizer.zero_grad()` every iteration, after the step (or before the backward pass)\n";
+    assert!(out.starts_with(expected), "{out}");
+}
+
+#[test]
+fn a_file_that_does_not_parse_is_reported_and_the_rest_still_linted() {
+    let dir = tree(&[
+        ("a_broken.py", b"def f(:\n  pass\n"),
+        ("b_train.py", BAD.as_bytes()),
+    ]);
+    let out = gradlint(dir.path(), &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("a_broken.py:1:7: error: syntax error"),
+        "{text}"
+    );
+    assert!(text.contains("b_train.py:3:5: GL001"), "{text}");
+    assert!(text.contains("(1 could not be linted)"), "{text}");
+}
+
+#[test]
+fn not_utf8_huge_and_broken_symlinks_are_errors_not_panics() {
+    let dir = tree(&[("latin1.py", b"x = '\xe9'\n"), ("ok.py", GOOD.as_bytes())]);
+    std::os::unix::fs::symlink(
+        dir.path().join("missing.py"),
+        dir.path().join("dangling.py"),
+    )
+    .unwrap();
+    let huge = vec![b'#'; 11 * 1024 * 1024];
+    std::fs::write(dir.path().join("huge.py"), huge).unwrap();
+    let out = gradlint(dir.path(), &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("latin1.py: error: not valid UTF-8"), "{text}");
+    assert!(
+        text.contains("dangling.py: error: broken symbolic link"),
+        "{text}"
+    );
+    assert!(text.contains("huge.py: error: file too large"), "{text}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    assert!(
+        text.contains("in 4 files (3 could not be linted)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn deeply_nested_code_does_not_crash() {
+    let mut python = String::from("x = ");
+    python.push_str(&"(".repeat(3000));
+    python.push('1');
+    python.push_str(&")".repeat(3000));
+    python.push('\n');
+    let mut rust = String::from("fn f() { let x = ");
+    rust.push_str(&"[".repeat(3000));
+    rust.push_str(&"]".repeat(3000));
+    rust.push_str("; }\n");
+    let dir = tree(&[("deep.py", python.as_bytes()), ("deep.rs", rust.as_bytes())]);
+    let out = gradlint(dir.path(), &[]);
+    assert!(matches!(out.status.code(), Some(0) | Some(2)), "{out:?}");
+}
+
+#[test]
+fn gitignore_and_exclude_are_honoured() {
+    let dir = tree(&[
+        (".gitignore", b"generated/\n"),
+        ("generated/train.py", BAD.as_bytes()),
+        ("vendor/train.py", BAD.as_bytes()),
+        ("gradlint.toml", b"exclude = [\"vendor/\"]\n"),
+        ("train.py", GOOD.as_bytes()),
+    ]);
+    let out = gradlint(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn select_ignore_and_config_files() {
+    let dir = tree(&[("train.py", BAD.as_bytes())]);
+    assert_eq!(
+        gradlint(dir.path(), &["--ignore", "GL001"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        gradlint(dir.path(), &["--select", "GL003,GL004"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        gradlint(dir.path(), &["--select", "GL001"]).status.code(),
+        Some(1)
+    );
+    let out = gradlint(dir.path(), &["--select", "GL999"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown rule `GL999`"));
+    std::fs::write(
+        dir.path().join("pyproject.toml"),
+        "[tool.gradlint]\nignore = [\"GL001\"]\n",
+    )
+    .unwrap();
+    assert_eq!(gradlint(dir.path(), &[]).status.code(), Some(0));
+    std::fs::write(
+        dir.path().join("pyproject.toml"),
+        "[tool.gradlint]\nignore = 3\n",
+    )
+    .unwrap();
+    let out = gradlint(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad configuration"));
+}
+
+#[test]
+fn suppression_comments_silence_one_rule() {
+    let py = BAD.replace(
+        "optimizer.step()",
+        "optimizer.step()  # gradlint: ignore[GL001]",
+    );
+    let rs = "fn f(opt: &mut Opt) { for b in bs { b.loss().backward(); opt.step(); // gradlint: ignore[GL001]\n } }\n";
+    let other = BAD.replace(
+        "optimizer.step()",
+        "optimizer.step()  # gradlint: ignore[GL003]",
+    );
+    let dir = tree(&[("a.py", py.as_bytes()), ("b.rs", rs.as_bytes())]);
+    assert_eq!(
+        gradlint(dir.path(), &[]).status.code(),
+        Some(0),
+        "{}",
+        stdout(&gradlint(dir.path(), &[]))
+    );
+    let dir = tree(&[("a.py", other.as_bytes())]);
+    assert_eq!(gradlint(dir.path(), &[]).status.code(), Some(1));
+}
+
+#[test]
+fn json_output() {
+    let dir = tree(&[("train.py", BAD.as_bytes())]);
+    let out = gradlint(dir.path(), &["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "GL001");
+    assert_eq!(d["rule"], "missing-zero-grad");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(3), Some(5))
+    );
+    assert_eq!(v["files"], 1);
+}
+
+#[test]
+fn github_annotations() {
+    let dir = tree(&[("train.py", BAD.as_bytes())]);
+    let out = stdout(&gradlint(dir.path(), &["--format", "github", "train.py"]));
+    assert!(
+        out.starts_with("::error title=gradlint GL001 missing-zero-grad,file=train.py,line=3,col=5,endLine=3,endColumn=21::gradients pile up"),
+        "{out}"
+    );
+}
+
+fn sarif_schema() -> PathBuf {
+    let path = std::env::var_os("GRADLINT_SARIF_SCHEMA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/sarif-schema-2.1.0.json")
+        });
+    assert!(
+        path.is_file(),
+        "{} missing: bash scripts/test.sh fetches the SARIF 2.1.0 schema",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sarif_schema()).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let dir = tree(&[("src/train.py", BAD.as_bytes()), ("broken.py", b"def (\n")]);
+    let out = gradlint(
+        dir.path(),
+        &["--format", "sarif", "--output", "report.sarif"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.sarif")).unwrap())
+            .unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let run = &report["runs"][0];
+    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 7);
+    let result = &run["results"][0];
+    assert_eq!(result["ruleId"], "GL001");
+    let location = &result["locations"][0]["physicalLocation"];
+    assert_eq!(location["artifactLocation"]["uri"], "src/train.py");
+    assert_eq!(location["region"]["startLine"], 3);
+    assert_eq!(run["invocations"][0]["executionSuccessful"], false);
+    // A broken report fails validation: the check is real.
+    let mut broken = report.clone();
+    broken["runs"][0]["results"][0]["level"] = "fatal".into();
+    assert!(!validator.is_valid(&broken));
+}
+
+#[test]
+fn rule_docs_and_rule_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout(&gradlint(dir.path(), &["rule", "GL004"]));
+    for section in [
+        "# accumulation-defeated (GL004)",
+        "## What it does",
+        "## Why is this bad?",
+        "## Example",
+        "## Use instead",
+    ] {
+        assert!(out.contains(section), "{section} in {out}");
+    }
+    let list = stdout(&gradlint(dir.path(), &["rules"]));
+    assert_eq!(list.lines().count(), 7);
+    assert!(list.lines().all(|l| l.starts_with("GL00")));
+    assert_eq!(
+        gradlint(dir.path(), &["rule", "GL999"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn a_missing_path_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gradlint(dir.path(), &["nope.py"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).contains("nope.py: error: no such file or directory"));
+}

@@ -1,0 +1,101 @@
+//! No input makes gradlint panic: random text and mutated fixtures, in both
+//! languages, either lint or come back as a `FileError`.
+
+use gradlint::{lint_source, Language};
+use proptest::prelude::*;
+
+fn fixtures(ext: &str) -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|e| e == ext) {
+                out.push(std::fs::read_to_string(p).unwrap());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A fixture with random byte-range edits: deletions, duplications and
+/// insertions of syntax-heavy fragments.
+fn mutated(sources: Vec<String>) -> impl Strategy<Value = String> {
+    let fragments = prop_oneof![
+        Just(":"),
+        Just("("),
+        Just(")"),
+        Just("{"),
+        Just("}"),
+        Just("\n    "),
+        Just("for x in y:"),
+        Just(".backward()"),
+        Just(".zero_grad()"),
+        Just(".step()"),
+        Just("if c:"),
+        Just("break"),
+        Just("loop {"),
+        Just("?"),
+        Just("\""),
+        Just("'''"),
+        Just("é"),
+        Just("\t"),
+        Just("\\")
+    ];
+    (
+        0..sources.len(),
+        proptest::collection::vec((any::<prop::sample::Index>(), 0usize..3, fragments), 1..6),
+    )
+        .prop_map(move |(i, edits)| {
+            let mut s: Vec<char> = sources[i].chars().collect();
+            for (at, kind, frag) in edits {
+                let pos = at.index(s.len() + 1);
+                match kind {
+                    0 => {
+                        let end = (pos + 7).min(s.len());
+                        s.drain(pos..end);
+                    }
+                    1 => s.splice(pos..pos, frag.chars()).for_each(drop),
+                    _ => {
+                        let end = (pos + 20).min(s.len());
+                        let copy: Vec<char> = s[pos..end].to_vec();
+                        s.splice(pos..pos, copy).for_each(drop);
+                    }
+                }
+            }
+            s.into_iter().collect()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_python_never_panics(src in mutated(fixtures("py"))) {
+        let _ = lint_source("m.py", &src, Language::Python);
+    }
+
+    #[test]
+    fn mutated_rust_never_panics(src in mutated(fixtures("rs"))) {
+        let _ = lint_source("m.rs", &src, Language::Rust);
+    }
+
+    #[test]
+    fn random_text_never_panics(src in "\\PC{0,300}") {
+        let _ = lint_source("r.py", &src, Language::Python);
+        let _ = lint_source("r.rs", &src, Language::Rust);
+    }
+}
+
+#[test]
+fn mutations_do_produce_syntax_errors_and_findings() {
+    // The property test is only meaningful if its inputs reach both outcomes.
+    let bad = "for x in y:\n    l.backward()\n    opt.step()\n";
+    assert!(lint_source("a.py", bad, Language::Python).unwrap().len() == 1);
+    let err = lint_source("a.py", "for x in y\n", Language::Python).unwrap_err();
+    assert_eq!((err.line, err.column), (Some(1), Some(11)));
+    assert!(err.message.starts_with("syntax error"));
+    let err = lint_source("a.rs", "fn f( {", Language::Rust).unwrap_err();
+    assert!(err.message.starts_with("syntax error"), "{}", err.message);
+}
