@@ -334,14 +334,7 @@ impl<O: Optimizer> Guarded<O> {
         self.require_params()?;
         let start = Instant::now();
         let step = self.steps + 1;
-        let span = tracing::info_span!(
-            target: "gradguard",
-            "step",
-            optimizer = %self.name,
-            step,
-            generations = tracing::field::Empty,
-            lr = self.inner.learning_rate()
-        );
+        let span = self.step_span(step);
         let _enter = span.enter();
 
         let view = StepView {
@@ -383,14 +376,7 @@ impl<O: Optimizer> Guarded<O> {
         self.require_params()?;
         let start = Instant::now();
         let step = self.steps + 1;
-        let span = tracing::info_span!(
-            target: "gradguard",
-            "step",
-            optimizer = %self.name,
-            step,
-            generations = tracing::field::Empty,
-            lr = self.inner.learning_rate()
-        );
+        let span = self.step_span(step);
         let _enter = span.enter();
 
         // The store is one pass; it is new unless every gradient in it was
@@ -455,6 +441,17 @@ impl<O: Optimizer> Guarded<O> {
             }
         }
         Ok(self.finish_step(start, generations, anomalies, grad_norm))
+    }
+
+    fn step_span(&self, step: u64) -> tracing::Span {
+        tracing::info_span!(
+            target: "gradguard",
+            "step",
+            optimizer = %self.name,
+            step,
+            generations = tracing::field::Empty,
+            lr = self.inner.learning_rate()
+        )
     }
 
     /// Reads gradient values when the `nonfinite` check or norm sampling is

@@ -3,6 +3,15 @@
 pub mod python;
 pub mod rust;
 
+/// A syntax error, with its byte offset.
+#[derive(Debug, Clone)]
+pub struct SyntaxError {
+    /// What the parser said.
+    pub message: String,
+    /// Where.
+    pub offset: usize,
+}
+
 /// Whether an expression's last name segment looks like an optimizer
 /// (`optimizer`, `opt`, `opt_d`, `optimizerG`, `d_opt`, `self.optim`).
 /// Schedulers and environments (`scheduler.step()`, `env.step()`) are not.

@@ -6,21 +6,12 @@ use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr, Operator, Stmt};
 use ruff_text_size::Ranged;
 
-use super::{looks_like_optimizer, OPTIMIZER_TYPES};
+use super::{looks_like_optimizer, SyntaxError, OPTIMIZER_TYPES};
 use crate::ir::{Event, Function, Node, Program, Reset, Span, Updater};
 
 /// Deeper statement nesting than this is not analysed (no stack overflow on
 /// generated code).
 const MAX_DEPTH: usize = 100;
-
-/// A syntax error, with its byte offset.
-#[derive(Debug, Clone)]
-pub struct SyntaxError {
-    /// What the parser said.
-    pub message: String,
-    /// Where.
-    pub offset: usize,
-}
 
 /// Parses and lowers a Python file.
 pub fn lower(source: &str) -> Result<Program, SyntaxError> {

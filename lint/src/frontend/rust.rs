@@ -6,20 +6,11 @@ use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{Block, Expr, ImplItem, Item, Pat, Stmt, TraitItem};
 
-use super::{looks_like_optimizer, OPTIMIZER_TYPES};
+use super::{looks_like_optimizer, SyntaxError, OPTIMIZER_TYPES};
 use crate::diagnostic::LineIndex;
 use crate::ir::{Event, Function, Node, Program, Reset, Span, Updater};
 
 const MAX_DEPTH: usize = 100;
-
-/// A syntax error, with its byte offset.
-#[derive(Debug, Clone)]
-pub struct SyntaxError {
-    /// What the parser said.
-    pub message: String,
-    /// Where.
-    pub offset: usize,
-}
 
 /// Parses and lowers a Rust file.
 pub fn lower(source: &str) -> Result<Program, SyntaxError> {
