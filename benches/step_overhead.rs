@@ -82,6 +82,79 @@ fn variants() -> candle_core::Result<Vec<Variant>> {
     ])
 }
 
+/// An optimizer that applies nothing: what is left of a step is the guard.
+struct Noop;
+
+impl Optimizer for Noop {
+    type Config = ();
+    fn new(_: Vec<candle_core::Var>, _: ()) -> candle_core::Result<Self> {
+        Ok(Noop)
+    }
+    fn step(&mut self, _: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
+        Ok(())
+    }
+    fn learning_rate(&self) -> f64 {
+        0.1
+    }
+    fn set_learning_rate(&mut self, _: f64) {}
+}
+
+/// The guard's own cost per step, in microseconds: a real GradStore of the
+/// seed model (fresh tensor ids each time, as after a backward pass) through
+/// a no-op inner optimizer, guarded or not, with or without a recorder.
+fn guard_cost(x: &Tensor, y: &Tensor) -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    let (model, varmap) = Model::seeded(5, 0, &dev)?;
+    let grads = loss(&model, x, y)?.backward()?;
+    let vars = varmap.all_vars();
+    let fresh = || -> candle_core::Result<candle_core::backprop::GradStore> {
+        let mut store = candle_core::backprop::GradStore::default();
+        for v in &vars {
+            if let Some(g) = grads.get(v) {
+                store.insert(v, g.copy()?);
+            }
+        }
+        Ok(store)
+    };
+    let n = 2000;
+    let time = |f: &mut dyn FnMut() -> candle_core::Result<()>| -> candle_core::Result<f64> {
+        let start = Instant::now();
+        for _ in 0..n {
+            f()?;
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
+    };
+    let wrap = candle_core::Error::wrap;
+    let mut plain = Noop;
+    let base = time(&mut || plain.step(&fresh()?))?;
+    let mut guarded = Guarded::new(Noop).with_varmap(&varmap);
+    let with = time(&mut || guarded.step_with(&fresh()?).map(drop).map_err(wrap))?;
+    let mut torch = Guarded::new(Noop).with_varmap(&varmap);
+    let torch_style = time(&mut || {
+        torch.accumulate(fresh()?).map_err(wrap)?;
+        torch.step().map_err(wrap)?;
+        torch.zero_grad();
+        Ok(())
+    })?;
+    let recorder = PrometheusConfig::new().label("run", "bench").recorder();
+    let mut recorded = Guarded::new(Noop).with_varmap(&varmap);
+    let rec = time(&mut || {
+        metrics::with_local_recorder(&recorder, || recorded.step_with(&fresh()?).map(drop))
+            .map_err(wrap)
+    })?;
+    println!(
+        "\nthe guard's own cost per step ({n} steps, no-op inner optimizer, same GradStore work):"
+    );
+    for (name, us) in [
+        ("step_with", with - base),
+        ("accumulate + step + zero_grad", torch_style - base),
+        ("step_with, Prometheus recorder", rec - base),
+    ] {
+        println!("{name:<40} {us:>7.1} µs per step");
+    }
+    Ok(())
+}
+
 fn median(times: &mut [Duration]) -> Duration {
     times.sort();
     times[times.len() / 2]
@@ -127,5 +200,5 @@ fn main() -> candle_core::Result<()> {
             m.as_secs_f64() / base.as_secs_f64()
         );
     }
-    Ok(())
+    guard_cost(&batches[0].0, &batches[0].1)
 }

@@ -53,7 +53,8 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         (Reset::Store(a), Updater::Store(b)) => a == b,
         (Reset::Store(_), _) | (_, Updater::Store(_)) => false,
         (Reset::Parameters, _) => true,
-        (Reset::Optimizer(a), Updater::Optimizer(b)) => same_name(a, b),
+        (Reset::Optimizer(a) | Reset::NewOptimizer(a), Updater::Optimizer(b)) => same_name(a, b),
+        (Reset::NewOptimizer(_), Updater::Manual) => false,
         (Reset::Optimizer(_), Updater::Manual) | (Reset::Model(_), Updater::Manual) => true,
         (Reset::Model(m), Updater::Optimizer(o)) => {
             program.model_of(o).is_none_or(|mm| same_name(mm, m))
@@ -181,7 +182,10 @@ fn facts(
     let resets_in_loop: Vec<Span> = reset_nodes.iter().map(|&z| cfg.span(z)).collect();
     let resets_outside_loop: Vec<Span> = function_events
         .iter()
-        .filter(|(e, s)| !loop_span.contains(*s) && resets(program, e, &updater))
+        .filter(|(e, s)| {
+            let explicit = !matches!(e, Event::Reset(Reset::NewOptimizer(_)));
+            explicit && !loop_span.contains(*s) && resets(program, e, &updater)
+        })
         .map(|(_, s)| *s)
         .collect();
 

@@ -29,6 +29,9 @@ impl Span {
 pub enum Reset {
     /// `opt.zero_grad()`: the gradients of one optimizer's parameters.
     Optimizer(String),
+    /// `opt = torch.optim.SGD([x], ...)`: a new optimizer, usually over new
+    /// tensors, starts with no gradient history.
+    NewOptimizer(String),
     /// `model.zero_grad()`: the gradients of one model's parameters.
     Model(String),
     /// `p.grad = None`, `p.grad.zero_()`: parameters' gradients directly.

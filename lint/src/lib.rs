@@ -19,6 +19,8 @@
 //! assert_eq!((found[0].line, found[0].column), (5, 5));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod cfg;
 pub mod config;
 pub mod diagnostic;

@@ -199,7 +199,10 @@ impl Lowerer<'_> {
                     // A new optimizer (usually over new tensors) starts with
                     // no gradient history.
                     if let (Some(t), true) = (dotted(target), is_optimizer_constructor(&a.value)) {
-                        out.push(Node::Event(Event::Reset(Reset::Optimizer(t)), span(stmt)));
+                        out.push(Node::Event(
+                            Event::Reset(Reset::NewOptimizer(t)),
+                            span(stmt),
+                        ));
                     }
                 }
             }
