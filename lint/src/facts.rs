@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::cfg::Cfg;
-use crate::ir::{Event, Function, Node, Program, Reset, Span, Updater};
+use crate::ir::{same_name, Event, Function, Node, Program, Reset, Span, Updater};
 
 /// The facts of one updater in one loop.
 #[derive(Debug, Clone)]
@@ -35,11 +35,6 @@ pub struct LoopFacts {
     pub stale_store_step: Option<Span>,
     /// Rust/candle: the loop sums backward passes into this `GradStore`.
     pub store_extended_in_loop: bool,
-}
-
-fn same_name(a: &str, b: &str) -> bool {
-    let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
-    a == b || last(a) == last(b)
 }
 
 /// Whether `event` clears the gradients that `updater` applies.

@@ -137,10 +137,16 @@ impl Program {
 
     /// The model an optimizer updates, if known.
     pub fn model_of(&self, optimizer: &str) -> Option<&str> {
-        let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
         self.optimizer_models
             .iter()
-            .find(|(o, _)| o == optimizer || last(o) == last(optimizer))
+            .find(|(o, _)| same_name(o, optimizer))
             .map(|(_, m)| m.as_str())
     }
+}
+
+/// Whether two expressions name the same object: equal, or equal in their
+/// last segment (`self.optimizer` and `optimizer`).
+pub fn same_name(a: &str, b: &str) -> bool {
+    let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
+    a == b || last(a) == last(b)
 }

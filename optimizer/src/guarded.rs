@@ -502,9 +502,8 @@ impl<O: Optimizer> Guarded<O> {
     /// Turns findings into anomalies: counts, logs, and refuses the step with
     /// the first `Deny` one.
     fn judge(&mut self, step: u64, findings: Vec<Finding>) -> Result<Vec<Anomaly>> {
-        let finding_params: Vec<Vec<usize>> = findings.iter().map(|f| f.params.clone()).collect();
         let anomalies: Vec<Anomaly> = findings
-            .into_iter()
+            .iter()
             .map(|f| Anomaly {
                 check: f.check,
                 level: self.levels.get(f.check),
@@ -512,19 +511,16 @@ impl<O: Optimizer> Guarded<O> {
                 optimizer: self.name.clone(),
                 params: self.params.names_of(&f.params),
                 generations: f.generations,
-                expected: if f.check == Check::NonFinite {
-                    0
-                } else {
-                    f.expected
-                },
+                expected: f.expected,
             })
             .collect();
-        for (a, f) in anomalies.iter().zip(&finding_params) {
+        for (a, f) in anomalies.iter().zip(&findings) {
             telemetry::anomaly(&self.name, a.check);
             let how = self.limiter.admit(a);
             warnings::emit(a, how);
             if a.check == Check::Missing && a.level != Level::Allow {
                 let never: Vec<String> = f
+                    .params
                     .iter()
                     .filter(|&&i| !self.ledger.entries()[i].ever_had_grad)
                     .map(|&i| self.params.names()[i].clone())

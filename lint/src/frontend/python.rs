@@ -219,22 +219,8 @@ impl Lowerer<'_> {
                     out.push(Node::Event(Event::Step(Updater::Manual), span(stmt)));
                 }
             }
-            Stmt::For(f) => {
-                self.expr(&f.iter, out);
-                out.push(Node::Loop {
-                    body: self.stmts(&f.body, depth + 1),
-                    span: span(stmt),
-                });
-                out.extend(self.stmts(&f.orelse, depth + 1));
-            }
-            Stmt::While(w) => {
-                self.expr(&w.test, out);
-                out.push(Node::Loop {
-                    body: self.stmts(&w.body, depth + 1),
-                    span: span(stmt),
-                });
-                out.extend(self.stmts(&w.orelse, depth + 1));
-            }
+            Stmt::For(f) => self.looped(&f.iter, &f.body, &f.orelse, stmt, depth, out),
+            Stmt::While(w) => self.looped(&w.test, &w.body, &w.orelse, stmt, depth, out),
             Stmt::If(i) => {
                 self.expr(&i.test, out);
                 let mut branches = vec![self.stmts(&i.body, depth + 1)];
@@ -301,6 +287,24 @@ impl Lowerer<'_> {
             Stmt::Continue(_) => out.push(Node::Continue),
             _ => {}
         }
+    }
+
+    /// A `for` or `while`: its header, the loop, then its `else`.
+    fn looped(
+        &self,
+        header: &Expr,
+        body: &[Stmt],
+        orelse: &[Stmt],
+        stmt: &Stmt,
+        depth: usize,
+        out: &mut Vec<Node>,
+    ) {
+        self.expr(header, out);
+        out.push(Node::Loop {
+            body: self.stmts(body, depth + 1),
+            span: span(stmt),
+        });
+        out.extend(self.stmts(orelse, depth + 1));
     }
 
     /// `p.grad = None` resets; `p.data = p.data - lr * p.grad` updates.
