@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use gradguard::exporter::PrometheusConfig;
 use gradguard::telemetry::METRIC_NAMES;
-use gradguard_examples::{GradStyle, Mnist, Model, Run};
+use gradguard_mnist::{GradStyle, Mnist, Model, Run};
 use serde_json::Value;
 
 /// Kills the child when dropped, also when the test panics.
@@ -99,7 +99,7 @@ fn start_prometheus(dir: &Path, target: &str) -> (KillOnDrop, String) {
 
 /// Every `expr` of every panel, with the dashboard variables filled in.
 fn dashboard_queries() -> Vec<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/gradguard.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/gradguard.json");
     let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut out = Vec::new();
     for panel in dash["panels"].as_array().unwrap() {
