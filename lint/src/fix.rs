@@ -13,7 +13,7 @@
 //!
 //! | rule | fix | applicability |
 //! |---|---|---|
-//! | GL001 | insert `opt.zero_grad()` on the line after the step | safe (one optimizer in the loop); unsafe with several |
+//! | GL001 | insert `opt.zero_grad()` on the line after the step | safe (one optimizer in the loop); unsafe with several, or when the step is in a helper the loop calls |
 //! | GL002 | move the reset to the top of the loop body | safe when the reset is before the loop and the step directly in the loop body; unsafe otherwise (reset after the loop: inserted after the step) |
 //! | GL003 | move the reset before the backward pass | safe when both are statements of the same block; unsafe when the backward pass is in another block |
 //! | GL005 | insert the missing reset after the never-reset optimizer's step | unsafe (several optimizers) |
@@ -514,6 +514,13 @@ fn insert_reset_after_step(text: &Text, finding: &Diagnostic, uncertain: bool) -
     if !finding.anchors.optimizer {
         return None;
     }
+    // A step in a helper called from the loop: the helper may serve other
+    // callers (accumulation), so the reset there is a judgement call.
+    let in_helper = finding
+        .anchors
+        .loop_span
+        .is_some_and(|l| !l.contains(finding.span));
+    let uncertain = uncertain || in_helper;
     let step = text.statement(finding.span)?;
     let call = &text.source[finding.span.start..finding.span.end];
     let receiver = step_receiver(call)?;
@@ -746,5 +753,61 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+}
+
+/// Every fixture with a fix has its fixed copy next to it (`<file>.fixed`,
+/// all fixes applied, unsafe ones included); `GRADLINT_BLESS=1` writes them.
+/// The fixed copy parses, has fewer findings, and fixing it changes nothing.
+#[cfg(test)]
+mod snapshots {
+    use super::*;
+
+    #[test]
+    fn every_fixable_fixture_has_its_fixed_snapshot() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&root)
+            .unwrap()
+            .flat_map(|dir| std::fs::read_dir(dir.unwrap().path()).unwrap())
+            .map(|e| e.unwrap().path())
+            .filter(|p| Language::of(p).is_some())
+            .collect();
+        paths.sort();
+        let bless = std::env::var_os("GRADLINT_BLESS").is_some();
+        let mut failures = Vec::new();
+        let mut fixable = 0;
+        for path in paths {
+            let language = Language::of(&path).unwrap();
+            let source = std::fs::read_to_string(&path).unwrap();
+            let name = path.display().to_string();
+            let out = fix_source(&name, &source, language, true, &|_| true).unwrap();
+            let snapshot = PathBuf::from(format!("{name}.fixed"));
+            if out.fixed == 0 {
+                assert_eq!(out.source, source);
+                if snapshot.exists() {
+                    failures.push(format!("{name}: no fix, but {} exists", snapshot.display()));
+                }
+                continue;
+            }
+            fixable += 1;
+            let before = lint_source(&name, &source, language).unwrap();
+            assert_eq!(out.remaining.len() + out.fixed, before.len(), "{name}");
+            let again = fix_source(&name, &out.source, language, true, &|_| true).unwrap();
+            assert_eq!((again.fixed, &again.source), (0, &out.source), "{name}: not idempotent");
+            if bless {
+                std::fs::write(&snapshot, &out.source).unwrap();
+                continue;
+            }
+            match std::fs::read_to_string(&snapshot) {
+                Ok(expected) if expected == out.source => {}
+                Ok(expected) => failures.push(format!(
+                    "{name}\n--- expected\n{expected}--- actual\n{}",
+                    out.source
+                )),
+                Err(_) => failures.push(format!("{name}: missing {}", snapshot.display())),
+            }
+        }
+        assert!(fixable >= 6, "only {fixable} fixable fixtures");
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }
