@@ -793,7 +793,11 @@ mod snapshots {
             let before = lint_source(&name, &source, language).unwrap();
             assert_eq!(out.remaining.len() + out.fixed, before.len(), "{name}");
             let again = fix_source(&name, &out.source, language, true, &|_| true).unwrap();
-            assert_eq!((again.fixed, &again.source), (0, &out.source), "{name}: not idempotent");
+            assert_eq!(
+                (again.fixed, &again.source),
+                (0, &out.source),
+                "{name}: not idempotent"
+            );
             if bless {
                 std::fs::write(&snapshot, &out.source).unwrap();
                 continue;

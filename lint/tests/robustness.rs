@@ -1,6 +1,8 @@
 //! No input makes gradlint panic: random text and mutated fixtures, in both
-//! languages, either lint or come back as a `FileError`.
+//! languages, either lint or come back as a `FileError`; and `--fix` on them
+//! never breaks a file that parsed.
 
+use gradlint::fix::fix_source;
 use gradlint::{lint_source, Language};
 use proptest::prelude::*;
 
@@ -82,6 +84,16 @@ proptest! {
     }
 
     #[test]
+    fn fix_never_breaks_a_mutated_python_file_that_parsed(src in mutated(fixtures("py"))) {
+        fix_keeps_parsing("m.py", &src, Language::Python)?;
+    }
+
+    #[test]
+    fn fix_never_breaks_a_mutated_rust_file_that_parsed(src in mutated(fixtures("rs"))) {
+        fix_keeps_parsing("m.rs", &src, Language::Rust)?;
+    }
+
+    #[test]
     fn random_text_never_panics(src in "\\PC{0,300}") {
         let _ = lint_source("r.py", &src, Language::Python);
         let _ = lint_source("r.rs", &src, Language::Rust);
@@ -98,4 +110,33 @@ fn mutations_do_produce_syntax_errors_and_findings() {
     assert!(err.message.starts_with("syntax error"));
     let err = lint_source("a.rs", "fn f( {", Language::Rust).unwrap_err();
     assert!(err.message.starts_with("syntax error"), "{}", err.message);
+}
+
+/// `--fix` (unsafe fixes included) on `src`: a file that does not parse is
+/// left alone; one that parses still parses, has fewer findings by the count
+/// fixed, and fixing it again changes nothing.
+fn fix_keeps_parsing(path: &str, src: &str, language: Language) -> Result<(), TestCaseError> {
+    let Ok(before) = lint_source(path, src, language) else {
+        prop_assert!(fix_source(path, src, language, true, &|_| true).is_err());
+        return Ok(());
+    };
+    let out = fix_source(path, src, language, true, &|_| true).unwrap();
+    let after = lint_source(path, &out.source, language);
+    prop_assert!(after.is_ok(), "the fix broke the file:\n{}", out.source);
+    prop_assert_eq!(after.unwrap().len(), before.len() - out.fixed);
+    let again = fix_source(path, &out.source, language, true, &|_| true).unwrap();
+    prop_assert_eq!(again.fixed, 0);
+    prop_assert_eq!(again.source, out.source);
+    Ok(())
+}
+
+#[test]
+fn the_fix_property_sees_files_that_get_fixed() {
+    // Mutated fixtures keep their bugs often enough for the property to test
+    // real fixes: the fixtures themselves get fixed.
+    let fixed: usize = fixtures("py")
+        .iter()
+        .map(|s| fix_source("f.py", s, Language::Python, true, &|_| true).map_or(0, |o| o.fixed))
+        .sum();
+    assert!(fixed >= 8, "{fixed}");
 }
