@@ -268,7 +268,10 @@ fn fix_file(
 ) -> Result<(Vec<Diagnostic>, Option<FileFix>), FileError> {
     // The same reading rules as linting (size, UTF-8, parse errors).
     let found = walk::lint_file(path)?;
-    let language = Language::of(path).unwrap_or(Language::Python);
+    // Only plain source files are rewritten (not, say, notebooks).
+    let Some(language) = Language::of(path) else {
+        return Ok((found, None));
+    };
     let name = path.display().to_string();
     let io_error = |e: std::io::Error| FileError {
         path: name.clone(),
@@ -454,15 +457,27 @@ impl Text<'_> {
             Language::Python => ':',
             Language::Rust => '{',
         };
+        // The header ends on the first line that ends with the opener
+        // outside brackets; a line that ends otherwise must continue (open
+        // brackets, a backslash), or the body is on the header's line.
         let mut at = header_start;
+        let mut depth = 0i64;
         let mut header_end = None;
         for _ in 0..50 {
-            if self.code_of_line(at).ends_with(opener) {
+            let code = self.code_of_line(at);
+            for c in code.chars() {
+                match c {
+                    '(' | '[' => depth += 1,
+                    ')' | ']' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if depth <= 0 && code.ends_with(opener) {
                 header_end = Some(at);
                 break;
             }
             let next = self.next_line(at);
-            if next >= self.source.len() {
+            if (depth <= 0 && !code.ends_with('\\')) || next >= self.source.len() {
                 return None;
             }
             at = next;
@@ -734,6 +749,21 @@ mod tests {
         let before = lint_source("t.py", src, Language::Python).unwrap();
         let broken = "for x in a:\nopt.zero_grad()\n    loss(x).backward()\n    opt.step()\n";
         assert!(verify("t.py", broken, Language::Python, &before, &before[0]).is_none());
+    }
+
+    #[test]
+    fn loop_headers_over_several_lines_and_bodies_on_the_header_line() {
+        let src = "opt.zero_grad()\nfor x, y in zip(\n    a,\n    b,\n):\n    loss(x).backward()\n    opt.step()\n";
+        let out = fix(src, false);
+        assert_eq!(
+            out.source,
+            "for x, y in zip(\n    a,\n    b,\n):\n    opt.zero_grad()\n    loss(x).backward()\n    opt.step()\n"
+        );
+        let text = Text {
+            source: "for x in y: f(x)\nif c:\n    g()\n",
+            language: Language::Python,
+        };
+        assert_eq!(text.loop_body(Span::new(0, 16)), None);
     }
 
     #[test]
