@@ -227,7 +227,7 @@ pub fn fix_paths(
         .build()
         .expect("thread pool");
     let enabled = |code: &str| config.enabled(code);
-    let results: Vec<Result<(Vec<Diagnostic>, Option<FileFix>), FileError>> = pool.install(|| {
+    let results: Vec<FileOutcome> = pool.install(|| {
         files
             .par_iter()
             .map(|p| fix_file(p, unsafe_fixes, write, &enabled))
@@ -260,12 +260,15 @@ pub fn fix_paths(
     (report, changed)
 }
 
+/// A file's findings after fixing, and its change if any.
+type FileOutcome = Result<(Vec<Diagnostic>, Option<FileFix>), FileError>;
+
 fn fix_file(
     path: &Path,
     unsafe_fixes: bool,
     write: bool,
     enabled: &(dyn Fn(&str) -> bool + Sync),
-) -> Result<(Vec<Diagnostic>, Option<FileFix>), FileError> {
+) -> FileOutcome {
     // The same reading rules as linting (size, UTF-8, parse errors).
     let found = walk::lint_file(path)?;
     // Only plain source files are rewritten (not, say, notebooks).

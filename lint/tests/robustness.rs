@@ -21,9 +21,9 @@ fn fixtures(ext: &str) -> Vec<String> {
     out
 }
 
-/// A fixture with random byte-range edits: deletions, duplications and
+/// A fixture with a number of random edits in `edits`: deletions, duplications and
 /// insertions of syntax-heavy fragments.
-fn mutated(sources: Vec<String>) -> impl Strategy<Value = String> {
+fn mutated(sources: Vec<String>, edits: std::ops::Range<usize>) -> impl Strategy<Value = String> {
     let fragments = prop_oneof![
         Just(":"),
         Just("("),
@@ -47,7 +47,7 @@ fn mutated(sources: Vec<String>) -> impl Strategy<Value = String> {
     ];
     (
         0..sources.len(),
-        proptest::collection::vec((any::<prop::sample::Index>(), 0usize..3, fragments), 1..6),
+        proptest::collection::vec((any::<prop::sample::Index>(), 0usize..3, fragments), edits),
     )
         .prop_map(move |(i, edits)| {
             let mut s: Vec<char> = sources[i].chars().collect();
@@ -74,22 +74,22 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
 
     #[test]
-    fn mutated_python_never_panics(src in mutated(fixtures("py"))) {
+    fn mutated_python_never_panics(src in mutated(fixtures("py"), 1..6)) {
         let _ = lint_source("m.py", &src, Language::Python);
     }
 
     #[test]
-    fn mutated_rust_never_panics(src in mutated(fixtures("rs"))) {
+    fn mutated_rust_never_panics(src in mutated(fixtures("rs"), 1..6)) {
         let _ = lint_source("m.rs", &src, Language::Rust);
     }
 
     #[test]
-    fn fix_never_breaks_a_mutated_python_file_that_parsed(src in mutated(fixtures("py"))) {
+    fn fix_never_breaks_a_mutated_python_file_that_parsed(src in mutated(fixtures("py"), 1..3)) {
         fix_keeps_parsing("m.py", &src, Language::Python)?;
     }
 
     #[test]
-    fn fix_never_breaks_a_mutated_rust_file_that_parsed(src in mutated(fixtures("rs"))) {
+    fn fix_never_breaks_a_mutated_rust_file_that_parsed(src in mutated(fixtures("rs"), 1..3)) {
         fix_keeps_parsing("m.rs", &src, Language::Rust)?;
     }
 
@@ -131,12 +131,21 @@ fn fix_keeps_parsing(path: &str, src: &str, language: Language) -> Result<(), Te
 }
 
 #[test]
-fn the_fix_property_sees_files_that_get_fixed() {
-    // Mutated fixtures keep their bugs often enough for the property to test
-    // real fixes: the fixtures themselves get fixed.
-    let fixed: usize = fixtures("py")
-        .iter()
-        .map(|s| fix_source("f.py", s, Language::Python, true, &|_| true).map_or(0, |o| o.fixed))
-        .sum();
-    assert!(fixed >= 8, "{fixed}");
+fn the_fix_property_sees_mutated_files_that_get_fixed() {
+    // The property is only meaningful if mutated sources that still parse
+    // get fixed: sample its inputs and count.
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = mutated(fixtures("py"), 1..3);
+    let mut fixed_files = 0;
+    for _ in 0..600 {
+        let src = strategy.new_tree(&mut runner).unwrap().current();
+        if let Ok(out) = fix_source("m.py", &src, Language::Python, true, &|_| true) {
+            fixed_files += usize::from(out.fixed > 0);
+        }
+    }
+    assert!(
+        fixed_files >= 20,
+        "{fixed_files} of 600 mutated files fixed"
+    );
 }
