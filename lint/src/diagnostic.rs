@@ -83,6 +83,9 @@ pub struct Diagnostic {
     /// Byte range.
     #[serde(skip)]
     pub span: Span,
+    /// What a fix needs beyond the span (see [`crate::fix`]).
+    #[serde(skip)]
+    pub anchors: crate::fix::Anchors,
 }
 
 /// Whether a `gradlint: ignore` comment on `line` or the line above covers `code`:

@@ -25,6 +25,7 @@ pub mod cfg;
 pub mod config;
 pub mod diagnostic;
 pub mod facts;
+pub mod fix;
 pub mod frontend;
 pub mod ir;
 pub mod output;
@@ -94,26 +95,30 @@ pub fn lint_source(
         }
     })?;
 
-    let mut found: Vec<(Rule, rules::Violation)> = Vec::new();
+    let mut found: Vec<(Rule, rules::Violation, fix::Anchors)> = Vec::new();
     for function in &program.functions {
         for f in facts::of_function(&program, function) {
             for rule in rules::ALL {
                 let Some(v) = (rule.check)(&f) else { continue };
                 // A finding is reported once, by its innermost loop.
                 let pile_up = |c: &str| matches!(c, "GL001" | "GL002" | "GL005" | "GL007");
-                let dup = found.iter().any(|(r, w)| {
+                let dup = found.iter().any(|(r, w, _)| {
                     w.span == v.span
                         && (r.code == rule.code || (pile_up(r.code) && pile_up(rule.code)))
                 });
                 if !dup {
-                    found.push((rule, v));
+                    found.push((rule, v, fix::anchors(&f)));
                 }
             }
         }
     }
     let mut out: Vec<Diagnostic> = found
         .into_iter()
-        .map(|(rule, v)| diagnostic(path, &index, rule, v.span, v.message, v.help))
+        .map(|(rule, v, anchors)| {
+            let mut d = diagnostic(path, &index, rule, v.span, v.message, v.help);
+            d.anchors = anchors;
+            d
+        })
         .filter(|d| !diagnostic::is_suppressed(&index, d.line, d.code))
         .collect();
     out.sort_by_key(|d| (d.line, d.column, d.code));
@@ -141,5 +146,6 @@ fn diagnostic(
         message,
         help,
         span,
+        anchors: fix::Anchors::default(),
     }
 }

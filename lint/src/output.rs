@@ -101,10 +101,18 @@ fn text(report: &Report) -> String {
         }
     }
     let n = report.diagnostics.len();
+    let total = n + report.fixed.unwrap_or(0);
     let _ = write!(
         out,
-        "Found {n} problem{} in {} file{}",
-        if n == 1 { "" } else { "s" },
+        "Found {total} problem{}",
+        if total == 1 { "" } else { "s" }
+    );
+    if let Some(fixed) = report.fixed {
+        let _ = write!(out, " ({fixed} fixed, {n} remaining)");
+    }
+    let _ = write!(
+        out,
+        " in {} file{}",
         report.files,
         if report.files == 1 { "" } else { "s" }
     );
@@ -120,6 +128,7 @@ fn json(report: &Report) -> Value {
         "diagnostics": report.diagnostics,
         "errors": report.errors,
         "files": report.files,
+        "fixed": report.fixed,
     })
 }
 

@@ -19,6 +19,8 @@ pub struct Report {
     pub errors: Vec<FileError>,
     /// Files linted.
     pub files: usize,
+    /// Findings fixed, when fixing (`--fix`, `--diff`).
+    pub fixed: Option<usize>,
 }
 
 fn error(path: &Path, message: String) -> FileError {
@@ -142,5 +144,6 @@ pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
         diagnostics,
         errors,
         files: files.len(),
+        fixed: None,
     }
 }

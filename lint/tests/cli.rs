@@ -279,3 +279,123 @@ fn a_missing_path_is_an_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stdout(&out).contains("nope.py: error: no such file or directory"));
 }
+
+#[test]
+fn fix_rewrites_the_file_and_says_fixed_and_remaining() {
+    let manual =
+        "for x in data:\n    loss(x).backward()\n    for p in params:\n        p -= 0.1 * p.grad\n";
+    let dir = tree(&[
+        ("train.py", BAD.as_bytes()),
+        ("manual.py", manual.as_bytes()),
+    ]);
+    let out = gradlint(dir.path(), &["--fix", "."]);
+    // The manual update has no fix: it remains, so the exit status is 1.
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Found 2 problems (1 fixed, 1 remaining) in 2 files"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("manual.py:4:9: GL001"));
+    let fixed = std::fs::read_to_string(dir.path().join("train.py")).unwrap();
+    assert_eq!(fixed, format!("{BAD}    optimizer.zero_grad()\n"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("manual.py")).unwrap(),
+        manual
+    );
+    // Nothing left to fix: exit 0 on the fixed file, and it stays as it is.
+    let again = gradlint(dir.path(), &["--fix", "train.py"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
+    assert!(stdout(&again).contains("Found 0 problems (0 fixed, 0 remaining) in 1 file"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("train.py")).unwrap(),
+        fixed
+    );
+    // No temporary file is left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 2);
+}
+
+#[test]
+fn diff_shows_the_edit_and_writes_nothing() {
+    let dir = tree(&[("train.py", BAD.as_bytes())]);
+    let out = gradlint(dir.path(), &["--diff", "train.py"]);
+    assert_eq!(out.status.code(), Some(1));
+    let diff = stdout(&out);
+    assert!(
+        diff.starts_with("--- a/train.py\n+++ b/train.py\n@@ "),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("     optimizer.step()\n+    optimizer.zero_grad()\n"),
+        "{diff}"
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.contains("Would fix 1 problem (0 would remain) in 1 file"),
+        "{summary}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("train.py")).unwrap(),
+        BAD
+    );
+    // A clean file: no diff, exit 0.
+    let clean = tree(&[("train.py", GOOD.as_bytes())]);
+    let out = gradlint(clean.path(), &["--diff", "."]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), ""));
+    assert!(gradlint(clean.path(), &["--diff", "--fix"]).status.code() == Some(2));
+}
+
+#[test]
+fn unsafe_fixes_only_with_unsafe_fixes() {
+    let gan = "for x in data:\n    d_loss(x).backward()\n    opt_d.step()\n    g_loss(x).backward()\n    opt_g.step()\n";
+    let dir = tree(&[("gan.py", gan.as_bytes())]);
+    let out = gradlint(dir.path(), &["--fix", "gan.py"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("(0 fixed, 2 remaining)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("gan.py")).unwrap(),
+        gan
+    );
+    let out = gradlint(dir.path(), &["--fix", "--unsafe-fixes", "gan.py"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let fixed = std::fs::read_to_string(dir.path().join("gan.py")).unwrap();
+    assert!(
+        fixed.contains("opt_d.step()\n    opt_d.zero_grad()\n"),
+        "{fixed}"
+    );
+    assert!(
+        fixed.contains("opt_g.step()\n    opt_g.zero_grad()\n"),
+        "{fixed}"
+    );
+}
+
+#[test]
+fn fix_never_touches_a_file_with_a_syntax_error_and_keeps_crlf() {
+    let broken = b"for x in y\n    loss.backward()\n    opt.step()\n";
+    let crlf = BAD.replace('\n', "\r\n");
+    let dir = tree(&[("broken.py", broken), ("crlf.py", crlf.as_bytes())]);
+    let out = gradlint(dir.path(), &["--fix", "."]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stdout(&out).contains("broken.py:1:11: error: syntax error"));
+    assert_eq!(std::fs::read(dir.path().join("broken.py")).unwrap(), broken);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("crlf.py")).unwrap(),
+        format!("{crlf}    optimizer.zero_grad()\r\n")
+    );
+}
+
+#[test]
+fn fix_respects_select() {
+    let dir = tree(&[("train.py", BAD.as_bytes())]);
+    let out = gradlint(dir.path(), &["--fix", "--select", "GL003", "train.py"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("train.py")).unwrap(),
+        BAD
+    );
+}
