@@ -166,6 +166,45 @@ def git_dir(mirrors: Path, repo: str) -> Path | None:
     return None
 
 
+def export(gd: Path, commit: str, dest: Path) -> None:
+    """Writes the Python files and notebooks of `commit` under `dest`.
+
+    Blob by blob: a snapshot may lack its large binary files."""
+    git = ["git", "-C", str(gd)]
+    listing = subprocess.run(git + ["ls-tree", "-r", "-z", commit], capture_output=True)
+    if listing.returncode != 0:
+        raise CorpusError(f"git ls-tree failed in {gd}: {listing.stderr.decode(errors='replace').strip()}")
+    wanted = []
+    for entry in listing.stdout.split(b"\0"):
+        if not entry:
+            continue
+        meta, _, name = entry.partition(b"\t")
+        mode, kind, sha = meta.split()
+        path = name.decode(errors="replace")
+        if kind == b"blob" and mode != b"120000" and path.endswith((".py", ".ipynb")):
+            wanted.append((sha.decode(), path))
+    batch = subprocess.run(
+        git + ["cat-file", "--batch"],
+        input="".join(f"{sha}\n" for sha, _ in wanted).encode(),
+        capture_output=True,
+    )
+    out = batch.stdout
+    pos = 0
+    for sha, path in wanted:
+        header_end = out.index(b"\n", pos)
+        header = out[pos:header_end].split()
+        pos = header_end + 1
+        if len(header) < 3 or header[1] != b"blob":
+            continue  # missing from the copy
+        size = int(header[2])
+        target = dest / path
+        if ".." in Path(path).parts:
+            raise CorpusError(f"{gd}: unsafe path {path!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(out[pos : pos + size])
+        pos += size + 1
+
+
 def checkout(repo: str, commit: str, mirrors: Path | None, cache: Path) -> tuple[Path | None, str]:
     """The repository's Python files and notebooks at `commit`, or why not."""
     if mirrors is None:
@@ -182,17 +221,11 @@ def checkout(repo: str, commit: str, mirrors: Path | None, cache: Path) -> tuple
     tmp = into.with_name(into.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    archive = subprocess.run(
-        git + ["archive", "--format=tar", commit, "--", "*.py", "*.ipynb"], capture_output=True
-    )
-    if archive.returncode != 0:
-        # No file matched the pathspecs, or a broken copy.
-        return None, f"git archive failed: {archive.stderr.decode(errors='replace').strip()}"
-    tar = tmp / "tree.tar"
-    tar.write_bytes(archive.stdout)
-    with tarfile.open(tar) as t:
-        t.extractall(tmp, filter="data")
-    tar.unlink()
+    try:
+        export(gd, commit, tmp)
+    except CorpusError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None, str(e)
     tmp.rename(into)
     return into, ""
 
