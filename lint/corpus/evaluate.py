@@ -273,6 +273,15 @@ def main() -> int:
     ap.add_argument("--quiet", action="store_true", help="no list of findings in unlabelled files")
     args = ap.parse_args()
 
+    if os.sep in args.gradlint:
+        # Trees are linted from their own folder.
+        args.gradlint = os.path.abspath(args.gradlint)
+    if shutil.which(args.gradlint) is None:
+        print(
+            f"error: no gradlint at {args.gradlint}: cargo build --release -p gradlint",
+            file=sys.stderr,
+        )
+        return 2
     manifests = args.manifests or sorted(HERE.glob("*.toml"))
     trees: dict[str, Tree] = {}
     try:
