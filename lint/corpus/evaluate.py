@@ -32,11 +32,15 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tomllib
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    sys.exit("error: lint/corpus/evaluate.py needs Python 3.11 or later (tomllib)")
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
