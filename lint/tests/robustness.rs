@@ -1,6 +1,6 @@
 //! No input makes gradlint panic: random text and mutated fixtures, in both
-//! languages, either lint or come back as a `FileError`; and `--fix` on them
-//! never breaks a file that parsed.
+//! languages and in notebooks, either lint or come back as a `FileError`; and
+//! `--fix` on them never breaks a file that parsed.
 
 use gradlint::fix::fix_source;
 use gradlint::{lint_source, Language};
@@ -91,6 +91,22 @@ proptest! {
     #[test]
     fn fix_never_breaks_a_mutated_rust_file_that_parsed(src in mutated(fixtures("rs"), 1..3)) {
         fix_keeps_parsing("m.rs", &src, Language::Rust)?;
+    }
+
+    #[test]
+    fn mutated_notebooks_never_panic(raw in mutated(fixtures("ipynb"), 1..6), code in mutated(fixtures("py"), 1..6)) {
+        let _ = gradlint::walk::lint_notebook("m.ipynb", &raw);
+        // Valid JSON whose code cells are mutated Python, with magics around.
+        let notebook = serde_json::json!({
+            "nbformat": 4,
+            "cells": [
+                {"cell_type": "code", "source": "!ls\n%%time"},
+                {"cell_type": "code", "source": code},
+                {"cell_type": "markdown", "source": "text"},
+                {"cell_type": "code", "source": ["%time f()\n", "x = 1"]},
+            ]
+        });
+        let _ = gradlint::walk::lint_notebook("n.ipynb", &notebook.to_string());
     }
 
     #[test]
