@@ -271,8 +271,10 @@ fn fix_file(
 ) -> FileOutcome {
     // The same reading rules as linting (size, UTF-8, parse errors).
     let found = walk::lint_file(path)?;
-    // Only plain source files are rewritten (not, say, notebooks).
-    let Some(language) = Language::of(path) else {
+    // Only plain source files are rewritten: a notebook's findings are placed
+    // in its cells, not in the JSON text, so notebooks are never fixed.
+    let notebook = path.extension().is_some_and(|e| e == "ipynb");
+    let Some(language) = Language::of(path).filter(|_| !notebook) else {
         return Ok((found, None));
     };
     let name = path.display().to_string();
@@ -280,6 +282,7 @@ fn fix_file(
         path: name.clone(),
         line: None,
         column: None,
+        cell: None,
         message: e.to_string(),
     };
     if !found
@@ -298,6 +301,7 @@ fn fix_file(
             path: name.clone(),
             line: None,
             column: None,
+            cell: None,
             message: format!("cannot write the fixed file (left unchanged): {e}"),
         })?;
     }
