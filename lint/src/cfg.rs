@@ -1,10 +1,15 @@
 //! The control-flow graph of one loop, calls of same-file functions inlined.
 //!
 //! Nodes are gradient events; the loop's head node closes every iteration.
-//! Nested loops run at least once (a parameter loop `for p in params:` always
-//! runs), which keeps the analysis on the side of silence.
+//! Branches start with an assumption node that records which way each
+//! classified condition went, so that path questions are correlated: a
+//! loop-invariant flag takes the same branch every time, an accumulation
+//! counter moves through its window one iteration at a time, and a skip on a
+//! non-finite value can be left out of a question.
 
-use crate::ir::{Event, Node, Program, Span};
+use std::collections::HashSet;
+
+use crate::ir::{CondClass, Counter, Event, Node, Program, Residue, Span, Test};
 
 const MAX_INLINE_DEPTH: usize = 4;
 
@@ -21,6 +26,95 @@ pub struct Cfg {
     pub head: usize,
     /// Edges that close an iteration (to a loop head from its body).
     pub back_edges: Vec<(usize, usize)>,
+    /// Per node, the conditions a path through it assumes: (condition, value).
+    pub assumes: Vec<Vec<(usize, bool)>>,
+    /// Per node, the assumptions of the branches enclosing it.
+    pub guards: Vec<Vec<(usize, bool)>>,
+    /// Per node, the heads of the loops (nested in the analysed one) that
+    /// contain it.
+    pub loops: Vec<Vec<usize>>,
+    /// Per node, the counters of the loop it heads (loop heads only).
+    pub heads: Vec<Option<Vec<Counter>>>,
+    /// The conditions, by index.
+    pub conds: Vec<Cond>,
+    /// The counter and modulus the analysis tracks (the most tested one).
+    tracked: Option<(String, String)>,
+    /// The largest residue tested on the tracked counter, plus one.
+    cap: u32,
+}
+
+/// A condition of the graph, with what the analysis makes of it.
+#[derive(Debug, Clone)]
+pub struct Cond {
+    /// The normalised expression.
+    pub key: String,
+    /// Its class; a flag the loop assigns is [`Kind::Unknown`].
+    pub kind: Kind,
+}
+
+/// What a condition of the graph is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// A test of the tracked counter.
+    Counter(Residue),
+    /// Holds on a non-finite or out-of-range value.
+    Skip,
+    /// A loop-invariant flag (the bit of the search state that holds it).
+    Flag(Option<u32>),
+    /// No correlation is known.
+    Unknown,
+}
+
+/// Where the tracked counter stands in its window of symbolic length `k`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Phase {
+    Unknown,
+    Low(u32),
+    High(u32),
+    /// Between the tested residues.
+    Middle,
+}
+
+/// The correlated part of a path: decided flags and the counter's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct State {
+    known: u32,
+    value: u32,
+    phase: Phase,
+}
+
+/// A path question.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'q> {
+    /// Where the path starts (its successors are the first nodes).
+    pub from: usize,
+    /// Where it may end.
+    pub to: &'q [usize],
+    /// Nodes it must not pass.
+    pub blocked: &'q [usize],
+    /// Nodes it must pass (one of them) before ending.
+    pub need: Option<&'q [usize]>,
+    /// Nodes it must not pass once it has passed a `need` node.
+    pub blocked_after_need: &'q [usize],
+    /// Whether the path may close iterations (back edges).
+    pub back: bool,
+    /// Whether paths through the abnormal side of a skip are left out.
+    pub avoid_skips: bool,
+}
+
+impl<'q> Query<'q> {
+    /// A question from `from` to `to`, across iterations, nothing else asked.
+    pub fn new(from: usize, to: &'q [usize]) -> Self {
+        Query {
+            from,
+            to,
+            blocked: &[],
+            need: None,
+            blocked_after_need: &[],
+            back: true,
+            avoid_skips: false,
+        }
+    }
 }
 
 struct Ctx {
@@ -34,17 +128,36 @@ struct Builder<'p> {
     program: &'p Program,
     cfg: Cfg,
     calls: Vec<String>,
+    /// Raw conditions, by key (same key, same index).
+    raw: Vec<crate::ir::Cond>,
+    /// Assumptions of the enclosing branches.
+    guard_stack: Vec<(usize, bool)>,
+    /// Names assigned by the loop and the functions it calls.
+    assigned: HashSet<String>,
+    /// Heads of the nested loops being built.
+    loop_stack: Vec<usize>,
 }
 
 impl Cfg {
-    /// Builds the graph of a loop whose body is `body`.
-    pub fn of_loop(program: &Program, body: &[Node]) -> Cfg {
+    /// Builds the graph of a loop whose body is `body`, which assigns
+    /// `assigned` and advances `counters`.
+    pub fn of_loop(
+        program: &Program,
+        body: &[Node],
+        assigned: &[String],
+        counters: &[Counter],
+    ) -> Cfg {
         let mut b = Builder {
             program,
             cfg: Cfg::default(),
             calls: Vec::new(),
+            raw: Vec::new(),
+            guard_stack: Vec::new(),
+            assigned: assigned.iter().cloned().collect(),
+            loop_stack: Vec::new(),
         };
         let head = b.node(None, false);
+        b.cfg.heads[head] = Some(counters.to_vec());
         b.cfg.head = head;
         let mut ctx = Ctx {
             head: Some(head),
@@ -54,6 +167,7 @@ impl Cfg {
         };
         let out = b.seq(body, vec![head], &mut ctx);
         b.back_edges(&out, head);
+        b.finish();
         b.cfg
     }
 
@@ -79,48 +193,195 @@ impl Cfg {
         blocked: &[usize],
         need: Option<&[usize]>,
     ) -> bool {
-        self.search(from, to, blocked, need, true)
+        self.ask(Query {
+            blocked,
+            need,
+            ..Query::new(from, to)
+        })
     }
 
     /// Like [`Cfg::path`], within one iteration of every loop: no back edge.
     pub fn forward_path(&self, from: usize, to: &[usize], blocked: &[usize]) -> bool {
-        self.search(from, to, blocked, None, false)
+        self.ask(Query {
+            blocked,
+            back: false,
+            ..Query::new(from, to)
+        })
     }
 
-    fn search(
-        &self,
-        from: usize,
-        to: &[usize],
-        blocked: &[usize],
-        need: Option<&[usize]>,
-        back: bool,
-    ) -> bool {
+    /// Whether every nested loop around `inner` also runs around `outer`
+    /// (`outer` is in the same loop as `inner`, or deeper).
+    pub fn within_loops_of(&self, outer: usize, inner: usize) -> bool {
+        self.loops[inner]
+            .iter()
+            .all(|l| self.loops[outer].contains(l))
+    }
+
+    /// Nodes on the abnormal side of a skip (`if torch.isnan(loss): ...`).
+    pub fn skip_nodes(&self) -> Vec<usize> {
+        (0..self.events.len())
+            .filter(|&n| {
+                self.assumes[n]
+                    .iter()
+                    .any(|&(c, v)| v && self.conds[c].kind == Kind::Skip)
+            })
+            .collect()
+    }
+
+    /// Answers a path question. Paths are correlated: within the state the
+    /// start node's enclosing branches give, every classified condition is
+    /// taken consistently (flags the same way every time, the counter one
+    /// window position per iteration).
+    pub fn ask(&self, q: Query) -> bool {
         let n = self.events.len();
-        let mut seen = vec![[false; 2]; n];
-        let next = |node: usize| {
-            self.succ[node]
-                .iter()
-                .copied()
-                .filter(move |&s| back || !self.back_edges.contains(&(node, s)))
+        let Some(start) = self.seed(q.from) else {
+            return false;
         };
-        let mut stack: Vec<(usize, bool)> = next(from).map(|s| (s, false)).collect();
-        while let Some((node, mut got)) = stack.pop() {
-            if blocked.contains(&node) {
+        let mut seen: HashSet<(usize, bool, State)> = HashSet::new();
+        let mut stack: Vec<(usize, bool, State)> = Vec::new();
+        self.push_successors(q.from, false, start, q.back, &mut stack);
+        while let Some((node, mut got, state)) = stack.pop() {
+            if node >= n || q.blocked.contains(&node) {
                 continue;
             }
-            if need.is_some_and(|need| need.contains(&node)) {
+            if got && q.blocked_after_need.contains(&node) {
+                continue;
+            }
+            let Some(state) = self.assume(node, state, q.avoid_skips) else {
+                continue;
+            };
+            if q.need.is_some_and(|need| need.contains(&node)) {
                 got = true;
             }
-            if seen[node][got as usize] {
+            if !seen.insert((node, got, state)) {
                 continue;
             }
-            seen[node][got as usize] = true;
-            if to.contains(&node) && (need.is_none() || got) {
+            if q.to.contains(&node) && (q.need.is_none() || got) {
                 return true;
             }
-            stack.extend(next(node).map(|s| (s, got)));
+            self.push_successors(node, got, state, q.back, &mut stack);
         }
         false
+    }
+
+    fn push_successors(
+        &self,
+        node: usize,
+        got: bool,
+        state: State,
+        back: bool,
+        stack: &mut Vec<(usize, bool, State)>,
+    ) {
+        for &s in &self.succ[node] {
+            let is_back = self.back_edges.contains(&(node, s));
+            if is_back && !back {
+                continue;
+            }
+            for next in self.transit(s, is_back, state) {
+                stack.push((s, got, next));
+            }
+        }
+    }
+
+    /// The state at `node` from its enclosing branches.
+    fn seed(&self, node: usize) -> Option<State> {
+        let mut state = State {
+            known: 0,
+            value: 0,
+            phase: Phase::Unknown,
+        };
+        for &(c, v) in &self.guards[node] {
+            state = self.decide(state, c, v, false)?;
+        }
+        Some(state)
+    }
+
+    /// Applies a node's assumptions; `None` when they contradict the state.
+    fn assume(&self, node: usize, state: State, avoid_skips: bool) -> Option<State> {
+        let mut state = state;
+        for &(c, v) in &self.assumes[node] {
+            state = self.decide(state, c, v, avoid_skips)?;
+        }
+        Some(state)
+    }
+
+    fn decide(&self, mut state: State, c: usize, v: bool, avoid_skips: bool) -> Option<State> {
+        match &self.conds[c].kind {
+            Kind::Skip => (!(avoid_skips && v)).then_some(state),
+            Kind::Flag(Some(bit)) => {
+                let mask = 1u32 << bit;
+                if state.known & mask != 0 {
+                    ((state.value & mask != 0) == v).then_some(state)
+                } else {
+                    state.known |= mask;
+                    if v {
+                        state.value |= mask;
+                    }
+                    Some(state)
+                }
+            }
+            Kind::Counter(r) => {
+                let at = match *r {
+                    Residue::Low(n) => Phase::Low(n),
+                    Residue::High(n) => Phase::High(n),
+                };
+                match state.phase {
+                    Phase::Unknown => {
+                        if v {
+                            state.phase = at;
+                        }
+                        Some(state)
+                    }
+                    p => ((p == at) == v).then_some(state),
+                }
+            }
+            Kind::Flag(None) | Kind::Unknown => Some(state),
+        }
+    }
+
+    /// The states on entering `head` (a loop head or not) from an edge.
+    fn transit(&self, node: usize, is_back: bool, state: State) -> Vec<State> {
+        let Some(counters) = self.heads[node].as_ref() else {
+            return vec![state];
+        };
+        let Some((tracked, _)) = &self.tracked else {
+            return vec![state];
+        };
+        let own = counters.iter().find(|c| &c.name == tracked);
+        let with = |phase| State { phase, ..state };
+        if !is_back {
+            // Entering a loop that restarts the counter.
+            return match own.map(|c| c.start) {
+                Some(Some(v)) => vec![with(phase_of(Residue::of(v)))],
+                Some(None) => vec![state],
+                None => vec![state],
+            };
+        }
+        let owned_anywhere = self
+            .heads
+            .iter()
+            .flatten()
+            .any(|cs| cs.iter().any(|c| &c.name == tracked));
+        let advances = own.is_some() || (node == self.head && !owned_anywhere);
+        if !advances {
+            return vec![state];
+        }
+        match state.phase {
+            Phase::Unknown => vec![state],
+            Phase::Low(n) if n < self.cap => vec![with(Phase::Low(n + 1))],
+            Phase::Low(_) => vec![with(Phase::Middle)],
+            Phase::Middle => vec![with(Phase::Middle), with(Phase::High(self.cap))],
+            Phase::High(1) | Phase::High(0) => vec![with(Phase::Low(0))],
+            Phase::High(n) => vec![with(Phase::High(n - 1))],
+        }
+    }
+}
+
+fn phase_of(r: Residue) -> Phase {
+    match r {
+        Residue::Low(n) => Phase::Low(n),
+        Residue::High(0) => Phase::Low(0),
+        Residue::High(n) => Phase::High(n),
     }
 }
 
@@ -129,7 +390,97 @@ impl Builder<'_> {
         self.cfg.events.push(event);
         self.cfg.in_accumulate.push(accumulate);
         self.cfg.succ.push(Vec::new());
+        self.cfg.assumes.push(Vec::new());
+        self.cfg.guards.push(self.guard_stack.clone());
+        self.cfg.heads.push(None);
+        self.cfg.loops.push(self.loop_stack.clone());
         self.cfg.events.len() - 1
+    }
+
+    /// The index of a condition (same key, same index).
+    fn cond(&mut self, test: &Test) -> (usize, bool) {
+        let i = match self.raw.iter().position(|c| c.key == test.cond.key) {
+            Some(i) => i,
+            None => {
+                self.raw.push(test.cond.clone());
+                self.raw.len() - 1
+            }
+        };
+        (i, !test.negated)
+    }
+
+    /// An assumption node after `frontier`, when there is anything to assume.
+    fn assumption(
+        &mut self,
+        assumes: Vec<(usize, bool)>,
+        frontier: Vec<usize>,
+        accumulate: bool,
+    ) -> Vec<usize> {
+        if assumes.is_empty() {
+            return frontier;
+        }
+        let n = self.node(None, accumulate);
+        self.cfg.assumes[n] = assumes;
+        self.edges(&frontier, n);
+        vec![n]
+    }
+
+    /// Classifies the conditions once the whole graph is known.
+    fn finish(&mut self) {
+        // The counter tested most often is tracked.
+        let mut counts: Vec<((String, String), usize)> = Vec::new();
+        for c in &self.raw {
+            if let CondClass::Counter {
+                counter, modulus, ..
+            } = &c.class
+            {
+                let k = (counter.clone(), modulus.clone());
+                match counts.iter_mut().find(|(x, _)| *x == k) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((k, 1)),
+                }
+            }
+        }
+        let tracked = counts
+            .iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(k, _)| k.clone());
+        let mut bits = 0u32;
+        let mut cap = 0;
+        let assigned = &self.assigned;
+        let varies = |read: &String| {
+            assigned.iter().any(|a| {
+                a == read
+                    || read.starts_with(&format!("{a}."))
+                    || a.starts_with(&format!("{read}."))
+            })
+        };
+        for c in &self.raw {
+            let kind = match &c.class {
+                CondClass::Counter {
+                    counter,
+                    modulus,
+                    residue,
+                } if tracked.as_ref() == Some(&(counter.clone(), modulus.clone())) => {
+                    cap = cap.max(residue.magnitude() + 1);
+                    Kind::Counter(*residue)
+                }
+                CondClass::Counter { .. } => Kind::Unknown,
+                CondClass::Skip => Kind::Skip,
+                CondClass::Flag(reads) if reads.iter().any(varies) => Kind::Unknown,
+                CondClass::Flag(_) if bits < 32 => {
+                    bits += 1;
+                    Kind::Flag(Some(bits - 1))
+                }
+                CondClass::Flag(_) => Kind::Flag(None),
+            };
+            self.cfg.conds.push(Cond {
+                key: c.key.clone(),
+                kind,
+            });
+        }
+        self.cfg.tracked = tracked;
+        self.cfg.cap = cap;
     }
 
     fn edges(&mut self, from: &[usize], to: usize) {
@@ -163,21 +514,50 @@ impl Builder<'_> {
             Node::If {
                 branches,
                 exhaustive,
+                tests,
             } => {
+                let tests: Vec<Option<(usize, bool)>> = tests
+                    .iter()
+                    .map(|t| t.as_ref().map(|t| self.cond(t)))
+                    .collect();
+                // Branch i runs when its test holds and the tests above failed.
+                let failed = |upto: usize| -> Vec<(usize, bool)> {
+                    tests[..upto.min(tests.len())]
+                        .iter()
+                        .flatten()
+                        .map(|&(c, v)| (c, !v))
+                        .collect()
+                };
                 let mut out = if *exhaustive {
                     Vec::new()
                 } else {
-                    frontier.clone()
+                    let skipped = failed(branches.len());
+                    self.assumption(skipped, frontier.clone(), ctx.accumulate)
                 };
-                for branch in branches {
-                    out.extend(self.seq(branch, frontier.clone(), ctx));
+                for (i, branch) in branches.iter().enumerate() {
+                    let mut assumes = failed(i);
+                    if let Some(Some(t)) = tests.get(i) {
+                        assumes.push(*t);
+                    }
+                    let depth = self.guard_stack.len();
+                    let start = self.assumption(assumes.clone(), frontier.clone(), ctx.accumulate);
+                    self.guard_stack.extend(assumes);
+                    out.extend(self.seq(branch, start, ctx));
+                    self.guard_stack.truncate(depth);
                 }
                 out.sort_unstable();
                 out.dedup();
                 out
             }
-            Node::Loop { body, .. } => {
+            Node::Loop {
+                body,
+                assigned,
+                counters,
+                ..
+            } => {
+                self.assigned.extend(assigned.iter().cloned());
                 let head = self.node(None, ctx.accumulate);
+                self.cfg.heads[head] = Some(counters.clone());
                 self.edges(&frontier, head);
                 let mut inner = Ctx {
                     head: Some(head),
@@ -185,7 +565,9 @@ impl Builder<'_> {
                     returns: ctx.returns.take(),
                     accumulate: ctx.accumulate,
                 };
+                self.loop_stack.push(head);
                 let mut out = self.seq(body, vec![head], &mut inner);
+                self.loop_stack.pop();
                 ctx.returns = inner.returns.take();
                 self.back_edges(&out, head);
                 out.extend(inner.breaks);
@@ -227,6 +609,7 @@ impl Builder<'_> {
             return frontier;
         }
         self.calls.push(name.to_string());
+        self.assigned.extend(function.assigned.iter().cloned());
         let mut ctx = Ctx {
             head: None,
             breaks: Vec::new(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::config::Config;
-use crate::{lint_source, Diagnostic, FileError, Language};
+use crate::{lint_source_with, Diagnostic, FileError, Language};
 
 /// Files larger than this are reported, not read (generated code, data).
 pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
@@ -83,8 +83,13 @@ pub fn collect(paths: &[PathBuf], config: &Config) -> (Vec<PathBuf>, Vec<FileErr
     (files, errors)
 }
 
-/// Reads and lints one file.
+/// Reads and lints one file with every rule.
 pub fn lint_file(path: &Path) -> Result<Vec<Diagnostic>, FileError> {
+    lint_file_with(path, &Config::default())
+}
+
+/// Reads and lints one file with the rules `config` enables.
+pub fn lint_file_with(path: &Path, config: &Config) -> Result<Vec<Diagnostic>, FileError> {
     let language = Language::of(path).unwrap_or(Language::Python);
     let meta = std::fs::metadata(path).map_err(|e| {
         let broken = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
@@ -116,7 +121,9 @@ pub fn lint_file(path: &Path) -> Result<Vec<Diagnostic>, FileError> {
             ),
         )
     })?;
-    lint_source(&path.display().to_string(), &source, language)
+    lint_source_with(&path.display().to_string(), &source, language, &|code| {
+        config.enabled(code)
+    })
 }
 
 /// Lints every file under `paths` in parallel, keeping the rules `config` enables.
@@ -127,8 +134,12 @@ pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
         .stack_size(64 * 1024 * 1024)
         .build()
         .expect("thread pool");
-    let results: Vec<Result<Vec<Diagnostic>, FileError>> =
-        pool.install(|| files.par_iter().map(|p| lint_file(p)).collect());
+    let results: Vec<Result<Vec<Diagnostic>, FileError>> = pool.install(|| {
+        files
+            .par_iter()
+            .map(|p| lint_file_with(p, config))
+            .collect()
+    });
     let mut diagnostics = Vec::new();
     for r in results {
         match r {

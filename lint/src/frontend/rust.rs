@@ -38,6 +38,7 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
         lowerer.program.functions.push(Function {
             name: name.clone(),
             body,
+            assigned: Vec::new(),
         });
     }
     Ok(lowerer.program)
@@ -230,12 +231,13 @@ impl Lowerer {
                 }
                 out.push(Node::If {
                     exhaustive: i.else_branch.is_some(),
+                    tests: vec![None; branches.len()],
                     branches,
                 });
             }
             Expr::Match(m) => {
                 self.expr(&m.expr, d, false, out);
-                let branches = m
+                let branches: Vec<Vec<Node>> = m
                     .arms
                     .iter()
                     .map(|arm| {
@@ -245,6 +247,7 @@ impl Lowerer {
                     })
                     .collect();
                 out.push(Node::If {
+                    tests: vec![None; branches.len()],
                     branches,
                     exhaustive: true,
                 });
@@ -254,6 +257,8 @@ impl Lowerer {
                 out.push(Node::Loop {
                     body: self.block(&f.body, d),
                     span: self.span(f),
+                    assigned: Vec::new(),
+                    counters: Vec::new(),
                 });
             }
             Expr::While(w) => {
@@ -263,11 +268,15 @@ impl Lowerer {
                 out.push(Node::Loop {
                     body,
                     span: self.span(w),
+                    assigned: Vec::new(),
+                    counters: Vec::new(),
                 });
             }
             Expr::Loop(l) => out.push(Node::Loop {
                 body: self.block(&l.body, d),
                 span: self.span(l),
+                assigned: Vec::new(),
+                counters: Vec::new(),
             }),
             Expr::Block(b) => out.extend(self.block(&b.block, d)),
             Expr::Unsafe(b) => out.extend(self.block(&b.block, d)),

@@ -1,6 +1,6 @@
 //! GL001 missing-zero-grad.
 
-use super::{gl002_zero_grad_outside_loop, gl005_optimizer_never_reset, Rule, Violation};
+use super::{Rule, Violation};
 use crate::facts::LoopFacts;
 use crate::ir::Updater;
 
@@ -11,6 +11,7 @@ pub const RULE: Rule = Rule {
     summary: "a loop runs backward and an update with no gradient reset on every iteration",
     docs: DOCS,
     check,
+    defers_to: &["GL002", "GL005"],
 };
 
 const DOCS: &str = r#"## What it does
@@ -53,10 +54,7 @@ or fresh gradients: `grads = torch.autograd.grad(loss, model.parameters())`.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {
-    if matches!(f.updater, Updater::Store(_))
-        || gl002_zero_grad_outside_loop::applies(f)
-        || gl005_optimizer_never_reset::applies(f)
-    {
+    if matches!(f.updater, Updater::Store(_)) {
         return None;
     }
     let span = f.pile_up_step?;

@@ -1,6 +1,6 @@
 //! GL004 accumulation-defeated.
 
-use super::{gl003_zero_grad_before_step, Rule, Violation};
+use super::{Rule, Violation};
 use crate::facts::LoopFacts;
 
 /// The rule.
@@ -10,6 +10,7 @@ pub const RULE: Rule = Rule {
     summary: "the step is guarded (gradient accumulation) but the reset runs every iteration",
     docs: DOCS,
     check,
+    defers_to: &["GL003"],
 };
 
 const DOCS: &str = r#"## What it does
@@ -42,9 +43,6 @@ for i, (x, y) in enumerate(loader):
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {
-    if (gl003_zero_grad_before_step::RULE.check)(f).is_some() {
-        return None;
-    }
     let span = f.reset_discarding_accumulation?;
     Some(Violation {
         span,
