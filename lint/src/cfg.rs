@@ -41,6 +41,8 @@ pub struct Cfg {
     tracked: Option<(String, String)>,
     /// The largest residue tested on the tracked counter, plus one.
     cap: u32,
+    /// Where a window opens: one past the residue that guards a step.
+    window_start: Option<Residue>,
 }
 
 /// A condition of the graph, with what the analysis makes of it.
@@ -96,10 +98,17 @@ pub struct Query<'q> {
     pub need: Option<&'q [usize]>,
     /// Nodes it must not pass once it has passed a `need` node.
     pub blocked_after_need: &'q [usize],
+    /// Nodes it must not pass before it has passed a `need` node.
+    pub blocked_before_need: &'q [usize],
+    /// Whether, after a `need` node, the path must also close the analysed
+    /// loop's iteration before it ends.
+    pub need_then_next_iteration: bool,
     /// Whether the path may close iterations (back edges).
     pub back: bool,
     /// Whether paths through the abnormal side of a skip are left out.
     pub avoid_skips: bool,
+    /// A nested loop (its head) the path must stay in.
+    pub within: Option<usize>,
 }
 
 impl<'q> Query<'q> {
@@ -111,8 +120,11 @@ impl<'q> Query<'q> {
             blocked: &[],
             need: None,
             blocked_after_need: &[],
+            blocked_before_need: &[],
+            need_then_next_iteration: false,
             back: true,
             avoid_skips: false,
+            within: None,
         }
     }
 }
@@ -217,6 +229,26 @@ impl Cfg {
             .all(|l| self.loops[outer].contains(l))
     }
 
+    /// The innermost nested loop (its head) containing both nodes.
+    pub fn common_loop(&self, a: usize, b: usize) -> Option<usize> {
+        self.loops[a]
+            .iter()
+            .rev()
+            .find(|l| self.loops[b].contains(l))
+            .copied()
+    }
+
+    /// The nodes outside the innermost nested loop around `node` (none when
+    /// `node` is directly in the analysed loop).
+    pub fn outside_loop_of(&self, node: usize) -> Vec<usize> {
+        match self.loops[node].last() {
+            Some(&l) => (0..self.events.len())
+                .filter(|&n| n != l && !self.loops[n].contains(&l))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Nodes on the abnormal side of a skip (`if torch.isnan(loss): ...`).
     pub fn skip_nodes(&self) -> Vec<usize> {
         (0..self.events.len())
@@ -237,29 +269,38 @@ impl Cfg {
         let Some(start) = self.seed(q.from) else {
             return false;
         };
-        let mut seen: HashSet<(usize, bool, State)> = HashSet::new();
-        let mut stack: Vec<(usize, bool, State)> = Vec::new();
-        self.push_successors(q.from, false, start, q.back, &mut stack);
+        // Progress: 0 before a `need` node, 1 after it, 2 after it and a
+        // new iteration (when asked for).
+        let done = if q.need_then_next_iteration { 2 } else { 1 };
+        let mut seen: HashSet<(usize, u8, State)> = HashSet::new();
+        let mut stack: Vec<(usize, u8, State)> = Vec::new();
+        self.push_successors(q.from, 0, start, &q, &mut stack);
         while let Some((node, mut got, state)) = stack.pop() {
             if node >= n || q.blocked.contains(&node) {
                 continue;
             }
-            if got && q.blocked_after_need.contains(&node) {
+            if q.within.is_some_and(|l| l != node && !self.loops[node].contains(&l)) {
+                continue;
+            }
+            if got > 0 && q.blocked_after_need.contains(&node) {
+                continue;
+            }
+            if got == 0 && q.blocked_before_need.contains(&node) {
                 continue;
             }
             let Some(state) = self.assume(node, state, q.avoid_skips) else {
                 continue;
             };
-            if q.need.is_some_and(|need| need.contains(&node)) {
-                got = true;
+            if got == 0 && q.need.is_some_and(|need| need.contains(&node)) {
+                got = 1;
             }
             if !seen.insert((node, got, state)) {
                 continue;
             }
-            if q.to.contains(&node) && (q.need.is_none() || got) {
+            if q.to.contains(&node) && (q.need.is_none() || got >= done) {
                 return true;
             }
-            self.push_successors(node, got, state, q.back, &mut stack);
+            self.push_successors(node, got, state, &q, &mut stack);
         }
         false
     }
@@ -267,16 +308,21 @@ impl Cfg {
     fn push_successors(
         &self,
         node: usize,
-        got: bool,
+        got: u8,
         state: State,
-        back: bool,
-        stack: &mut Vec<(usize, bool, State)>,
+        q: &Query,
+        stack: &mut Vec<(usize, u8, State)>,
     ) {
         for &s in &self.succ[node] {
             let is_back = self.back_edges.contains(&(node, s));
-            if is_back && !back {
+            if is_back && !q.back {
                 continue;
             }
+            let got = if got == 1 && q.need_then_next_iteration && is_back && s == self.head {
+                2
+            } else {
+                got
+            };
             for next in self.transit(s, is_back, state) {
                 stack.push((s, got, next));
             }
@@ -347,13 +393,21 @@ impl Cfg {
         let Some((tracked, _)) = &self.tracked else {
             return vec![state];
         };
-        let own = counters.iter().find(|c| &c.name == tracked);
+        let owns = |c: &Counter| {
+            &c.name == tracked || tracked.starts_with(&format!("{}.", c.name))
+        };
+        let own = counters.iter().find(|c| owns(c));
         let with = |phase| State { phase, ..state };
         if !is_back {
             // Entering a loop that restarts the counter.
+            // A loop that binds the counter with no known start (a step
+            // object's `number`) starts where a window opens.
             return match own.map(|c| c.start) {
                 Some(Some(v)) => vec![with(phase_of(Residue::of(v)))],
-                Some(None) => vec![state],
+                Some(None) => match self.window_start {
+                    Some(r) if own.is_some_and(|c| &c.name != tracked) => vec![with(phase_of(r))],
+                    _ => vec![with(Phase::Unknown)],
+                },
                 None => vec![state],
             };
         }
@@ -361,7 +415,7 @@ impl Cfg {
             .heads
             .iter()
             .flatten()
-            .any(|cs| cs.iter().any(|c| &c.name == tracked));
+            .any(|cs| cs.iter().any(owns));
         let advances = own.is_some() || (node == self.head && !owned_anywhere);
         if !advances {
             return vec![state];
@@ -479,6 +533,19 @@ impl Builder<'_> {
                 kind,
             });
         }
+        // The residue of the tracked counter that guards a step.
+        let step_residue = (0..self.cfg.events.len())
+            .filter(|&n| matches!(self.cfg.events[n], Some((Event::Step(_), _))))
+            .flat_map(|n| self.cfg.guards[n].iter())
+            .find_map(|&(c, v)| match self.cfg.conds[c].kind {
+                Kind::Counter(r) if v => Some(r),
+                _ => None,
+            });
+        self.cfg.window_start = step_residue.map(|r| match r {
+            Residue::Low(n) => Residue::Low(n + 1),
+            Residue::High(1) | Residue::High(0) => Residue::Low(0),
+            Residue::High(n) => Residue::High(n - 1),
+        });
         self.cfg.tracked = tracked;
         self.cfg.cap = cap;
     }

@@ -162,17 +162,44 @@ fn facts(
         .map(|&s| cfg.span(s));
 
     // Resets that clear gradients the step would apply: a new optimizer
-    // (over fresh tensors) has none to clear.
+    // (over fresh tensors) has none to clear, and `p.grad = None` on some
+    // parameters between backward and step drops them on purpose.
     let clearing: Vec<usize> = reset_nodes
         .iter()
         .copied()
         .filter(|&z| {
             !matches!(
                 &cfg.events[z],
-                Some((Event::Reset(Reset::NewOptimizer(_)), _))
+                Some((Event::Reset(Reset::NewOptimizer(_) | Reset::Parameters), _))
             )
         })
         .collect();
+
+    // With several optimizers, which parameters a backward pass reaches is
+    // not known: a pass counts for this one unless another optimizer's
+    // reset or step lies on every way from it to this one's steps (it
+    // belongs to that optimizer's cycle).
+    let others_resets: Vec<usize> = if optimizers_in_loop >= 2 {
+        cfg.find(|e| match e {
+            Event::Reset(_) => !resets(program, e, &updater),
+            Event::Step(u) => *u != updater,
+            _ => false,
+        })
+    } else {
+        Vec::new()
+    };
+    let own_backwards: Vec<usize> = backwards
+        .iter()
+        .copied()
+        .filter(|&b| {
+            others_resets.is_empty()
+                || cfg.ask(Query {
+                    blocked: &others_resets,
+                    ..Query::new(b, &steps)
+                })
+        })
+        .collect();
+    let backwards_for_accumulation: &[usize] = &own_backwards;
 
     // In program order within one iteration (no loop closes): backward,
     // reset, step, and no backward between the reset and the step; the same
@@ -199,7 +226,7 @@ fn facts(
     // new run rather than cutting a window.
     let step_is_conditional = cfg.ask(Query {
         blocked: &steps,
-        need: Some(backwards),
+        need: Some(backwards_for_accumulation),
         avoid_skips: true,
         ..Query::new(head, &[head])
     });
@@ -212,8 +239,12 @@ fn facts(
                     cfg.within_loops_of(z, s)
                         && cfg.ask(Query {
                             blocked: &steps,
-                            need: Some(backwards),
+                            need: Some(backwards_for_accumulation),
                             avoid_skips: true,
+                            // A new run of the loop (next epoch, next
+                            // fold) starts a new window.
+                            within: cfg.common_loop(s, z),
+                            blocked_after_need: &cfg.outside_loop_of(z),
                             ..Query::new(s, &[z])
                         })
                 })
@@ -223,21 +254,22 @@ fn facts(
     // A pass whose step a skip left out reaches the next iteration with no
     // reset, and a step there applies it.
     let skips = cfg.skip_nodes();
-    let mut blocked_by: Vec<usize> = reset_nodes.clone();
-    blocked_by.extend(&steps);
     let skipped_pass_applied = if skips.is_empty() {
         None
     } else {
-        let leaks = backwards.iter().any(|&b| {
-            cfg.ask(Query {
-                blocked: &blocked_by,
-                need: Some(&skips),
-                ..Query::new(b, &[head])
-            })
-        });
         steps
             .iter()
-            .find(|&&s| leaks && cfg.forward_path(head, &[s], &reset_nodes))
+            .find(|&&s| {
+                backwards.iter().any(|&b| {
+                    cfg.ask(Query {
+                        blocked: &reset_nodes,
+                        need: Some(&skips),
+                        blocked_before_need: &steps,
+                        need_then_next_iteration: true,
+                        ..Query::new(b, &[s])
+                    })
+                })
+            })
             .map(|&s| cfg.span(s))
     };
 

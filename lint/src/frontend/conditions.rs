@@ -40,16 +40,27 @@ fn int(expr: &Expr) -> Option<i64> {
 }
 
 /// Classifies an `if`/`elif`/`while` test; `None` when it is none of the
-/// classes the analysis uses.
-pub fn classify(source: &str, test: &Expr) -> Option<Test> {
+/// classes the analysis uses. `named` gives the expression a local name was
+/// bound to once (`do_step = (i + 1) % k == 0` ... `if do_step:`).
+pub fn classify<'e>(
+    source: &str,
+    test: &'e Expr,
+    named: &dyn Fn(&str) -> Option<&'e Expr>,
+) -> Option<Test> {
     let mut expr = test;
     let mut negated = false;
-    while let Expr::UnaryOp(u) = expr {
-        if u.op != UnaryOp::Not {
-            break;
+    loop {
+        match expr {
+            Expr::UnaryOp(u) if u.op == UnaryOp::Not => {
+                negated = !negated;
+                expr = &u.operand;
+            }
+            Expr::Name(n) => match named(n.id.as_str()) {
+                Some(bound) => expr = bound,
+                None => break,
+            },
+            _ => break,
         }
-        negated = !negated;
-        expr = &u.operand;
     }
     if let Some((cond, neg)) = counter(source, expr) {
         return Some(Test {
@@ -255,6 +266,18 @@ fn flag(expr: &Expr, reads: &mut Vec<String>) -> bool {
         },
         Expr::UnaryOp(u) if u.op == UnaryOp::Not => flag(&u.operand, reads),
         Expr::BoolOp(b) => b.values.iter().all(|v| flag(v, reads)),
+        // `isinstance(updater, torch.optim.Optimizer)`, `hasattr(self, "x")`.
+        Expr::Call(c)
+            if matches!(
+                c.func.as_ref(),
+                Expr::Name(n) if matches!(n.id.as_str(), "isinstance" | "hasattr" | "callable")
+            ) && c.arguments.keywords.is_empty() =>
+        {
+            c.arguments
+                .args
+                .iter()
+                .all(|a| literal(a) || flag(a, reads))
+        }
         Expr::Compare(c) => {
             let equality = c.ops.iter().all(|op| {
                 matches!(
@@ -266,6 +289,25 @@ fn flag(expr: &Expr, reads: &mut Vec<String>) -> bool {
                 && std::iter::once(c.left.as_ref())
                     .chain(c.comparators.iter())
                     .all(|e| literal(e) || flag(e, reads))
+        }
+        _ => false,
+    }
+}
+
+/// Whether `test` only says that an optimizer exists (`hasattr(self,
+/// "optimizer")`, `self.optimizer is not None`): it holds whenever that
+/// optimizer is used.
+pub fn optimizer_exists(test: &Expr, looks_like_optimizer: impl Fn(&str) -> bool) -> bool {
+    match test {
+        Expr::Call(c) if matches!(c.func.as_ref(), Expr::Name(n) if n.id.as_str() == "hasattr") => {
+            matches!(c.arguments.args.get(1), Some(Expr::StringLiteral(s)) if looks_like_optimizer(s.value.to_str()))
+        }
+        Expr::Compare(c)
+            if c.ops.len() == 1
+                && c.ops[0] == CmpOp::IsNot
+                && matches!(c.comparators.first(), Some(Expr::NoneLiteral(_))) =>
+        {
+            dotted(&c.left).is_some_and(|d| looks_like_optimizer(&d))
         }
         _ => false,
     }

@@ -6,7 +6,7 @@ use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr, Operator, Stmt};
 use ruff_text_size::Ranged;
 
-use super::conditions::{classify, counting_iter};
+use super::conditions::{classify, counting_iter, optimizer_exists};
 use super::{looks_like_optimizer, SyntaxError, OPTIMIZER_TYPES};
 use crate::ir::{Counter, Event, Function, Node, Program, Reset, Span, Updater};
 
@@ -33,10 +33,12 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
         parameter_vars: HashSet::new(),
         class: None,
         engine_functions: HashSet::new(),
+        named: HashMap::new(),
     };
     lowerer.classes(&module.body, 0);
     lowerer.declarations(&module.body, 0);
     lowerer.definitions(&module.body, 0);
+    lowerer.named = named_tests(&module.body);
     let body = lowerer.stmts(&module.body, 0);
     lowerer.program.functions.push(Function {
         name: "<module>".into(),
@@ -67,6 +69,9 @@ struct Lowerer<'s> {
     class: Option<String>,
     /// Functions given to ignite's `Engine(...)`: run once per batch.
     engine_functions: HashSet<String>,
+    /// In the function being lowered, local names bound once to a test
+    /// (`do_step = (i + 1) % k == 0`).
+    named: HashMap<String, Expr>,
 }
 
 fn span(node: &impl Ranged) -> Span {
@@ -247,7 +252,9 @@ impl Lowerer<'_> {
         for stmt in body {
             match stmt {
                 Stmt::FunctionDef(f) => {
+                    let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
                     let mut lowered = self.stmts(&f.body, depth + 1);
+                    self.named = outer_named;
                     let mut assigned = Vec::new();
                     assigned_names(&f.body, &mut assigned, 0);
                     let name = f.name.id.as_str();
@@ -385,6 +392,15 @@ impl Lowerer<'_> {
                         }
                     }
                 }
+                // Whatever the loop binds moves on each iteration
+                // (`step.number` of a step object).
+                let mut targets = Vec::new();
+                target_names(&f.target, &mut targets);
+                for name in targets {
+                    if !counters.iter().any(|c| c.name == name) {
+                        counters.push(Counter { name, start: None });
+                    }
+                }
                 self.looped(Vec::new(), counters, &f.body, &f.orelse, stmt, depth, out);
             }
             Stmt::While(w) => {
@@ -393,10 +409,19 @@ impl Lowerer<'_> {
                 self.expr(&w.test, &mut head);
                 self.looped(head, Vec::new(), &w.body, &w.orelse, stmt, depth, out);
             }
+            Stmt::If(i)
+                if i.elif_else_clauses.is_empty()
+                    && optimizer_exists(&i.test, |t| self.is_optimizer(t)) =>
+            {
+                // The optimizer exists whenever it is stepped.
+                self.expr(&i.test, out);
+                out.extend(self.stmts(&i.body, depth + 1));
+            }
             Stmt::If(i) => {
                 self.expr(&i.test, out);
+                let named = |n: &str| self.named.get(n);
                 let mut branches = vec![self.stmts(&i.body, depth + 1)];
-                let mut tests = vec![classify(self.source, &i.test)];
+                let mut tests = vec![classify(self.source, &i.test, &named)];
                 let mut exhaustive = false;
                 for clause in &i.elif_else_clauses {
                     if let Some(test) = &clause.test {
@@ -405,7 +430,7 @@ impl Lowerer<'_> {
                         self.expr(test, &mut branch);
                         branch.extend(self.stmts(&clause.body, depth + 1));
                         branches.push(branch);
-                        tests.push(classify(self.source, test));
+                        tests.push(classify(self.source, test, &named));
                     } else {
                         exhaustive = true;
                         branches.push(self.stmts(&clause.body, depth + 1));
@@ -581,6 +606,9 @@ impl Lowerer<'_> {
                             Reset::Model(r)
                         }))
                     }
+                    "zero_grads" if !self.functions.contains(method) => {
+                        Some(Event::Reset(Reset::Parameters))
+                    }
                     "zero_" if is_grad_attribute(&a.value) => {
                         let owner = grad_owner(&a.value)?;
                         self.is_parameter(owner)
@@ -593,6 +621,10 @@ impl Lowerer<'_> {
                             (args.args.is_empty() && args.keywords.is_empty())
                                 .then_some(Event::Step(Updater::Optimizer(r)))
                         } else if r.to_ascii_lowercase().contains("scaler") {
+                            if args.find_keyword("closure").is_some() || args.args.len() > 1 {
+                                // The closure runs its own backward and reset.
+                                return None;
+                            }
                             let opt = args
                                 .args
                                 .first()
@@ -622,6 +654,14 @@ impl Lowerer<'_> {
                 }
             }
             Expr::Name(n) if self.classes.contains_key(n.id.as_str()) => None,
+            // `zero_grads(params)` (pyro) and such helpers clear `.grad`.
+            func if dotted(func).is_some_and(|f| {
+                let last = f.rsplit('.').next().unwrap_or("");
+                matches!(last, "zero_grads" | "zero_grad_") && !self.functions.contains(last)
+            }) =>
+            {
+                Some(Event::Reset(Reset::Parameters))
+            }
             Expr::Name(n) if self.functions.contains(n.id.as_str()) => {
                 Some(Event::Call(n.id.to_string()))
             }
@@ -633,6 +673,55 @@ impl Lowerer<'_> {
         let s = span(node);
         self.source.get(s.start..s.end).unwrap_or("").to_string()
     }
+}
+
+/// Local names bound exactly once in `body` (nested blocks included) to
+/// a comparison, a `not` or a boolean operation.
+fn named_tests(body: &[Stmt]) -> HashMap<String, Expr> {
+    fn walk(body: &[Stmt], counts: &mut HashMap<String, (usize, Option<Expr>)>, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        for stmt in body {
+            match stmt {
+                Stmt::Assign(a) => {
+                    for t in &a.targets {
+                        let mut names = Vec::new();
+                        target_names(t, &mut names);
+                        let test = matches!(t, Expr::Name(_))
+                            && matches!(
+                                a.value.as_ref(),
+                                Expr::Compare(_) | Expr::BoolOp(_) | Expr::UnaryOp(_)
+                            );
+                        for n in names {
+                            let e = counts.entry(n).or_insert((0, None));
+                            e.0 += 1;
+                            e.1 = test.then(|| a.value.as_ref().clone());
+                        }
+                    }
+                }
+                Stmt::AugAssign(a) => {
+                    let mut names = Vec::new();
+                    target_names(&a.target, &mut names);
+                    for n in names {
+                        counts.entry(n).or_insert((0, None)).0 += 2;
+                    }
+                }
+                Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
+                _ => {
+                    for b in nested_bodies(stmt) {
+                        walk(b, counts, depth + 1);
+                    }
+                }
+            }
+        }
+    }
+    let mut counts = HashMap::new();
+    walk(body, &mut counts, 0);
+    counts
+        .into_iter()
+        .filter_map(|(n, (count, e))| (count == 1).then_some((n, e?)))
+        .collect()
 }
 
 /// In a function run once per batch, `return` ends the iteration (outside
