@@ -35,6 +35,9 @@ pub struct Cfg {
     pub loops: Vec<Vec<usize>>,
     /// Per node, the counters of the loop it heads (loop heads only).
     pub heads: Vec<Option<Vec<Counter>>>,
+    /// Per assumption node, the `if` it starts a branch of (an id shared
+    /// by the branches of one `if`).
+    pub branch_of: Vec<Option<usize>>,
     /// The conditions, by index.
     pub conds: Vec<Cond>,
     /// The counter and modulus the analysis tracks (the most tested one).
@@ -249,13 +252,25 @@ impl Cfg {
         }
     }
 
-    /// Nodes on the abnormal side of a skip (`if torch.isnan(loss): ...`).
-    pub fn skip_nodes(&self) -> Vec<usize> {
-        (0..self.events.len())
-            .filter(|&n| {
-                self.assumes[n]
+    /// Nodes on the abnormal side of a skip (`if torch.isnan(loss): ...`)
+    /// that leave a step out: from the normal side a step of `steps` runs
+    /// in the same iteration, from this side none does.
+    pub fn skip_nodes(&self, steps: &[usize]) -> Vec<usize> {
+        let n = self.events.len();
+        (0..n)
+            .filter(|&k| {
+                self.assumes[k]
                     .iter()
                     .any(|&(c, v)| v && self.conds[c].kind == Kind::Skip)
+            })
+            .filter(|&k| {
+                let normal_steps = (0..n).any(|o| {
+                    o != k
+                        && self.branch_of[o].is_some()
+                        && self.branch_of[o] == self.branch_of[k]
+                        && (steps.contains(&o) || self.forward_path(o, steps, &[]))
+                });
+                normal_steps && !self.forward_path(k, steps, &[])
             })
             .collect()
     }
@@ -279,7 +294,9 @@ impl Cfg {
             if node >= n || q.blocked.contains(&node) {
                 continue;
             }
-            if q.within.is_some_and(|l| l != node && !self.loops[node].contains(&l)) {
+            if q.within
+                .is_some_and(|l| l != node && !self.loops[node].contains(&l))
+            {
                 continue;
             }
             if got > 0 && q.blocked_after_need.contains(&node) {
@@ -393,9 +410,7 @@ impl Cfg {
         let Some((tracked, _)) = &self.tracked else {
             return vec![state];
         };
-        let owns = |c: &Counter| {
-            &c.name == tracked || tracked.starts_with(&format!("{}.", c.name))
-        };
+        let owns = |c: &Counter| &c.name == tracked || tracked.starts_with(&format!("{}.", c.name));
         let own = counters.iter().find(|c| owns(c));
         let with = |phase| State { phase, ..state };
         if !is_back {
@@ -411,11 +426,7 @@ impl Cfg {
                 None => vec![state],
             };
         }
-        let owned_anywhere = self
-            .heads
-            .iter()
-            .flatten()
-            .any(|cs| cs.iter().any(owns));
+        let owned_anywhere = self.heads.iter().flatten().any(|cs| cs.iter().any(owns));
         let advances = own.is_some() || (node == self.head && !owned_anywhere);
         if !advances {
             return vec![state];
@@ -448,6 +459,7 @@ impl Builder<'_> {
         self.cfg.guards.push(self.guard_stack.clone());
         self.cfg.heads.push(None);
         self.cfg.loops.push(self.loop_stack.clone());
+        self.cfg.branch_of.push(None);
         self.cfg.events.len() - 1
     }
 
@@ -463,18 +475,21 @@ impl Builder<'_> {
         (i, !test.negated)
     }
 
-    /// An assumption node after `frontier`, when there is anything to assume.
+    /// An assumption node after `frontier`, when there is anything to
+    /// assume, starting a branch of the `if` numbered `group`.
     fn assumption(
         &mut self,
         assumes: Vec<(usize, bool)>,
         frontier: Vec<usize>,
         accumulate: bool,
+        group: usize,
     ) -> Vec<usize> {
         if assumes.is_empty() {
             return frontier;
         }
         let n = self.node(None, accumulate);
         self.cfg.assumes[n] = assumes;
+        self.cfg.branch_of[n] = Some(group);
         self.edges(&frontier, n);
         vec![n]
     }
@@ -583,6 +598,7 @@ impl Builder<'_> {
                 exhaustive,
                 tests,
             } => {
+                let group = self.cfg.events.len();
                 let tests: Vec<Option<(usize, bool)>> = tests
                     .iter()
                     .map(|t| t.as_ref().map(|t| self.cond(t)))
@@ -599,7 +615,7 @@ impl Builder<'_> {
                     Vec::new()
                 } else {
                     let skipped = failed(branches.len());
-                    self.assumption(skipped, frontier.clone(), ctx.accumulate)
+                    self.assumption(skipped, frontier.clone(), ctx.accumulate, group)
                 };
                 for (i, branch) in branches.iter().enumerate() {
                     let mut assumes = failed(i);
@@ -607,7 +623,8 @@ impl Builder<'_> {
                         assumes.push(*t);
                     }
                     let depth = self.guard_stack.len();
-                    let start = self.assumption(assumes.clone(), frontier.clone(), ctx.accumulate);
+                    let start =
+                        self.assumption(assumes.clone(), frontier.clone(), ctx.accumulate, group);
                     self.guard_stack.extend(assumes);
                     out.extend(self.seq(branch, start, ctx));
                     self.guard_stack.truncate(depth);

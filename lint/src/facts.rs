@@ -253,7 +253,7 @@ fn facts(
 
     // A pass whose step a skip left out reaches the next iteration with no
     // reset, and a step there applies it.
-    let skips = cfg.skip_nodes();
+    let skips = cfg.skip_nodes(&steps);
     let skipped_pass_applied = if skips.is_empty() {
         None
     } else {
