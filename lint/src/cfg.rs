@@ -66,6 +66,8 @@ pub enum Kind {
     Skip,
     /// A loop-invariant flag (the bit of the search state that holds it).
     Flag(Option<u32>),
+    /// False at most until the analysed loop's first iteration ends.
+    AfterFirst,
     /// No correlation is known.
     Unknown,
 }
@@ -86,6 +88,8 @@ struct State {
     known: u32,
     value: u32,
     phase: Phase,
+    /// Whether an iteration of the analysed loop has ended on this path.
+    later: bool,
 }
 
 /// A path question.
@@ -352,6 +356,7 @@ impl Cfg {
             known: 0,
             value: 0,
             phase: Phase::Unknown,
+            later: false,
         };
         for &(c, v) in &self.guards[node] {
             state = self.decide(state, c, v, false)?;
@@ -398,12 +403,16 @@ impl Cfg {
                     p => ((p == at) == v).then_some(state),
                 }
             }
+            Kind::AfterFirst => (v || !state.later).then_some(state),
             Kind::Flag(None) | Kind::Unknown => Some(state),
         }
     }
 
     /// The states on entering `head` (a loop head or not) from an edge.
-    fn transit(&self, node: usize, is_back: bool, state: State) -> Vec<State> {
+    fn transit(&self, node: usize, is_back: bool, mut state: State) -> Vec<State> {
+        if is_back && node == self.head {
+            state.later = true;
+        }
         let Some(counters) = self.heads[node].as_ref() else {
             return vec![state];
         };
@@ -542,6 +551,12 @@ impl Builder<'_> {
                     Kind::Flag(Some(bits - 1))
                 }
                 CondClass::Flag(_) => Kind::Flag(None),
+                CondClass::NotNone(name) if varies(name) => Kind::AfterFirst,
+                CondClass::NotNone(_) if bits < 32 => {
+                    bits += 1;
+                    Kind::Flag(Some(bits - 1))
+                }
+                CondClass::NotNone(_) => Kind::Flag(None),
             };
             self.cfg.conds.push(Cond {
                 key: c.key.clone(),

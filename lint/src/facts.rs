@@ -56,7 +56,15 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         (Reset::NewOptimizer(_), Updater::Manual) => false,
         (Reset::Optimizer(_), Updater::Manual) | (Reset::Model(_), Updater::Manual) => true,
         (Reset::Model(m), Updater::Optimizer(o)) => {
-            program.model_of(o).is_none_or(|mm| same_name(mm, m))
+            // `gen.optimizer` updates `gen`.
+            let owner = o
+                .rsplit_once('.')
+                .map(|(prefix, _)| prefix)
+                .filter(|p| *p != "self");
+            match program.model_of(o).or(owner) {
+                Some(model) => same_name(model, m),
+                None => true,
+            }
         }
     }
 }

@@ -127,6 +127,9 @@ pub enum CondClass {
     /// A flag (`args.use_amp`, `cfg.optim == "sgd"`) reading these names;
     /// loop-invariant unless the loop assigns one of them.
     Flag(Vec<String>),
+    /// `x is not None`: a flag, or, when the loop assigns `x`, true from the
+    /// second iteration on (`params = ...` after `if params is not None:`).
+    NotNone(String),
 }
 
 /// A normalised branch condition.

@@ -68,6 +68,20 @@ pub fn classify<'e>(
             negated: negated ^ neg,
         });
     }
+    if let Expr::Compare(c) = expr {
+        let none = matches!(c.comparators.first(), Some(Expr::NoneLiteral(_)));
+        if c.ops.len() == 1 && none && matches!(c.ops[0], CmpOp::Is | CmpOp::IsNot) {
+            if let Some(name) = dotted(&c.left) {
+                return Some(Test {
+                    cond: Cond {
+                        key: format!("{name}isnotNone"),
+                        class: CondClass::NotNone(name),
+                    },
+                    negated: negated ^ (c.ops[0] == CmpOp::Is),
+                });
+            }
+        }
+    }
     if let Some(abnormal_when_true) = skip(expr) {
         return Some(Test {
             cond: Cond {
@@ -201,9 +215,27 @@ fn skip(expr: &Expr) -> Option<bool> {
                 Expr::Name(n) => (n.id.as_str(), None),
                 _ => return None,
             };
+            let lower = last.to_ascii_lowercase();
             match last {
                 "isnan" | "isinf" | "isneginf" | "isposinf" => Some(true),
                 "isfinite" => Some(false),
+                // Helpers that check the loss or the gradients before a step:
+                // `self.check_gradients(loss)`, `grads_are_finite()`,
+                // `found_overflow()`.
+                _ if lower.contains("overflow")
+                    || lower.contains("nonfinite")
+                    || lower.contains("has_nan")
+                    || lower.contains("has_inf") =>
+                {
+                    Some(true)
+                }
+                _ if lower.contains("finite")
+                    || lower.starts_with("check_grad")
+                    || lower.contains("grads_ok")
+                    || lower.contains("grad_ok") =>
+                {
+                    Some(false)
+                }
                 "any" | "all" | "item" | "bool" | "float" => {
                     let inner = receiver
                         .filter(|r| !matches!(r, Expr::Name(n) if n.id.as_str() == "torch"))

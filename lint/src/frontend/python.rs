@@ -258,7 +258,7 @@ impl Lowerer<'_> {
                     let mut assigned = Vec::new();
                     assigned_names(&f.body, &mut assigned, 0);
                     let name = f.name.id.as_str();
-                    if self.runs_per_batch(f) {
+                    if self.runs_per_batch(f) || self.owns_a_batch(f, &lowered) {
                         returns_end_iteration(&mut lowered);
                         lowered = vec![Node::Loop {
                             body: lowered,
@@ -292,6 +292,44 @@ impl Lowerer<'_> {
                 }
             }
         }
+    }
+
+    /// A method named like a per-batch update (`step`, `train_step`,
+    /// `optimize_parameters`...) that itself runs a backward pass, a step and
+    /// a reset: it owns one batch's gradient cycle, whoever calls it.
+    fn owns_a_batch(&self, f: &ast::StmtFunctionDef, body: &[Node]) -> bool {
+        const NAMES: [&str; 10] = [
+            "step",
+            "train_step",
+            "training_step",
+            "train_batch",
+            "train_on_batch",
+            "fit_batch",
+            "optimize",
+            "optimize_parameters",
+            "update",
+            "learn",
+        ];
+        if self.class.is_none() || !NAMES.contains(&f.name.id.as_str()) {
+            return false;
+        }
+        let mut seen = [false; 3];
+        fn walk(nodes: &[Node], seen: &mut [bool; 3]) {
+            for n in nodes {
+                match n {
+                    Node::Event(Event::Backward, _) => seen[0] = true,
+                    Node::Event(Event::Step(_), _) => seen[1] = true,
+                    Node::Event(Event::Reset(r), _) if !matches!(r, Reset::NewOptimizer(_)) => {
+                        seen[2] = true
+                    }
+                    Node::If { branches, .. } => branches.iter().for_each(|b| walk(b, seen)),
+                    Node::Accumulate(b) => walk(b, seen),
+                    _ => {}
+                }
+            }
+        }
+        walk(body, &mut seen);
+        seen.iter().all(|&b| b)
     }
 
     /// Lightning's `training_step` that drives its optimizers itself
