@@ -298,6 +298,33 @@ impl Lowerer {
             Expr::Paren(p) => self.expr(&p.expr, d, statement, out),
             Expr::Reference(r) => self.expr(&r.expr, d, false, out),
             Expr::Let(l) => self.expr(&l.expr, d, false, out),
+            // `batches.iter().try_for_each(|b| { ... })`: the closure is a
+            // loop body.
+            Expr::MethodCall(m)
+                if matches!(
+                    m.method.to_string().as_str(),
+                    "for_each" | "try_for_each" | "for_each_init" | "try_for_each_init"
+                ) && matches!(m.args.last(), Some(Expr::Closure(_))) =>
+            {
+                self.expr(&m.receiver, d, false, out);
+                let Some(Expr::Closure(c)) = m.args.last() else {
+                    return;
+                };
+                let mut body = Vec::new();
+                self.expr(&c.body, d, true, &mut body);
+                // `return` in the closure ends one iteration.
+                for node in body.iter_mut() {
+                    if *node == Node::Return {
+                        *node = Node::Continue;
+                    }
+                }
+                out.push(Node::Loop {
+                    body,
+                    span: self.span(m),
+                    assigned: Vec::new(),
+                    counters: Vec::new(),
+                });
+            }
             Expr::MethodCall(m) => {
                 let passthrough = matches!(m.method.to_string().as_str(), "unwrap" | "expect");
                 self.expr(&m.receiver, d, statement && passthrough, out);

@@ -20,6 +20,12 @@ step, or a manual update such as `p -= lr * p.grad`) while some path through
 an iteration never resets the gradients (`optimizer.zero_grad()`,
 `model.zero_grad()`, `p.grad = None`).
 
+Loops include the bodies frameworks run once per batch: Lightning's
+`training_step` with manual optimization, ignite process functions given to
+`Engine`, and per-batch methods (`step`, `train_step`, ...) that run backward,
+step and a reset themselves. `x.grad = None` on an input tensor is not a reset;
+neither is a new optimizer over the model's existing parameters.
+
 ## Why is this bad?
 `loss.backward()` ADDS into each parameter's `.grad`. Without a reset, every
 step applies the sum of all gradients so far: the effective learning rate grows

@@ -17,6 +17,13 @@ const DOCS: &str = r#"## What it does
 Checks for gradient accumulation whose step runs only on some iterations
 (`if (i + 1) % k == 0:`) while the reset runs on every iteration.
 
+Not flagged: a reset when the window opens and a step when it closes on the
+same counter (`if i % k == 0: zero_grad()` ... `if (i + 1) % k == 0: step()`),
+a step skipped because a value is non-finite or out of range (that pass is
+meant to be dropped), a reset at the start of an epoch or fold (a new run
+starts a new window), and, with several optimizers, backward passes that
+belong to another optimizer's cycle.
+
 ## Why is this bad?
 The reset clears the accumulated gradients of the iterations without a step:
 the step applies only the last micro-batch's gradients, and k-1 of every k
