@@ -29,6 +29,7 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
         program: Program::default(),
         optimizers: HashSet::new(),
         functions: fns.iter().map(|(n, _)| n.clone()).collect(),
+        loop_vars: std::cell::RefCell::new(Vec::new()),
     };
     for (_, block) in &fns {
         lowerer.find_optimizers(block);
@@ -79,6 +80,8 @@ struct Lowerer {
     program: Program,
     optimizers: HashSet<String>,
     functions: HashSet<String>,
+    /// Names bound by the `for` patterns around the code being lowered.
+    loop_vars: std::cell::RefCell<Vec<String>>,
 }
 
 /// `a.b.c` for paths and fields.
@@ -254,8 +257,14 @@ impl Lowerer {
             }
             Expr::ForLoop(f) => {
                 self.expr(&f.expr, d, false, out);
+                let mut bound = Vec::new();
+                pat_names(&f.pat, &mut bound);
+                let depth = self.loop_vars.borrow().len();
+                self.loop_vars.borrow_mut().extend(bound);
+                let body = self.block(&f.body, d);
+                self.loop_vars.borrow_mut().truncate(depth);
                 out.push(Node::Loop {
-                    body: self.block(&f.body, d),
+                    body,
                     span: self.span(f),
                     assigned: Vec::new(),
                     counters: Vec::new(),
@@ -390,6 +399,17 @@ impl Lowerer {
                     Reset::Model(r)
                 }))
             }
+            // `for opt in opts { opt.step(&grads)? }`: one store applied to
+            // several optimizers (over disjoint parameters), one each.
+            "step" | "step_with"
+                if !m.args.is_empty()
+                    && receiver.as_ref().is_some_and(|r| {
+                        let root = r.split('.').next().unwrap_or(r);
+                        self.loop_vars.borrow().iter().any(|v| v == root)
+                    }) =>
+            {
+                None
+            }
             "step" | "step_with" if !m.args.is_empty() => {
                 store_arg().map(|s| Event::Step(Updater::Store(s)))
             }
@@ -400,6 +420,18 @@ impl Lowerer {
             name if self.functions.contains(name) => Some(Event::Call(name.to_string())),
             _ => None,
         }
+    }
+}
+
+/// Every name a pattern binds.
+fn pat_names(pat: &Pat, out: &mut Vec<String>) {
+    match pat {
+        Pat::Ident(i) => out.push(i.ident.to_string()),
+        Pat::Type(t) => pat_names(&t.pat, out),
+        Pat::Reference(r) => pat_names(&r.pat, out),
+        Pat::Tuple(t) => t.elems.iter().for_each(|p| pat_names(p, out)),
+        Pat::Paren(p) => pat_names(&p.pat, out),
+        _ => {}
     }
 }
 
