@@ -9,9 +9,18 @@
 
 use std::collections::HashSet;
 
-use crate::ir::{CondClass, Counter, Event, Node, Program, Residue, Span, Test};
+use rustc_hash::FxHashSet;
+
+use crate::ir::{CondClass, Counter, Event, Node, Program, Reset, Residue, Span, Test};
 
 const MAX_INLINE_DEPTH: usize = 4;
+
+/// Flags correlated per graph (more are taken as unknown).
+const MAX_FLAGS: u32 = 6;
+
+/// States one path question may visit; past it the answer is "no path"
+/// (silence rather than a slow or wrong finding).
+const MAX_STATES: usize = 50_000;
 
 /// One loop's graph.
 #[derive(Debug, Default)]
@@ -149,6 +158,8 @@ struct Builder<'p> {
     calls: Vec<String>,
     /// Raw conditions, by key (same key, same index).
     raw: Vec<crate::ir::Cond>,
+    /// How many branches test each raw condition.
+    tested: Vec<usize>,
     /// Assumptions of the enclosing branches.
     guard_stack: Vec<(usize, bool)>,
     /// Names assigned by the loop and the functions it calls.
@@ -171,6 +182,7 @@ impl Cfg {
             cfg: Cfg::default(),
             calls: Vec::new(),
             raw: Vec::new(),
+            tested: Vec::new(),
             guard_stack: Vec::new(),
             assigned: assigned.iter().cloned().collect(),
             loop_stack: Vec::new(),
@@ -291,7 +303,7 @@ impl Cfg {
         // Progress: 0 before a `need` node, 1 after it, 2 after it and a
         // new iteration (when asked for).
         let done = if q.need_then_next_iteration { 2 } else { 1 };
-        let mut seen: HashSet<(usize, u8, State)> = HashSet::new();
+        let mut seen: FxHashSet<(usize, u8, State)> = FxHashSet::default();
         let mut stack: Vec<(usize, u8, State)> = Vec::new();
         self.push_successors(q.from, 0, start, &q, &mut stack);
         while let Some((node, mut got, state)) = stack.pop() {
@@ -317,6 +329,9 @@ impl Cfg {
             }
             if !seen.insert((node, got, state)) {
                 continue;
+            }
+            if seen.len() > MAX_STATES {
+                return false;
             }
             if q.to.contains(&node) && (q.need.is_none() || got >= done) {
                 return true;
@@ -478,9 +493,11 @@ impl Builder<'_> {
             Some(i) => i,
             None => {
                 self.raw.push(test.cond.clone());
+                self.tested.push(0);
                 self.raw.len() - 1
             }
         };
+        self.tested[i] += 1;
         (i, !test.negated)
     }
 
@@ -533,7 +550,27 @@ impl Builder<'_> {
                     || a.starts_with(&format!("{read}."))
             })
         };
-        for c in &self.raw {
+        // The flags tested most often get the state's bits.
+        let mut order: Vec<usize> = (0..self.raw.len())
+            .filter(|&i| {
+                matches!(&self.raw[i].class, CondClass::Flag(r) if !r.iter().any(varies))
+                    || matches!(&self.raw[i].class, CondClass::NotNone(n) if !varies(n))
+            })
+            .collect();
+        // Only flags that guard gradient events matter.
+        let mut guards_events = vec![false; self.raw.len()];
+        for (n, event) in self.cfg.events.iter().enumerate() {
+            if event.is_some() {
+                for &(c, _) in &self.cfg.guards[n] {
+                    guards_events[c] = true;
+                }
+            }
+        }
+        order.retain(|&i| guards_events[i]);
+        order.sort_by_key(|&i| std::cmp::Reverse(self.tested[i]));
+        order.truncate(MAX_FLAGS as usize);
+        for (i, c) in self.raw.iter().enumerate() {
+            let correlates = order.contains(&i);
             let kind = match &c.class {
                 CondClass::Counter {
                     counter,
@@ -546,13 +583,13 @@ impl Builder<'_> {
                 CondClass::Counter { .. } => Kind::Unknown,
                 CondClass::Skip => Kind::Skip,
                 CondClass::Flag(reads) if reads.iter().any(varies) => Kind::Unknown,
-                CondClass::Flag(_) if bits < 32 => {
+                CondClass::Flag(_) if correlates => {
                     bits += 1;
                     Kind::Flag(Some(bits - 1))
                 }
                 CondClass::Flag(_) => Kind::Flag(None),
                 CondClass::NotNone(name) if varies(name) => Kind::AfterFirst,
-                CondClass::NotNone(_) if bits < 32 => {
+                CondClass::NotNone(_) if correlates => {
                     bits += 1;
                     Kind::Flag(Some(bits - 1))
                 }
@@ -576,6 +613,14 @@ impl Builder<'_> {
             Residue::High(1) | Residue::High(0) => Residue::Low(0),
             Residue::High(n) => Residue::High(n - 1),
         });
+        // An optimizer over a model the loop builds anew starts fresh.
+        for event in self.cfg.events.iter_mut().flatten() {
+            if let (Event::Reset(Reset::NewModelOptimizer { optimizer, model }), _) = event {
+                if varies(model) {
+                    event.0 = Event::Reset(Reset::NewOptimizer(optimizer.clone()));
+                }
+            }
+        }
         self.cfg.tracked = tracked;
         self.cfg.cap = cap;
     }

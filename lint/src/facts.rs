@@ -54,6 +54,7 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         (Reset::Parameters, _) => true,
         (Reset::Optimizer(a) | Reset::NewOptimizer(a), Updater::Optimizer(b)) => same_name(a, b),
         (Reset::NewOptimizer(_), Updater::Manual) => false,
+        (Reset::NewModelOptimizer { .. }, _) => false,
         (Reset::Optimizer(_), Updater::Manual) | (Reset::Model(_), Updater::Manual) => true,
         (Reset::Model(m), Updater::Optimizer(o)) => {
             // `gen.optimizer` updates `gen`.
@@ -241,21 +242,23 @@ fn facts(
     let reset_discarding_accumulation = clearing
         .iter()
         .find(|&&z| {
-            step_is_conditional
-                && !cfg.in_accumulate[z]
-                && steps.iter().any(|&s| {
-                    cfg.within_loops_of(z, s)
-                        && cfg.ask(Query {
-                            blocked: &steps,
-                            need: Some(backwards_for_accumulation),
-                            avoid_skips: true,
-                            // A new run of the loop (next epoch, next
-                            // fold) starts a new window.
-                            within: cfg.common_loop(s, z),
-                            blocked_after_need: &cfg.outside_loop_of(z),
-                            ..Query::new(s, &[z])
-                        })
-                })
+            if !step_is_conditional || cfg.in_accumulate[z] {
+                return false;
+            }
+            let outside = cfg.outside_loop_of(z);
+            steps.iter().any(|&s| {
+                cfg.within_loops_of(z, s)
+                    && cfg.ask(Query {
+                        blocked: &steps,
+                        need: Some(backwards_for_accumulation),
+                        avoid_skips: true,
+                        // A new run of the loop (next epoch, next fold)
+                        // starts a new window.
+                        within: cfg.common_loop(s, z),
+                        blocked_after_need: &outside,
+                        ..Query::new(s, &[z])
+                    })
+            })
         })
         .map(|&z| cfg.span(z));
 

@@ -32,6 +32,15 @@ pub enum Reset {
     /// `opt = torch.optim.SGD([x], ...)`: a new optimizer, usually over new
     /// tensors, starts with no gradient history.
     NewOptimizer(String),
+    /// `opt = SGD(model.parameters())`: a new optimizer over a model's
+    /// parameters clears nothing, unless the loop builds the model anew
+    /// (then it is a [`Reset::NewOptimizer`] for the analysis).
+    NewModelOptimizer {
+        /// The optimizer variable.
+        optimizer: String,
+        /// The model whose parameters it takes.
+        model: String,
+    },
     /// `model.zero_grad()`: the gradients of one model's parameters.
     Model(String),
     /// `p.grad = None`, `p.grad.zero_()`: parameters' gradients directly.

@@ -255,7 +255,7 @@ fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     let run = &report["runs"][0];
-    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 7);
+    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 8);
     let result = &run["results"][0];
     assert_eq!(result["ruleId"], "GL001");
     let location = &result["locations"][0]["physicalLocation"];

@@ -319,7 +319,12 @@ impl Lowerer<'_> {
                 match n {
                     Node::Event(Event::Backward, _) => seen[0] = true,
                     Node::Event(Event::Step(_), _) => seen[1] = true,
-                    Node::Event(Event::Reset(r), _) if !matches!(r, Reset::NewOptimizer(_)) => {
+                    Node::Event(Event::Reset(r), _)
+                        if !matches!(
+                            r,
+                            Reset::NewOptimizer(_) | Reset::NewModelOptimizer { .. }
+                        ) =>
+                    {
                         seen[2] = true
                     }
                     Node::If { branches, .. } => branches.iter().for_each(|b| walk(b, seen)),
@@ -392,14 +397,15 @@ impl Lowerer<'_> {
                     self.assignment(target, &a.value, stmt, out);
                     // A new optimizer over new tensors starts with no gradient
                     // history; one over a model's parameters clears nothing.
-                    let fresh = parameters_owner(&a.value).is_none();
-                    if let (Some(t), true) =
-                        (dotted(target), fresh && is_optimizer_constructor(&a.value))
-                    {
-                        out.push(Node::Event(
-                            Event::Reset(Reset::NewOptimizer(t)),
-                            span(stmt),
-                        ));
+                    if let (Some(t), true) = (dotted(target), is_optimizer_constructor(&a.value)) {
+                        let reset = match parameters_owner(&a.value) {
+                            None => Reset::NewOptimizer(t),
+                            Some(model) => Reset::NewModelOptimizer {
+                                optimizer: t,
+                                model,
+                            },
+                        };
+                        out.push(Node::Event(Event::Reset(reset), span(stmt)));
                     }
                 }
             }
