@@ -21,6 +21,11 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
         offset: e.location.start().to_usize(),
     })?;
     let module = parsed.syntax();
+    // Every rule needs a backward pass: a file without one is only checked
+    // for syntax.
+    if !source.contains("backward") {
+        return Ok(Program::default());
+    }
     let mut lowerer = Lowerer {
         source,
         program: Program::default(),
@@ -71,7 +76,7 @@ struct Lowerer<'s> {
     engine_functions: HashSet<String>,
     /// In the function being lowered, local names bound once to a test
     /// (`do_step = (i + 1) % k == 0`).
-    named: HashMap<String, Expr>,
+    named: HashMap<String, &'s Expr>,
 }
 
 fn span(node: &impl Ranged) -> Span {
@@ -138,7 +143,7 @@ fn parameters_owner(expr: &Expr) -> Option<String> {
     f.0
 }
 
-impl Lowerer<'_> {
+impl<'s> Lowerer<'s> {
     /// Records the classes of the file and their methods.
     fn classes(&mut self, body: &[Stmt], depth: usize) {
         if depth > MAX_DEPTH {
@@ -245,7 +250,7 @@ impl Lowerer<'_> {
     /// Methods are named `Class.method`. A function the framework runs once
     /// per batch (Lightning's `training_step` with manual optimization, an
     /// ignite process function) becomes a loop body.
-    fn definitions(&mut self, body: &[Stmt], depth: usize) {
+    fn definitions(&mut self, body: &'s [Stmt], depth: usize) {
         if depth > MAX_DEPTH {
             return;
         }
@@ -463,7 +468,7 @@ impl Lowerer<'_> {
             }
             Stmt::If(i) => {
                 self.expr(&i.test, out);
-                let named = |n: &str| self.named.get(n);
+                let named = |n: &str| self.named.get(n).copied();
                 let mut branches = vec![self.stmts(&i.body, depth + 1)];
                 let mut tests = vec![classify(self.source, &i.test, &named)];
                 let mut exhaustive = false;
@@ -721,8 +726,12 @@ impl Lowerer<'_> {
 
 /// Local names bound exactly once in `body` (nested blocks included) to
 /// a comparison, a `not` or a boolean operation.
-fn named_tests(body: &[Stmt]) -> HashMap<String, Expr> {
-    fn walk(body: &[Stmt], counts: &mut HashMap<String, (usize, Option<Expr>)>, depth: usize) {
+fn named_tests(body: &[Stmt]) -> HashMap<String, &Expr> {
+    fn walk<'e>(
+        body: &'e [Stmt],
+        counts: &mut HashMap<String, (usize, Option<&'e Expr>)>,
+        depth: usize,
+    ) {
         if depth > MAX_DEPTH {
             return;
         }
@@ -740,7 +749,7 @@ fn named_tests(body: &[Stmt]) -> HashMap<String, Expr> {
                         for n in names {
                             let e = counts.entry(n).or_insert((0, None));
                             e.0 += 1;
-                            e.1 = test.then(|| a.value.as_ref().clone());
+                            e.1 = test.then_some(a.value.as_ref());
                         }
                     }
                 }
