@@ -577,7 +577,7 @@ impl Builder<'_> {
                     modulus,
                     residue,
                 } if tracked.as_ref() == Some(&(counter.clone(), modulus.clone())) => {
-                    cap = cap.max(residue.magnitude() + 1);
+                    cap = cap.max(residue.magnitude().saturating_add(1));
                     Kind::Counter(*residue)
                 }
                 CondClass::Counter { .. } => Kind::Unknown,
@@ -609,7 +609,7 @@ impl Builder<'_> {
                 _ => None,
             });
         self.cfg.window_start = step_residue.map(|r| match r {
-            Residue::Low(n) => Residue::Low(n + 1),
+            Residue::Low(n) => Residue::Low(n.saturating_add(1)),
             Residue::High(1) | Residue::High(0) => Residue::Low(0),
             Residue::High(n) => Residue::High(n - 1),
         });

@@ -34,7 +34,7 @@ fn int(expr: &Expr) -> Option<i64> {
             Number::Int(i) => i.as_i64(),
             _ => None,
         },
-        Expr::UnaryOp(u) if u.op == UnaryOp::USub => int(&u.operand).map(|v| -v),
+        Expr::UnaryOp(u) if u.op == UnaryOp::USub => int(&u.operand).and_then(i64::checked_neg),
         _ => None,
     }
 }
@@ -111,7 +111,9 @@ fn counter_offset(expr: &Expr) -> Option<(String, i64)> {
             (Some(n), Some(c)) => Some((n, c)),
             _ => Some((dotted(&b.right)?, int(&b.left)?)),
         },
-        Expr::BinOp(b) if b.op == Operator::Sub => Some((dotted(&b.left)?, -int(&b.right)?)),
+        Expr::BinOp(b) if b.op == Operator::Sub => {
+            Some((dotted(&b.left)?, int(&b.right)?.checked_neg()?))
+        }
         _ => Some((dotted(expr)?, 0)),
     }
 }
@@ -161,17 +163,17 @@ fn counter(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
                 Some(v) => v,
                 None => match other {
                     Expr::BinOp(b) if b.op == Operator::Sub && key(source, &b.left) == modulus => {
-                        -int(&b.right)?
+                        int(&b.right)?.checked_neg()?
                     }
                     _ => return None,
                 },
             };
-            make(name, modulus, target - offset, negated)
+            make(name, modulus, target.checked_sub(offset)?, negated)
         }
         // `if i % k:` holds when the counter is off the boundary.
         Expr::BinOp(_) => {
             let (name, offset, modulus) = modulo(source, expr)?;
-            make(name, modulus, -offset, true)
+            make(name, modulus, offset.checked_neg()?, true)
         }
         _ => None,
     }
