@@ -32,11 +32,15 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tomllib
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    sys.exit("error: lint/corpus/evaluate.py needs Python 3.11 or later (tomllib)")
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -273,6 +277,15 @@ def main() -> int:
     ap.add_argument("--quiet", action="store_true", help="no list of findings in unlabelled files")
     args = ap.parse_args()
 
+    if os.sep in args.gradlint:
+        # Trees are linted from their own folder.
+        args.gradlint = os.path.abspath(args.gradlint)
+    if shutil.which(args.gradlint) is None:
+        print(
+            f"error: no gradlint at {args.gradlint}: cargo build --release -p gradlint",
+            file=sys.stderr,
+        )
+        return 2
     manifests = args.manifests or sorted(HERE.glob("*.toml"))
     trees: dict[str, Tree] = {}
     try:

@@ -27,6 +27,7 @@ pub mod diagnostic;
 pub mod facts;
 pub mod frontend;
 pub mod ir;
+pub mod notebook;
 pub mod output;
 pub mod rules;
 #[cfg(test)]
@@ -42,7 +43,7 @@ use rules::Rule;
 /// The languages gradlint reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {
-    /// `.py`, `.pyi`
+    /// `.py`, `.pyi`, and the code cells of `.ipynb` notebooks
     Python,
     /// `.rs`
     Rust,
@@ -52,7 +53,7 @@ impl Language {
     /// By file extension.
     pub fn of(path: &Path) -> Option<Self> {
         match path.extension()?.to_str()? {
-            "py" | "pyi" => Some(Language::Python),
+            "py" | "pyi" | "ipynb" => Some(Language::Python),
             "rs" => Some(Language::Rust),
             _ => None,
         }
@@ -65,6 +66,9 @@ impl Language {
 pub struct FileError {
     /// The file.
     pub path: String,
+    /// In a notebook: the cell of a syntax error (1-based, among all cells).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell: Option<usize>,
     /// 1-based position of a syntax error, when there is one.
     pub line: Option<usize>,
     /// 1-based column of a syntax error.
@@ -100,6 +104,7 @@ pub fn lint_source_with(
         let (line, column) = index.location(offset);
         FileError {
             path: path.to_string(),
+            cell: None,
             line: Some(line),
             column: Some(column),
             message: format!("syntax error: {message}"),
@@ -153,6 +158,7 @@ fn diagnostic(
         code: rule.code,
         rule: rule.name,
         path: path.to_string(),
+        cell: None,
         line,
         column,
         end_line,

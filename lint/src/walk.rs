@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::config::Config;
+use crate::notebook::Notebook;
 use crate::{lint_source_with, Diagnostic, FileError, Language};
 
 /// Files larger than this are reported, not read (generated code, data).
@@ -24,6 +25,7 @@ pub struct Report {
 fn error(path: &Path, message: String) -> FileError {
     FileError {
         path: path.display().to_string(),
+        cell: None,
         line: None,
         column: None,
         message,
@@ -121,9 +123,66 @@ pub fn lint_file_with(path: &Path, config: &Config) -> Result<Vec<Diagnostic>, F
             ),
         )
     })?;
-    lint_source_with(&path.display().to_string(), &source, language, &|code| {
+    let name = path.display().to_string();
+    if is_notebook(path) {
+        return lint_notebook_with(&name, &source, config);
+    }
+    lint_source_with(&name, &source, language, &|code| config.enabled(code))
+}
+
+/// Whether `path` is a Jupyter notebook (`.ipynb`).
+pub fn is_notebook(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "ipynb")
+}
+
+/// Lints a notebook's code cells as one module; findings and syntax errors
+/// are placed in their cells.
+pub fn lint_notebook(path: &str, text: &str) -> Result<Vec<Diagnostic>, FileError> {
+    lint_notebook_with(path, text, &Config::default())
+}
+
+/// Like [`lint_notebook`], with the rules `config` enables.
+pub fn lint_notebook_with(
+    path: &str,
+    text: &str,
+    config: &Config,
+) -> Result<Vec<Diagnostic>, FileError> {
+    let notebook = Notebook::parse(text).map_err(|message| FileError {
+        path: path.to_string(),
+        cell: None,
+        line: None,
+        column: None,
+        message,
+    })?;
+    match lint_source_with(path, &notebook.source, Language::Python, &|code| {
         config.enabled(code)
-    })
+    }) {
+        Ok(found) => Ok(found
+            .into_iter()
+            .map(|mut d| {
+                let (cell, line) = notebook.locate(d.line);
+                let (end_cell, end_line) = notebook.locate(d.end_line);
+                d.cell = Some(cell);
+                d.line = line;
+                if end_cell == cell {
+                    d.end_line = end_line;
+                } else {
+                    // A span that crosses cells is shown on its first line.
+                    d.end_line = line;
+                    d.end_column = d.column + 1;
+                }
+                d
+            })
+            .collect()),
+        Err(mut e) => {
+            if let Some(l) = e.line {
+                let (cell, line) = notebook.locate(l);
+                e.cell = Some(cell);
+                e.line = Some(line);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Lints every file under `paths` in parallel, keeping the rules `config` enables.

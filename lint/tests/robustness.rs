@@ -1,5 +1,5 @@
 //! No input makes gradlint panic: random text and mutated fixtures, in both
-//! languages, either lint or come back as a `FileError`.
+//! languages and in notebooks, either lint or come back as a `FileError`.
 
 use gradlint::{lint_source, Language};
 use proptest::prelude::*;
@@ -83,6 +83,22 @@ proptest! {
     #[test]
     fn mutated_rust_never_panics(src in mutated(fixtures("rs"))) {
         let _ = lint_source("m.rs", &src, Language::Rust);
+    }
+
+    #[test]
+    fn mutated_notebooks_never_panic(raw in mutated(fixtures("ipynb")), code in mutated(fixtures("py"))) {
+        let _ = gradlint::walk::lint_notebook("m.ipynb", &raw);
+        // Valid JSON whose code cells are mutated Python, with magics around.
+        let notebook = serde_json::json!({
+            "nbformat": 4,
+            "cells": [
+                {"cell_type": "code", "source": "!ls\n%%time"},
+                {"cell_type": "code", "source": code},
+                {"cell_type": "markdown", "source": "text"},
+                {"cell_type": "code", "source": ["%time f()\n", "x = 1"]},
+            ]
+        });
+        let _ = gradlint::walk::lint_notebook("n.ipynb", &notebook.to_string());
     }
 
     #[test]
