@@ -64,12 +64,13 @@ fn missing_zero_grad_warns_once_with_fields_and_the_fix() {
     assert_eq!(f["step"], 2);
     assert_eq!(f["optimizer"], "toy");
     assert_eq!(f["params"], "layer.a,layer.b");
-    assert_eq!(f["generations"], 2);
-    assert_eq!(f["expected"], 1);
+    assert_eq!(f["passes"], 2);
+    assert_eq!(f["reapplied"], 1);
+    assert!(f.get("declared").is_none(), "nothing declared: {f}");
     let msg = f["message"].as_str().unwrap();
     assert!(
         msg.starts_with(
-            "accumulated gradients: 2 parameters hold gradients from 2 backward passes, expected 1"
+            "accumulated gradients: 2 parameters hold gradients from 2 backward passes, 1 of which an earlier step already applied"
         ),
         "{msg}"
     );
