@@ -721,12 +721,16 @@ struct Pending<'a> {
     store: Option<&'a GradStore>,
 }
 
+/// The pass that made a gradient, and whether a step applied it, when the
+/// guard saw that gradient before.
+type Known = Option<(Generation, bool)>;
+
 /// One `GradStore` as the guard reads it.
 #[derive(Default)]
 struct PassRead {
     /// Watched gradients: parameter index, tensor, and the pass that made it
     /// with whether a step applied it, when the guard saw it before.
-    grads: Vec<(usize, Tensor, Option<(Generation, bool)>)>,
+    grads: Vec<(usize, Tensor, Known)>,
     /// Ids of the gradients the guard has not seen before.
     new_ids: Vec<TensorId>,
     /// Whether the store holds something the guard has not seen: a new pass.

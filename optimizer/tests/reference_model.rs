@@ -125,9 +125,9 @@ impl Reference {
             }
             None => out.push((check, vec![NAMES[p]], n)),
         };
-        for p in 0..2 {
-            let passes = held[p].len() as u32;
-            let reapplied = held[p]
+        for (p, held) in held.into_iter().enumerate() {
+            let passes = held.len() as u32;
+            let reapplied = held
                 .iter()
                 .filter(|(g, _)| {
                     self.applied[p].contains(g)
@@ -161,9 +161,9 @@ impl Reference {
                 }
             }
             let nan = if m == Some(Mutation::NaNOnlyFromLastPass) {
-                held[p].last().is_some_and(|&(_, nan)| nan)
+                held.last().is_some_and(|&(_, nan)| nan)
             } else {
-                held[p].iter().any(|&(_, nan)| nan)
+                held.iter().any(|&(_, nan)| nan)
             };
             if nan {
                 push(Check::NonFinite, p, 0);
@@ -317,8 +317,8 @@ fn run(
                             r.generation += 1;
                             r.stores[n].1 = Some(g);
                         }
-                        for p in 0..2 {
-                            if !held[p].is_empty() {
+                        for (p, held) in held.iter().enumerate() {
+                            if !held.is_empty() {
                                 r.applied[p].insert(g);
                             }
                         }
