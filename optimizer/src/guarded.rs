@@ -80,8 +80,6 @@ pub struct Guarded<O: Optimizer> {
     varmap: Option<WatchedVarMap>,
     /// Declared backward passes per step, if declared.
     declared: Option<u32>,
-    /// Whether gradients of unwatched variables were reported already.
-    reported_unwatched: bool,
     average: bool,
     levels: Levels,
     nonfinite_every: Option<Every>,
@@ -105,7 +103,6 @@ impl<O: Optimizer> Guarded<O> {
             grads: Vec::new(),
             varmap: None,
             declared: None,
-            reported_unwatched: false,
             average: false,
             levels: Levels::default(),
             nonfinite_every: None,
@@ -433,7 +430,7 @@ impl<O: Optimizer> Guarded<O> {
         // A store with no watched gradient is still a (new) backward pass.
         read.new |= read.grads.is_empty();
         read.next = self.ledger.generation() + 1;
-        read.unwatched = grads.get_ids().count() - read.grads.len();
+        read.others = grads.get_ids().count() - read.grads.len();
         read
     }
 
@@ -482,8 +479,11 @@ impl<O: Optimizer> Guarded<O> {
     /// then A again) is `stale`. The guard's own buffers are not used.
     ///
     /// Only the watched parameters' gradients reach the inner optimizer, as
-    /// with `step`; a store that holds gradients of variables the guard does
-    /// not watch is reported once.
+    /// with `step`: the guard's list of parameters is the one list, in both
+    /// styles. A `GradStore` also holds gradients of the input batch and of
+    /// any variable the guard was not told about, and cannot tell them apart,
+    /// so register every trainable variable: [`with_varmap`](Self::with_varmap)
+    /// and [`from_varmap`](Self::from_varmap) do.
     ///
     /// [`REMEMBERED_PASSES`]: crate::REMEMBERED_PASSES
     pub fn step_with(&mut self, grads: &GradStore) -> Result<StepReport> {
@@ -497,15 +497,11 @@ impl<O: Optimizer> Guarded<O> {
             let (g, applied) = known.unwrap_or((pass.next, false));
             entries[*i] = entries[*i].applying(Some(ledger::single(g, applied)));
         }
-        if pass.unwatched > 0 && !self.reported_unwatched {
-            self.reported_unwatched = true;
-            warnings::unwatched_gradients(&self.name, self.steps + 1, pass.unwatched);
-        }
         let pending = Pending {
             held: pass.grads.iter().map(|(i, g, _)| (*i, g.clone())).collect(),
             entries,
             passes: 1,
-            store: (pass.unwatched == 0).then_some(grads),
+            store: (pass.others == 0).then_some(grads),
         };
         let report = self.check_and_apply(pending)?;
         let generation = pass.commit(&mut self.ledger, &mut self.memory, true);
@@ -737,8 +733,9 @@ struct PassRead {
     new: bool,
     /// The generation a new pass gets.
     next: Generation,
-    /// Gradients of variables the guard does not watch.
-    unwatched: usize,
+    /// Gradients of other tensors: the input batch, constants, variables the
+    /// guard does not watch (a `GradStore` cannot tell these apart).
+    others: usize,
 }
 
 impl PassRead {

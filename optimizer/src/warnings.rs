@@ -85,22 +85,6 @@ impl WarnLimiter {
     }
 }
 
-/// Reports, once per guard, gradients of variables the guard does not watch:
-/// they are neither checked nor applied.
-pub fn unwatched_gradients(optimizer: &str, step: u64, count: usize) {
-    tracing::warn!(
-        target: "gradguard",
-        check = "registration",
-        step,
-        optimizer,
-        variables = count,
-        "the GradStore holds gradients of {count} variable{} that the guard does not watch; \
-         the guard neither checks nor applies them (reported once); watch them with with_varmap(&varmap) \
-         or with_vars(..), or build the optimizer with Guarded::from_varmap so that both hold the same list",
-        if count == 1 { "" } else { "s" }
-    );
-}
-
 /// Reports variables added to the watched `VarMap` after the guard was built.
 pub fn added_to_varmap(optimizer: &str, names: &[String]) {
     tracing::warn!(

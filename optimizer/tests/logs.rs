@@ -145,3 +145,29 @@ fn allow_logs_nothing_and_deny_logs_the_refusal() {
         .unwrap()
         .starts_with("step denied: stale gradients"));
 }
+
+#[test]
+fn a_variable_added_to_the_varmap_later_is_named_in_a_warning() {
+    let toy = Toy::new();
+    let lines = logged(|| {
+        let mut opt = sgd(&toy);
+        toy.varmap
+            .get(
+                2,
+                "head.w",
+                candle_nn::Init::Const(1.0),
+                candle_core::DType::F32,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap();
+        opt.backward(&toy.loss(true, true)).unwrap();
+        opt.backward(&toy.loss(true, true)).unwrap();
+    });
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let f = &lines[0]["fields"];
+    assert_eq!(f["params"], "head.w");
+    assert!(f["message"]
+        .as_str()
+        .unwrap()
+        .contains("added to the VarMap after the guard was built, now watched: head.w"));
+}
