@@ -38,6 +38,11 @@ impl Every {
 /// - [`step_with`](Guarded::step_with): applies one `GradStore` once, like
 ///   `torch.autograd.grad`.
 ///
+/// Both run one check pipeline. A guard is also a `candle_nn::Optimizer`
+/// whose trait `step(&grads)` is `step_with` (see [`crate::drop_in`]), and
+/// [`from_varmap`](Guarded::from_varmap) builds the inner optimizer from the
+/// watched variables.
+///
 /// ```
 /// use candle_core::{Device, Tensor, DType};
 /// use candle_nn::{Optimizer, SGD, VarMap, VarBuilder, Module};

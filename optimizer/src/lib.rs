@@ -6,8 +6,8 @@
 //! is one itself, so existing code adopts it in one line
 //! ([`GuardExt::guarded`]: `AdamW::new(varmap.all_vars(), params)?.guarded(&varmap)`)
 //! and `backward_step` or code generic over `O: Optimizer` works unchanged
-//! (see [`Guarded::step_with`] for how the trait's `step` relates to the
-//! PyTorch-style inherent [`Guarded::step`]).
+//! (see [`drop_in`] for how the trait's `step` relates to the PyTorch-style
+//! inherent [`Guarded::step`]).
 //!
 //! The guard numbers every backward pass (its *generation*), keeps a
 //! [`ledger`] of which passes each parameter's gradient holds and which a step
@@ -62,7 +62,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
-mod drop_in;
+pub mod drop_in;
 mod error;
 #[cfg(feature = "prometheus")]
 pub mod exporter;
