@@ -4,16 +4,21 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ledger::ParamEntry;
+use crate::ledger::{Held, ParamEntry};
 
 /// A runtime lint run at every step. The names ([`Check::as_str`]) are the
 /// `check` label of `gradguard_anomalies_total` and the `check` field of logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Check {
-    /// A gradient holds more backward passes than declared: the missing `zero_grad`.
+    /// A step applies a backward pass that an earlier step already applied
+    /// (no reset between the two steps): the missing `zero_grad`.
     Accumulated,
-    /// `accumulation_steps = k > 1` was declared and a step came after fewer passes.
+    /// `accumulation_steps(k)` was declared and a step came after fewer than
+    /// `k` backward passes since the last reset.
     ShortAccumulation,
+    /// `accumulation_steps(k)` was declared and a step came after more than
+    /// `k` backward passes since the last reset.
+    ExcessAccumulation,
     /// A gradient holds nothing newer than what the last step already applied.
     Stale,
     /// A trainable parameter got no gradient for this step.
@@ -24,16 +29,17 @@ pub enum Check {
 
 impl Check {
     /// Every check, in the order they are run and reported.
-    pub const ALL: [Check; 5] = [
+    pub const ALL: [Check; 6] = [
         Check::Accumulated,
         Check::ShortAccumulation,
+        Check::ExcessAccumulation,
         Check::Stale,
         Check::Missing,
         Check::NonFinite,
     ];
 
-    /// The stable name: `accumulated`, `short_accumulation`, `stale`,
-    /// `missing`, `nonfinite`.
+    /// The stable name: `accumulated`, `short_accumulation`,
+    /// `excess_accumulation`, `stale`, `missing`, `nonfinite`.
     ///
     /// ```
     /// assert_eq!(gradguard::Check::ShortAccumulation.as_str(), "short_accumulation");
@@ -42,6 +48,7 @@ impl Check {
         match self {
             Check::Accumulated => "accumulated",
             Check::ShortAccumulation => "short_accumulation",
+            Check::ExcessAccumulation => "excess_accumulation",
             Check::Stale => "stale",
             Check::Missing => "missing",
             Check::NonFinite => "nonfinite",
@@ -93,7 +100,7 @@ impl FromStr for Check {
             .ok_or_else(|| ParseNameError {
                 kind: "check",
                 name: s.to_string(),
-                expected: "accumulated, short_accumulation, stale, missing, nonfinite",
+                expected: "accumulated, short_accumulation, excess_accumulation, stale, missing, nonfinite",
             })
     }
 }
@@ -145,7 +152,7 @@ impl FromStr for Level {
 
 /// The level of every check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Levels([Level; 5]);
+pub struct Levels([Level; Check::ALL.len()]);
 
 impl Default for Levels {
     fn default() -> Self {
@@ -167,26 +174,29 @@ impl Levels {
 
 /// A check that fired: which parameters (by index) and the pass counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// The check.
     pub check: Check,
     /// Indices of the parameters concerned, ascending.
     pub params: Vec<usize>,
-    /// Backward passes seen in the concerned gradients (the extreme value).
-    pub generations: u32,
-    /// Backward passes expected per step.
-    pub expected: u32,
+    /// Backward passes: held by the concerned gradients (the most), or, for
+    /// the count checks, counted for the whole guard since the last reset.
+    pub passes: u32,
+    /// Of those, the passes an earlier step already applied (the most).
+    pub reapplied: u32,
 }
 
 /// What the ledger-only checks look at for one step.
 #[derive(Debug, Clone, Copy)]
-pub struct StepView<'a> {
-    /// Ledger entries, one per parameter.
+pub(crate) struct StepView<'a> {
+    /// Ledger entries, one per parameter, holding what this step applies.
     pub entries: &'a [ParamEntry],
     /// Whether each parameter is trainable (buffers are not).
     pub trainable: &'a [bool],
-    /// Declared backward passes per step.
-    pub accumulation_steps: u32,
+    /// Declared backward passes per step (`accumulation_steps`), if any.
+    pub declared: Option<u32>,
+    /// Backward passes (calls) since the last reset, for the whole guard.
+    pub passes: u32,
 }
 
 impl StepView<'_> {
@@ -200,66 +210,93 @@ impl StepView<'_> {
             .collect()
     }
 
-    fn fresh_counts(&self, params: &[usize]) -> Vec<u32> {
+    fn most(&self, params: &[usize], count: impl Fn(Held) -> u32) -> u32 {
         params
             .iter()
-            .filter_map(|&i| self.entries[i].held.map(|h| h.count))
-            .collect()
+            .filter_map(|&i| self.entries[i].held.map(&count))
+            .max()
+            .unwrap_or(0)
     }
 
-    /// Backward passes in the step: the most any fresh trainable gradient holds.
-    pub fn generations(&self) -> u32 {
-        let fresh = self.select(|e| e.held.is_some() && !e.is_stale());
-        self.fresh_counts(&fresh).into_iter().max().unwrap_or(0)
+    /// Backward passes the step applies: the most any fresh trainable
+    /// gradient holds (0 when nothing is new).
+    pub fn passes_applied(&self) -> u32 {
+        let fresh = self.select(ParamEntry::is_fresh);
+        self.most(&fresh, |h| h.passes)
     }
 }
 
-fn finding(check: Check, params: Vec<usize>, generations: u32, expected: u32) -> Option<Finding> {
+fn finding(check: Check, params: Vec<usize>, passes: u32, reapplied: u32) -> Option<Finding> {
     (!params.is_empty()).then_some(Finding {
         check,
         params,
-        generations,
-        expected,
+        passes,
+        reapplied,
     })
 }
 
-/// Fresh gradients holding more passes than declared.
-pub fn accumulated(view: &StepView<'_>) -> Option<Finding> {
-    let k = view.accumulation_steps;
-    let params = view.select(|e| !e.is_stale() && e.held.is_some_and(|h| h.count > k));
-    let seen = view.fresh_counts(&params).into_iter().max().unwrap_or(0);
-    finding(Check::Accumulated, params, seen, k)
+/// Gradients that add new passes to passes an earlier step already applied:
+/// the missing `zero_grad`.
+fn accumulated(view: &StepView<'_>) -> Option<Finding> {
+    let params = view.select(|e| e.held.is_some_and(|h| h.reapplies()));
+    let passes = view.most(&params, |h| h.passes);
+    let reapplied = view.most(&params, |h| h.reapplied);
+    finding(Check::Accumulated, params, passes, reapplied)
 }
 
-/// Fresh gradients holding fewer passes than declared (only when k > 1).
-pub fn short_accumulation(view: &StepView<'_>) -> Option<Finding> {
-    let k = view.accumulation_steps;
-    if k <= 1 {
+/// A declared `k`, and fewer passes than `k` since the last reset.
+fn short_accumulation(view: &StepView<'_>) -> Option<Finding> {
+    let k = view.declared?;
+    if view.passes >= k {
         return None;
     }
-    let params = view.select(|e| !e.is_stale() && e.held.is_some_and(|h| h.count < k));
-    let seen = view.fresh_counts(&params).into_iter().min().unwrap_or(0);
-    finding(Check::ShortAccumulation, params, seen, k)
+    finding(
+        Check::ShortAccumulation,
+        view.select(ParamEntry::is_fresh),
+        view.passes,
+        0,
+    )
+}
+
+/// A declared `k`, and more passes than `k` since the last reset.
+fn excess_accumulation(view: &StepView<'_>) -> Option<Finding> {
+    let k = view.declared?;
+    if view.passes <= k {
+        return None;
+    }
+    finding(
+        Check::ExcessAccumulation,
+        view.select(ParamEntry::is_fresh),
+        view.passes,
+        0,
+    )
 }
 
 /// Gradients that hold only passes an earlier step already applied.
-pub fn stale(view: &StepView<'_>) -> Option<Finding> {
+fn stale(view: &StepView<'_>) -> Option<Finding> {
     let params = view.select(ParamEntry::is_stale);
-    finding(Check::Stale, params, 0, view.accumulation_steps)
+    let passes = view.most(&params, |h| h.passes);
+    finding(Check::Stale, params, passes, passes)
 }
 
 /// Trainable parameters without any gradient.
-pub fn missing(view: &StepView<'_>) -> Option<Finding> {
+fn missing(view: &StepView<'_>) -> Option<Finding> {
     let params = view.select(|e| e.held.is_none());
-    finding(Check::Missing, params, 0, view.accumulation_steps)
+    finding(Check::Missing, params, 0, 0)
 }
 
 /// Runs every ledger-only check, in [`Check::ALL`] order.
-pub fn run(view: &StepView<'_>) -> Vec<Finding> {
-    [accumulated, short_accumulation, stale, missing]
-        .iter()
-        .filter_map(|check| check(view))
-        .collect()
+pub(crate) fn run(view: &StepView<'_>) -> Vec<Finding> {
+    [
+        accumulated,
+        short_accumulation,
+        excess_accumulation,
+        stale,
+        missing,
+    ]
+    .iter()
+    .filter_map(|check| check(view))
+    .collect()
 }
 
 #[cfg(test)]
@@ -267,58 +304,95 @@ mod tests {
     use super::*;
     use crate::ledger::Ledger;
 
-    fn view(ledger: &Ledger, trainable: &[bool], k: u32) -> Vec<Finding> {
+    fn ledger(n: usize) -> Ledger {
+        let mut l = Ledger::default();
+        l.resize(n);
+        l
+    }
+
+    /// One backward pass reaching the parameters in `params`.
+    fn pass(l: &mut Ledger, params: &[usize]) {
+        let g = l.next_generation();
+        for &p in params {
+            l.record(p, g, false);
+        }
+        l.count_pass();
+    }
+
+    fn checks(l: &Ledger, trainable: &[bool], declared: Option<u32>) -> Vec<Finding> {
         run(&StepView {
-            entries: ledger.entries(),
+            entries: l.entries(),
             trainable,
-            accumulation_steps: k,
+            declared,
+            passes: l.passes_since_reset(),
         })
     }
 
     #[test]
-    fn two_passes_with_k1_is_accumulated() {
-        let mut l = Ledger::new(2);
-        for _ in 0..2 {
-            let g = l.next_generation();
-            l.record(0, g);
-            l.record(1, g);
-        }
-        let f = view(&l, &[true, true], 1);
+    fn a_pass_applied_again_with_a_new_one_is_accumulated() {
+        let mut l = ledger(2);
+        pass(&mut l, &[0, 1]);
+        l.mark_applied();
+        pass(&mut l, &[0, 1]);
         assert_eq!(
-            f,
+            checks(&l, &[true, true], None),
             vec![Finding {
                 check: Check::Accumulated,
                 params: vec![0, 1],
-                generations: 2,
-                expected: 1
+                passes: 2,
+                reapplied: 1
             }]
         );
     }
 
     #[test]
-    fn buffers_are_never_missing() {
-        let mut l = Ledger::new(2);
-        let g = l.next_generation();
-        l.record(0, g);
-        assert!(view(&l, &[true, false], 1).is_empty());
-        assert_eq!(view(&l, &[true, true], 1)[0].check, Check::Missing);
+    fn several_losses_and_an_auxiliary_head_before_one_step_are_clean() {
+        let mut l = ledger(2);
+        pass(&mut l, &[0, 1]);
+        pass(&mut l, &[0]);
+        assert!(checks(&l, &[true, true], None).is_empty());
+        // Declared: two backward calls for the whole guard, although
+        // parameter 1 got only one of them.
+        assert!(checks(&l, &[true, true], Some(2)).is_empty());
     }
 
     #[test]
-    fn short_accumulation_only_with_declared_accumulation() {
-        let mut l = Ledger::new(1);
-        let g = l.next_generation();
-        l.record(0, g);
-        assert!(view(&l, &[true], 1).is_empty());
-        let f = view(&l, &[true], 4);
-        assert_eq!(f[0].check, Check::ShortAccumulation);
-        assert_eq!((f[0].generations, f[0].expected), (1, 4));
+    fn count_checks_need_a_declared_k() {
+        let mut l = ledger(1);
+        pass(&mut l, &[0]);
+        let f = checks(&l, &[true], Some(4));
+        assert_eq!((f[0].check, f[0].passes), (Check::ShortAccumulation, 1));
+        for _ in 0..4 {
+            pass(&mut l, &[0]);
+        }
+        assert!(checks(&l, &[true], None).is_empty());
+        let f = checks(&l, &[true], Some(4));
+        assert_eq!((f[0].check, f[0].passes), (Check::ExcessAccumulation, 5));
+    }
+
+    #[test]
+    fn buffers_are_never_missing() {
+        let mut l = ledger(2);
+        pass(&mut l, &[0]);
+        assert!(checks(&l, &[true, false], None).is_empty());
+        assert_eq!(checks(&l, &[true, true], None)[0].check, Check::Missing);
+    }
+
+    #[test]
+    fn a_step_without_a_new_pass_is_stale() {
+        let mut l = ledger(1);
+        pass(&mut l, &[0]);
+        l.mark_applied();
+        let f = checks(&l, &[true], None);
+        assert_eq!(f[0].check, Check::Stale);
+        assert_eq!((f[0].passes, f[0].reapplied), (1, 1));
     }
 
     #[test]
     fn levels_default_to_the_design_table() {
         let levels = Levels::default();
         assert_eq!(levels.get(Check::Accumulated), Level::Warn);
+        assert_eq!(levels.get(Check::ExcessAccumulation), Level::Warn);
         assert_eq!(levels.get(Check::NonFinite), Level::Allow);
         for c in Check::ALL {
             assert_eq!(c.as_str().parse::<Check>().unwrap(), c);

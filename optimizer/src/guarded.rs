@@ -1,6 +1,8 @@
 //! [`Guarded`]: any `candle_nn::Optimizer`, with a gradient ledger checked at
 //! every step.
 
+use std::collections::BTreeSet;
+use std::fmt;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
@@ -9,8 +11,9 @@ use candle_nn::{Optimizer, VarMap};
 
 use crate::check::{self, Check, Finding, Level, Levels, StepView};
 use crate::error::{Error, Result};
-use crate::ledger::{GenSpan, Ledger, ParamEntry};
+use crate::ledger::{self, Generation, Ledger, ParamEntry};
 use crate::params::Params;
+use crate::passes::PassMemory;
 use crate::report::{Anomaly, StepReport};
 use crate::telemetry;
 use crate::warnings::{self, WarnLimiter};
@@ -34,6 +37,11 @@ impl Every {
 ///   `zero_grad`, like `loss.backward()` into `.grad`;
 /// - [`step_with`](Guarded::step_with): applies one `GradStore` once, like
 ///   `torch.autograd.grad`.
+///
+/// Both run one check pipeline. A guard is also a `candle_nn::Optimizer`
+/// whose trait `step(&grads)` is `step_with` (see [`crate::drop_in`]), and
+/// [`from_varmap`](Guarded::from_varmap) builds the inner optimizer from the
+/// watched variables.
 ///
 /// ```
 /// use candle_core::{Device, Tensor, DType};
@@ -68,11 +76,15 @@ pub struct Guarded<O: Optimizer> {
     name: String,
     params: Params,
     ledger: Ledger,
+    /// The latest passes, recognised by their gradient tensors.
+    memory: PassMemory,
     /// The guard's gradient buffers (PyTorch's `.grad`), parameters only.
     grads: Vec<Option<Tensor>>,
-    /// The gradient tensor each parameter last got from `step_with`.
-    last_applied_ids: Vec<Option<TensorId>>,
-    accumulation_steps: u32,
+    /// The `VarMap` given to `with_varmap`: variables added to it later are
+    /// watched from the next call.
+    varmap: Option<WatchedVarMap>,
+    /// Declared backward passes per step, if declared.
+    declared: Option<u32>,
     average: bool,
     levels: Levels,
     nonfinite_every: Option<Every>,
@@ -91,10 +103,11 @@ impl<O: Optimizer> Guarded<O> {
             inner,
             name: "default".to_string(),
             params: Params::default(),
-            ledger: Ledger::new(0),
+            ledger: Ledger::default(),
+            memory: PassMemory::default(),
             grads: Vec::new(),
-            last_applied_ids: Vec::new(),
-            accumulation_steps: 1,
+            varmap: None,
+            declared: None,
             average: false,
             levels: Levels::default(),
             nonfinite_every: None,
@@ -104,18 +117,45 @@ impl<O: Optimizer> Guarded<O> {
         }
     }
 
+    /// Builds the inner optimizer from every variable of `varmap` (as
+    /// candle's `Optimizer::new(varmap.all_vars(), config)` does) and watches
+    /// the same variables: one list of parameters for both.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device};
+    /// use candle_nn::{AdamW, ParamsAdamW, VarBuilder, VarMap};
+    /// use gradguard::Guarded;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let varmap = VarMap::new();
+    /// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let _model = candle_nn::linear(4, 2, vb.pp("fc"))?;
+    /// let opt = Guarded::<AdamW>::from_varmap(&varmap, ParamsAdamW::default())?;
+    /// assert_eq!(opt.param_names(), ["fc.bias", "fc.weight"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_varmap(varmap: &VarMap, config: O::Config) -> candle_core::Result<Self> {
+        Ok(Self::new(O::new(varmap.all_vars(), config)?).with_varmap(varmap))
+    }
+
     /// Watches every variable of `varmap`, under its name. Names whose last
     /// segment is `running_mean`, `running_var` or `num_batches_tracked`
     /// (BatchNorm statistics) and integer variables are buffers: never
     /// `missing`. Declare other buffers with [`buffers`](Self::buffers).
-    pub fn with_varmap(self, varmap: &VarMap) -> Self {
-        let mut pairs: Vec<(String, Var)> = varmap
-            .data()
-            .lock()
-            .map(|data| data.iter().map(|(n, v)| (n.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        self.with_named_vars(pairs)
+    ///
+    /// Variables added to `varmap` later (a layer built after the guard) are
+    /// watched from the next `backward`, `accumulate` or step, with a
+    /// warning: the inner optimizer was built before them and updates them
+    /// only if it was given them.
+    pub fn with_varmap(mut self, varmap: &VarMap) -> Self {
+        let pairs = varmap_pairs(varmap);
+        let seen = pairs.len();
+        self = self.with_named_vars(pairs);
+        self.varmap = Some(WatchedVarMap {
+            varmap: varmap.clone(),
+            seen,
+        });
+        self
     }
 
     /// Watches `vars`, named `param0`, `param1`, ... in that order.
@@ -136,11 +176,40 @@ impl<O: Optimizer> Guarded<O> {
         for (name, var) in pairs {
             self.params.push(name.into(), var);
         }
-        let n = self.params.len();
-        self.ledger = Ledger::new(n);
-        self.grads = vec![None; n];
-        self.last_applied_ids = vec![None; n];
+        self.grow();
         self
+    }
+
+    /// Sizes the ledger and the buffers to the watched parameters.
+    fn grow(&mut self) {
+        let n = self.params.len();
+        self.ledger.resize(n);
+        self.grads.resize(n, None);
+    }
+
+    /// Watches the variables added to the `VarMap` since the last call.
+    fn sync_varmap(&mut self) {
+        let Some(watched) = &mut self.varmap else {
+            return;
+        };
+        let len = watched.varmap.data().lock().map_or(0, |d| d.len());
+        if len == watched.seen {
+            return;
+        }
+        watched.seen = len;
+        let added: Vec<(String, Var)> = varmap_pairs(&watched.varmap)
+            .into_iter()
+            .filter(|(_, v)| self.params.index_of(v.id()).is_none())
+            .collect();
+        if added.is_empty() {
+            return;
+        }
+        let names: Vec<String> = added.iter().map(|(n, _)| n.clone()).collect();
+        for (name, var) in added {
+            self.params.push(name, var);
+        }
+        self.grow();
+        warnings::added_to_varmap(&self.name, &names);
     }
 
     /// Declares parameters (by full name) that never get gradients, such as
@@ -154,10 +223,19 @@ impl<O: Optimizer> Guarded<O> {
         self
     }
 
-    /// Declares how many backward passes each step should hold (default 1).
-    /// More is `accumulated`; fewer, when `k > 1`, is `short_accumulation`.
+    /// Declares `k` backward passes per step, which turns on the count
+    /// checks: a step after fewer than `k` backward passes since the last
+    /// reset is `short_accumulation`, after more is `excess_accumulation`.
+    ///
+    /// `k` counts backward calls ([`backward`](Self::backward) or
+    /// [`accumulate`](Self::accumulate)) for the whole guard since the last
+    /// [`zero_grad`](Self::zero_grad), whichever parameters each reaches: a
+    /// micro-batch with two losses and two backward calls is two passes (one
+    /// if the losses are summed first). A [`step_with`](Self::step_with)
+    /// store is one pass. Without a declaration any number of passes per
+    /// step is fine; `accumulated` (a pass applied twice) runs either way.
     pub fn accumulation_steps(mut self, k: u32) -> Self {
-        self.accumulation_steps = k.max(1);
+        self.declared = Some(k.max(1));
         self
     }
 
@@ -238,9 +316,20 @@ impl<O: Optimizer> Guarded<O> {
         self.steps
     }
 
-    /// Backward passes numbered so far.
+    /// The generation of the newest backward pass (how many were numbered).
     pub fn generation(&self) -> u64 {
         self.ledger.generation()
+    }
+
+    /// Backward passes added to the buffers since the last `zero_grad`, for
+    /// the whole guard (what `accumulation_steps(k)` is checked against).
+    pub fn passes_since_reset(&self) -> u32 {
+        self.ledger.passes_since_reset()
+    }
+
+    /// The declared backward passes per step, if declared.
+    pub fn declared_accumulation_steps(&self) -> Option<u32> {
+        self.declared
     }
 
     /// The level of `check`.
@@ -267,7 +356,8 @@ impl<O: Optimizer> Guarded<O> {
             .and_then(|i| self.grads[i].as_ref())
     }
 
-    fn require_params(&self) -> Result<()> {
+    fn require_params(&mut self) -> Result<()> {
+        self.sync_varmap();
         if self.params.is_empty() {
             Err(Error::NoParameters)
         } else {
@@ -288,41 +378,75 @@ impl<O: Optimizer> Guarded<O> {
         );
         let _enter = span.enter();
         let grads = loss.backward()?;
-        self.accumulate(grads)
+        self.accumulate(&grads)
     }
 
     /// Adds one backward pass's gradients (a `GradStore` from
-    /// `loss.backward()`) into the guard's buffers. Gradients of anything but
-    /// the watched parameters (the input batch, activations) are dropped.
-    /// Returns the pass's generation.
-    pub fn accumulate(&mut self, grads: GradStore) -> Result<u64> {
+    /// `loss.backward()`) into the guard's buffers, like `backward` does.
+    /// Gradients of anything but the watched parameters are dropped. The
+    /// store is only read, so one pass can feed several guards. A store the
+    /// guard saw before (among the latest [`REMEMBERED_PASSES`] passes) keeps
+    /// its generation: adding it again after a step that applied it is
+    /// `accumulated` or `stale`. Returns the pass's generation.
+    ///
+    /// [`REMEMBERED_PASSES`]: crate::REMEMBERED_PASSES
+    pub fn accumulate(&mut self, grads: &GradStore) -> Result<u64> {
         self.require_params()?;
+        let pass = self.read_pass(grads);
         // Sum first, then commit: an error leaves buffers and ledger untouched.
-        let mut sums = Vec::new();
-        for (i, var) in self.params.vars().iter().enumerate() {
-            if let Some(g) = grads.get(var) {
-                let sum = match &self.grads[i] {
-                    Some(old) => old.add(g)?.detach(),
-                    None => g.detach(),
-                };
-                sums.push((i, sum));
+        let mut sums = Vec::with_capacity(pass.grads.len());
+        for (i, grad, _) in &pass.grads {
+            let sum = match &self.grads[*i] {
+                Some(old) => old.add(grad)?.detach(),
+                None => grad.detach(),
+            };
+            sums.push(sum);
+        }
+        let generation = pass.commit(&mut self.ledger, &mut self.memory, false);
+        for ((i, _, known), sum) in pass.grads.into_iter().zip(sums) {
+            self.grads[i] = Some(sum);
+            let (g, applied) = known.unwrap_or((generation, false));
+            self.ledger.record(i, g, applied);
+            if known.is_some() {
+                self.memory.buffered(g);
             }
         }
-        let generation = self.ledger.next_generation();
-        for (i, sum) in sums {
-            self.grads[i] = Some(sum);
-            self.ledger.record(i, generation);
+        self.ledger.count_pass();
+        if pass.new {
+            telemetry::backward_pass(&self.name);
         }
-        telemetry::backward_pass(&self.name);
         Ok(generation)
     }
 
-    /// Like `optimizer.zero_grad()`: drops every held gradient.
+    /// The watched gradients of `grads`, each with the pass that made it when
+    /// the guard saw it before.
+    fn read_pass(&self, grads: &GradStore) -> PassRead {
+        let mut read = PassRead::default();
+        for (i, var) in self.params.vars().iter().enumerate() {
+            if let Some(g) = grads.get(var) {
+                let known = self.memory.lookup(g.id());
+                read.new |= known.is_none();
+                if known.is_none() {
+                    read.new_ids.push(g.id());
+                }
+                read.grads.push((i, g.clone(), known));
+            }
+        }
+        // A store with no watched gradient is still a (new) backward pass.
+        read.new |= read.grads.is_empty();
+        read.next = self.ledger.generation() + 1;
+        read.others = grads.get_ids().count() - read.grads.len();
+        read
+    }
+
+    /// Like `optimizer.zero_grad()`: drops every held gradient and restarts
+    /// the pass count.
     pub fn zero_grad(&mut self) {
         let span = tracing::debug_span!(target: "gradguard", "zero_grad", optimizer = %self.name);
         let _enter = span.enter();
         self.grads.iter_mut().for_each(|g| *g = None);
         self.ledger.clear();
+        self.memory.buffers_cleared();
         telemetry::zero_grad(&self.name);
     }
 
@@ -330,117 +454,131 @@ impl<O: Optimizer> Guarded<O> {
     /// through the inner optimizer. They stay held until
     /// [`zero_grad`](Self::zero_grad). A `Deny` check refuses the step and
     /// changes nothing.
+    ///
+    /// This inherent method is what `opt.step()` calls. candle's trait method
+    /// `Optimizer::step(&mut opt, &grads)` is [`step_with`](Self::step_with).
     pub fn step(&mut self) -> Result<StepReport> {
         self.require_params()?;
-        let start = Instant::now();
-        let step = self.steps + 1;
-        let span = self.step_span(step);
-        let _enter = span.enter();
-
-        let view = StepView {
-            entries: self.ledger.entries(),
-            trainable: self.params.trainable(),
-            accumulation_steps: self.accumulation_steps,
-        };
-        let generations = view.generations();
-        span.record("generations", generations);
-        let findings = check::run(&view);
         let held: Vec<(usize, Tensor)> = self
             .grads
             .iter()
             .enumerate()
             .filter_map(|(i, g)| g.clone().map(|g| (i, g)))
             .collect();
-        let (findings, grad_norm) = self.sample_values(step, findings, &held)?;
-        let anomalies = self.judge(step, findings)?;
-
-        let mut store = GradStore::default();
-        for (i, grad) in held {
-            let count = self.ledger.entries()[i].held.map_or(1, |h| h.count);
-            let grad = if self.average && count > 1 {
-                (grad / f64::from(count))?
-            } else {
-                grad
-            };
-            store.insert(self.params.vars()[i].as_tensor(), grad);
-        }
-        self.inner.step(&store)?;
+        let pending = Pending {
+            entries: self.ledger.entries().to_vec(),
+            passes: self.ledger.passes_since_reset(),
+            held,
+            store: None,
+        };
+        let report = self.check_and_apply(pending)?;
         self.ledger.mark_applied();
-        Ok(self.finish_step(start, generations, anomalies, grad_norm))
+        self.memory.buffers_applied();
+        Ok(report)
     }
 
-    /// Like an update with `torch.autograd.grad`: checks `grads` and applies
-    /// exactly this store once. Passing the same store again (the same
-    /// gradient tensors) is `stale`. The guard's own buffers are not used.
+    /// Like an update with `torch.autograd.grad`: checks `grads` as one
+    /// backward pass and applies exactly this store once, through the same
+    /// checks as [`step`](Self::step). A store applied before (the same
+    /// gradient tensors, among the latest [`REMEMBERED_PASSES`] passes; A, B,
+    /// then A again) is `stale`. The guard's own buffers are not used.
+    ///
+    /// Only the watched parameters' gradients reach the inner optimizer, as
+    /// with `step`: the guard's list of parameters is the one list, in both
+    /// styles. A `GradStore` also holds gradients of the input batch and of
+    /// any variable the guard was not told about, and cannot tell them apart,
+    /// so register every trainable variable: [`with_varmap`](Self::with_varmap)
+    /// and [`from_varmap`](Self::from_varmap) do.
+    ///
+    /// [`REMEMBERED_PASSES`]: crate::REMEMBERED_PASSES
     pub fn step_with(&mut self, grads: &GradStore) -> Result<StepReport> {
         self.require_params()?;
+        let pass = self.read_pass(grads);
+        let mut entries = self.ledger.entries().to_vec();
+        for e in &mut entries {
+            e.held = None;
+        }
+        for (i, _, known) in &pass.grads {
+            let (g, applied) = known.unwrap_or((pass.next, false));
+            entries[*i] = entries[*i].applying(Some(ledger::single(g, applied)));
+        }
+        let pending = Pending {
+            held: pass.grads.iter().map(|(i, g, _)| (*i, g.clone())).collect(),
+            entries,
+            passes: 1,
+            store: (pass.others == 0).then_some(grads),
+        };
+        let report = self.check_and_apply(pending)?;
+        let generation = pass.commit(&mut self.ledger, &mut self.memory, true);
+        for (i, _, known) in &pass.grads {
+            let (g, applied) = known.unwrap_or((generation, false));
+            self.ledger.mark_applied_one(*i, ledger::single(g, applied));
+        }
+        let known: BTreeSet<Generation> = pass
+            .grads
+            .iter()
+            .filter_map(|(_, _, k)| k.map(|(g, _)| g))
+            .collect();
+        for g in known {
+            let in_buffers = self.memory.applied(g);
+            if in_buffers > 0 {
+                for (i, _, k) in &pass.grads {
+                    if k.is_some_and(|(kg, _)| kg == g) {
+                        self.ledger.reapplied_in_buffer(*i, in_buffers);
+                    }
+                }
+            }
+        }
+        if pass.new {
+            telemetry::backward_pass(&self.name);
+        }
+        Ok(report)
+    }
+
+    /// The one check pipeline of `step` and `step_with`: ledger checks,
+    /// averaging, value checks on what is applied, levels, then the inner
+    /// optimizer's step.
+    fn check_and_apply(&mut self, pending: Pending<'_>) -> Result<StepReport> {
         let start = Instant::now();
         let step = self.steps + 1;
         let span = self.step_span(step);
         let _enter = span.enter();
 
-        // The store is one pass; it is new unless every gradient in it was
-        // applied before.
-        let ids: Vec<Option<TensorId>> = self
-            .params
-            .vars()
-            .iter()
-            .map(|v| grads.get(v).map(Tensor::id))
-            .collect();
-        let new: Vec<bool> = ids
-            .iter()
-            .zip(&self.last_applied_ids)
-            .map(|(id, last)| id.is_some() && id != last)
-            .collect();
-        let fresh = new.contains(&true);
-        let generation = self.ledger.generation() + u64::from(fresh);
-        let entries: Vec<ParamEntry> = (0..ids.len())
-            .map(|i| {
-                let mut e = self.ledger.entries()[i];
-                e.held = if new[i] {
-                    Some(GenSpan::single(generation))
-                } else if ids[i].is_some() {
-                    e.applied.map(GenSpan::single)
-                } else {
-                    None
-                };
-                e
-            })
-            .collect();
         let view = StepView {
-            entries: &entries,
+            entries: &pending.entries,
             trainable: self.params.trainable(),
-            accumulation_steps: 1,
+            declared: self.declared,
+            passes: pending.passes,
         };
-        let generations = view.generations();
-        span.record("generations", generations);
+        let passes = view.passes_applied();
+        span.record("passes", passes);
         let findings = check::run(&view);
-        let held: Vec<(usize, Tensor)> = self
-            .params
-            .vars()
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| grads.get(v).map(|g| (i, g.clone())))
-            .collect();
-        let (findings, grad_norm) = self.sample_values(step, findings, &held)?;
-        let anomalies = self.judge(step, findings)?;
 
-        self.inner.step(grads)?;
-        if fresh {
-            self.ledger.next_generation();
-            telemetry::backward_pass(&self.name);
-        }
-        for i in (0..ids.len()).filter(|&i| new[i]) {
-            let e = self.ledger.entry_mut(i);
-            e.applied = Some(generation);
-            e.ever_had_grad = true;
-        }
-        for (last, id) in self.last_applied_ids.iter_mut().zip(ids) {
-            if id.is_some() {
-                *last = id;
+        let mut averaged = false;
+        let mut applied = Vec::with_capacity(pending.held.len());
+        for (i, grad) in pending.held {
+            let count = pending.entries[i].held.map_or(1, |h| h.passes);
+            if self.average && count > 1 {
+                averaged = true;
+                applied.push((i, (grad / f64::from(count))?));
+            } else {
+                applied.push((i, grad));
             }
         }
-        Ok(self.finish_step(start, generations, anomalies, grad_norm))
+        let (findings, grad_norm) = self.sample_values(step, findings, &applied)?;
+        let anomalies = self.judge(step, findings, &pending.entries)?;
+
+        match pending.store {
+            Some(store) if !averaged => self.inner.step(store)?,
+            _ => {
+                let mut store = GradStore::default();
+                for (i, grad) in applied {
+                    store.insert(self.params.vars()[i].as_tensor(), grad);
+                }
+                self.inner.step(&store)?;
+            }
+        }
+        Ok(self.finish_step(start, passes, anomalies, grad_norm))
     }
 
     fn step_span(&self, step: u64) -> tracing::Span {
@@ -449,47 +587,56 @@ impl<O: Optimizer> Guarded<O> {
             "step",
             optimizer = %self.name,
             step,
-            generations = tracing::field::Empty,
+            passes = tracing::field::Empty,
             lr = self.inner.learning_rate()
         )
     }
 
     /// Reads gradient values when the `nonfinite` check or norm sampling is
-    /// due this step: one device transfer for all parameters.
+    /// due this step: one device transfer for all parameters. Each reduction
+    /// runs in the gradient's own dtype and the norm's squares add up in F64,
+    /// so a finite F64 gradient beyond F32's range stays finite.
     fn sample_values(
         &self,
         step: u64,
         mut findings: Vec<Finding>,
-        held: &[(usize, Tensor)],
+        applied: &[(usize, Tensor)],
     ) -> Result<(Vec<Finding>, Option<f64>)> {
         let want_nonfinite = self.nonfinite_every.is_some_and(|e| e.due(step));
         let want_norm = self.norm_every.is_some_and(|e| e.due(step));
-        if !(want_nonfinite || want_norm) || held.is_empty() {
+        if !(want_nonfinite || want_norm) || applied.is_empty() {
             return Ok((findings, None));
         }
-        let mut scalars = Vec::with_capacity(held.len() * 2);
-        for (_, g) in held {
-            let g = g.to_dtype(DType::F32)?;
-            // g - g is 0 for a finite value and NaN for NaN or ±Inf: the sum
-            // is NaN exactly when some element is not finite.
-            scalars.push(g.sub(&g)?.sum_all()?);
-            scalars.push(g.sqr()?.sum_all()?);
+        let mut scalars = Vec::with_capacity(applied.len() * 2);
+        for (_, g) in applied {
+            if want_nonfinite {
+                // g - g is 0 for a finite value and NaN for NaN or ±Inf: the
+                // sum is NaN exactly when some element is not finite.
+                scalars.push(g.sub(g)?.sum_all()?.to_dtype(DType::F64)?);
+            }
+            if want_norm {
+                scalars.push(g.to_dtype(DType::F64)?.sqr()?.sum_all()?);
+            }
         }
-        let values = Tensor::stack(&scalars, 0)?.to_vec1::<f32>()?;
+        let values = Tensor::stack(&scalars, 0)?.to_vec1::<f64>()?;
+        let per = usize::from(want_nonfinite) + usize::from(want_norm);
         let mut bad = Vec::new();
         let mut sq = 0f64;
-        for (k, (i, _)) in held.iter().enumerate() {
-            if !values[2 * k].is_finite() && self.params.trainable()[*i] {
+        for (k, (i, _)) in applied.iter().enumerate() {
+            let v = &values[k * per..(k + 1) * per];
+            if want_nonfinite && !v[0].is_finite() && self.params.trainable()[*i] {
                 bad.push(*i);
             }
-            sq += f64::from(values[2 * k + 1]);
+            if want_norm {
+                sq += v[per - 1];
+            }
         }
         if want_nonfinite && !bad.is_empty() {
             findings.push(Finding {
                 check: Check::NonFinite,
                 params: bad,
-                generations: 0,
-                expected: 0,
+                passes: 0,
+                reapplied: 0,
             });
         }
         let norm = want_norm.then(|| sq.sqrt());
@@ -501,7 +648,12 @@ impl<O: Optimizer> Guarded<O> {
 
     /// Turns findings into anomalies: counts, logs, and refuses the step with
     /// the first `Deny` one.
-    fn judge(&mut self, step: u64, findings: Vec<Finding>) -> Result<Vec<Anomaly>> {
+    fn judge(
+        &mut self,
+        step: u64,
+        findings: Vec<Finding>,
+        entries: &[ParamEntry],
+    ) -> Result<Vec<Anomaly>> {
         let anomalies: Vec<Anomaly> = findings
             .iter()
             .map(|f| Anomaly {
@@ -510,8 +662,9 @@ impl<O: Optimizer> Guarded<O> {
                 step,
                 optimizer: self.name.clone(),
                 params: self.params.names_of(&f.params),
-                generations: f.generations,
-                expected: f.expected,
+                passes: f.passes,
+                reapplied: f.reapplied,
+                declared: self.declared,
             })
             .collect();
         for (a, f) in anomalies.iter().zip(&findings) {
@@ -522,7 +675,7 @@ impl<O: Optimizer> Guarded<O> {
                 let never: Vec<String> = f
                     .params
                     .iter()
-                    .filter(|&&i| !self.ledger.entries()[i].ever_had_grad)
+                    .filter(|&&i| !entries[i].ever_had_grad)
                     .map(|&i| self.params.names()[i].clone())
                     .collect();
                 self.limiter.never_received(a, never);
@@ -537,22 +690,99 @@ impl<O: Optimizer> Guarded<O> {
     fn finish_step(
         &mut self,
         start: Instant,
-        generations: u32,
+        passes: u32,
         anomalies: Vec<Anomaly>,
         grad_norm: Option<f64>,
     ) -> StepReport {
         self.steps += 1;
         telemetry::step(
             &self.name,
-            generations,
+            passes,
             start.elapsed(),
             self.inner.learning_rate(),
         );
         StepReport {
             step: self.steps,
-            generations,
+            passes,
             anomalies,
             grad_norm,
         }
     }
+}
+
+/// What a step applies, for the shared pipeline.
+struct Pending<'a> {
+    /// Ledger entries holding what this step applies.
+    entries: Vec<ParamEntry>,
+    /// Backward passes counted for the whole guard since the last reset.
+    passes: u32,
+    /// The gradients to apply, by parameter index.
+    held: Vec<(usize, Tensor)>,
+    /// The caller's store, when it holds exactly the watched gradients.
+    store: Option<&'a GradStore>,
+}
+
+/// The pass that made a gradient, and whether a step applied it, when the
+/// guard saw that gradient before.
+type Known = Option<(Generation, bool)>;
+
+/// One `GradStore` as the guard reads it.
+#[derive(Default)]
+struct PassRead {
+    /// Watched gradients: parameter index, tensor, and the pass that made it
+    /// with whether a step applied it, when the guard saw it before.
+    grads: Vec<(usize, Tensor, Known)>,
+    /// Ids of the gradients the guard has not seen before.
+    new_ids: Vec<TensorId>,
+    /// Whether the store holds something the guard has not seen: a new pass.
+    new: bool,
+    /// The generation a new pass gets.
+    next: Generation,
+    /// Gradients of other tensors: the input batch, constants, variables the
+    /// guard does not watch (a `GradStore` cannot tell these apart).
+    others: usize,
+}
+
+impl PassRead {
+    /// Numbers the pass (when new) and remembers its gradient tensors.
+    fn commit(&self, ledger: &mut Ledger, memory: &mut PassMemory, applied: bool) -> Generation {
+        if !self.new {
+            // Every gradient is a known one: the newest of their passes.
+            return self
+                .grads
+                .iter()
+                .filter_map(|(_, _, known)| known.map(|(g, _)| g))
+                .max()
+                .unwrap_or(self.next - 1);
+        }
+        let generation = ledger.next_generation();
+        memory.remember(generation, self.new_ids.clone(), applied);
+        generation
+    }
+}
+
+/// The `VarMap` a guard watches, and how many variables it had when last read.
+#[derive(Clone)]
+struct WatchedVarMap {
+    varmap: VarMap,
+    seen: usize,
+}
+
+impl fmt::Debug for WatchedVarMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WatchedVarMap")
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The variables of `varmap`, sorted by name.
+fn varmap_pairs(varmap: &VarMap) -> Vec<(String, Var)> {
+    let mut pairs: Vec<(String, Var)> = varmap
+        .data()
+        .lock()
+        .map(|data| data.iter().map(|(n, v)| (n.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs
 }

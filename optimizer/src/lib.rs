@@ -2,12 +2,30 @@
 //!
 //! Catches the missing `zero_grad` and its cousins in candle training loops.
 //!
-//! [`Guarded`] wraps any [`candle_nn::Optimizer`] (SGD, AdamW, your own). It
-//! numbers every backward pass (a *generation*), keeps a [`ledger`] of which
-//! generations each parameter's gradient holds, and at every step runs the
-//! [`Check`]s: `accumulated`, `short_accumulation`, `stale`, `missing` and
-//! `nonfinite`, each at a [`Level`] (`Allow`, `Warn`, `Deny`), like rustc's
-//! lints. A denied step returns [`Error::Denied`] and changes nothing.
+//! [`Guarded`] wraps any [`candle_nn::Optimizer`] (SGD, AdamW, your own) and
+//! is one itself, so existing code adopts it in one line
+//! ([`GuardExt::guarded`]: `AdamW::new(varmap.all_vars(), params)?.guarded(&varmap)`)
+//! and `backward_step` or code generic over `O: Optimizer` works unchanged
+//! (see [`drop_in`] for how the trait's `step` relates to the PyTorch-style
+//! inherent [`Guarded::step`]).
+//!
+//! The guard numbers every backward pass (its *generation*), keeps a
+//! [`ledger`] of which passes each parameter's gradient holds and which a step
+//! already applied, and at every step runs the [`Check`]s, each at a
+//! [`Level`] (`Allow`, `Warn`, `Deny`), like rustc's lints:
+//!
+//! - `accumulated`: the step re-applies a pass an earlier step applied (the
+//!   missing `zero_grad`); any number of passes since the last reset is fine;
+//! - `short_accumulation` / `excess_accumulation`: only with
+//!   [`Guarded::accumulation_steps`] declared, fewer / more backward calls
+//!   than declared since the last reset, counted for the whole guard;
+//! - `stale`: nothing new to apply (a step without backward, or a `GradStore`
+//!   applied again, A then B then A);
+//! - `missing`: a trainable parameter without a gradient;
+//! - `nonfinite`: NaN or Inf, checked in the gradient's own dtype (off unless
+//!   enabled).
+//!
+//! A denied step returns [`Error::Denied`] and changes nothing.
 //!
 //! The library only emits: `tracing` spans and WARN events (target
 //! `gradguard`) and `metrics` counters, histograms and gauges (see
@@ -44,6 +62,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod drop_in;
 mod error;
 #[cfg(feature = "prometheus")]
 pub mod exporter;
@@ -52,13 +71,16 @@ pub mod ledger;
 #[cfg(feature = "logging")]
 pub mod logging;
 mod params;
+mod passes;
 mod report;
 pub mod telemetry;
 mod warnings;
 
 pub use check::{Check, Level, Levels};
+pub use drop_in::GuardExt;
 pub use error::{Error, Result};
 pub use guarded::Guarded;
 pub use params::DEFAULT_BUFFER_NAMES;
+pub use passes::REMEMBERED_PASSES;
 pub use report::{Anomaly, StepReport};
 pub use telemetry::describe_metrics;

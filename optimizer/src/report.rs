@@ -17,23 +17,29 @@ pub struct Anomaly {
     pub optimizer: String,
     /// Names of the parameters concerned, in the guard's parameter order.
     pub params: Vec<String>,
-    /// Backward passes seen in those gradients (most for `accumulated`,
-    /// fewest for `short_accumulation`, 0 new passes for `stale`/`missing`).
-    pub generations: u32,
-    /// Backward passes expected per step (`accumulation_steps`).
-    pub expected: u32,
+    /// Backward passes: for `accumulated` and `stale`, the most held by one
+    /// of the concerned gradients; for `short_accumulation` and
+    /// `excess_accumulation`, the backward calls counted for the whole guard
+    /// since the last reset; 0 for `missing` and `nonfinite`.
+    pub passes: u32,
+    /// Of those passes, the most that an earlier step already applied
+    /// (`accumulated`, `stale`; 0 otherwise).
+    pub reapplied: u32,
+    /// The declared backward passes per step (`accumulation_steps(k)`), if
+    /// declared.
+    pub declared: Option<u32>,
 }
 
 impl Anomaly {
     /// The fix to apply, in one sentence.
     pub fn help(&self) -> &'static str {
         match self.check {
-            Check::Accumulated if self.expected > 1 => {
-                "call zero_grad() after step(), or raise accumulation_steps if this accumulation is intended"
-            }
             Check::Accumulated => "call zero_grad() after step()",
             Check::ShortAccumulation => {
                 "step only after accumulation_steps backward passes, or lower accumulation_steps"
+            }
+            Check::ExcessAccumulation => {
+                "step after every accumulation_steps backward passes and call zero_grad() after step(), or raise accumulation_steps"
             }
             Check::Stale => {
                 "run backward before each step(), and pass each GradStore to step_with() only once"
@@ -71,16 +77,24 @@ impl fmt::Display for Anomaly {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.params.len();
         let p = plural(n);
-        let (g, k) = (self.generations, self.expected);
+        let (g, r) = (self.passes, self.reapplied);
+        let k = self.declared.unwrap_or(1);
+        let es = |c: u32| if c == 1 { "" } else { "es" };
         match self.check {
             Check::Accumulated => write!(
                 f,
-                "accumulated gradients: {n} parameter{p} hold gradients from {g} backward passes, expected {k}"
+                "accumulated gradients: {n} parameter{p} hold gradients from {g} backward pass{}, {r} of which an earlier step already applied",
+                es(g)
             )?,
             Check::ShortAccumulation => write!(
                 f,
-                "short accumulation: {n} parameter{p} hold gradients from {g} backward pass{}, expected {k}",
-                if g == 1 { "" } else { "es" }
+                "short accumulation: {g} backward pass{} since the last reset, declared {k}",
+                es(g)
+            )?,
+            Check::ExcessAccumulation => write!(
+                f,
+                "excess accumulation: {g} backward pass{} since the last reset, declared {k}",
+                es(g)
             )?,
             Check::Stale => write!(
                 f,
@@ -104,8 +118,9 @@ impl fmt::Display for Anomaly {
 pub struct StepReport {
     /// The step number (1-based).
     pub step: u64,
-    /// Backward passes in the applied gradients (the most any parameter held).
-    pub generations: u32,
+    /// Backward passes in the applied gradients: the most that any gradient
+    /// with something new held (0 when the step applied nothing new).
+    pub passes: u32,
     /// Checks that fired at `Allow` or `Warn` (a `Deny` one refuses the step).
     pub anomalies: Vec<Anomaly>,
     /// The global L2 norm of the applied gradients, when sampled this step.

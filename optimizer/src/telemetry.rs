@@ -18,7 +18,7 @@ pub const STEPS_TOTAL: &str = "gradguard_steps_total";
 pub const ZERO_GRAD_TOTAL: &str = "gradguard_zero_grad_total";
 /// Counter: checks that fired, every one counted (`optimizer`, `check`).
 pub const ANOMALIES_TOTAL: &str = "gradguard_anomalies_total";
-/// Histogram: backward passes per applied step (`optimizer`).
+/// Histogram: backward passes applied by each step (`optimizer`).
 pub const STEP_GENERATIONS: &str = "gradguard_step_generations";
 /// Histogram: seconds per step, checks included (`optimizer`).
 pub const STEP_DURATION_SECONDS: &str = "gradguard_step_duration_seconds";
@@ -65,12 +65,12 @@ pub fn describe_metrics() {
     describe_counter!(
         ANOMALIES_TOTAL,
         Unit::Count,
-        "Gradient anomalies found at a step, by check (accumulated, short_accumulation, stale, missing, nonfinite)."
+        "Gradient anomalies found at a step, by check (accumulated, short_accumulation, excess_accumulation, stale, missing, nonfinite)."
     );
     describe_histogram!(
         STEP_GENERATIONS,
         Unit::Count,
-        "Backward passes held by the gradients of each step."
+        "Backward passes applied by each step (the most summed into one gradient with something new)."
     );
     describe_histogram!(
         STEP_DURATION_SECONDS,
@@ -97,10 +97,9 @@ pub(crate) fn anomaly(optimizer: &str, check: Check) {
         .increment(1);
 }
 
-pub(crate) fn step(optimizer: &str, generations: u32, elapsed: Duration, lr: f64) {
+pub(crate) fn step(optimizer: &str, passes: u32, elapsed: Duration, lr: f64) {
     counter!(STEPS_TOTAL, "optimizer" => optimizer.to_owned()).increment(1);
-    histogram!(STEP_GENERATIONS, "optimizer" => optimizer.to_owned())
-        .record(f64::from(generations));
+    histogram!(STEP_GENERATIONS, "optimizer" => optimizer.to_owned()).record(f64::from(passes));
     histogram!(STEP_DURATION_SECONDS, "optimizer" => optimizer.to_owned())
         .record(elapsed.as_secs_f64());
     gauge!(LEARNING_RATE, "optimizer" => optimizer.to_owned()).set(lr);

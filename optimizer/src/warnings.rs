@@ -85,6 +85,25 @@ impl WarnLimiter {
     }
 }
 
+/// Reports variables added to the watched `VarMap` after the guard was built.
+pub fn added_to_varmap(optimizer: &str, names: &[String]) {
+    tracing::warn!(
+        target: "gradguard",
+        check = "registration",
+        optimizer,
+        params = %names.join(","),
+        "{} variable{} added to the VarMap after the guard was built, now watched: {}; \
+         the inner optimizer was built before {} and updates {} only if it was given {}: \
+         build the model before the optimizer (or Guarded::from_varmap after the model)",
+        names.len(),
+        if names.len() == 1 { " was" } else { "s were" },
+        names.join(", "),
+        if names.len() == 1 { "it" } else { "them" },
+        if names.len() == 1 { "it" } else { "them" },
+        if names.len() == 1 { "it" } else { "them" },
+    );
+}
+
 fn is_power_of_ten(mut n: u64) -> bool {
     while n >= 10 && n % 10 == 0 {
         n /= 10;
@@ -109,8 +128,9 @@ pub fn emit(anomaly: &Anomaly, how: Emission) {
             step = anomaly.step,
             optimizer = %anomaly.optimizer,
             params = %anomaly.params.join(","),
-            generations = anomaly.generations,
-            expected = anomaly.expected,
+            passes = anomaly.passes,
+            reapplied = anomaly.reapplied,
+            declared = anomaly.declared,
             level = anomaly.level.as_str(),
             "{denied}{anomaly}"
         ),
@@ -140,8 +160,9 @@ mod tests {
             step: 2,
             optimizer: "t".into(),
             params: params.iter().map(|s| s.to_string()).collect(),
-            generations: 2,
-            expected: 1,
+            passes: 2,
+            reapplied: 1,
+            declared: None,
         }
     }
 

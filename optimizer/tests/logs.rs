@@ -64,12 +64,13 @@ fn missing_zero_grad_warns_once_with_fields_and_the_fix() {
     assert_eq!(f["step"], 2);
     assert_eq!(f["optimizer"], "toy");
     assert_eq!(f["params"], "layer.a,layer.b");
-    assert_eq!(f["generations"], 2);
-    assert_eq!(f["expected"], 1);
+    assert_eq!(f["passes"], 2);
+    assert_eq!(f["reapplied"], 1);
+    assert!(f.get("declared").is_none(), "nothing declared: {f}");
     let msg = f["message"].as_str().unwrap();
     assert!(
         msg.starts_with(
-            "accumulated gradients: 2 parameters hold gradients from 2 backward passes, expected 1"
+            "accumulated gradients: 2 parameters hold gradients from 2 backward passes, 1 of which an earlier step already applied"
         ),
         "{msg}"
     );
@@ -143,4 +144,30 @@ fn allow_logs_nothing_and_deny_logs_the_refusal() {
         .as_str()
         .unwrap()
         .starts_with("step denied: stale gradients"));
+}
+
+#[test]
+fn a_variable_added_to_the_varmap_later_is_named_in_a_warning() {
+    let toy = Toy::new();
+    let lines = logged(|| {
+        let mut opt = sgd(&toy);
+        toy.varmap
+            .get(
+                2,
+                "head.w",
+                candle_nn::Init::Const(1.0),
+                candle_core::DType::F32,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap();
+        opt.backward(&toy.loss(true, true)).unwrap();
+        opt.backward(&toy.loss(true, true)).unwrap();
+    });
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let f = &lines[0]["fields"];
+    assert_eq!(f["params"], "head.w");
+    assert!(f["message"]
+        .as_str()
+        .unwrap()
+        .contains("added to the VarMap after the guard was built, now watched: head.w"));
 }

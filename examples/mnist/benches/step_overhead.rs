@@ -131,7 +131,7 @@ fn guard_cost(x: &Tensor, y: &Tensor) -> candle_core::Result<()> {
     let with = time(&mut || guarded.step_with(&fresh()?).map(drop).map_err(wrap))?;
     let mut torch = Guarded::new(Noop).with_varmap(&varmap);
     let torch_style = time(&mut || {
-        torch.accumulate(fresh()?).map_err(wrap)?;
+        torch.accumulate(&fresh()?).map_err(wrap)?;
         torch.step().map_err(wrap)?;
         torch.zero_grad();
         Ok(())
