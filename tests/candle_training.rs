@@ -10,14 +10,13 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use gradguard::{Check, Error, GuardExt, Level};
-use gradguard_examples::data::Mnist;
+use gradguard_mnist::Mnist;
 
 const BATCH: usize = 100;
 const EPOCHS: usize = 2;
 
 fn data() -> Mnist {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist/data");
-    Mnist::load(&dir, Some(3000), Some(1000), &Device::Cpu).unwrap()
+    Mnist::load(&Mnist::bundled_dir(), Some(3000), Some(1000), &Device::Cpu).unwrap()
 }
 
 struct Mlp {
