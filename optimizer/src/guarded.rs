@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::ledger::{GenSpan, Ledger, ParamEntry};
 use crate::params::Params;
 use crate::report::{Anomaly, StepReport};
-use crate::telemetry;
+use crate::telemetry::{self, Registration};
 use crate::warnings::{self, WarnLimiter};
 
 /// A sampling interval: run on steps `every, 2*every, ...`.
@@ -79,6 +79,7 @@ pub struct Guarded<O: Optimizer> {
     norm_every: Option<Every>,
     steps: u64,
     limiter: WarnLimiter,
+    series: Registration,
 }
 
 impl<O: Optimizer> Guarded<O> {
@@ -101,6 +102,7 @@ impl<O: Optimizer> Guarded<O> {
             norm_every: None,
             steps: 0,
             limiter: WarnLimiter::default(),
+            series: Registration::default(),
         }
     }
 
@@ -176,8 +178,11 @@ impl<O: Optimizer> Guarded<O> {
     }
 
     /// Names the guard: the `optimizer` label of metrics and field of logs.
+    /// Its counter series exist at 0 from here (an unnamed guard's from its
+    /// first use, under `default`); name a guard once, before using it.
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.to_string();
+        self.series.named(&self.name, self.inner.learning_rate());
         self
     }
 
@@ -297,6 +302,7 @@ impl<O: Optimizer> Guarded<O> {
     /// Returns the pass's generation.
     pub fn accumulate(&mut self, grads: GradStore) -> Result<u64> {
         self.require_params()?;
+        self.series.used(&self.name, self.inner.learning_rate());
         // Sum first, then commit: an error leaves buffers and ledger untouched.
         let mut sums = Vec::new();
         for (i, var) in self.params.vars().iter().enumerate() {
@@ -321,6 +327,7 @@ impl<O: Optimizer> Guarded<O> {
     pub fn zero_grad(&mut self) {
         let span = tracing::debug_span!(target: "gradguard", "zero_grad", optimizer = %self.name);
         let _enter = span.enter();
+        self.series.used(&self.name, self.inner.learning_rate());
         self.grads.iter_mut().for_each(|g| *g = None);
         self.ledger.clear();
         telemetry::zero_grad(&self.name);
@@ -332,6 +339,7 @@ impl<O: Optimizer> Guarded<O> {
     /// changes nothing.
     pub fn step(&mut self) -> Result<StepReport> {
         self.require_params()?;
+        self.series.used(&self.name, self.inner.learning_rate());
         let start = Instant::now();
         let step = self.steps + 1;
         let span = self.step_span(step);
@@ -374,6 +382,7 @@ impl<O: Optimizer> Guarded<O> {
     /// gradient tensors) is `stale`. The guard's own buffers are not used.
     pub fn step_with(&mut self, grads: &GradStore) -> Result<StepReport> {
         self.require_params()?;
+        self.series.used(&self.name, self.inner.learning_rate());
         let start = Instant::now();
         let step = self.steps + 1;
         let span = self.step_span(step);
