@@ -195,7 +195,7 @@ fn one_stale_step_fires_the_stale_alert_and_a_missing_zero_grad_the_accumulated_
         alerts_ever(&prometheus, "nozg"),
         [fired("GradguardAccumulatedGradients")]
     );
-    assert_eq!(alerts_ever(&prometheus, "clean"), []);
+    assert_eq!(alerts_ever(&prometheus, "clean"), Vec::new());
 
     // Every dashboard panel shows a value for the clean run: a series, and a
     // number (0 for the anomalies, one per check).

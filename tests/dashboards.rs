@@ -76,7 +76,9 @@ fn the_gradient_norm_panel_says_when_sampling_is_off() {
         .iter()
         .find(|p| p["title"] == "Gradient norm")
         .unwrap();
-    let no_value = panel["fieldConfig"]["defaults"]["noValue"].as_str().unwrap();
+    let no_value = panel["fieldConfig"]["defaults"]["noValue"]
+        .as_str()
+        .unwrap();
     assert!(no_value.contains("sample_grad_norm"), "{no_value}");
 }
 

@@ -89,15 +89,11 @@ fn prometheus_scrapes_the_missing_zero_grad_and_every_panel_query_runs() {
         "steps 2..=12 are accumulated"
     );
     assert_eq!(
-        values(&query(
-            r#"gradguard_backward_passes_total{optimizer="m2"}"#
-        )),
+        values(&query(r#"gradguard_backward_passes_total{optimizer="m2"}"#)),
         [STEPS as f64]
     );
     assert_eq!(
-        values(&query(
-            r#"gradguard_step_generations_sum{optimizer="m2"}"#
-        )),
+        values(&query(r#"gradguard_step_generations_sum{optimizer="m2"}"#)),
         [(1..=STEPS).sum::<u64>() as f64],
         "step k holds k passes"
     );
@@ -106,9 +102,7 @@ fn prometheus_scrapes_the_missing_zero_grad_and_every_panel_query_runs() {
         [0.1]
     );
     assert_eq!(
-        values(&query(
-            r#"gradguard_zero_grad_total{optimizer="m3"}"#
-        )),
+        values(&query(r#"gradguard_zero_grad_total{optimizer="m3"}"#)),
         [3.0]
     );
     // The clean run's anomaly series exist, one per check, at 0.

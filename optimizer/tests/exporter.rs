@@ -64,9 +64,8 @@ fn every_counter_series_exists_at_zero_from_naming_and_renaming_leaves_no_defaul
     let opt = metrics::with_local_recorder(&recorder, || sgd(&toy));
     let text = handle.render();
     for check in Check::ALL {
-        let line = format!(
-            r#"gradguard_anomalies_total{{run="unit",optimizer="toy",check="{check}"}} 0"#
-        );
+        let line =
+            format!(r#"gradguard_anomalies_total{{run="unit",optimizer="toy",check="{check}"}} 0"#);
         assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
     }
     for counter in [
