@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use candle_core::{Device, Tensor};
-use candle_nn::SGD;
+use candle_nn::{Optimizer, SGD};
 use common::{dashboard_queries, dashboards, wait_for, Prometheus};
 use gradguard::exporter::PrometheusConfig;
 use gradguard::{Check, Guarded};
