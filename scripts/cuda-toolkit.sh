@@ -13,6 +13,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${GRADGUARD_CUDA_CACHE:-$root/.cache/cuda}
 home=$cache/nvidia/cu13
 log() { echo "cuda-toolkit: $*" >&2; }
+# Every failure says where: stdout is eval'd by the caller, so speak on stderr.
+trap 'log "error: line $LINENO failed (exit $?): $BASH_COMMAND"' ERR
 
 wheels=(nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88
         nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85)
@@ -57,13 +59,22 @@ PY
   }
   stub libcuda.so.1 "cu[A-Z][A-Za-z0-9_]*" "$home"/include/cuda.h "$home"/include/cudaGL.h "$home"/include/cudaEGL.h
   # The libraries without a downloaded wheel, stubbed the same way from
-  # cudarc's bindings (the crate is in cargo's registry once fetched).
-  cargo fetch --manifest-path "$root/Cargo.toml" -q 2>/dev/null || true
-  cudarc=$(ls -d "$HOME"/.cargo/registry/src/*/cudarc-0.19.* 2>/dev/null | sort -V | tail -n 1)
-  if [ -z "$cudarc" ]; then
-    log "error: cudarc 0.19 source not found in cargo's registry (run cargo fetch)"
+  # cudarc's bindings. cargo says where it keeps cudarc's source (wherever
+  # CARGO_HOME is), downloading it when needed.
+  if ! meta=$(cd "$root" && cargo metadata --format-version 1 --all-features 2>"$cache/metadata.err"); then
+    log "error: \`cargo metadata\` failed, so cudarc's source could not be located:"
+    cat "$cache/metadata.err" >&2
     exit 2
   fi
+  cudarc=$(printf '%s' "$meta" | python3 -c '
+import json, os, sys
+pkgs = [p for p in json.load(sys.stdin)["packages"] if p["name"] == "cudarc" and p["version"].startswith("0.19.")]
+print(os.path.dirname(pkgs[-1]["manifest_path"]) if pkgs else "")')
+  if [ -z "$cudarc" ] || [ ! -d "$cudarc/src" ]; then
+    log "error: cudarc 0.19 is not in the workspace's dependencies with --all-features (expected through candle-core's cuda feature)"
+    exit 2
+  fi
+  log "cudarc's bindings: $cudarc"
   stub libcublas.so.13 "cublas[A-Z][A-Za-z0-9_]*" "$cudarc"/src/cublas/sys/*.rs
   stub libcublasLt.so.13 "cublasLt[A-Z][A-Za-z0-9_]*" "$cudarc"/src/cublaslt/sys/*.rs
   stub libcurand.so.10 "curand[A-Z][A-Za-z0-9_]*" "$cudarc"/src/curand/sys/*.rs

@@ -15,7 +15,7 @@ use candle_nn::{Optimizer, SGD};
 use common::{dashboard_queries, dashboards, wait_for, Prometheus};
 use gradguard::exporter::PrometheusConfig;
 use gradguard::{Check, Guarded};
-use gradguard_examples::{GradStyle, Mnist, Model, Run};
+use gradguard_mnist::{GradStyle, Mnist, Model, Run};
 
 const BATCH: usize = 32;
 const STEPS: usize = 6;

@@ -7,7 +7,7 @@ use std::process::Command;
 use serde_json::Value;
 
 fn dashboards() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
 }
 
 fn promtool(args: &[&str]) -> String {

@@ -6,10 +6,10 @@ use std::process::{Command, Output};
 
 use candle_core::Device;
 use gradguard::Check;
-use gradguard_examples::{GradStyle, Mnist, Model, Run};
+use gradguard_mnist::{GradStyle, Mnist, Model, Run};
 
 fn bundled() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist/data")
+    Mnist::bundled_dir()
 }
 
 /// The example binary `cargo test` built next to this test.
@@ -84,6 +84,8 @@ const EPOCHS: usize = 3;
 
 #[test]
 fn example_runs_end_to_end_and_shows_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("charts/seed.svg");
     let out = example()
         .args([
             "--epochs",
@@ -94,11 +96,27 @@ fn example_runs_end_to_end_and_shows_the_table() {
             "200",
             "--log-format",
             "json",
+            "--plot",
         ])
+        .arg(&chart)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{}", stdout, stderr(&out));
+    assert!(
+        stdout.contains(&format!("chart: {}", chart.display())),
+        "{stdout}"
+    );
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    for needle in [
+        "m1: step_with(&amp;loss.backward())",
+        "m2: backward + step, no zero_grad",
+        "m3: backward + step + zero_grad",
+        "m2 flagged: accumulated at step 2",
+    ] {
+        assert!(svg.contains(needle), "{needle} not in the chart");
+    }
+    assert!(!svg.contains("m1 flagged") && !svg.contains("m3 flagged"));
     assert!(stdout.contains("the bundled subset"), "{stdout}");
     assert!(stdout.contains("device: cpu"), "{stdout}");
     let m2 = stdout
@@ -123,6 +141,36 @@ fn example_runs_end_to_end_and_shows_the_table() {
         (v["step"].as_u64(), v["optimizer"].as_str()),
         (Some(2), Some("m2"))
     );
+}
+
+#[test]
+fn text_logs_into_a_pipe_carry_no_colour_codes_and_the_chart_has_a_default_home() {
+    let out = example()
+        .args([
+            "--epochs",
+            "1",
+            "--limit-train",
+            "600",
+            "--limit-test",
+            "100",
+        ])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("WARN") && err.contains("accumulated gradients"),
+        "{err}"
+    );
+    assert!(!err.contains('\x1b'), "ANSI escape in piped logs: {err:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let chart = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("chart: "))
+        .expect("the chart's path is printed");
+    assert!(chart.ends_with("mnist-accuracy.svg"), "{chart}");
+    assert!(Path::new(chart).is_file(), "{chart}");
 }
 
 #[test]

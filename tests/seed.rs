@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 use gradguard::{Check, Error, Level};
-use gradguard_examples::{GradStyle, Mnist, Model, Run};
+use gradguard_mnist::{GradStyle, Mnist, Model, Run};
 
 const TRAINABLE: [&str; 12] = [
     "conv1.bias",

@@ -16,7 +16,7 @@ use common::{dashboard_queries, values, wait_for, Prometheus};
 use gradguard::exporter::PrometheusConfig;
 use gradguard::telemetry::METRIC_NAMES;
 use gradguard::Check;
-use gradguard_examples::{GradStyle, Mnist, Model, Run};
+use gradguard_mnist::{GradStyle, Mnist, Model, Run};
 
 const STEPS: u64 = 12;
 

@@ -15,9 +15,10 @@ use std::time::Instant;
 use candle_core::Device;
 use clap::Parser;
 use gradguard::exporter::PrometheusConfig;
-use gradguard::logging::{self, LogFormat};
+use gradguard::logging::{self, Color, LogFormat};
 use gradguard::{Check, Error, Level};
-use gradguard_examples::{GradStyle, Mnist, Model, Run};
+use gradguard_mnist::plot::{write_accuracy_svg, Curve};
+use gradguard_mnist::{GradStyle, Mnist, Model, Run};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// The seed experiment: fresh gradients vs the missing zero_grad, on MNIST.
@@ -55,6 +56,10 @@ struct Args {
     /// Keep serving metrics this many seconds after training (for a scrape).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     linger: u64,
+    /// Write the accuracy chart (SVG) to FILE. Default: mnist-accuracy.svg in
+    /// the cargo target folder the example was built in.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
     /// Log lines as `text` or `json` (stderr; level from RUST_LOG).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -95,10 +100,6 @@ fn pick_device(force_cpu: bool) -> (Device, String) {
             (Device::Cpu, "cpu (CUDA unavailable)".into())
         }
     }
-}
-
-fn bundled_data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/mnist/data")
 }
 
 fn percent(acc: f64) -> String {
@@ -150,7 +151,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let bars = MultiProgress::new();
     let format: LogFormat = args.log_format.parse().expect("checked by clap");
-    if let Err(e) = logging::init_with_writer(format, BarWriter(bars.clone())) {
+    if let Err(e) = logging::init_with_writer(format, BarWriter(bars.clone()), Color::Auto) {
         eprintln!("warning: logging not set up: {e}");
     }
     match run(&args, &bars) {
@@ -166,10 +167,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// `mnist-accuracy.svg` in the cargo target folder this binary was built in
+/// (`target/release/examples/mnist` → `target/`), else the working folder.
+fn default_plot_path() -> PathBuf {
+    let name = "mnist-accuracy.svg";
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.ancestors()
+                .find(|d| d.join("CACHEDIR.TAG").is_file())
+                .map(|d| d.join(name))
+        })
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 #[derive(Debug, thiserror::Error)]
 enum Failure {
     #[error(transparent)]
-    Data(#[from] gradguard_examples::DataError),
+    Data(#[from] gradguard_mnist::DataError),
     #[error(transparent)]
     Metrics(#[from] gradguard::exporter::ExporterError),
     #[error("gradguard denied step {} of {name}: {anomaly}\nthe run stopped; the model's weights are those of the last good step", anomaly.step)]
@@ -180,13 +195,15 @@ enum Failure {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
+    Plot(#[from] gradguard_mnist::plot::PlotError),
+    #[error(transparent)]
     Guard(gradguard::Error),
 }
 
 fn run(args: &Args, bars: &MultiProgress) -> Result<(), Failure> {
     let (device, device_name) = pick_device(args.cpu);
     let bundled = args.data_dir.is_none();
-    let dir = args.data_dir.clone().unwrap_or_else(bundled_data);
+    let dir = args.data_dir.clone().unwrap_or_else(Mnist::bundled_dir);
     let data = Mnist::load(&dir, args.limit_train, args.limit_test, &device)?;
     println!(
         "data: {} ({} training / {} test images){}",
@@ -270,6 +287,22 @@ fn run(args: &Args, bars: &MultiProgress) -> Result<(), Failure> {
         }
     }
     print_table(&runs, args.epochs);
+    let plot = args.plot.clone().unwrap_or_else(default_plot_path);
+    let curves: Vec<Curve> = runs
+        .iter()
+        .map(|r| Curve {
+            name: &r.name,
+            describe: r.style.describe(),
+            accuracy: &r.accuracy,
+            first_flagged: r.first_flagged,
+        })
+        .collect();
+    let title = format!(
+        "MNIST, Model(5), SGD lr {}, batch {}: fresh gradients vs the missing zero_grad",
+        args.lr, args.batch_size
+    );
+    write_accuracy_svg(&plot, &title, &curves, steps as usize)?;
+    println!("chart: {}", plot.display());
     if let Some(server) = server {
         if args.linger > 0 {
             println!(

@@ -68,6 +68,12 @@ pub struct Diagnostic {
     pub rule: &'static str,
     /// The file, as given or found.
     pub path: String,
+    /// In a notebook: the 1-based cell (among all cells); `line` and
+    /// `end_line` then count from the cell's first line, and `span` is a
+    /// range of the code cells joined into one module, not of the file (a
+    /// notebook cannot be edited through it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell: Option<usize>,
     /// 1-based.
     pub line: usize,
     /// 1-based, in characters.
@@ -83,6 +89,9 @@ pub struct Diagnostic {
     /// Byte range.
     #[serde(skip)]
     pub span: Span,
+    /// What a fix needs beyond the span (see [`crate::fix`]).
+    #[serde(skip)]
+    pub anchors: crate::fix::Anchors,
 }
 
 /// Whether a `gradlint: ignore` comment on `line` or the line above covers `code`:

@@ -25,8 +25,10 @@ pub mod cfg;
 pub mod config;
 pub mod diagnostic;
 pub mod facts;
+pub mod fix;
 pub mod frontend;
 pub mod ir;
+pub mod notebook;
 pub mod output;
 pub mod rules;
 #[cfg(test)]
@@ -42,7 +44,7 @@ use rules::Rule;
 /// The languages gradlint reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {
-    /// `.py`, `.pyi`
+    /// `.py`, `.pyi`, and the code cells of `.ipynb` notebooks
     Python,
     /// `.rs`
     Rust,
@@ -52,7 +54,7 @@ impl Language {
     /// By file extension.
     pub fn of(path: &Path) -> Option<Self> {
         match path.extension()?.to_str()? {
-            "py" | "pyi" => Some(Language::Python),
+            "py" | "pyi" | "ipynb" => Some(Language::Python),
             "rs" => Some(Language::Rust),
             _ => None,
         }
@@ -65,6 +67,9 @@ impl Language {
 pub struct FileError {
     /// The file.
     pub path: String,
+    /// In a notebook: the cell of a syntax error (1-based, among all cells).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell: Option<usize>,
     /// 1-based position of a syntax error, when there is one.
     pub line: Option<usize>,
     /// 1-based column of a syntax error.
@@ -88,32 +93,37 @@ pub fn lint_source(
         let (line, column) = index.location(offset);
         FileError {
             path: path.to_string(),
+            cell: None,
             line: Some(line),
             column: Some(column),
             message: format!("syntax error: {message}"),
         }
     })?;
 
-    let mut found: Vec<(Rule, rules::Violation)> = Vec::new();
+    let mut found: Vec<(Rule, rules::Violation, fix::Anchors)> = Vec::new();
     for function in &program.functions {
         for f in facts::of_function(&program, function) {
             for rule in rules::ALL {
                 let Some(v) = (rule.check)(&f) else { continue };
                 // A finding is reported once, by its innermost loop.
                 let pile_up = |c: &str| matches!(c, "GL001" | "GL002" | "GL005" | "GL007");
-                let dup = found.iter().any(|(r, w)| {
+                let dup = found.iter().any(|(r, w, _)| {
                     w.span == v.span
                         && (r.code == rule.code || (pile_up(r.code) && pile_up(rule.code)))
                 });
                 if !dup {
-                    found.push((rule, v));
+                    found.push((rule, v, fix::anchors(&f)));
                 }
             }
         }
     }
     let mut out: Vec<Diagnostic> = found
         .into_iter()
-        .map(|(rule, v)| diagnostic(path, &index, rule, v.span, v.message, v.help))
+        .map(|(rule, v, anchors)| {
+            let mut d = diagnostic(path, &index, rule, v.span, v.message, v.help);
+            d.anchors = anchors;
+            d
+        })
         .filter(|d| !diagnostic::is_suppressed(&index, d.line, d.code))
         .collect();
     out.sort_by_key(|d| (d.line, d.column, d.code));
@@ -134,6 +144,7 @@ fn diagnostic(
         code: rule.code,
         rule: rule.name,
         path: path.to_string(),
+        cell: None,
         line,
         column,
         end_line,
@@ -141,5 +152,6 @@ fn diagnostic(
         message,
         help,
         span,
+        anchors: fix::Anchors::default(),
     }
 }

@@ -56,6 +56,16 @@ struct Check {
     /// Write the report to a file instead of standard output.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Fix what can be fixed with certainty, in place; report what remains.
+    #[arg(long)]
+    fix: bool,
+    /// Show the fixes as a unified diff on standard output; write nothing.
+    #[arg(long, conflicts_with = "fix")]
+    diff: bool,
+    /// With --fix or --diff, apply the fixes that need a reader's judgement
+    /// too (`gradlint rule CODE` says which).
+    #[arg(long)]
+    unsafe_fixes: bool,
 }
 
 fn main() -> ExitCode {
@@ -116,7 +126,14 @@ fn run(check: Check) -> ExitCode {
         }
     }
     let format: Format = check.format.parse().expect("checked by clap");
-    let report = gradlint::walk::lint_paths(&paths, &config);
+    if check.diff {
+        return diff(&paths, &config, check.unsafe_fixes);
+    }
+    let report = if check.fix {
+        gradlint::fix::fix_paths(&paths, &config, check.unsafe_fixes, true).0
+    } else {
+        gradlint::walk::lint_paths(&paths, &config)
+    };
     let rendered = output::render(&report, format);
     let written = match &check.output {
         Some(path) => {
@@ -132,6 +149,36 @@ fn run(check: Check) -> ExitCode {
     if !report.errors.is_empty() {
         ExitCode::from(2)
     } else if !report.diagnostics.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `--diff`: the fixes as a unified diff, nothing written. Exit 1 when there
+/// is something to fix or findings would remain.
+fn diff(paths: &[PathBuf], config: &Config, unsafe_fixes: bool) -> ExitCode {
+    let (report, changed) = gradlint::fix::fix_paths(paths, config, unsafe_fixes, false);
+    let mut out = std::io::stdout().lock();
+    for file in &changed {
+        if out.write_all(file.unified_diff().as_bytes()).is_err() {
+            return usage("cannot write the diff".to_string());
+        }
+    }
+    for e in &report.errors {
+        eprintln!("{}: error: {}", e.path, e.message);
+    }
+    let fixed = report.fixed.unwrap_or(0);
+    let remaining = report.diagnostics.len();
+    eprintln!(
+        "Would fix {fixed} problem{} ({remaining} would remain) in {} file{}",
+        if fixed == 1 { "" } else { "s" },
+        changed.len(),
+        if changed.len() == 1 { "" } else { "s" }
+    );
+    if !report.errors.is_empty() {
+        ExitCode::from(2)
+    } else if fixed > 0 || remaining > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde_json::{json, Value};
 
 use crate::diagnostic::LineIndex;
+use crate::notebook::Notebook;
 use crate::rules;
 use crate::walk::Report;
 
@@ -49,20 +50,45 @@ pub fn render(report: &Report, format: Format) -> String {
     }
 }
 
+/// `path:line:col`, or `path:cell N:line:col` in a notebook.
+fn position(path: &str, cell: Option<usize>, line: usize, column: usize) -> String {
+    match cell {
+        Some(c) => format!("{path}:cell {c}:{line}:{column}"),
+        None => format!("{path}:{line}:{column}"),
+    }
+}
+
+/// The text a finding's lines count in: the file, or its notebook cell.
+fn frame_source(path: &str, cell: Option<usize>) -> Option<LineIndex> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match cell {
+        None => Some(LineIndex::new(&text)),
+        Some(c) => {
+            let notebook = Notebook::parse(&text).ok()?;
+            Some(LineIndex::new(notebook.cell(c)?))
+        }
+    }
+}
+
+/// A file and, in a notebook, a cell.
+type FrameKey = (String, Option<usize>);
+
 fn text(report: &Report) -> String {
     let mut out = String::new();
-    let mut sources: Option<(String, Option<LineIndex>)> = None;
+    // The last frame's file and cell, and its text.
+    let mut sources: Option<(FrameKey, Option<LineIndex>)> = None;
     for d in &report.diagnostics {
         let _ = writeln!(
             out,
-            "{}:{}:{}: {} {}",
-            d.path, d.line, d.column, d.code, d.message
+            "{}: {} {}",
+            position(&d.path, d.cell, d.line, d.column),
+            d.code,
+            d.message
         );
-        if sources.as_ref().is_none_or(|(p, _)| *p != d.path) {
-            let index = std::fs::read_to_string(&d.path)
-                .ok()
-                .map(|s| LineIndex::new(&s));
-            sources = Some((d.path.clone(), index));
+        let key = (d.path.clone(), d.cell);
+        if sources.as_ref().is_none_or(|(k, _)| *k != key) {
+            let index = frame_source(&d.path, d.cell);
+            sources = Some((key, index));
         }
         if let Some((_, Some(index))) = &sources {
             let width = d.line.to_string().len();
@@ -93,7 +119,12 @@ fn text(report: &Report) -> String {
     for e in &report.errors {
         match (e.line, e.column) {
             (Some(l), Some(c)) => {
-                let _ = writeln!(out, "{}:{l}:{c}: error: {}", e.path, e.message);
+                let _ = writeln!(
+                    out,
+                    "{}: error: {}",
+                    position(&e.path, e.cell, l, c),
+                    e.message
+                );
             }
             _ => {
                 let _ = writeln!(out, "{}: error: {}", e.path, e.message);
@@ -101,10 +132,18 @@ fn text(report: &Report) -> String {
         }
     }
     let n = report.diagnostics.len();
+    let total = n + report.fixed.unwrap_or(0);
     let _ = write!(
         out,
-        "Found {n} problem{} in {} file{}",
-        if n == 1 { "" } else { "s" },
+        "Found {total} problem{}",
+        if total == 1 { "" } else { "s" }
+    );
+    if let Some(fixed) = report.fixed {
+        let _ = write!(out, " ({fixed} fixed, {n} remaining)");
+    }
+    let _ = write!(
+        out,
+        " in {} file{}",
         report.files,
         if report.files == 1 { "" } else { "s" }
     );
@@ -120,6 +159,7 @@ fn json(report: &Report) -> Value {
         "diagnostics": report.diagnostics,
         "errors": report.errors,
         "files": report.files,
+        "fixed": report.fixed,
     })
 }
 
@@ -151,11 +191,11 @@ fn sarif(report: &Report) -> Value {
                 .iter()
                 .position(|r| r.code == d.code)
                 .unwrap_or(0);
-            json!({
+            let mut result = json!({
                 "ruleId": d.code,
                 "ruleIndex": index,
                 "level": "error",
-                "message": { "text": format!("{} (help: {})", d.message, d.help) },
+                "message": { "text": format!("{}{} (help: {})", in_cell(d.cell), d.message, d.help) },
                 "locations": [{
                     "physicalLocation": {
                         "artifactLocation": { "uri": uri(&d.path), "uriBaseId": "%SRCROOT%" },
@@ -167,7 +207,12 @@ fn sarif(report: &Report) -> Value {
                         }
                     }
                 }]
-            })
+            });
+            if let Some(cell) = d.cell {
+                // Lines count from the top of the notebook cell.
+                result["properties"] = json!({ "cell": cell });
+            }
+            result
         })
         .collect();
     let notifications: Vec<Value> = report
@@ -176,7 +221,7 @@ fn sarif(report: &Report) -> Value {
         .map(|e| {
             json!({
                 "level": "error",
-                "message": { "text": e.message },
+                "message": { "text": format!("{}{}", in_cell(e.cell), e.message) },
                 "locations": [{
                     "physicalLocation": {
                         "artifactLocation": { "uri": uri(&e.path), "uriBaseId": "%SRCROOT%" }
@@ -206,6 +251,11 @@ fn sarif(report: &Report) -> Value {
     })
 }
 
+/// `cell N: ` before a message about a notebook cell.
+fn in_cell(cell: Option<usize>) -> String {
+    cell.map_or_else(String::new, |c| format!("cell {c}: "))
+}
+
 /// Escapes a workflow command's data (`%`, CR, LF) or property (also `:` and `,`).
 fn escape(s: &str, property: bool) -> String {
     let mut out = s
@@ -230,7 +280,10 @@ fn github(report: &Report) -> String {
             d.column,
             d.end_line,
             d.end_column,
-            escape(&format!("{} (help: {})", d.message, d.help), false)
+            escape(
+                &format!("{}{} (help: {})", in_cell(d.cell), d.message, d.help),
+                false
+            )
         );
     }
     for e in &report.errors {
@@ -238,7 +291,7 @@ fn github(report: &Report) -> String {
             out,
             "::error title=gradlint,file={}::{}",
             escape(&e.path, true),
-            escape(&e.message, false)
+            escape(&format!("{}{}", in_cell(e.cell), e.message), false)
         );
     }
     out

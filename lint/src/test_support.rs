@@ -1,6 +1,7 @@
 //! Fixture tests: every file in `tests/fixtures/<CODE>/` is linted, and its
 //! findings must equal the snapshot next to it (`<file>.expected`), one
-//! `line:col: CODE` per line (empty for a clean fixture).
+//! `line:col: CODE` per line (`cell N:line:col: CODE` in a notebook; empty
+//! for a clean fixture).
 
 use std::path::Path;
 
@@ -23,11 +24,19 @@ pub fn assert_fixtures(code: &str) {
     for path in entries {
         let source = std::fs::read_to_string(&path).unwrap();
         let lang = Language::of(&path).unwrap();
-        let found = lint_source(&path.display().to_string(), &source, lang)
-            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.message));
+        let name = path.display().to_string();
+        let found = if crate::walk::is_notebook(&path) {
+            crate::walk::lint_notebook(&name, &source)
+        } else {
+            lint_source(&name, &source, lang)
+        }
+        .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.message));
         let actual: String = found
             .iter()
-            .map(|d| format!("{}:{}: {} {}\n", d.line, d.column, d.code, d.message))
+            .map(|d| {
+                let cell = d.cell.map_or_else(String::new, |c| format!("cell {c}:"));
+                format!("{cell}{}:{}: {} {}\n", d.line, d.column, d.code, d.message)
+            })
             .collect();
         let snapshot = path.with_extension(format!(
             "{}.expected",

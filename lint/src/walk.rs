@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::config::Config;
+use crate::notebook::Notebook;
 use crate::{lint_source, Diagnostic, FileError, Language};
 
 /// Files larger than this are reported, not read (generated code, data).
@@ -19,11 +20,14 @@ pub struct Report {
     pub errors: Vec<FileError>,
     /// Files linted.
     pub files: usize,
+    /// Findings fixed, when fixing (`--fix`, `--diff`).
+    pub fixed: Option<usize>,
 }
 
 fn error(path: &Path, message: String) -> FileError {
     FileError {
         path: path.display().to_string(),
+        cell: None,
         line: None,
         column: None,
         message,
@@ -116,7 +120,55 @@ pub fn lint_file(path: &Path) -> Result<Vec<Diagnostic>, FileError> {
             ),
         )
     })?;
-    lint_source(&path.display().to_string(), &source, language)
+    let name = path.display().to_string();
+    if is_notebook(path) {
+        return lint_notebook(&name, &source);
+    }
+    lint_source(&name, &source, language)
+}
+
+/// Whether `path` is a Jupyter notebook (`.ipynb`).
+pub fn is_notebook(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "ipynb")
+}
+
+/// Lints a notebook's code cells as one module; findings and syntax errors
+/// are placed in their cells.
+pub fn lint_notebook(path: &str, text: &str) -> Result<Vec<Diagnostic>, FileError> {
+    let notebook = Notebook::parse(text).map_err(|message| FileError {
+        path: path.to_string(),
+        cell: None,
+        line: None,
+        column: None,
+        message,
+    })?;
+    match lint_source(path, &notebook.source, Language::Python) {
+        Ok(found) => Ok(found
+            .into_iter()
+            .map(|mut d| {
+                let (cell, line) = notebook.locate(d.line);
+                let (end_cell, end_line) = notebook.locate(d.end_line);
+                d.cell = Some(cell);
+                d.line = line;
+                if end_cell == cell {
+                    d.end_line = end_line;
+                } else {
+                    // A span that crosses cells is shown on its first line.
+                    d.end_line = line;
+                    d.end_column = d.column + 1;
+                }
+                d
+            })
+            .collect()),
+        Err(mut e) => {
+            if let Some(l) = e.line {
+                let (cell, line) = notebook.locate(l);
+                e.cell = Some(cell);
+                e.line = Some(line);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Lints every file under `paths` in parallel, keeping the rules `config` enables.
@@ -142,5 +194,6 @@ pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
         diagnostics,
         errors,
         files: files.len(),
+        fixed: None,
     }
 }

@@ -279,3 +279,229 @@ fn a_missing_path_is_an_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stdout(&out).contains("nope.py: error: no such file or directory"));
 }
+
+#[test]
+fn fix_rewrites_the_file_and_says_fixed_and_remaining() {
+    let manual =
+        "for x in data:\n    loss(x).backward()\n    for p in params:\n        p -= 0.1 * p.grad\n";
+    let dir = tree(&[
+        ("train.py", BAD.as_bytes()),
+        ("manual.py", manual.as_bytes()),
+    ]);
+    let out = gradlint(dir.path(), &["--fix", "."]);
+    // The manual update has no fix: it remains, so the exit status is 1.
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Found 2 problems (1 fixed, 1 remaining) in 2 files"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("manual.py:4:9: GL001"));
+    let fixed = std::fs::read_to_string(dir.path().join("train.py")).unwrap();
+    assert_eq!(fixed, format!("{BAD}    optimizer.zero_grad()\n"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("manual.py")).unwrap(),
+        manual
+    );
+    // Nothing left to fix: exit 0 on the fixed file, and it stays as it is.
+    let again = gradlint(dir.path(), &["--fix", "train.py"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
+    assert!(stdout(&again).contains("Found 0 problems (0 fixed, 0 remaining) in 1 file"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("train.py")).unwrap(),
+        fixed
+    );
+    // No temporary file is left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 2);
+}
+
+#[test]
+fn diff_shows_the_edit_and_writes_nothing() {
+    let dir = tree(&[("train.py", BAD.as_bytes())]);
+    let out = gradlint(dir.path(), &["--diff", "train.py"]);
+    assert_eq!(out.status.code(), Some(1));
+    let diff = stdout(&out);
+    assert!(
+        diff.starts_with("--- a/train.py\n+++ b/train.py\n@@ "),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("     optimizer.step()\n+    optimizer.zero_grad()\n"),
+        "{diff}"
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.contains("Would fix 1 problem (0 would remain) in 1 file"),
+        "{summary}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("train.py")).unwrap(),
+        BAD
+    );
+    // A clean file: no diff, exit 0.
+    let clean = tree(&[("train.py", GOOD.as_bytes())]);
+    let out = gradlint(clean.path(), &["--diff", "."]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), ""));
+    assert!(gradlint(clean.path(), &["--diff", "--fix"]).status.code() == Some(2));
+}
+
+#[test]
+fn unsafe_fixes_only_with_unsafe_fixes() {
+    let gan = "for x in data:\n    d_loss(x).backward()\n    opt_d.step()\n    g_loss(x).backward()\n    opt_g.step()\n";
+    let dir = tree(&[("gan.py", gan.as_bytes())]);
+    let out = gradlint(dir.path(), &["--fix", "gan.py"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("(0 fixed, 2 remaining)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("gan.py")).unwrap(),
+        gan
+    );
+    let out = gradlint(dir.path(), &["--fix", "--unsafe-fixes", "gan.py"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let fixed = std::fs::read_to_string(dir.path().join("gan.py")).unwrap();
+    assert!(
+        fixed.contains("opt_d.step()\n    opt_d.zero_grad()\n"),
+        "{fixed}"
+    );
+    assert!(
+        fixed.contains("opt_g.step()\n    opt_g.zero_grad()\n"),
+        "{fixed}"
+    );
+}
+
+#[test]
+fn fix_never_touches_a_file_with_a_syntax_error_and_keeps_crlf() {
+    let broken = b"for x in y\n    loss.backward()\n    opt.step()\n";
+    let crlf = BAD.replace('\n', "\r\n");
+    let dir = tree(&[("broken.py", broken), ("crlf.py", crlf.as_bytes())]);
+    let out = gradlint(dir.path(), &["--fix", "."]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stdout(&out).contains("broken.py:1:11: error: syntax error"));
+    assert_eq!(std::fs::read(dir.path().join("broken.py")).unwrap(), broken);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("crlf.py")).unwrap(),
+        format!("{crlf}    optimizer.zero_grad()\r\n")
+    );
+}
+
+#[test]
+fn fix_respects_select() {
+    let dir = tree(&[("train.py", BAD.as_bytes())]);
+    let out = gradlint(dir.path(), &["--fix", "--select", "GL003", "train.py"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("train.py")).unwrap(),
+        BAD
+    );
+}
+
+/// A notebook: a markdown cell, a cell with IPython magics and a shell line,
+/// and a training loop with no reset in cell 3.
+fn notebook(loop_cell: &str) -> Vec<u8> {
+    serde_json::json!({
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"language_info": {"name": "python"}},
+        "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": ["# Training\n"]},
+            {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": null,
+             "source": ["!pip install torch\n", "%matplotlib inline\n", "import torch\n"]},
+            {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": null,
+             "source": loop_cell},
+        ]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+const NB_LOOP: &str = "for x, y in loader:\n    %time out = model(x)\n    criterion(out, y).backward()\n    optimizer.step()\n";
+
+#[test]
+fn notebooks_report_cell_line_and_column_with_the_cell_as_frame() {
+    let dir = tree(&[("train.ipynb", &notebook(NB_LOOP))]);
+    let out = gradlint(dir.path(), &["train.ipynb"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let expected = "train.ipynb:cell 3:4:5: GL001 gradients pile up: `optimizer` steps after `backward()` with no gradient reset on every iteration\n  |\n3 |     criterion(out, y).backward()\n4 |     optimizer.step()\n  |     ^^^^^^^^^^^^^^^^\n";
+    assert!(text.starts_with(expected), "{text}");
+    let fixed = NB_LOOP.replace(
+        "    optimizer.step()\n",
+        "    optimizer.step()\n    optimizer.zero_grad()\n",
+    );
+    let clean = tree(&[("train.ipynb", &notebook(&fixed))]);
+    assert_eq!(gradlint(clean.path(), &[]).status.code(), Some(0));
+}
+
+#[test]
+fn notebooks_in_json_sarif_and_github_carry_the_cell() {
+    let dir = tree(&[
+        ("nb/train.ipynb", &notebook(NB_LOOP)),
+        ("train.py", BAD.as_bytes()),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&gradlint(dir.path(), &["--format", "json"]).stdout).unwrap();
+    let d = &json["diagnostics"][0];
+    assert_eq!(d["path"], "./nb/train.ipynb");
+    assert_eq!((d["cell"].as_u64(), d["line"].as_u64()), (Some(3), Some(4)));
+    // Plain Python files have no cell.
+    assert!(json["diagnostics"][1].get("cell").is_none());
+
+    let sarif = gradlint(dir.path(), &["--format", "sarif"]);
+    let report: serde_json::Value = serde_json::from_slice(&sarif.stdout).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sarif_schema()).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(validator.is_valid(&report));
+    let result = &report["runs"][0]["results"][0];
+    assert_eq!(result["properties"]["cell"], 3);
+    assert!(result["message"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("cell 3: gradients pile up"));
+    assert_eq!(
+        result["locations"][0]["physicalLocation"]["region"]["startLine"],
+        4
+    );
+
+    let github = stdout(&gradlint(dir.path(), &["--format", "github", "nb"]));
+    assert!(
+        github.starts_with("::error title=gradlint GL001 missing-zero-grad,file=nb/train.ipynb,line=4,col=5,endLine=4,endColumn=21::cell 3: gradients pile up"),
+        "{github}"
+    );
+}
+
+#[test]
+fn a_malformed_notebook_is_reported_and_the_rest_still_linted() {
+    let dir = tree(&[
+        ("a.ipynb", b"{\"cells\": [" as &[u8]),
+        (
+            "b.ipynb",
+            b"{\"nbformat\": 4, \"cells\": [{\"cell_type\": \"code\", \"source\": 7}]}",
+        ),
+        ("c_train.py", BAD.as_bytes()),
+        ("d.ipynb", &notebook("for x in loader:\n    def (\n")),
+    ]);
+    let out = gradlint(dir.path(), &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("c_train.py:3:5: GL001"), "{text}");
+    assert!(
+        text.contains("./a.ipynb: error: not a valid notebook"),
+        "{text}"
+    );
+    assert!(
+        text.contains("./b.ipynb: error: not a valid notebook: cell 1"),
+        "{text}"
+    );
+    // A syntax error is placed in its cell.
+    assert!(text.contains("./d.ipynb:cell 3:2:"), "{text}");
+    assert!(
+        text.contains("Found 1 problem in 4 files (3 could not be linted)"),
+        "{text}"
+    );
+}

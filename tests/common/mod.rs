@@ -30,7 +30,7 @@ pub struct Prometheus {
 
 /// The repository's `dashboards/` folder.
 pub fn dashboards() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
 }
 
 pub fn free_port() -> u16 {

@@ -47,6 +47,14 @@ for x, y in loader:
 ```
 or fresh gradients: `grads = torch.autograd.grad(loss, model.parameters())`.
 
+## Fix
+`--fix` inserts `optimizer.zero_grad()` on the line after the step: the
+step's indentation, the optimizer's own name, and the file's `set_to_none=`
+argument when it uses one (Rust: `opt.zero_grad();`). Safe when the loop steps
+one optimizer; with several optimizers, or a step in a helper function the
+loop calls, only with `--unsafe-fixes`. A manual update (`p -= lr * p.grad`)
+has no automatic fix: which gradients to reset is the reader's call.
+
 ## References
 - PyTorch: `torch.optim.Optimizer.zero_grad`, `torch.autograd.grad`
 - pytorch/pytorch#47175

@@ -38,6 +38,13 @@ for x, y in loader:
     loss_fn(model(x), y).backward()
     optimizer.step()
 ```
+
+## Fix
+`--fix` moves the reset from before the loop to the top of the loop body (a
+copy, when another loop still needs the original). Safe when the reset is
+before the loop and the step directly in the loop body. A reset after the
+loop, or a step nested in the body (a branch, an accumulation guard): the
+reset goes right after the step, only with `--unsafe-fixes`.
 "#;
 
 /// Gradients pile up, the loop has no reset, but the function resets outside it.

@@ -36,6 +36,11 @@ for x, y in loader:
     loss_fn(model(x), y).backward()
     optimizer.step()
 ```
+
+## Fix
+`--fix` moves the reset before the backward pass. Safe when the reset and
+the backward pass are statements of the same block; when the backward pass is
+in another block (a `with`, an `if`), only with `--unsafe-fixes`.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {

@@ -39,6 +39,10 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 ```
+
+## Fix
+No automatic fix: where the reset belongs (under the step's guard, after the
+step) depends on how the accumulation is meant to work.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {

@@ -43,6 +43,11 @@ for real in loader:
     d_loss(real).backward()
     opt_d.step()
 ```
+
+## Fix
+`--unsafe-fixes` inserts the missing `opt.zero_grad()` right after the
+never-reset optimizer's step; never with `--fix` alone (several optimizers:
+which reset covers which parameters is the reader's call).
 "#;
 
 /// Several optimizers, this one piles up and has no reset in the loop.

@@ -37,6 +37,10 @@ for _ in 0..steps {
     opt.step(&grads)?;
 }
 ```
+
+## Fix
+No automatic fix: the `GradStore` has to be bound anew from each iteration's
+backward pass, a change of the code's data flow.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {

@@ -42,6 +42,10 @@ for batch in batches {
 }
 ```
 or gradguard's `Guarded` with `accumulation_steps(k)` and `zero_grad()`.
+
+## Fix
+No automatic fix: the store has to be rebound after the step (for example
+`acc = GradStore::new()`), and which binding is right depends on the code.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {

@@ -115,6 +115,13 @@ pub struct Mnist {
 }
 
 impl Mnist {
+    /// The folder of the subset bundled with the example (`examples/mnist/data`:
+    /// the first 20,000 training and 2,000 test images), used when no data
+    /// folder is given.
+    pub fn bundled_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+    }
+
     /// Reads the four IDX files from `dir`, keeping at most `limit_train` and
     /// `limit_test` records (in file order).
     pub fn load(

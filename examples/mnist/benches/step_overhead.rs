@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::{Optimizer, SGD};
 use gradguard::exporter::PrometheusConfig;
 use gradguard::Guarded;
-use gradguard_examples::{Mnist, Model};
+use gradguard_mnist::{Mnist, Model};
 
 type StepFn = Box<dyn FnMut(&Tensor, &Tensor) -> candle_core::Result<()>>;
 

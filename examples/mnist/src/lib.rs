@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod model;
+pub mod plot;
 pub mod train;
 
 pub use data::{DataError, Mnist, Split};

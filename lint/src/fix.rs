@@ -1,0 +1,854 @@
+//! Automatic fixes: `--fix` rewrites what can be fixed with certainty,
+//! `--unsafe-fixes` adds the fixes that need a reader's judgement, `--diff`
+//! shows the edits without writing.
+//!
+//! A fix is computed from what a finding carries (its rule, its span, the
+//! [`Anchors`] the analysis saw) and the file's text; it copies the
+//! indentation, the optimizer's own name, the file's `zero_grad` arguments
+//! (`set_to_none=...`) and its line endings. Every fix is checked before it is
+//! kept: the new text must parse, and linting it must give the same findings
+//! minus the one fixed (no new finding anywhere). Files are replaced
+//! atomically (a temporary file in the same folder, then a rename), and a file
+//! that does not parse is never touched.
+//!
+//! | rule | fix | applicability |
+//! |---|---|---|
+//! | GL001 | insert `opt.zero_grad()` on the line after the step | safe (one optimizer in the loop); unsafe with several, or when the step is in a helper the loop calls |
+//! | GL002 | move the reset to the top of the loop body | safe when the reset is before the loop and the step directly in the loop body; unsafe otherwise (reset after the loop: inserted after the step) |
+//! | GL003 | move the reset before the backward pass | safe when both are statements of the same block; unsafe when the backward pass is in another block |
+//! | GL005 | insert the missing reset after the never-reset optimizer's step | unsafe (several optimizers) |
+//! | GL004, GL006, GL007, manual updates | none | |
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::config::Config;
+use crate::facts::LoopFacts;
+use crate::ir::{Span, Updater};
+use crate::walk::{self, Report};
+use crate::{lint_source, Diagnostic, FileError, Language};
+
+/// What a fix needs to know beyond a finding's own span, taken from the
+/// analysis of the loop the finding is in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Anchors {
+    /// The loop.
+    pub loop_span: Option<Span>,
+    /// Resets of the finding's updater outside the loop.
+    pub resets_outside_loop: Vec<Span>,
+    /// How many optimizers the loop steps.
+    pub optimizers_in_loop: usize,
+    /// Whether the updater is an optimizer (not a manual update, not a
+    /// Rust `GradStore`).
+    pub optimizer: bool,
+}
+
+/// The anchors of a finding made from `facts`.
+pub fn anchors(facts: &LoopFacts) -> Anchors {
+    Anchors {
+        loop_span: Some(facts.loop_span),
+        resets_outside_loop: facts.resets_outside_loop.clone(),
+        optimizers_in_loop: facts.optimizers_in_loop,
+        optimizer: matches!(facts.updater, Updater::Optimizer(_)),
+    }
+}
+
+/// Whether a fix may be applied with `--fix` alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applicability {
+    /// Certain: applied by `--fix`.
+    Safe,
+    /// Needs a reader's judgement: applied only with `--unsafe-fixes`.
+    Unsafe,
+}
+
+/// Replace the bytes `start..end` with `text`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// First byte replaced.
+    pub start: usize,
+    /// One past the last byte replaced (`start` for an insertion).
+    pub end: usize,
+    /// The new text.
+    pub text: String,
+}
+
+/// The edits that fix one finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fix {
+    /// Safe or unsafe.
+    pub applicability: Applicability,
+    /// Non-overlapping edits.
+    pub edits: Vec<Edit>,
+}
+
+/// The fixes gradlint knows for `finding` in `source`, best first (the
+/// first that passes the check is kept).
+pub fn fixes_of(source: &str, language: Language, finding: &Diagnostic) -> Vec<Fix> {
+    let text = Text { source, language };
+    match finding.code {
+        "GL001" => insert_reset_after_step(&text, finding, finding.anchors.optimizers_in_loop > 1)
+            .into_iter()
+            .collect(),
+        "GL002" => move_reset_into_loop(&text, finding),
+        "GL003" => move_reset_before_backward(&text, finding)
+            .into_iter()
+            .collect(),
+        "GL005" => insert_reset_after_step(&text, finding, true)
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Applies non-overlapping edits.
+pub fn apply(source: &str, edits: &[Edit]) -> String {
+    let mut sorted: Vec<&Edit> = edits.iter().collect();
+    sorted.sort_by_key(|e| std::cmp::Reverse((e.start, e.end)));
+    let mut out = source.to_string();
+    for e in sorted {
+        out.replace_range(e.start..e.end, &e.text);
+    }
+    out
+}
+
+/// The outcome of fixing one file's text.
+#[derive(Debug, Clone)]
+pub struct Fixed {
+    /// The new text (the old one when nothing was fixed).
+    pub source: String,
+    /// Findings fixed.
+    pub fixed: usize,
+    /// Findings that remain, placed in the new text.
+    pub remaining: Vec<Diagnostic>,
+}
+
+/// Fixes what can be fixed in one file's text, one finding at a time, each
+/// checked: the result parses and its findings are the previous ones minus
+/// the one fixed. `enabled` says which rules to fix; unsafe fixes only with
+/// `unsafe_fixes`. A file that does not parse is an error and is not changed.
+pub fn fix_source(
+    path: &str,
+    source: &str,
+    language: Language,
+    unsafe_fixes: bool,
+    enabled: &dyn Fn(&str) -> bool,
+) -> Result<Fixed, FileError> {
+    let mut current = source.to_string();
+    let mut findings = lint_source(path, &current, language)?;
+    let mut fixed = 0;
+    'rounds: loop {
+        for finding in findings.iter().filter(|d| enabled(d.code)) {
+            for fix in fixes_of(&current, language, finding) {
+                if fix.applicability == Applicability::Unsafe && !unsafe_fixes {
+                    continue;
+                }
+                let candidate = apply(&current, &fix.edits);
+                if let Some(after) = verify(path, &candidate, language, &findings, finding) {
+                    current = candidate;
+                    findings = after;
+                    fixed += 1;
+                    continue 'rounds;
+                }
+            }
+        }
+        break;
+    }
+    Ok(Fixed {
+        source: current,
+        fixed,
+        remaining: findings,
+    })
+}
+
+/// The findings of `candidate` when it parses and they are `before` minus
+/// `fixed` (compared by rule and message, since positions move).
+fn verify(
+    path: &str,
+    candidate: &str,
+    language: Language,
+    before: &[Diagnostic],
+    fixed: &Diagnostic,
+) -> Option<Vec<Diagnostic>> {
+    let after = lint_source(path, candidate, language).ok()?;
+    let mut expected: HashMap<(&str, &str), i64> = HashMap::new();
+    for d in before {
+        *expected.entry((d.code, d.message.as_str())).or_default() += 1;
+    }
+    *expected
+        .entry((fixed.code, fixed.message.as_str()))
+        .or_default() -= 1;
+    for d in &after {
+        *expected.entry((d.code, d.message.as_str())).or_default() -= 1;
+    }
+    expected.values().all(|&n| n == 0).then_some(after)
+}
+
+/// One file changed (or to be changed) by fixes.
+#[derive(Debug, Clone)]
+pub struct FileFix {
+    /// The file, as given or found.
+    pub path: PathBuf,
+    /// Its text before.
+    pub before: String,
+    /// Its text after.
+    pub after: String,
+    /// Findings fixed in it.
+    pub fixed: usize,
+}
+
+impl FileFix {
+    /// The edits as a unified diff (`--- a/path`, `+++ b/path`).
+    pub fn unified_diff(&self) -> String {
+        let name = self.path.display().to_string();
+        similar::TextDiff::from_lines(&self.before, &self.after)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("a/{name}"), &format!("b/{name}"))
+            .to_string()
+    }
+}
+
+/// Lints and fixes every file under `paths`. With `write`, changed files are
+/// replaced atomically; otherwise nothing is written (`--diff`). The report
+/// holds the findings that remain (or would remain) and the count fixed.
+pub fn fix_paths(
+    paths: &[PathBuf],
+    config: &Config,
+    unsafe_fixes: bool,
+    write: bool,
+) -> (Report, Vec<FileFix>) {
+    let (files, mut errors) = walk::collect(paths, config);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .stack_size(64 * 1024 * 1024)
+        .build()
+        .expect("thread pool");
+    let enabled = |code: &str| config.enabled(code);
+    let results: Vec<FileOutcome> = pool.install(|| {
+        files
+            .par_iter()
+            .map(|p| fix_file(p, unsafe_fixes, write, &enabled))
+            .collect()
+    });
+    let mut diagnostics = Vec::new();
+    let mut changed = Vec::new();
+    let mut fixed = 0;
+    for r in results {
+        match r {
+            Ok((d, f)) => {
+                diagnostics.extend(d.into_iter().filter(|d| config.enabled(d.code)));
+                if let Some(f) = f {
+                    fixed += f.fixed;
+                    changed.push(f);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    diagnostics.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
+    errors.sort_by(|a, b| a.path.cmp(&b.path));
+    changed.sort_by(|a, b| a.path.cmp(&b.path));
+    let report = Report {
+        diagnostics,
+        errors,
+        files: files.len(),
+        fixed: Some(fixed),
+    };
+    (report, changed)
+}
+
+/// A file's findings after fixing, and its change if any.
+type FileOutcome = Result<(Vec<Diagnostic>, Option<FileFix>), FileError>;
+
+fn fix_file(
+    path: &Path,
+    unsafe_fixes: bool,
+    write: bool,
+    enabled: &(dyn Fn(&str) -> bool + Sync),
+) -> FileOutcome {
+    // The same reading rules as linting (size, UTF-8, parse errors).
+    let found = walk::lint_file(path)?;
+    // Only plain source files are rewritten: a notebook's findings are placed
+    // in its cells, not in the JSON text, so notebooks are never fixed.
+    let notebook = path.extension().is_some_and(|e| e == "ipynb");
+    let Some(language) = Language::of(path).filter(|_| !notebook) else {
+        return Ok((found, None));
+    };
+    let name = path.display().to_string();
+    let io_error = |e: std::io::Error| FileError {
+        path: name.clone(),
+        line: None,
+        column: None,
+        cell: None,
+        message: e.to_string(),
+    };
+    if !found
+        .iter()
+        .any(|d| enabled(d.code) && matches!(d.code, "GL001" | "GL002" | "GL003" | "GL005"))
+    {
+        return Ok((found, None));
+    }
+    let before = std::fs::read_to_string(path).map_err(io_error)?;
+    let result = fix_source(&name, &before, language, unsafe_fixes, enabled)?;
+    if result.fixed == 0 {
+        return Ok((result.remaining, None));
+    }
+    if write {
+        write_atomically(path, &result.source).map_err(|e| FileError {
+            path: name.clone(),
+            line: None,
+            column: None,
+            cell: None,
+            message: format!("cannot write the fixed file (left unchanged): {e}"),
+        })?;
+    }
+    let fix = FileFix {
+        path: path.to_path_buf(),
+        before,
+        after: result.source,
+        fixed: result.fixed,
+    };
+    Ok((result.remaining, Some(fix)))
+}
+
+/// Replaces `path`'s contents: writes a temporary file next to it (same
+/// permissions), flushes it to disk, and renames it over the file (through a
+/// symbolic link to its target). An interrupted write leaves the old file.
+pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let target = std::fs::canonicalize(path)?;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.gradlint-{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+        std::fs::set_permissions(&tmp, std::fs::metadata(&target)?.permissions())?;
+        std::fs::rename(&tmp, &target)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// A file's text, read line by line.
+struct Text<'a> {
+    source: &'a str,
+    language: Language,
+}
+
+/// A statement alone on its line (or lines): where it starts and ends.
+struct Statement {
+    /// Start of its first line.
+    line_start: usize,
+    /// Start of the line after it (the file's length at the end).
+    next_line: usize,
+    /// End of its text, before the line ending.
+    content_end: usize,
+    /// Its indentation.
+    indent: String,
+    /// Its text from the indentation to the end of the line (comment kept).
+    text: String,
+    /// Its line ending (`\r\n` or `\n`).
+    newline: &'static str,
+}
+
+impl Text<'_> {
+    fn line_start(&self, at: usize) -> usize {
+        self.source[..at].rfind('\n').map_or(0, |i| i + 1)
+    }
+
+    /// End of the line's text, before `\r\n` or `\n`.
+    fn content_end(&self, at: usize) -> usize {
+        let end = self.source[at..]
+            .find('\n')
+            .map_or(self.source.len(), |i| at + i);
+        if end > at && self.source[..end].ends_with('\r') {
+            end - 1
+        } else {
+            end
+        }
+    }
+
+    fn next_line(&self, at: usize) -> usize {
+        self.source[at..]
+            .find('\n')
+            .map_or(self.source.len(), |i| at + i + 1)
+    }
+
+    fn newline_at(&self, at: usize) -> &'static str {
+        let end = self.content_end(at);
+        if self.source[end..].starts_with("\r\n")
+            || (end == self.source.len() && self.source.contains("\r\n"))
+        {
+            "\r\n"
+        } else {
+            "\n"
+        }
+    }
+
+    fn indent_of(&self, line_start: usize) -> &str {
+        let line = &self.source[line_start..];
+        let n = line.len() - line.trim_start_matches([' ', '\t']).len();
+        &line[..n]
+    }
+
+    fn comment(&self) -> &'static str {
+        match self.language {
+            Language::Python => "#",
+            Language::Rust => "//",
+        }
+    }
+
+    /// The statement made of `span` alone: nothing but indentation before it
+    /// on its line, and after it nothing (Python) or `;`/`?;` (Rust), then an
+    /// optional comment.
+    fn statement(&self, span: Span) -> Option<Statement> {
+        let s = self.source.get(span.start..span.end)?;
+        if s.contains('\n') {
+            return None;
+        }
+        let line_start = self.line_start(span.start);
+        if !self.source[line_start..span.start].trim().is_empty() {
+            return None;
+        }
+        let content_end = self.content_end(span.start);
+        let after = self.source[span.end..content_end].trim_start();
+        let after = match self.language {
+            Language::Python => after,
+            Language::Rust => after
+                .strip_prefix('?')
+                .unwrap_or(after)
+                .trim_start()
+                .strip_prefix(';')?
+                .trim_start(),
+        };
+        if !(after.is_empty() || after.starts_with(self.comment())) {
+            return None;
+        }
+        let indent = self.indent_of(line_start).to_string();
+        Some(Statement {
+            line_start,
+            next_line: self.next_line(span.start),
+            content_end,
+            text: self.source[line_start + indent.len()..content_end].to_string(),
+            indent,
+            newline: self.newline_at(span.start),
+        })
+    }
+
+    /// The code of the line starting at `line_start`, without its comment
+    /// (roughly: Python strings holding `#` are rare in loop headers).
+    fn code_of_line(&self, line_start: usize) -> &str {
+        let line = &self.source[line_start..self.content_end(line_start)];
+        line.split(self.comment()).next().unwrap_or("").trim()
+    }
+
+    /// The start of the first line of the loop body and its indentation:
+    /// the line after the header (which ends with `:` in Python, `{` in
+    /// Rust), when the body's first statement is indented deeper.
+    fn loop_body(&self, loop_span: Span) -> Option<(usize, String)> {
+        let header_start = self.line_start(loop_span.start);
+        let header_indent = self.indent_of(header_start).len();
+        let opener = match self.language {
+            Language::Python => ':',
+            Language::Rust => '{',
+        };
+        // The header ends on the first line that ends with the opener
+        // outside brackets; a line that ends otherwise must continue (open
+        // brackets, a backslash), or the body is on the header's line.
+        let mut at = header_start;
+        let mut depth = 0i64;
+        let mut header_end = None;
+        for _ in 0..50 {
+            let code = self.code_of_line(at);
+            for c in code.chars() {
+                match c {
+                    '(' | '[' => depth += 1,
+                    ')' | ']' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if depth <= 0 && code.ends_with(opener) {
+                header_end = Some(at);
+                break;
+            }
+            let next = self.next_line(at);
+            if (depth <= 0 && !code.ends_with('\\')) || next >= self.source.len() {
+                return None;
+            }
+            at = next;
+        }
+        let body = self.next_line(header_end?);
+        let mut at = body;
+        while at < self.source.len() {
+            if !self.code_of_line(at).is_empty() {
+                let indent = self.indent_of(at);
+                return (indent.len() > header_indent).then(|| (body, indent.to_string()));
+            }
+            at = self.next_line(at);
+        }
+        None
+    }
+}
+
+/// The receiver of a step call: `opt` in `opt.step()`, `self.opt` in
+/// `self.opt.step(closure)`.
+fn step_receiver(call: &str) -> Option<&str> {
+    let at = call.rfind(".step(")?;
+    let receiver = call[..at].trim();
+    let plain = !receiver.is_empty()
+        && receiver
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.');
+    plain.then_some(receiver)
+}
+
+/// `opt.zero_grad()` in the file's style: Python keeps the first
+/// `zero_grad(set_to_none=...)` argument it finds; Rust ends with `;`.
+fn reset_statement(text: &Text, receiver: &str) -> String {
+    match text.language {
+        Language::Python => {
+            let style = text.source.find("zero_grad(set_to_none=").and_then(|at| {
+                let args = &text.source[at + "zero_grad(".len()..];
+                let end = args.find(')')?;
+                let args = args[..end].trim();
+                (!args.contains('\n')).then_some(args)
+            });
+            format!("{receiver}.zero_grad({})", style.unwrap_or(""))
+        }
+        Language::Rust => format!("{receiver}.zero_grad();"),
+    }
+}
+
+/// GL001, GL005: `opt.zero_grad()` on the line after `opt.step()`.
+fn insert_reset_after_step(text: &Text, finding: &Diagnostic, uncertain: bool) -> Option<Fix> {
+    if !finding.anchors.optimizer {
+        return None;
+    }
+    // A step in a helper called from the loop: the helper may serve other
+    // callers (accumulation), so the reset there is a judgement call.
+    let in_helper = finding
+        .anchors
+        .loop_span
+        .is_some_and(|l| !l.contains(finding.span));
+    let uncertain = uncertain || in_helper;
+    let step = text.statement(finding.span)?;
+    let call = &text.source[finding.span.start..finding.span.end];
+    let receiver = step_receiver(call)?;
+    let reset = reset_statement(text, receiver);
+    Some(Fix {
+        applicability: if uncertain {
+            Applicability::Unsafe
+        } else {
+            Applicability::Safe
+        },
+        edits: vec![Edit {
+            start: step.content_end,
+            end: step.content_end,
+            text: format!("{}{}{reset}", step.newline, step.indent),
+        }],
+    })
+}
+
+/// GL002: the reset outside the loop moves to the top of the loop body;
+/// when removing it would hurt another loop (the check refuses the move), a
+/// copy goes there instead.
+fn move_reset_into_loop(text: &Text, finding: &Diagnostic) -> Vec<Fix> {
+    let anchors = &finding.anchors;
+    let [reset_span] = anchors.resets_outside_loop.as_slice() else {
+        return Vec::new();
+    };
+    let (Some(loop_span), Some(reset), Some(step)) = (
+        anchors.loop_span,
+        text.statement(*reset_span),
+        text.statement(finding.span),
+    ) else {
+        return Vec::new();
+    };
+    let Some((body, body_indent)) = text.loop_body(loop_span) else {
+        return Vec::new();
+    };
+    let remove = Edit {
+        start: reset.line_start,
+        end: reset.next_line,
+        text: String::new(),
+    };
+    let before_loop = reset_span.end <= loop_span.start;
+    let step_in_body = step.indent == body_indent;
+    if before_loop && step_in_body && anchors.optimizers_in_loop <= 1 {
+        let insert = Edit {
+            start: body,
+            end: body,
+            text: format!("{body_indent}{}{}", reset.text, reset.newline),
+        };
+        return vec![
+            Fix {
+                applicability: Applicability::Safe,
+                edits: vec![remove, insert.clone()],
+            },
+            Fix {
+                applicability: Applicability::Safe,
+                edits: vec![insert],
+            },
+        ];
+    }
+    // After the loop, or the step nested in the body: right after the step.
+    let insert = Edit {
+        start: step.content_end,
+        end: step.content_end,
+        text: format!("{}{}{}", step.newline, step.indent, reset.text),
+    };
+    vec![
+        Fix {
+            applicability: Applicability::Unsafe,
+            edits: vec![remove, insert.clone()],
+        },
+        Fix {
+            applicability: Applicability::Unsafe,
+            edits: vec![insert],
+        },
+    ]
+}
+
+/// GL003: the reset between backward and step moves before the backward
+/// pass (the nearest line above it in the loop that calls `backward(`).
+fn move_reset_before_backward(text: &Text, finding: &Diagnostic) -> Option<Fix> {
+    let reset = text.statement(finding.span)?;
+    let loop_start = finding.anchors.loop_span.map_or(0, |s| s.start);
+    let mut at = reset.line_start;
+    let backward_line = loop {
+        if at == 0 || at <= loop_start {
+            return None;
+        }
+        at = text.line_start(at - 1);
+        let code = text.code_of_line(at);
+        if code.contains("backward(") {
+            break at;
+        }
+    };
+    let code = text.code_of_line(backward_line);
+    let opener = match text.language {
+        Language::Python => ':',
+        Language::Rust => '{',
+    };
+    if code.ends_with(opener) || backward_line <= text.line_start(loop_start) {
+        return None;
+    }
+    let indent = text.indent_of(backward_line).to_string();
+    let same_block = indent == reset.indent;
+    Some(Fix {
+        applicability: if same_block {
+            Applicability::Safe
+        } else {
+            Applicability::Unsafe
+        },
+        edits: vec![
+            Edit {
+                start: backward_line,
+                end: backward_line,
+                text: format!("{indent}{}{}", reset.text, reset.newline),
+            },
+            Edit {
+                start: reset.line_start,
+                end: reset.next_line,
+                text: String::new(),
+            },
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fix(source: &str, unsafe_fixes: bool) -> Fixed {
+        fix_source("t.py", source, Language::Python, unsafe_fixes, &|_| true).unwrap()
+    }
+
+    #[test]
+    fn missing_reset_is_inserted_after_the_step_with_the_optimizer_name() {
+        let src =
+            "for x in data:\n    loss(x).backward()\n    self.opt.step()  # update\n    log()\n";
+        let out = fix(src, false);
+        assert_eq!(out.fixed, 1);
+        assert_eq!(
+            out.source,
+            "for x in data:\n    loss(x).backward()\n    self.opt.step()  # update\n    self.opt.zero_grad()\n    log()\n"
+        );
+        assert!(out.remaining.is_empty());
+    }
+
+    #[test]
+    fn set_to_none_style_and_crlf_are_kept() {
+        let src = "opt.zero_grad(set_to_none=True)\r\nfor x in data:\r\n    loss(x).backward()\r\n    opt.step()\r\n\r\nfor x in data:\r\n    loss(x).backward()\r\n    opt.step()";
+        let out = fix(src, false);
+        assert_eq!(out.fixed, 2, "{}", out.source);
+        assert!(out.remaining.is_empty());
+        assert_eq!(
+            out.source,
+            "for x in data:\r\n    opt.zero_grad(set_to_none=True)\r\n    loss(x).backward()\r\n    opt.step()\r\n\r\nfor x in data:\r\n    opt.zero_grad(set_to_none=True)\r\n    loss(x).backward()\r\n    opt.step()"
+        );
+    }
+
+    #[test]
+    fn reset_between_backward_and_step_moves_before_backward() {
+        let src = "for x in data:\n    out = model(x)\n    loss(out).backward()\n    opt.zero_grad()\n    opt.step()\n";
+        let out = fix(src, false);
+        assert_eq!(
+            out.source,
+            "for x in data:\n    out = model(x)\n    opt.zero_grad()\n    loss(out).backward()\n    opt.step()\n"
+        );
+    }
+
+    #[test]
+    fn several_optimizers_are_fixed_only_with_unsafe_fixes() {
+        let src = "for x in data:\n    d_loss(x).backward()\n    opt_d.step()\n    g_loss(x).backward()\n    opt_g.step()\n";
+        let safe = fix(src, false);
+        assert_eq!((safe.fixed, safe.source.as_str()), (0, src));
+        assert!(!safe.remaining.is_empty());
+        let unsafe_ = fix(src, true);
+        assert!(unsafe_.remaining.is_empty(), "{}", unsafe_.source);
+        assert!(unsafe_
+            .source
+            .contains("opt_d.step()\n    opt_d.zero_grad()\n"));
+        assert!(unsafe_
+            .source
+            .contains("opt_g.step()\n    opt_g.zero_grad()\n"));
+    }
+
+    #[test]
+    fn manual_updates_and_syntax_errors_are_not_touched() {
+        let manual = "for x in data:\n    loss(x).backward()\n    for p in params:\n        p -= 0.1 * p.grad\n";
+        let out = fix(manual, true);
+        assert_eq!((out.fixed, out.source.as_str()), (0, manual));
+        assert!(fix_source("t.py", "for x in:\n", Language::Python, true, &|_| true).is_err());
+    }
+
+    #[test]
+    fn a_fix_that_trades_one_finding_for_another_is_refused() {
+        let src = "opt.zero_grad()\nfor x in a:\n    loss(x).backward()\n    opt.step()\n";
+        let before = lint_source("t.py", src, Language::Python).unwrap();
+        assert_eq!(before[0].code, "GL002");
+        // Deleting the reset only turns GL002 into GL001: refused.
+        let bad = "for x in a:\n    loss(x).backward()\n    opt.step()\n";
+        assert!(verify("t.py", bad, Language::Python, &before, &before[0]).is_none());
+        let good = "for x in a:\n    opt.zero_grad()\n    loss(x).backward()\n    opt.step()\n";
+        assert_eq!(
+            verify("t.py", good, Language::Python, &before, &before[0]),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn a_fix_that_breaks_the_syntax_is_refused() {
+        let src = "opt.zero_grad()\nfor x in a:\n    loss(x).backward()\n    opt.step()\n";
+        let before = lint_source("t.py", src, Language::Python).unwrap();
+        let broken = "for x in a:\nopt.zero_grad()\n    loss(x).backward()\n    opt.step()\n";
+        assert!(verify("t.py", broken, Language::Python, &before, &before[0]).is_none());
+    }
+
+    #[test]
+    fn loop_headers_over_several_lines_and_bodies_on_the_header_line() {
+        let src = "opt.zero_grad()\nfor x, y in zip(\n    a,\n    b,\n):\n    loss(x).backward()\n    opt.step()\n";
+        let out = fix(src, false);
+        assert_eq!(
+            out.source,
+            "for x, y in zip(\n    a,\n    b,\n):\n    opt.zero_grad()\n    loss(x).backward()\n    opt.step()\n"
+        );
+        let text = Text {
+            source: "for x in y: f(x)\nif c:\n    g()\n",
+            language: Language::Python,
+        };
+        assert_eq!(text.loop_body(Span::new(0, 16)), None);
+    }
+
+    #[test]
+    fn fixing_twice_changes_nothing() {
+        let src = "for x in data:\n    loss(x).backward()\n    opt.step()\n";
+        let once = fix(src, true).source;
+        let twice = fix(&once, true);
+        assert_eq!((twice.fixed, twice.source), (0, once));
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.py");
+        std::fs::write(&path, "old\n").unwrap();
+        write_atomically(&path, "new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+}
+
+/// Every fixture with a fix has its fixed copy next to it (`<file>.fixed`,
+/// all fixes applied, unsafe ones included); `GRADLINT_BLESS=1` writes them.
+/// The fixed copy parses, has fewer findings, and fixing it changes nothing.
+#[cfg(test)]
+mod snapshots {
+    use super::*;
+
+    #[test]
+    fn every_fixable_fixture_has_its_fixed_snapshot() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&root)
+            .unwrap()
+            .flat_map(|dir| std::fs::read_dir(dir.unwrap().path()).unwrap())
+            .map(|e| e.unwrap().path())
+            .filter(|p| Language::of(p).is_some())
+            .collect();
+        paths.sort();
+        let bless = std::env::var_os("GRADLINT_BLESS").is_some();
+        let mut failures = Vec::new();
+        let mut fixable = 0;
+        for path in paths {
+            let language = Language::of(&path).unwrap();
+            let source = std::fs::read_to_string(&path).unwrap();
+            let name = path.display().to_string();
+            let out = fix_source(&name, &source, language, true, &|_| true).unwrap();
+            let snapshot = PathBuf::from(format!("{name}.fixed"));
+            if out.fixed == 0 {
+                assert_eq!(out.source, source);
+                if snapshot.exists() {
+                    failures.push(format!("{name}: no fix, but {} exists", snapshot.display()));
+                }
+                continue;
+            }
+            fixable += 1;
+            let before = lint_source(&name, &source, language).unwrap();
+            assert_eq!(out.remaining.len() + out.fixed, before.len(), "{name}");
+            let again = fix_source(&name, &out.source, language, true, &|_| true).unwrap();
+            assert_eq!(
+                (again.fixed, &again.source),
+                (0, &out.source),
+                "{name}: not idempotent"
+            );
+            if bless {
+                std::fs::write(&snapshot, &out.source).unwrap();
+                continue;
+            }
+            match std::fs::read_to_string(&snapshot) {
+                Ok(expected) if expected == out.source => {}
+                Ok(expected) => failures.push(format!(
+                    "{name}\n--- expected\n{expected}--- actual\n{}",
+                    out.source
+                )),
+                Err(_) => failures.push(format!("{name}: missing {}", snapshot.display())),
+            }
+        }
+        assert!(fixable >= 6, "only {fixable} fixable fixtures");
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+}

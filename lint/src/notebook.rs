@@ -1,0 +1,264 @@
+//! Jupyter notebooks (`.ipynb`), linted as ruff lints them: the code cells,
+//! in order, form one Python module. IPython magics (`%time`, `%%bash`) and
+//! shell escapes (`!pip install`) are not Python: their lines become `pass`
+//! (a cell magic blanks its whole cell) so that every other line keeps its
+//! position. Findings are placed back in their cell: `cell N` is the cell's
+//! 1-based position among all cells of the notebook (markdown included), as
+//! Jupyter front ends count them, and lines are counted from the cell's top.
+
+use serde_json::Value;
+
+/// A notebook's code cells as one module.
+#[derive(Debug, Clone)]
+pub struct Notebook {
+    /// The module: every code cell's lines, magics replaced, in order.
+    pub source: String,
+    /// For each code cell that contributes lines: its first line in `source`
+    /// (1-based) and its cell number (1-based, among all cells).
+    starts: Vec<(usize, usize)>,
+    /// Each code cell's original text, by cell number.
+    cells: Vec<(usize, String)>,
+}
+
+impl Notebook {
+    /// Reads a notebook (nbformat 4). Notebooks of another language than
+    /// Python give an empty module.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let json: Value =
+            serde_json::from_str(text).map_err(|e| format!("not a valid notebook: {e}"))?;
+        let Some(top) = json.as_object() else {
+            return Err("not a valid notebook: the top level is not a JSON object".into());
+        };
+        if let Some(v) = top.get("nbformat").and_then(Value::as_u64) {
+            if v < 4 {
+                return Err(format!(
+                    "unsupported notebook format {v} (nbformat 4 is read)"
+                ));
+            }
+        }
+        let Some(cells) = top.get("cells").and_then(Value::as_array) else {
+            return Err("not a valid notebook: no `cells` list".into());
+        };
+        let mut notebook = Notebook {
+            source: String::new(),
+            starts: Vec::new(),
+            cells: Vec::new(),
+        };
+        if !is_python(top) {
+            return Ok(notebook);
+        }
+        let mut line = 1;
+        for (i, cell) in cells.iter().enumerate() {
+            let number = i + 1;
+            let Some(cell) = cell.as_object() else {
+                return Err(format!(
+                    "not a valid notebook: cell {number} is not an object"
+                ));
+            };
+            if cell.get("cell_type").and_then(Value::as_str) != Some("code") {
+                continue;
+            }
+            let text = match cell.get("source") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => {
+                    let mut s = String::new();
+                    for p in parts {
+                        let Some(p) = p.as_str() else {
+                            return Err(format!(
+                                "not a valid notebook: cell {number} has a source line that is not a string"
+                            ));
+                        };
+                        s.push_str(p);
+                    }
+                    s
+                }
+                None => String::new(),
+                Some(_) => {
+                    return Err(format!(
+                        "not a valid notebook: cell {number} has a source that is not text"
+                    ))
+                }
+            };
+            let code = without_magics(&text);
+            if !code.is_empty() {
+                notebook.starts.push((line, number));
+                line += code.lines().count();
+                notebook.source.push_str(&code);
+                if !code.ends_with('\n') {
+                    notebook.source.push('\n');
+                }
+            }
+            notebook.cells.push((number, text));
+        }
+        Ok(notebook)
+    }
+
+    /// The cell number and 1-based line in that cell of a 1-based line of
+    /// [`Notebook::source`].
+    pub fn locate(&self, line: usize) -> (usize, usize) {
+        let at = self.starts.partition_point(|&(start, _)| start <= line);
+        match at.checked_sub(1).and_then(|i| self.starts.get(i)) {
+            Some(&(start, cell)) => (cell, line - start + 1),
+            None => (self.starts.first().map_or(1, |&(_, c)| c), line),
+        }
+    }
+
+    /// The original text of code cell `number`.
+    pub fn cell(&self, number: usize) -> Option<&str> {
+        self.cells
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map(|(_, t)| t.as_str())
+    }
+}
+
+/// Whether the notebook's kernel runs Python (or says nothing).
+fn is_python(top: &serde_json::Map<String, Value>) -> bool {
+    let meta = top.get("metadata");
+    let language = meta
+        .and_then(|m| m.get("language_info"))
+        .and_then(|l| l.get("name"))
+        .or_else(|| {
+            meta.and_then(|m| m.get("kernelspec"))
+                .and_then(|k| k.get("language"))
+        })
+        .and_then(Value::as_str);
+    language.is_none_or(|l| l.eq_ignore_ascii_case("python"))
+}
+
+/// A cell's text with IPython syntax replaced, one line for one line.
+fn without_magics(text: &str) -> String {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    if first.trim_start().starts_with("%%") {
+        // A cell magic: the whole cell is another language (or timed code,
+        // which the magic runs: lint it anyway would misplace nothing, but
+        // `%%bash` and `%%writefile` are not Python).
+        return text.lines().map(|_| "\n").collect();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut continued = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let magic = continued || is_magic(trimmed);
+        if magic {
+            let indent = &line[..line.len() - trimmed.len()];
+            out.push_str(indent);
+            out.push_str("pass");
+            continued = line.trim_end().ends_with('\\');
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `%magic`, `!shell`, `?help`, `help?`, and `x = %magic` / `x = !shell`.
+fn is_magic(trimmed: &str) -> bool {
+    if trimmed.starts_with(['%', '!', '?']) {
+        return true;
+    }
+    let line = trimmed.trim_end();
+    if line.ends_with('?') && !line.contains('#') && !line.contains(['"', '\'']) {
+        return true;
+    }
+    // Assignment from a magic: `files = !ls`, `t = %timeit -o f()`.
+    if let Some((target, value)) = line.split_once('=') {
+        let target_ok = !target.is_empty()
+            && target.trim().chars().all(|c| {
+                c.is_alphanumeric() || c == '_' || c == ',' || c == '.' || c.is_whitespace()
+            });
+        let value = value.trim_start();
+        return target_ok && !value.starts_with('=') && value.starts_with(['%', '!']);
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nb(cells: &[(&str, &str)]) -> String {
+        let cells: Vec<Value> = cells
+            .iter()
+            .map(
+                |(kind, src)| serde_json::json!({"cell_type": kind, "metadata": {}, "source": src}),
+            )
+            .collect();
+        serde_json::json!({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells})
+            .to_string()
+    }
+
+    #[test]
+    fn code_cells_form_one_module_and_lines_map_back() {
+        let text = nb(&[
+            ("markdown", "# Title"),
+            ("code", "import torch\nx = 1"),
+            ("code", "for b in loader:\n    loss.backward()\n"),
+        ]);
+        let n = Notebook::parse(&text).unwrap();
+        assert_eq!(
+            n.source,
+            "import torch\nx = 1\nfor b in loader:\n    loss.backward()\n"
+        );
+        assert_eq!(n.locate(1), (2, 1));
+        assert_eq!(n.locate(2), (2, 2));
+        assert_eq!(n.locate(3), (3, 1));
+        assert_eq!(n.locate(4), (3, 2));
+        assert_eq!(n.cell(3), Some("for b in loader:\n    loss.backward()\n"));
+    }
+
+    #[test]
+    fn magics_and_shell_lines_keep_positions() {
+        let text = nb(&[
+            (
+                "code",
+                "!pip install torch\n%matplotlib inline\nimport torch",
+            ),
+            ("code", "%%bash\necho hi\nls"),
+            (
+                "code",
+                "files = !ls\nfor x in y:\n    %time f(x)\n    g(x)\nmodel?",
+            ),
+        ]);
+        let n = Notebook::parse(&text).unwrap();
+        let lines: Vec<&str> = n.source.lines().collect();
+        assert_eq!(lines[..3], ["pass", "pass", "import torch"]);
+        assert_eq!(lines[3..6], ["", "", ""]);
+        assert_eq!(
+            lines[6..],
+            ["pass", "for x in y:", "    pass", "    g(x)", "pass"]
+        );
+        assert_eq!(n.locate(9), (3, 3));
+    }
+
+    #[test]
+    fn comparisons_and_strings_are_not_magics() {
+        assert!(!is_magic("a = b != c"));
+        assert!(!is_magic("x == !y"));
+        assert!(!is_magic("print('why?')"));
+        assert!(!is_magic("d['k'] = 1"));
+        assert!(is_magic("out = %timeit -o f()"));
+    }
+
+    #[test]
+    fn malformed_notebooks_are_errors() {
+        assert!(Notebook::parse("{")
+            .unwrap_err()
+            .contains("not a valid notebook"));
+        assert!(Notebook::parse("[]").is_err());
+        assert!(Notebook::parse(r#"{"nbformat": 4}"#).is_err());
+        assert!(Notebook::parse(r#"{"nbformat": 3, "worksheets": []}"#)
+            .unwrap_err()
+            .contains("format 3"));
+        let bad = r#"{"nbformat": 4, "cells": [{"cell_type": "code", "source": [1]}]}"#;
+        assert!(Notebook::parse(bad).unwrap_err().contains("cell 1"));
+    }
+
+    #[test]
+    fn other_languages_are_empty() {
+        let text = r#"{"nbformat": 4, "metadata": {"kernelspec": {"language": "R"}},
+            "cells": [{"cell_type": "code", "source": "x <- 1"}]}"#;
+        assert_eq!(Notebook::parse(text).unwrap().source, "");
+    }
+}
