@@ -21,7 +21,7 @@ struct Every(u64);
 
 impl Every {
     fn due(self, step: u64) -> bool {
-        self.0 > 0 && step % self.0 == 0
+        self.0 > 0 && step.is_multiple_of(self.0)
     }
 }
 
