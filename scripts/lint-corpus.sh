@@ -9,8 +9,8 @@
 #     the goal is precision 0.98, recall 0.90).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-min_precision=${CORPUS_MIN_PRECISION:-0.11}
-min_recall=${CORPUS_MIN_RECALL:-0.75}
+min_precision=${CORPUS_MIN_PRECISION:-0.98}
+min_recall=${CORPUS_MIN_RECALL:-0.90}
 
 bash scripts/corpus.sh
 cargo build --release -p gradlint --quiet

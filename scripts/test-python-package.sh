@@ -43,7 +43,12 @@ echo "maturin==$MATURIN_VERSION" > "$constraints"
 export PIP_CONSTRAINT="$constraints"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' lint/Cargo.toml | head -n 1)
+# The crate's version as cargo resolves it (lint/Cargo.toml inherits the
+# workspace's).
+version=$(cargo metadata --format-version 1 --no-deps | python3 -c '
+import json, sys
+print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "gradlint"))')
+[ -n "$version" ] || { echo "error: could not read gradlint's version from cargo metadata" >&2; exit 2; }
 description=$(sed -n 's/^description = "\(.*\)"$/\1/p' lint/Cargo.toml | head -n 1)
 buggy=lint/tests/fixtures/GL001/optimizer_no_reset.py
 clean=lint/tests/fixtures/GL001/reset_after_step_clean.py

@@ -1,12 +1,26 @@
 //! The control-flow graph of one loop, calls of same-file functions inlined.
 //!
 //! Nodes are gradient events; the loop's head node closes every iteration.
-//! Nested loops run at least once (a parameter loop `for p in params:` always
-//! runs), which keeps the analysis on the side of silence.
+//! Branches start with an assumption node that records which way each
+//! classified condition went, so that path questions are correlated: a
+//! loop-invariant flag takes the same branch every time, an accumulation
+//! counter moves through its window one iteration at a time, and a skip on a
+//! non-finite value can be left out of a question.
 
-use crate::ir::{Event, Node, Program, Span};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashSet;
+
+use crate::ir::{CondClass, Counter, Event, Node, Program, Reset, Residue, Span, Test};
 
 const MAX_INLINE_DEPTH: usize = 4;
+
+/// Flags correlated per graph (more are taken as unknown).
+const MAX_FLAGS: u32 = 6;
+
+/// States one path question may visit; past it the answer is "no path"
+/// (silence rather than a slow or wrong finding).
+const MAX_STATES: usize = 50_000;
 
 /// One loop's graph.
 #[derive(Debug, Default)]
@@ -21,6 +35,114 @@ pub struct Cfg {
     pub head: usize,
     /// Edges that close an iteration (to a loop head from its body).
     pub back_edges: Vec<(usize, usize)>,
+    /// Per node, the conditions a path through it assumes: (condition, value).
+    pub assumes: Vec<Vec<(usize, bool)>>,
+    /// Per node, the assumptions of the branches enclosing it.
+    pub guards: Vec<Vec<(usize, bool)>>,
+    /// Per node, the heads of the loops (nested in the analysed one) that
+    /// contain it.
+    pub loops: Vec<Vec<usize>>,
+    /// Per node, the counters of the loop it heads (loop heads only).
+    pub heads: Vec<Option<Vec<Counter>>>,
+    /// Per assumption node, the `if` it starts a branch of (an id shared
+    /// by the branches of one `if`).
+    pub branch_of: Vec<Option<usize>>,
+    /// The conditions, by index.
+    pub conds: Vec<Cond>,
+    /// The counter and modulus the analysis tracks (the most tested one).
+    tracked: Option<(String, String)>,
+    /// The largest residue tested on the tracked counter, plus one.
+    cap: u32,
+    /// Where a window opens: one past the residue that guards a step.
+    window_start: Option<Residue>,
+}
+
+/// A condition of the graph, with what the analysis makes of it.
+#[derive(Debug, Clone)]
+pub struct Cond {
+    /// The normalised expression.
+    pub key: String,
+    /// Its class; a flag the loop assigns is [`Kind::Unknown`].
+    pub kind: Kind,
+}
+
+/// What a condition of the graph is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// A test of the tracked counter.
+    Counter(Residue),
+    /// Holds on a non-finite or out-of-range value.
+    Skip,
+    /// A loop-invariant flag (the bit of the search state that holds it).
+    Flag(Option<u32>),
+    /// False at most until the analysed loop's first iteration ends.
+    AfterFirst,
+    /// No correlation is known.
+    Unknown,
+}
+
+/// Where the tracked counter stands in its window of symbolic length `k`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Phase {
+    Unknown,
+    Low(u32),
+    High(u32),
+    /// Between the tested residues.
+    Middle,
+}
+
+/// The correlated part of a path: decided flags and the counter's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct State {
+    known: u32,
+    value: u32,
+    phase: Phase,
+    /// Whether an iteration of the analysed loop has ended on this path.
+    later: bool,
+}
+
+/// A path question.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'q> {
+    /// Where the path starts (its successors are the first nodes).
+    pub from: usize,
+    /// Where it may end.
+    pub to: &'q [usize],
+    /// Nodes it must not pass.
+    pub blocked: &'q [usize],
+    /// Nodes it must pass (one of them) before ending.
+    pub need: Option<&'q [usize]>,
+    /// Nodes it must not pass once it has passed a `need` node.
+    pub blocked_after_need: &'q [usize],
+    /// Nodes it must not pass before it has passed a `need` node.
+    pub blocked_before_need: &'q [usize],
+    /// Whether, after a `need` node, the path must also close the analysed
+    /// loop's iteration before it ends.
+    pub need_then_next_iteration: bool,
+    /// Whether the path may close iterations (back edges).
+    pub back: bool,
+    /// Whether paths through the abnormal side of a skip are left out.
+    pub avoid_skips: bool,
+    /// A nested loop (its head) the path must stay in.
+    pub within: Option<usize>,
+}
+
+impl<'q> Query<'q> {
+    /// A question from `from` to `to`, across iterations, nothing else asked.
+    pub fn new(from: usize, to: &'q [usize]) -> Self {
+        Query {
+            from,
+            to,
+            blocked: &[],
+            need: None,
+            blocked_after_need: &[],
+            blocked_before_need: &[],
+            need_then_next_iteration: false,
+            back: true,
+            avoid_skips: false,
+            within: None,
+        }
+    }
 }
 
 struct Ctx {
@@ -34,17 +156,39 @@ struct Builder<'p> {
     program: &'p Program,
     cfg: Cfg,
     calls: Vec<String>,
+    /// Raw conditions, by key (same key, same index).
+    raw: Vec<crate::ir::Cond>,
+    /// How many branches test each raw condition.
+    tested: Vec<usize>,
+    /// Assumptions of the enclosing branches.
+    guard_stack: Vec<(usize, bool)>,
+    /// Names assigned by the loop and the functions it calls.
+    assigned: HashSet<String>,
+    /// Heads of the nested loops being built.
+    loop_stack: Vec<usize>,
 }
 
 impl Cfg {
-    /// Builds the graph of a loop whose body is `body`.
-    pub fn of_loop(program: &Program, body: &[Node]) -> Cfg {
+    /// Builds the graph of a loop whose body is `body`, which assigns
+    /// `assigned` and advances `counters`.
+    pub fn of_loop(
+        program: &Program,
+        body: &[Node],
+        assigned: &[String],
+        counters: &[Counter],
+    ) -> Cfg {
         let mut b = Builder {
             program,
             cfg: Cfg::default(),
             calls: Vec::new(),
+            raw: Vec::new(),
+            tested: Vec::new(),
+            guard_stack: Vec::new(),
+            assigned: assigned.iter().cloned().collect(),
+            loop_stack: Vec::new(),
         };
         let head = b.node(None, false);
+        b.cfg.heads[head] = Some(counters.to_vec());
         b.cfg.head = head;
         let mut ctx = Ctx {
             head: Some(head),
@@ -54,6 +198,7 @@ impl Cfg {
         };
         let out = b.seq(body, vec![head], &mut ctx);
         b.back_edges(&out, head);
+        b.finish();
         b.cfg
     }
 
@@ -79,48 +224,253 @@ impl Cfg {
         blocked: &[usize],
         need: Option<&[usize]>,
     ) -> bool {
-        self.search(from, to, blocked, need, true)
+        self.ask(Query {
+            blocked,
+            need,
+            ..Query::new(from, to)
+        })
     }
 
     /// Like [`Cfg::path`], within one iteration of every loop: no back edge.
     pub fn forward_path(&self, from: usize, to: &[usize], blocked: &[usize]) -> bool {
-        self.search(from, to, blocked, None, false)
+        self.ask(Query {
+            blocked,
+            back: false,
+            ..Query::new(from, to)
+        })
     }
 
-    fn search(
-        &self,
-        from: usize,
-        to: &[usize],
-        blocked: &[usize],
-        need: Option<&[usize]>,
-        back: bool,
-    ) -> bool {
+    /// Whether every nested loop around `inner` also runs around `outer`
+    /// (`outer` is in the same loop as `inner`, or deeper).
+    pub fn within_loops_of(&self, outer: usize, inner: usize) -> bool {
+        self.loops[inner]
+            .iter()
+            .all(|l| self.loops[outer].contains(l))
+    }
+
+    /// The innermost nested loop (its head) containing both nodes.
+    pub fn common_loop(&self, a: usize, b: usize) -> Option<usize> {
+        self.loops[a]
+            .iter()
+            .rev()
+            .find(|l| self.loops[b].contains(l))
+            .copied()
+    }
+
+    /// The nodes outside the innermost nested loop around `node` (none when
+    /// `node` is directly in the analysed loop).
+    pub fn outside_loop_of(&self, node: usize) -> Vec<usize> {
+        match self.loops[node].last() {
+            Some(&l) => (0..self.events.len())
+                .filter(|&n| n != l && !self.loops[n].contains(&l))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Nodes on the abnormal side of a skip (`if torch.isnan(loss): ...`)
+    /// that leave a step out: from the normal side a step of `steps` runs
+    /// in the same iteration, from this side none does.
+    pub fn skip_nodes(&self, steps: &[usize]) -> Vec<usize> {
         let n = self.events.len();
-        let mut seen = vec![[false; 2]; n];
-        let next = |node: usize| {
-            self.succ[node]
-                .iter()
-                .copied()
-                .filter(move |&s| back || !self.back_edges.contains(&(node, s)))
+        (0..n)
+            .filter(|&k| {
+                self.assumes[k]
+                    .iter()
+                    .any(|&(c, v)| v && self.conds[c].kind == Kind::Skip)
+            })
+            .filter(|&k| {
+                let normal_steps = (0..n).any(|o| {
+                    o != k
+                        && self.branch_of[o].is_some()
+                        && self.branch_of[o] == self.branch_of[k]
+                        && (steps.contains(&o) || self.forward_path(o, steps, &[]))
+                });
+                normal_steps && !self.forward_path(k, steps, &[])
+            })
+            .collect()
+    }
+
+    /// Answers a path question. Paths are correlated: within the state the
+    /// start node's enclosing branches give, every classified condition is
+    /// taken consistently (flags the same way every time, the counter one
+    /// window position per iteration).
+    pub fn ask(&self, q: Query) -> bool {
+        let n = self.events.len();
+        let Some(start) = self.seed(q.from) else {
+            return false;
         };
-        let mut stack: Vec<(usize, bool)> = next(from).map(|s| (s, false)).collect();
-        while let Some((node, mut got)) = stack.pop() {
-            if blocked.contains(&node) {
+        // Progress: 0 before a `need` node, 1 after it, 2 after it and a
+        // new iteration (when asked for).
+        let done = if q.need_then_next_iteration { 2 } else { 1 };
+        let mut seen: FxHashSet<(usize, u8, State)> = FxHashSet::default();
+        let mut stack: Vec<(usize, u8, State)> = Vec::new();
+        self.push_successors(q.from, 0, start, &q, &mut stack);
+        while let Some((node, mut got, state)) = stack.pop() {
+            if node >= n || q.blocked.contains(&node) {
                 continue;
             }
-            if need.is_some_and(|need| need.contains(&node)) {
-                got = true;
-            }
-            if seen[node][got as usize] {
+            if q.within
+                .is_some_and(|l| l != node && !self.loops[node].contains(&l))
+            {
                 continue;
             }
-            seen[node][got as usize] = true;
-            if to.contains(&node) && (need.is_none() || got) {
+            if got > 0 && q.blocked_after_need.contains(&node) {
+                continue;
+            }
+            if got == 0 && q.blocked_before_need.contains(&node) {
+                continue;
+            }
+            let Some(state) = self.assume(node, state, q.avoid_skips) else {
+                continue;
+            };
+            if got == 0 && q.need.is_some_and(|need| need.contains(&node)) {
+                got = 1;
+            }
+            if !seen.insert((node, got, state)) {
+                continue;
+            }
+            if seen.len() > MAX_STATES {
+                return false;
+            }
+            if q.to.contains(&node) && (q.need.is_none() || got >= done) {
                 return true;
             }
-            stack.extend(next(node).map(|s| (s, got)));
+            self.push_successors(node, got, state, &q, &mut stack);
         }
         false
+    }
+
+    fn push_successors(
+        &self,
+        node: usize,
+        got: u8,
+        state: State,
+        q: &Query,
+        stack: &mut Vec<(usize, u8, State)>,
+    ) {
+        for &s in &self.succ[node] {
+            let is_back = self.back_edges.contains(&(node, s));
+            if is_back && !q.back {
+                continue;
+            }
+            let got = if got == 1 && q.need_then_next_iteration && is_back && s == self.head {
+                2
+            } else {
+                got
+            };
+            for next in self.transit(s, is_back, state) {
+                stack.push((s, got, next));
+            }
+        }
+    }
+
+    /// The state at `node` from its enclosing branches.
+    fn seed(&self, node: usize) -> Option<State> {
+        let mut state = State {
+            known: 0,
+            value: 0,
+            phase: Phase::Unknown,
+            later: false,
+        };
+        for &(c, v) in &self.guards[node] {
+            state = self.decide(state, c, v, false)?;
+        }
+        Some(state)
+    }
+
+    /// Applies a node's assumptions; `None` when they contradict the state.
+    fn assume(&self, node: usize, state: State, avoid_skips: bool) -> Option<State> {
+        let mut state = state;
+        for &(c, v) in &self.assumes[node] {
+            state = self.decide(state, c, v, avoid_skips)?;
+        }
+        Some(state)
+    }
+
+    fn decide(&self, mut state: State, c: usize, v: bool, avoid_skips: bool) -> Option<State> {
+        match &self.conds[c].kind {
+            Kind::Skip => (!(avoid_skips && v)).then_some(state),
+            Kind::Flag(Some(bit)) => {
+                let mask = 1u32 << bit;
+                if state.known & mask != 0 {
+                    ((state.value & mask != 0) == v).then_some(state)
+                } else {
+                    state.known |= mask;
+                    if v {
+                        state.value |= mask;
+                    }
+                    Some(state)
+                }
+            }
+            Kind::Counter(r) => {
+                let at = match *r {
+                    Residue::Low(n) => Phase::Low(n),
+                    Residue::High(n) => Phase::High(n),
+                };
+                match state.phase {
+                    Phase::Unknown => {
+                        if v {
+                            state.phase = at;
+                        }
+                        Some(state)
+                    }
+                    p => ((p == at) == v).then_some(state),
+                }
+            }
+            Kind::AfterFirst => (v || !state.later).then_some(state),
+            Kind::Flag(None) | Kind::Unknown => Some(state),
+        }
+    }
+
+    /// The states on entering `head` (a loop head or not) from an edge.
+    fn transit(&self, node: usize, is_back: bool, mut state: State) -> Vec<State> {
+        if is_back && node == self.head {
+            state.later = true;
+        }
+        let Some(counters) = self.heads[node].as_ref() else {
+            return vec![state];
+        };
+        let Some((tracked, _)) = &self.tracked else {
+            return vec![state];
+        };
+        let owns = |c: &Counter| &c.name == tracked || tracked.starts_with(&format!("{}.", c.name));
+        let own = counters.iter().find(|c| owns(c));
+        let with = |phase| State { phase, ..state };
+        if !is_back {
+            // Entering a loop that restarts the counter.
+            // A loop that binds the counter with no known start (a step
+            // object's `number`) starts where a window opens.
+            return match own.map(|c| c.start) {
+                Some(Some(v)) => vec![with(phase_of(Residue::of(v)))],
+                Some(None) => match self.window_start {
+                    Some(r) if own.is_some_and(|c| &c.name != tracked) => vec![with(phase_of(r))],
+                    _ => vec![with(Phase::Unknown)],
+                },
+                None => vec![state],
+            };
+        }
+        let owned_anywhere = self.heads.iter().flatten().any(|cs| cs.iter().any(owns));
+        let advances = own.is_some() || (node == self.head && !owned_anywhere);
+        if !advances {
+            return vec![state];
+        }
+        match state.phase {
+            Phase::Unknown => vec![state],
+            Phase::Low(n) if n < self.cap => vec![with(Phase::Low(n + 1))],
+            Phase::Low(_) => vec![with(Phase::Middle)],
+            Phase::Middle => vec![with(Phase::Middle), with(Phase::High(self.cap))],
+            Phase::High(1) | Phase::High(0) => vec![with(Phase::Low(0))],
+            Phase::High(n) => vec![with(Phase::High(n - 1))],
+        }
+    }
+}
+
+fn phase_of(r: Residue) -> Phase {
+    match r {
+        Residue::Low(n) => Phase::Low(n),
+        Residue::High(0) => Phase::Low(0),
+        Residue::High(n) => Phase::High(n),
     }
 }
 
@@ -129,7 +479,150 @@ impl Builder<'_> {
         self.cfg.events.push(event);
         self.cfg.in_accumulate.push(accumulate);
         self.cfg.succ.push(Vec::new());
+        self.cfg.assumes.push(Vec::new());
+        self.cfg.guards.push(self.guard_stack.clone());
+        self.cfg.heads.push(None);
+        self.cfg.loops.push(self.loop_stack.clone());
+        self.cfg.branch_of.push(None);
         self.cfg.events.len() - 1
+    }
+
+    /// The index of a condition (same key, same index).
+    fn cond(&mut self, test: &Test) -> (usize, bool) {
+        let i = match self.raw.iter().position(|c| c.key == test.cond.key) {
+            Some(i) => i,
+            None => {
+                self.raw.push(test.cond.clone());
+                self.tested.push(0);
+                self.raw.len() - 1
+            }
+        };
+        self.tested[i] += 1;
+        (i, !test.negated)
+    }
+
+    /// An assumption node after `frontier`, when there is anything to
+    /// assume, starting a branch of the `if` numbered `group`.
+    fn assumption(
+        &mut self,
+        assumes: Vec<(usize, bool)>,
+        frontier: Vec<usize>,
+        accumulate: bool,
+        group: usize,
+    ) -> Vec<usize> {
+        if assumes.is_empty() {
+            return frontier;
+        }
+        let n = self.node(None, accumulate);
+        self.cfg.assumes[n] = assumes;
+        self.cfg.branch_of[n] = Some(group);
+        self.edges(&frontier, n);
+        vec![n]
+    }
+
+    /// Classifies the conditions once the whole graph is known.
+    fn finish(&mut self) {
+        // The counter tested most often is tracked.
+        let mut counts: Vec<((String, String), usize)> = Vec::new();
+        for c in &self.raw {
+            if let CondClass::Counter {
+                counter, modulus, ..
+            } = &c.class
+            {
+                let k = (counter.clone(), modulus.clone());
+                match counts.iter_mut().find(|(x, _)| *x == k) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((k, 1)),
+                }
+            }
+        }
+        let tracked = counts
+            .iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(k, _)| k.clone());
+        let mut bits = 0u32;
+        let mut cap = 0;
+        let assigned = &self.assigned;
+        let varies = |read: &String| {
+            assigned.iter().any(|a| {
+                a == read
+                    || read.starts_with(&format!("{a}."))
+                    || a.starts_with(&format!("{read}."))
+            })
+        };
+        // The flags tested most often get the state's bits.
+        let mut order: Vec<usize> = (0..self.raw.len())
+            .filter(|&i| {
+                matches!(&self.raw[i].class, CondClass::Flag(r) if !r.iter().any(varies))
+                    || matches!(&self.raw[i].class, CondClass::NotNone(n) if !varies(n))
+            })
+            .collect();
+        // Only flags that guard gradient events matter.
+        let mut guards_events = vec![false; self.raw.len()];
+        for (n, event) in self.cfg.events.iter().enumerate() {
+            if event.is_some() {
+                for &(c, _) in &self.cfg.guards[n] {
+                    guards_events[c] = true;
+                }
+            }
+        }
+        order.retain(|&i| guards_events[i]);
+        order.sort_by_key(|&i| std::cmp::Reverse(self.tested[i]));
+        order.truncate(MAX_FLAGS as usize);
+        for (i, c) in self.raw.iter().enumerate() {
+            let correlates = order.contains(&i);
+            let kind = match &c.class {
+                CondClass::Counter {
+                    counter,
+                    modulus,
+                    residue,
+                } if tracked.as_ref() == Some(&(counter.clone(), modulus.clone())) => {
+                    cap = cap.max(residue.magnitude().saturating_add(1));
+                    Kind::Counter(*residue)
+                }
+                CondClass::Counter { .. } => Kind::Unknown,
+                CondClass::Skip => Kind::Skip,
+                CondClass::Flag(reads) if reads.iter().any(varies) => Kind::Unknown,
+                CondClass::Flag(_) if correlates => {
+                    bits += 1;
+                    Kind::Flag(Some(bits - 1))
+                }
+                CondClass::Flag(_) => Kind::Flag(None),
+                CondClass::NotNone(name) if varies(name) => Kind::AfterFirst,
+                CondClass::NotNone(_) if correlates => {
+                    bits += 1;
+                    Kind::Flag(Some(bits - 1))
+                }
+                CondClass::NotNone(_) => Kind::Flag(None),
+            };
+            self.cfg.conds.push(Cond {
+                key: c.key.clone(),
+                kind,
+            });
+        }
+        // The residue of the tracked counter that guards a step.
+        let step_residue = (0..self.cfg.events.len())
+            .filter(|&n| matches!(self.cfg.events[n], Some((Event::Step(_), _))))
+            .flat_map(|n| self.cfg.guards[n].iter())
+            .find_map(|&(c, v)| match self.cfg.conds[c].kind {
+                Kind::Counter(r) if v => Some(r),
+                _ => None,
+            });
+        self.cfg.window_start = step_residue.map(|r| match r {
+            Residue::Low(n) => Residue::Low(n.saturating_add(1)),
+            Residue::High(1) | Residue::High(0) => Residue::Low(0),
+            Residue::High(n) => Residue::High(n - 1),
+        });
+        // An optimizer over a model the loop builds anew starts fresh.
+        for event in self.cfg.events.iter_mut().flatten() {
+            if let (Event::Reset(Reset::NewModelOptimizer { optimizer, model }), _) = event {
+                if varies(model) {
+                    event.0 = Event::Reset(Reset::NewOptimizer(optimizer.clone()));
+                }
+            }
+        }
+        self.cfg.tracked = tracked;
+        self.cfg.cap = cap;
     }
 
     fn edges(&mut self, from: &[usize], to: usize) {
@@ -163,21 +656,52 @@ impl Builder<'_> {
             Node::If {
                 branches,
                 exhaustive,
+                tests,
             } => {
+                let group = self.cfg.events.len();
+                let tests: Vec<Option<(usize, bool)>> = tests
+                    .iter()
+                    .map(|t| t.as_ref().map(|t| self.cond(t)))
+                    .collect();
+                // Branch i runs when its test holds and the tests above failed.
+                let failed = |upto: usize| -> Vec<(usize, bool)> {
+                    tests[..upto.min(tests.len())]
+                        .iter()
+                        .flatten()
+                        .map(|&(c, v)| (c, !v))
+                        .collect()
+                };
                 let mut out = if *exhaustive {
                     Vec::new()
                 } else {
-                    frontier.clone()
+                    let skipped = failed(branches.len());
+                    self.assumption(skipped, frontier.clone(), ctx.accumulate, group)
                 };
-                for branch in branches {
-                    out.extend(self.seq(branch, frontier.clone(), ctx));
+                for (i, branch) in branches.iter().enumerate() {
+                    let mut assumes = failed(i);
+                    if let Some(Some(t)) = tests.get(i) {
+                        assumes.push(*t);
+                    }
+                    let depth = self.guard_stack.len();
+                    let start =
+                        self.assumption(assumes.clone(), frontier.clone(), ctx.accumulate, group);
+                    self.guard_stack.extend(assumes);
+                    out.extend(self.seq(branch, start, ctx));
+                    self.guard_stack.truncate(depth);
                 }
                 out.sort_unstable();
                 out.dedup();
                 out
             }
-            Node::Loop { body, .. } => {
+            Node::Loop {
+                body,
+                assigned,
+                counters,
+                ..
+            } => {
+                self.assigned.extend(assigned.iter().cloned());
                 let head = self.node(None, ctx.accumulate);
+                self.cfg.heads[head] = Some(counters.clone());
                 self.edges(&frontier, head);
                 let mut inner = Ctx {
                     head: Some(head),
@@ -185,7 +709,9 @@ impl Builder<'_> {
                     returns: ctx.returns.take(),
                     accumulate: ctx.accumulate,
                 };
+                self.loop_stack.push(head);
                 let mut out = self.seq(body, vec![head], &mut inner);
+                self.loop_stack.pop();
                 ctx.returns = inner.returns.take();
                 self.back_edges(&out, head);
                 out.extend(inner.breaks);
@@ -227,6 +753,7 @@ impl Builder<'_> {
             return frontier;
         }
         self.calls.push(name.to_string());
+        self.assigned.extend(function.assigned.iter().cloned());
         let mut ctx = Ctx {
             head: None,
             breaks: Vec::new(),

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::cfg::Cfg;
-use crate::ir::{same_name, Event, Function, Node, Program, Reset, Span, Updater};
+use crate::cfg::{Cfg, Query};
+use crate::ir::{same_name, Counter, Event, Function, Node, Program, Reset, Span, Updater};
 
 /// The facts of one updater in one loop.
 #[derive(Debug, Clone)]
@@ -35,6 +35,10 @@ pub struct LoopFacts {
     pub stale_store_step: Option<Span>,
     /// Rust/candle: the loop sums backward passes into this `GradStore`.
     pub store_extended_in_loop: bool,
+    /// A step that applies, besides its own iteration's gradients, those of
+    /// an earlier iteration whose step a skip (`if torch.isnan(loss):
+    /// continue`) left out, with no reset in between.
+    pub skipped_pass_applied: Option<Span>,
 }
 
 /// Whether `event` clears the gradients that `updater` applies.
@@ -50,9 +54,18 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         (Reset::Parameters, _) => true,
         (Reset::Optimizer(a) | Reset::NewOptimizer(a), Updater::Optimizer(b)) => same_name(a, b),
         (Reset::NewOptimizer(_), Updater::Manual) => false,
+        (Reset::NewModelOptimizer { .. }, _) => false,
         (Reset::Optimizer(_), Updater::Manual) | (Reset::Model(_), Updater::Manual) => true,
         (Reset::Model(m), Updater::Optimizer(o)) => {
-            program.model_of(o).is_none_or(|mm| same_name(mm, m))
+            // `gen.optimizer` updates `gen`.
+            let owner = o
+                .rsplit_once('.')
+                .map(|(prefix, _)| prefix)
+                .filter(|p| *p != "self");
+            match program.model_of(o).or(owner) {
+                Some(model) => same_name(model, m),
+                None => true,
+            }
         }
     }
 }
@@ -69,11 +82,18 @@ fn events(nodes: &[Node], out: &mut Vec<(Event, Span)>) {
     }
 }
 
-fn loops<'a>(nodes: &'a [Node], out: &mut Vec<(&'a [Node], Span)>) {
+type LoopRef<'a> = (&'a [Node], Span, &'a [String], &'a [Counter]);
+
+fn loops<'a>(nodes: &'a [Node], out: &mut Vec<LoopRef<'a>>) {
     for node in nodes {
         match node {
-            Node::Loop { body, span } => {
-                out.push((body, *span));
+            Node::Loop {
+                body,
+                span,
+                assigned,
+                counters,
+            } => {
+                out.push((body, *span, assigned, counters));
                 loops(body, out);
             }
             Node::If { branches, .. } => branches.iter().for_each(|b| loops(b, out)),
@@ -88,12 +108,12 @@ pub fn of_function(program: &Program, function: &Function) -> Vec<LoopFacts> {
     let mut all_loops = Vec::new();
     loops(&function.body, &mut all_loops);
     // Innermost first: a loop nested in another starts later and ends sooner.
-    all_loops.sort_by_key(|(_, s)| std::cmp::Reverse(s.start));
+    all_loops.sort_by_key(|(_, s, _, _)| std::cmp::Reverse(s.start));
     let mut function_events = Vec::new();
     events(&function.body, &mut function_events);
     let mut out = Vec::new();
-    for (body, span) in all_loops {
-        let cfg = Cfg::of_loop(program, body);
+    for (body, span, assigned, counters) in all_loops {
+        let cfg = Cfg::of_loop(program, body, assigned, counters);
         let backwards = cfg.find(|e| matches!(e, Event::Backward | Event::Extend(_)));
         if backwards.is_empty()
             && !cfg
@@ -150,28 +170,118 @@ fn facts(
         .find(|&&s| cfg.path(s, &steps, &reset_nodes, Some(backwards)))
         .map(|&s| cfg.span(s));
 
+    // Resets that clear gradients the step would apply: a new optimizer
+    // (over fresh tensors) has none to clear, and `p.grad = None` on some
+    // parameters between backward and step drops them on purpose.
+    let clearing: Vec<usize> = reset_nodes
+        .iter()
+        .copied()
+        .filter(|&z| {
+            !matches!(
+                &cfg.events[z],
+                Some((Event::Reset(Reset::NewOptimizer(_) | Reset::Parameters), _))
+            )
+        })
+        .collect();
+
+    // With several optimizers, which parameters a backward pass reaches is
+    // not known: a pass counts for this one unless another optimizer's
+    // reset or step lies on every way from it to this one's steps (it
+    // belongs to that optimizer's cycle).
+    let others_resets: Vec<usize> = if optimizers_in_loop >= 2 {
+        cfg.find(|e| match e {
+            Event::Reset(_) => !resets(program, e, &updater),
+            Event::Step(u) => *u != updater,
+            _ => false,
+        })
+    } else {
+        Vec::new()
+    };
+    let own_backwards: Vec<usize> = backwards
+        .iter()
+        .copied()
+        .filter(|&b| {
+            others_resets.is_empty()
+                || cfg.ask(Query {
+                    blocked: &others_resets,
+                    ..Query::new(b, &steps)
+                })
+        })
+        .collect();
+    let backwards_for_accumulation: &[usize] = &own_backwards;
+
     // In program order within one iteration (no loop closes): backward,
-    // reset, step, and no backward between the reset and the step.
-    let reset_between_backward_and_step = reset_nodes
+    // reset, step, and no backward between the reset and the step; the same
+    // flags hold all the way.
+    let reset_between_backward_and_step = clearing
         .iter()
         .find(|&&z| {
-            let after_backward = backwards.iter().any(|&b| cfg.forward_path(b, &[z], &[]));
-            after_backward && cfg.forward_path(z, &steps, backwards)
+            backwards.iter().any(|&b| {
+                cfg.ask(Query {
+                    need: Some(&[z]),
+                    blocked_after_need: backwards,
+                    back: false,
+                    ..Query::new(b, &steps)
+                })
+            })
         })
         .map(|&z| cfg.span(z));
 
-    // A backward pass cleared before any step applied it, while some
-    // iteration passes a backward and skips the step.
-    let step_is_conditional = cfg.path(head, &[head], &steps, Some(backwards));
-    let reset_discarding_accumulation = if step_is_conditional {
-        reset_nodes
-            .iter()
-            .find(|&&z| {
-                !cfg.in_accumulate[z] && backwards.iter().any(|&b| cfg.path(b, &[z], &steps, None))
+    // After a step, a backward pass cleared before any step applied it,
+    // while some iteration passes a backward and no step: accumulation
+    // defeated. A pass a skip (non-finite loss) left out is meant to be
+    // dropped, `accelerator.accumulate` gates its resets, and a reset
+    // outside the loops of the step (once per fold, per epoch) starts a
+    // new run rather than cutting a window.
+    let step_is_conditional = cfg.ask(Query {
+        blocked: &steps,
+        need: Some(backwards_for_accumulation),
+        avoid_skips: true,
+        ..Query::new(head, &[head])
+    });
+    let reset_discarding_accumulation = clearing
+        .iter()
+        .find(|&&z| {
+            if !step_is_conditional || cfg.in_accumulate[z] {
+                return false;
+            }
+            let outside = cfg.outside_loop_of(z);
+            steps.iter().any(|&s| {
+                cfg.within_loops_of(z, s)
+                    && cfg.ask(Query {
+                        blocked: &steps,
+                        need: Some(backwards_for_accumulation),
+                        avoid_skips: true,
+                        // A new run of the loop (next epoch, next fold)
+                        // starts a new window.
+                        within: cfg.common_loop(s, z),
+                        blocked_after_need: &outside,
+                        ..Query::new(s, &[z])
+                    })
             })
-            .map(|&z| cfg.span(z))
-    } else {
+        })
+        .map(|&z| cfg.span(z));
+
+    // A pass whose step a skip left out reaches the next iteration with no
+    // reset, and a step there applies it.
+    let skips = cfg.skip_nodes(&steps);
+    let skipped_pass_applied = if skips.is_empty() {
         None
+    } else {
+        steps
+            .iter()
+            .find(|&&s| {
+                backwards.iter().any(|&b| {
+                    cfg.ask(Query {
+                        blocked: &reset_nodes,
+                        need: Some(&skips),
+                        blocked_before_need: &steps,
+                        need_then_next_iteration: true,
+                        ..Query::new(b, &[s])
+                    })
+                })
+            })
+            .map(|&s| cfg.span(s))
     };
 
     let resets_in_loop: Vec<Span> = reset_nodes.iter().map(|&z| cfg.span(z)).collect();
@@ -212,5 +322,6 @@ fn facts(
         reset_discarding_accumulation,
         stale_store_step,
         store_extended_in_loop,
+        skipped_pass_applied,
     }
 }

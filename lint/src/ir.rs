@@ -32,6 +32,15 @@ pub enum Reset {
     /// `opt = torch.optim.SGD([x], ...)`: a new optimizer, usually over new
     /// tensors, starts with no gradient history.
     NewOptimizer(String),
+    /// `opt = SGD(model.parameters())`: a new optimizer over a model's
+    /// parameters clears nothing, unless the loop builds the model anew
+    /// (then it is a [`Reset::NewOptimizer`] for the analysis).
+    NewModelOptimizer {
+        /// The optimizer variable.
+        optimizer: String,
+        /// The model whose parameters it takes.
+        model: String,
+    },
     /// `model.zero_grad()`: the gradients of one model's parameters.
     Model(String),
     /// `p.grad = None`, `p.grad.zero_()`: parameters' gradients directly.
@@ -81,6 +90,85 @@ pub enum Event {
     Call(String),
 }
 
+/// Where a counter stands in its window, modulo a symbolic `k`:
+/// `Low(n)` is `n`, `High(n)` is `k - n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Residue {
+    /// `counter % k == n`.
+    Low(u32),
+    /// `counter % k == k - n` (`(i + 1) % k == 0` is `High(1)`).
+    High(u32),
+}
+
+impl Residue {
+    /// From a signed value: `v >= 0` is `Low(v)`, `v < 0` is `High(-v)`.
+    pub fn of(v: i64) -> Self {
+        if v >= 0 {
+            Residue::Low(v.min(u32::MAX as i64) as u32)
+        } else {
+            Residue::High(v.unsigned_abs().min(u32::MAX as u64) as u32)
+        }
+    }
+
+    /// How far from a window boundary (for the analysis' bound).
+    pub fn magnitude(self) -> u32 {
+        match self {
+            Residue::Low(n) | Residue::High(n) => n,
+        }
+    }
+}
+
+/// What a branch condition is, for the analysis.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CondClass {
+    /// An accumulation counter test: `counter % modulus` lands on `residue`.
+    Counter {
+        /// The counter (`step`, `self.global_step`).
+        counter: String,
+        /// The window length's text (`args.gradient_accumulation_steps`).
+        modulus: String,
+        /// Where in the window the test holds.
+        residue: Residue,
+    },
+    /// True when a value is non-finite or out of range (`torch.isnan(loss)`,
+    /// `grad_norm > max_norm`): the side on which a pass is skipped.
+    Skip,
+    /// A flag (`args.use_amp`, `cfg.optim == "sgd"`) reading these names;
+    /// loop-invariant unless the loop assigns one of them.
+    Flag(Vec<String>),
+    /// `x is not None`: a flag, or, when the loop assigns `x`, true from the
+    /// second iteration on (`params = ...` after `if params is not None:`).
+    NotNone(String),
+}
+
+/// A normalised branch condition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Cond {
+    /// The normalised expression (same key, same condition).
+    pub key: String,
+    /// Its class.
+    pub class: CondClass,
+}
+
+/// The test of one branch: the branch runs when `cond` is `!negated`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Test {
+    /// The condition.
+    pub cond: Cond,
+    /// Whether the branch runs when the condition is false (`if not ...`).
+    pub negated: bool,
+}
+
+/// A counter that a loop advances by one per iteration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counter {
+    /// Its name.
+    pub name: String,
+    /// Its value when the loop starts, if the loop sets it
+    /// (`for i, b in enumerate(loader)`: 0).
+    pub start: Option<i64>,
+}
+
 /// A statement of the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
@@ -92,6 +180,9 @@ pub enum Node {
         branches: Vec<Vec<Node>>,
         /// Whether one branch always runs (an `else`).
         exhaustive: bool,
+        /// The test of each branch, where classified (an `elif` runs only
+        /// when the tests above it failed).
+        tests: Vec<Option<Test>>,
     },
     /// A loop (`for`, `while`, `loop`).
     Loop {
@@ -99,6 +190,10 @@ pub enum Node {
         body: Vec<Node>,
         /// The whole loop.
         span: Span,
+        /// Names (dotted) assigned anywhere in the body.
+        assigned: Vec<String>,
+        /// Counters it advances.
+        counters: Vec<Counter>,
     },
     /// `with accelerator.accumulate(model):` (the framework gates step and reset).
     Accumulate(Vec<Node>),
@@ -117,6 +212,8 @@ pub struct Function {
     pub name: String,
     /// Its body.
     pub body: Vec<Node>,
+    /// Names (dotted) assigned in its body.
+    pub assigned: Vec<String>,
 }
 
 /// A lowered file.
@@ -130,9 +227,18 @@ pub struct Program {
 }
 
 impl Program {
-    /// The function called `name`, if defined in the file.
+    /// The function called `name` (`Class.method` or a bare name), if
+    /// defined: a qualified name must match exactly; a bare one matches a
+    /// function of that name, else the first method of that name.
     pub fn function(&self, name: &str) -> Option<&Function> {
-        self.functions.iter().find(|f| f.name == name)
+        self.functions.iter().find(|f| f.name == name).or_else(|| {
+            if name.contains('.') {
+                return None;
+            }
+            self.functions
+                .iter()
+                .find(|f| f.name.rsplit('.').next() == Some(name))
+        })
     }
 
     /// The model an optimizer updates, if known.
@@ -144,9 +250,10 @@ impl Program {
     }
 }
 
-/// Whether two expressions name the same object: equal, or equal in their
-/// last segment (`self.optimizer` and `optimizer`).
+/// Whether two expressions name the same object: equal, or one is a bare
+/// name equal to the other's last segment (`self.optimizer` and a parameter
+/// `optimizer`). `gen.optimizer` and `disc.optimizer` are different objects.
 pub fn same_name(a: &str, b: &str) -> bool {
     let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
-    a == b || last(a) == last(b)
+    a == b || ((!a.contains('.') || !b.contains('.')) && last(a) == last(b))
 }

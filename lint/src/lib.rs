@@ -78,11 +78,23 @@ pub struct FileError {
     pub message: String,
 }
 
-/// Lints one file's text. `path` is only used in the diagnostics.
+/// Lints one file's text with every rule. `path` is only used in the
+/// diagnostics.
 pub fn lint_source(
     path: &str,
     source: &str,
     language: Language,
+) -> Result<Vec<Diagnostic>, FileError> {
+    lint_source_with(path, source, language, &|_| true)
+}
+
+/// Lints one file's text with the rules `enabled` accepts (by code). A rule
+/// defers to another only when that one is enabled (as in ruff).
+pub fn lint_source_with(
+    path: &str,
+    source: &str,
+    language: Language,
+    enabled: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Diagnostic>, FileError> {
     let index = LineIndex::new(source);
     let program = match language {
@@ -100,11 +112,18 @@ pub fn lint_source(
         }
     })?;
 
+    let active: Vec<Rule> = rules::ALL.into_iter().filter(|r| enabled(r.code)).collect();
     let mut found: Vec<(Rule, rules::Violation, fix::Anchors)> = Vec::new();
     for function in &program.functions {
         for f in facts::of_function(&program, function) {
-            for rule in rules::ALL {
-                let Some(v) = (rule.check)(&f) else { continue };
+            let fired: Vec<(Rule, rules::Violation)> = active
+                .iter()
+                .filter_map(|rule| (rule.check)(&f).map(|v| (*rule, v)))
+                .collect();
+            for (rule, v) in &fired {
+                if fired.iter().any(|(r, _)| rule.defers_to.contains(&r.code)) {
+                    continue;
+                }
                 // A finding is reported once, by its innermost loop.
                 let pile_up = |c: &str| matches!(c, "GL001" | "GL002" | "GL005" | "GL007");
                 let dup = found.iter().any(|(r, w, _)| {
@@ -112,7 +131,7 @@ pub fn lint_source(
                         && (r.code == rule.code || (pile_up(r.code) && pile_up(rule.code)))
                 });
                 if !dup {
-                    found.push((rule, v, fix::anchors(&f)));
+                    found.push((*rule, v.clone(), fix::anchors(&f)));
                 }
             }
         }

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::config::Config;
 use crate::notebook::Notebook;
-use crate::{lint_source, Diagnostic, FileError, Language};
+use crate::{lint_source_with, Diagnostic, FileError, Language};
 
 /// Files larger than this are reported, not read (generated code, data).
 pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
@@ -87,8 +87,13 @@ pub fn collect(paths: &[PathBuf], config: &Config) -> (Vec<PathBuf>, Vec<FileErr
     (files, errors)
 }
 
-/// Reads and lints one file.
+/// Reads and lints one file with every rule.
 pub fn lint_file(path: &Path) -> Result<Vec<Diagnostic>, FileError> {
+    lint_file_with(path, &Config::default())
+}
+
+/// Reads and lints one file with the rules `config` enables.
+pub fn lint_file_with(path: &Path, config: &Config) -> Result<Vec<Diagnostic>, FileError> {
     let language = Language::of(path).unwrap_or(Language::Python);
     let meta = std::fs::metadata(path).map_err(|e| {
         let broken = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
@@ -122,9 +127,9 @@ pub fn lint_file(path: &Path) -> Result<Vec<Diagnostic>, FileError> {
     })?;
     let name = path.display().to_string();
     if is_notebook(path) {
-        return lint_notebook(&name, &source);
+        return lint_notebook_with(&name, &source, config);
     }
-    lint_source(&name, &source, language)
+    lint_source_with(&name, &source, language, &|code| config.enabled(code))
 }
 
 /// Whether `path` is a Jupyter notebook (`.ipynb`).
@@ -135,6 +140,15 @@ pub fn is_notebook(path: &Path) -> bool {
 /// Lints a notebook's code cells as one module; findings and syntax errors
 /// are placed in their cells.
 pub fn lint_notebook(path: &str, text: &str) -> Result<Vec<Diagnostic>, FileError> {
+    lint_notebook_with(path, text, &Config::default())
+}
+
+/// Like [`lint_notebook`], with the rules `config` enables.
+pub fn lint_notebook_with(
+    path: &str,
+    text: &str,
+    config: &Config,
+) -> Result<Vec<Diagnostic>, FileError> {
     let notebook = Notebook::parse(text).map_err(|message| FileError {
         path: path.to_string(),
         cell: None,
@@ -142,7 +156,9 @@ pub fn lint_notebook(path: &str, text: &str) -> Result<Vec<Diagnostic>, FileErro
         column: None,
         message,
     })?;
-    match lint_source(path, &notebook.source, Language::Python) {
+    match lint_source_with(path, &notebook.source, Language::Python, &|code| {
+        config.enabled(code)
+    }) {
         Ok(found) => Ok(found
             .into_iter()
             .map(|mut d| {
@@ -179,8 +195,12 @@ pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
         .stack_size(64 * 1024 * 1024)
         .build()
         .expect("thread pool");
-    let results: Vec<Result<Vec<Diagnostic>, FileError>> =
-        pool.install(|| files.par_iter().map(|p| lint_file(p)).collect());
+    let results: Vec<Result<Vec<Diagnostic>, FileError>> = pool.install(|| {
+        files
+            .par_iter()
+            .map(|p| lint_file_with(p, config))
+            .collect()
+    });
     let mut diagnostics = Vec::new();
     for r in results {
         match r {

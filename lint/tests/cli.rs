@@ -157,6 +157,24 @@ fn select_ignore_and_config_files() {
 }
 
 #[test]
+fn a_disabled_rule_does_not_take_findings_from_enabled_ones() {
+    // A pile-up with the only reset before the loop is GL002's; with GL002
+    // ignored (or not selected) GL001 reports it, as ruff orders precedence.
+    let src = "optimizer.zero_grad()\nfor x, y in loader:\n    criterion(model(x), y).backward()\n    optimizer.step()\n";
+    let dir = tree(&[("train.py", src.as_bytes())]);
+    let all = stdout(&gradlint(dir.path(), &["--format", "json"]));
+    assert!(all.contains("GL002") && !all.contains("GL001"), "{all}");
+    for args in [&["--ignore", "GL002"][..], &["--select", "GL001"][..]] {
+        let mut argv = args.to_vec();
+        argv.extend(["--format", "json"]);
+        let out = gradlint(dir.path(), &argv);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let text = stdout(&out);
+        assert!(text.contains("GL001") && !text.contains("GL002"), "{text}");
+    }
+}
+
+#[test]
 fn suppression_comments_silence_one_rule() {
     let py = BAD.replace(
         "optimizer.step()",
@@ -237,7 +255,7 @@ fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     let run = &report["runs"][0];
-    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 7);
+    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 8);
     let result = &run["results"][0];
     assert_eq!(result["ruleId"], "GL001");
     let location = &result["locations"][0]["physicalLocation"];
@@ -264,7 +282,7 @@ fn rule_docs_and_rule_list() {
         assert!(out.contains(section), "{section} in {out}");
     }
     let list = stdout(&gradlint(dir.path(), &["rules"]));
-    assert_eq!(list.lines().count(), 7);
+    assert_eq!(list.lines().count(), 8);
     assert!(list.lines().all(|l| l.starts_with("GL00")));
     assert_eq!(
         gradlint(dir.path(), &["rule", "GL999"]).status.code(),

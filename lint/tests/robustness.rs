@@ -36,6 +36,10 @@ fn mutated(sources: Vec<String>, edits: std::ops::Range<usize>) -> impl Strategy
         Just(".zero_grad()"),
         Just(".step()"),
         Just("if c:"),
+        Just("if (i + 9223372036854775807) % k == -9223372036854775808:"),
+        Just("if i % k == k - 4294967296:"),
+        Just("if not torch.isfinite(loss):"),
+        Just("continue"),
         Just("break"),
         Just("loop {"),
         Just("?"),
@@ -114,6 +118,12 @@ proptest! {
         let _ = lint_source("r.py", &src, Language::Python);
         let _ = lint_source("r.rs", &src, Language::Rust);
     }
+}
+
+#[test]
+fn extreme_counter_tests_do_not_overflow() {
+    let src = "for i, b in enumerate(d, start=-9223372036854775808):\n    if (i - -9223372036854775808) % k == 9223372036854775807:\n        opt.zero_grad()\n    if i % k == k - 9223372036854775807:\n        pass\n    if (i + 9223372036854775807) % k == -9223372036854775807:\n        opt.zero_grad()\n    l.backward()\n    if (i + 1) % k == 0:\n        opt.step()\n";
+    assert!(lint_source("a.py", src, Language::Python).is_ok());
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Front ends: syntax trees to the [`crate::ir`] model.
 
+pub mod conditions;
 pub mod python;
 pub mod rust;
 

@@ -1,13 +1,14 @@
 //! Python (PyTorch) to the model, with ruff's parser.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr, Operator, Stmt};
 use ruff_text_size::Ranged;
 
+use super::conditions::{classify, counting_iter, optimizer_exists};
 use super::{looks_like_optimizer, SyntaxError, OPTIMIZER_TYPES};
-use crate::ir::{Event, Function, Node, Program, Reset, Span, Updater};
+use crate::ir::{Counter, Event, Function, Node, Program, Reset, Span, Updater};
 
 /// Deeper statement nesting than this is not analysed (no stack overflow on
 /// generated code).
@@ -20,18 +21,34 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
         offset: e.location.start().to_usize(),
     })?;
     let module = parsed.syntax();
+    // Every rule needs a backward pass: a file without one is only checked
+    // for syntax.
+    if !source.contains("backward") {
+        return Ok(Program::default());
+    }
     let mut lowerer = Lowerer {
         source,
         program: Program::default(),
         optimizers: HashSet::new(),
         functions: HashSet::new(),
+        classes: HashMap::new(),
+        instances: HashMap::new(),
+        schedulers: HashSet::new(),
+        aliases: HashMap::new(),
+        parameter_vars: HashSet::new(),
+        class: None,
+        engine_functions: HashSet::new(),
+        named: HashMap::new(),
     };
+    lowerer.classes(&module.body, 0);
     lowerer.declarations(&module.body, 0);
     lowerer.definitions(&module.body, 0);
+    lowerer.named = named_tests(&module.body);
     let body = lowerer.stmts(&module.body, 0);
     lowerer.program.functions.push(Function {
         name: "<module>".into(),
         body,
+        assigned: Vec::new(),
     });
     Ok(lowerer.program)
 }
@@ -43,6 +60,23 @@ struct Lowerer<'s> {
     optimizers: HashSet<String>,
     /// Functions and methods defined in the file.
     functions: HashSet<String>,
+    /// Classes defined in the file -> their methods.
+    classes: HashMap<String, HashSet<String>>,
+    /// Variables (dotted) bound to an instance of a class of the file.
+    instances: HashMap<String, String>,
+    /// Variables bound to a learning-rate scheduler.
+    schedulers: HashSet<String>,
+    /// `opt = self.optimizer`: a name for the same optimizer.
+    aliases: HashMap<String, String>,
+    /// Loop variables over parameters (`for p in model.parameters()`).
+    parameter_vars: HashSet<String>,
+    /// The class whose methods are being lowered.
+    class: Option<String>,
+    /// Functions given to ignite's `Engine(...)`: run once per batch.
+    engine_functions: HashSet<String>,
+    /// In the function being lowered, local names bound once to a test
+    /// (`do_step = (i + 1) % k == 0`).
+    named: HashMap<String, &'s Expr>,
 }
 
 fn span(node: &impl Ranged) -> Span {
@@ -109,8 +143,38 @@ fn parameters_owner(expr: &Expr) -> Option<String> {
     f.0
 }
 
-impl Lowerer<'_> {
-    /// Records functions, methods and optimizer variables, anywhere.
+impl<'s> Lowerer<'s> {
+    /// Records the classes of the file and their methods.
+    fn classes(&mut self, body: &[Stmt], depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        for stmt in body {
+            match stmt {
+                Stmt::ClassDef(c) => {
+                    let methods = c
+                        .body
+                        .iter()
+                        .filter_map(|s| match s {
+                            Stmt::FunctionDef(f) => Some(f.name.id.to_string()),
+                            _ => None,
+                        })
+                        .collect();
+                    self.classes.insert(c.name.id.to_string(), methods);
+                    self.classes(&c.body, depth + 1);
+                }
+                Stmt::FunctionDef(f) => self.classes(&f.body, depth + 1),
+                _ => {
+                    for b in nested_bodies(stmt) {
+                        self.classes(b, depth + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records functions, methods, optimizer, scheduler and instance
+    /// variables, aliases and parameter loop variables, anywhere.
     fn declarations(&mut self, body: &[Stmt], depth: usize) {
         if depth > MAX_DEPTH {
             return;
@@ -123,18 +187,53 @@ impl Lowerer<'_> {
                 }
                 Stmt::ClassDef(c) => self.declarations(&c.body, depth + 1),
                 Stmt::Assign(a) => {
-                    if is_optimizer_constructor(&a.value) {
-                        {
-                            for target in &a.targets {
-                                if let Some(t) = dotted(target) {
-                                    if let Some(model) = parameters_owner(&a.value) {
-                                        self.program.optimizer_models.push((t.clone(), model));
-                                    }
-                                    self.optimizers.insert(t);
+                    for target in &a.targets {
+                        let Some(t) = dotted(target) else { continue };
+                        if is_optimizer_constructor(&a.value) {
+                            if let Some(model) = parameters_owner(&a.value) {
+                                self.program.optimizer_models.push((t.clone(), model));
+                            }
+                            self.optimizers.insert(t.clone());
+                        } else if is_scheduler_constructor(&a.value) {
+                            self.schedulers.insert(t.clone());
+                        }
+                        if let Expr::Call(call) = a.value.as_ref() {
+                            let callee = dotted(&call.func).unwrap_or_default();
+                            let last = callee.rsplit('.').next().unwrap_or("");
+                            if self.classes.contains_key(last) {
+                                self.instances.insert(t.clone(), last.to_string());
+                            }
+                            if last == "Engine" {
+                                if let Some(Expr::Name(n)) = call.arguments.args.first() {
+                                    self.engine_functions.insert(n.id.to_string());
                                 }
                             }
                         }
+                        if let Some(source) = dotted(&a.value) {
+                            if !t.contains('.') && t != source && looks_like_optimizer(&source) {
+                                self.aliases.insert(t, source);
+                            }
+                        }
                     }
+                }
+                Stmt::Expr(e) => {
+                    // `Engine(update)` used directly.
+                    if let Expr::Call(call) = e.value.as_ref() {
+                        if dotted(&call.func).is_some_and(|c| c.ends_with("Engine")) {
+                            if let Some(Expr::Name(n)) = call.arguments.args.first() {
+                                self.engine_functions.insert(n.id.to_string());
+                            }
+                        }
+                    }
+                }
+                Stmt::For(f) => {
+                    let iter = self.text(f.iter.as_ref()).to_ascii_lowercase();
+                    if iter.contains("param") || iter.contains("weight") {
+                        let mut names = Vec::new();
+                        target_names(&f.target, &mut names);
+                        self.parameter_vars.extend(names);
+                    }
+                    self.nested_declarations(stmt, depth);
                 }
                 _ => self.nested_declarations(stmt, depth),
             }
@@ -148,21 +247,49 @@ impl Lowerer<'_> {
     }
 
     /// Lowers every function and method, once all names are known.
-    fn definitions(&mut self, body: &[Stmt], depth: usize) {
+    /// Methods are named `Class.method`. A function the framework runs once
+    /// per batch (Lightning's `training_step` with manual optimization, an
+    /// ignite process function) becomes a loop body.
+    fn definitions(&mut self, body: &'s [Stmt], depth: usize) {
         if depth > MAX_DEPTH {
             return;
         }
         for stmt in body {
             match stmt {
                 Stmt::FunctionDef(f) => {
-                    let lowered = self.stmts(&f.body, depth + 1);
+                    let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
+                    let mut lowered = self.stmts(&f.body, depth + 1);
+                    self.named = outer_named;
+                    let mut assigned = Vec::new();
+                    assigned_names(&f.body, &mut assigned, 0);
+                    let name = f.name.id.as_str();
+                    if self.runs_per_batch(f) || self.owns_a_batch(f, &lowered) {
+                        returns_end_iteration(&mut lowered);
+                        lowered = vec![Node::Loop {
+                            body: lowered,
+                            span: span(f),
+                            assigned: assigned.clone(),
+                            counters: Vec::new(),
+                        }];
+                    }
+                    let qualified = match &self.class {
+                        Some(c) => format!("{c}.{name}"),
+                        None => name.to_string(),
+                    };
                     self.program.functions.push(Function {
-                        name: f.name.id.to_string(),
+                        name: qualified,
                         body: lowered,
+                        assigned,
                     });
+                    let outer = self.class.take();
                     self.definitions(&f.body, depth + 1);
+                    self.class = outer;
                 }
-                Stmt::ClassDef(c) => self.definitions(&c.body, depth + 1),
+                Stmt::ClassDef(c) => {
+                    let outer = self.class.replace(c.name.id.to_string());
+                    self.definitions(&c.body, depth + 1);
+                    self.class = outer;
+                }
                 _ => {
                     for b in nested_bodies(stmt) {
                         self.definitions(b, depth + 1);
@@ -172,9 +299,86 @@ impl Lowerer<'_> {
         }
     }
 
+    /// A method named like a per-batch update (`step`, `train_step`,
+    /// `optimize_parameters`...) that itself runs a backward pass, a step and
+    /// a reset: it owns one batch's gradient cycle, whoever calls it.
+    fn owns_a_batch(&self, f: &ast::StmtFunctionDef, body: &[Node]) -> bool {
+        const NAMES: [&str; 10] = [
+            "step",
+            "train_step",
+            "training_step",
+            "train_batch",
+            "train_on_batch",
+            "fit_batch",
+            "optimize",
+            "optimize_parameters",
+            "update",
+            "learn",
+        ];
+        if self.class.is_none() || !NAMES.contains(&f.name.id.as_str()) {
+            return false;
+        }
+        let mut seen = [false; 3];
+        fn walk(nodes: &[Node], seen: &mut [bool; 3]) {
+            for n in nodes {
+                match n {
+                    Node::Event(Event::Backward, _) => seen[0] = true,
+                    Node::Event(Event::Step(_), _) => seen[1] = true,
+                    Node::Event(Event::Reset(r), _)
+                        if !matches!(
+                            r,
+                            Reset::NewOptimizer(_) | Reset::NewModelOptimizer { .. }
+                        ) =>
+                    {
+                        seen[2] = true
+                    }
+                    Node::If { branches, .. } => branches.iter().for_each(|b| walk(b, seen)),
+                    Node::Accumulate(b) => walk(b, seen),
+                    _ => {}
+                }
+            }
+        }
+        walk(body, &mut seen);
+        seen.iter().all(|&b| b)
+    }
+
+    /// Lightning's `training_step` that drives its optimizers itself
+    /// (`self.optimizers()`, `self.manual_backward`), or a function given
+    /// to ignite's `Engine`.
+    fn runs_per_batch(&self, f: &ast::StmtFunctionDef) -> bool {
+        let name = f.name.id.as_str();
+        if self.class.is_none() && self.engine_functions.contains(name) {
+            return true;
+        }
+        if name != "training_step" || self.class.is_none() {
+            return false;
+        }
+        let text = self.text(f);
+        text.contains("self.optimizers(") || text.contains("manual_backward(")
+    }
+
     fn is_optimizer(&self, text: &str) -> bool {
-        let scheduler = text.to_ascii_lowercase().contains("sched");
+        let scheduler =
+            text.to_ascii_lowercase().contains("sched") || self.schedulers.contains(text);
         !scheduler && (self.optimizers.contains(text) || looks_like_optimizer(text))
+    }
+
+    /// The object an expression names: an alias resolved.
+    fn canonical(&self, text: String) -> String {
+        self.aliases.get(&text).cloned().unwrap_or(text)
+    }
+
+    /// The method a call `receiver.method(...)` runs, when `receiver` is
+    /// `self` in a class of the file or an instance of one.
+    fn method_of(&self, receiver: Option<&str>, method: &str) -> Option<String> {
+        let class = match receiver? {
+            "self" => self.class.clone()?,
+            r => self.instances.get(r)?.clone(),
+        };
+        self.classes
+            .get(&class)?
+            .contains(method)
+            .then(|| format!("{class}.{method}"))
     }
 
     fn stmts(&self, body: &[Stmt], depth: usize) -> Vec<Node> {
@@ -196,13 +400,17 @@ impl Lowerer<'_> {
                 self.expr(&a.value, out);
                 for target in &a.targets {
                     self.assignment(target, &a.value, stmt, out);
-                    // A new optimizer (usually over new tensors) starts with
-                    // no gradient history.
+                    // A new optimizer over new tensors starts with no gradient
+                    // history; one over a model's parameters clears nothing.
                     if let (Some(t), true) = (dotted(target), is_optimizer_constructor(&a.value)) {
-                        out.push(Node::Event(
-                            Event::Reset(Reset::NewOptimizer(t)),
-                            span(stmt),
-                        ));
+                        let reset = match parameters_owner(&a.value) {
+                            None => Reset::NewOptimizer(t),
+                            Some(model) => Reset::NewModelOptimizer {
+                                optimizer: t,
+                                model,
+                            },
+                        };
+                        out.push(Node::Event(Event::Reset(reset), span(stmt)));
                     }
                 }
             }
@@ -219,11 +427,50 @@ impl Lowerer<'_> {
                     out.push(Node::Event(Event::Step(Updater::Manual), span(stmt)));
                 }
             }
-            Stmt::For(f) => self.looped(&f.iter, &f.body, &f.orelse, stmt, depth, out),
-            Stmt::While(w) => self.looped(&w.test, &w.body, &w.orelse, stmt, depth, out),
+            Stmt::For(f) => {
+                self.expr(&f.iter, out);
+                let mut counters = Vec::new();
+                if let Expr::Call(call) = f.iter.as_ref() {
+                    if let Some(start) = counting_iter(call) {
+                        let first = match f.target.as_ref() {
+                            Expr::Tuple(t) => t.elts.first(),
+                            e => Some(e),
+                        };
+                        if let Some(name) = first.and_then(dotted) {
+                            counters.push(Counter { name, start });
+                        }
+                    }
+                }
+                // Whatever the loop binds moves on each iteration
+                // (`step.number` of a step object).
+                let mut targets = Vec::new();
+                target_names(&f.target, &mut targets);
+                for name in targets {
+                    if !counters.iter().any(|c| c.name == name) {
+                        counters.push(Counter { name, start: None });
+                    }
+                }
+                self.looped(Vec::new(), counters, &f.body, &f.orelse, stmt, depth, out);
+            }
+            Stmt::While(w) => {
+                // The test runs at the start of every iteration.
+                let mut head = Vec::new();
+                self.expr(&w.test, &mut head);
+                self.looped(head, Vec::new(), &w.body, &w.orelse, stmt, depth, out);
+            }
+            Stmt::If(i)
+                if i.elif_else_clauses.is_empty()
+                    && optimizer_exists(&i.test, |t| self.is_optimizer(t)) =>
+            {
+                // The optimizer exists whenever it is stepped.
+                self.expr(&i.test, out);
+                out.extend(self.stmts(&i.body, depth + 1));
+            }
             Stmt::If(i) => {
                 self.expr(&i.test, out);
+                let named = |n: &str| self.named.get(n).copied();
                 let mut branches = vec![self.stmts(&i.body, depth + 1)];
+                let mut tests = vec![classify(self.source, &i.test, &named)];
                 let mut exhaustive = false;
                 for clause in &i.elif_else_clauses {
                     if let Some(test) = &clause.test {
@@ -232,14 +479,17 @@ impl Lowerer<'_> {
                         self.expr(test, &mut branch);
                         branch.extend(self.stmts(&clause.body, depth + 1));
                         branches.push(branch);
+                        tests.push(classify(self.source, test, &named));
                     } else {
                         exhaustive = true;
                         branches.push(self.stmts(&clause.body, depth + 1));
+                        tests.push(None);
                     }
                 }
                 out.push(Node::If {
                     branches,
                     exhaustive,
+                    tests,
                 });
             }
             Stmt::With(w) => {
@@ -266,12 +516,13 @@ impl Lowerer<'_> {
             }
             Stmt::Match(m) => {
                 self.expr(&m.subject, out);
-                let branches = m
+                let branches: Vec<Vec<Node>> = m
                     .cases
                     .iter()
                     .map(|c| self.stmts(&c.body, depth + 1))
                     .collect();
                 out.push(Node::If {
+                    tests: vec![None; branches.len()],
                     branches,
                     exhaustive: false,
                 });
@@ -289,29 +540,64 @@ impl Lowerer<'_> {
         }
     }
 
-    /// A `for` or `while`: its header, the loop, then its `else`.
+    /// A `for` or `while`: the loop (`head` runs at the start of each
+    /// iteration), then its `else`.
+    #[allow(clippy::too_many_arguments)]
     fn looped(
         &self,
-        header: &Expr,
+        mut head: Vec<Node>,
+        mut counters: Vec<Counter>,
         body: &[Stmt],
         orelse: &[Stmt],
         stmt: &Stmt,
         depth: usize,
         out: &mut Vec<Node>,
     ) {
-        self.expr(header, out);
+        head.extend(self.stmts(body, depth + 1));
+        let mut assigned = Vec::new();
+        assigned_names(body, &mut assigned, 0);
+        if let Stmt::For(f) = stmt {
+            target_names(&f.target, &mut assigned);
+        }
+        incremented(body, &mut counters, 0);
         out.push(Node::Loop {
-            body: self.stmts(body, depth + 1),
+            body: head,
             span: span(stmt),
+            assigned,
+            counters,
         });
         out.extend(self.stmts(orelse, depth + 1));
+    }
+
+    /// Whether `x.grad` belongs to a parameter: `x` iterates over parameters,
+    /// is an attribute path (`model.fc.weight`), or is named like one.
+    /// Input gradients (`images.grad`, `delta.grad`) are not the optimizer's.
+    fn is_parameter(&self, owner: &Expr) -> bool {
+        let Some(text) = dotted(owner) else {
+            return true;
+        };
+        if text.contains('.') || self.parameter_vars.contains(&text) {
+            return true;
+        }
+        let lower = text.to_ascii_lowercase();
+        ["param", "weight", "bias"]
+            .iter()
+            .any(|w| lower.contains(w))
+            || lower == "p"
     }
 
     /// `p.grad = None` resets; `p.data = p.data - lr * p.grad` updates.
     fn assignment(&self, target: &Expr, value: &Expr, stmt: &Stmt, out: &mut Vec<Node>) {
         if let Expr::Attribute(a) = target {
             let attr = a.attr.id.as_str();
-            if attr == "grad" && matches!(value, Expr::NoneLiteral(_)) {
+            let zeros = || {
+                matches!(value, Expr::Call(c) if dotted(&c.func)
+                    .is_some_and(|f| f.ends_with("zeros_like") || f.ends_with("zeros")))
+            };
+            if attr == "grad"
+                && (matches!(value, Expr::NoneLiteral(_)) || zeros())
+                && self.is_parameter(&a.value)
+            {
                 out.push(Node::Event(Event::Reset(Reset::Parameters), span(stmt)));
             } else if attr == "data" && !is_grad_attribute(target) && mentions_grad(value) {
                 out.push(Node::Event(Event::Step(Updater::Manual), span(stmt)));
@@ -351,25 +637,43 @@ impl Lowerer<'_> {
             Expr::Attribute(a) => {
                 let method = a.attr.id.as_str();
                 let receiver = dotted(&a.value);
-                let receiver_text = || receiver.clone().unwrap_or_else(|| self.text(&a.value));
+                let receiver_text = || {
+                    receiver
+                        .clone()
+                        .unwrap_or_else(|| self.text(a.value.as_ref()))
+                };
                 match method {
+                    _ if self.method_of(receiver.as_deref(), method).is_some() => {
+                        self.method_of(receiver.as_deref(), method).map(Event::Call)
+                    }
                     "backward" | "manual_backward" => Some(Event::Backward),
                     "zero_grad" => {
-                        let r = receiver_text();
+                        let r = self.canonical(receiver_text());
                         Some(Event::Reset(if self.is_optimizer(&r) {
                             Reset::Optimizer(r)
                         } else {
                             Reset::Model(r)
                         }))
                     }
-                    "zero_" if is_grad_attribute(&a.value) => Some(Event::Reset(Reset::Parameters)),
+                    "zero_grads" if !self.functions.contains(method) => {
+                        Some(Event::Reset(Reset::Parameters))
+                    }
+                    "zero_" if is_grad_attribute(&a.value) => {
+                        let owner = grad_owner(&a.value)?;
+                        self.is_parameter(owner)
+                            .then_some(Event::Reset(Reset::Parameters))
+                    }
                     "step" => {
-                        let r = receiver_text();
+                        let r = self.canonical(receiver_text());
                         if self.is_optimizer(&r) {
                             // `opt.step(closure)` (LBFGS) runs its own backward and reset.
                             (args.args.is_empty() && args.keywords.is_empty())
                                 .then_some(Event::Step(Updater::Optimizer(r)))
                         } else if r.to_ascii_lowercase().contains("scaler") {
+                            if args.find_keyword("closure").is_some() || args.args.len() > 1 {
+                                // The closure runs its own backward and reset.
+                                return None;
+                            }
                             let opt = args
                                 .args
                                 .first()
@@ -392,9 +696,20 @@ impl Lowerer<'_> {
                                 || args.keywords.iter().any(|k| mentions_grad(&k.value)));
                         updates.then_some(Event::Step(Updater::Manual))
                     }
-                    name if self.functions.contains(name) => Some(Event::Call(name.to_string())),
+                    // `obj.m()` on an unknown object: some class's method `m`,
+                    // never a module-level function `m` (`model.train()`).
+                    name if self.functions.contains(name) => Some(Event::Call(format!("*.{name}"))),
                     _ => None,
                 }
+            }
+            Expr::Name(n) if self.classes.contains_key(n.id.as_str()) => None,
+            // `zero_grads(params)` (pyro) and such helpers clear `.grad`.
+            func if dotted(func).is_some_and(|f| {
+                let last = f.rsplit('.').next().unwrap_or("");
+                matches!(last, "zero_grads" | "zero_grad_") && !self.functions.contains(last)
+            }) =>
+            {
+                Some(Event::Reset(Reset::Parameters))
             }
             Expr::Name(n) if self.functions.contains(n.id.as_str()) => {
                 Some(Event::Call(n.id.to_string()))
@@ -403,10 +718,161 @@ impl Lowerer<'_> {
         }
     }
 
-    fn text(&self, expr: &Expr) -> String {
-        let s = span(expr);
+    fn text(&self, node: &impl Ranged) -> String {
+        let s = span(node);
         self.source.get(s.start..s.end).unwrap_or("").to_string()
     }
+}
+
+/// Local names bound exactly once in `body` (nested blocks included) to
+/// a comparison, a `not` or a boolean operation.
+fn named_tests(body: &[Stmt]) -> HashMap<String, &Expr> {
+    fn walk<'e>(
+        body: &'e [Stmt],
+        counts: &mut HashMap<String, (usize, Option<&'e Expr>)>,
+        depth: usize,
+    ) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        for stmt in body {
+            match stmt {
+                Stmt::Assign(a) => {
+                    for t in &a.targets {
+                        let mut names = Vec::new();
+                        target_names(t, &mut names);
+                        let test = matches!(t, Expr::Name(_))
+                            && matches!(
+                                a.value.as_ref(),
+                                Expr::Compare(_) | Expr::BoolOp(_) | Expr::UnaryOp(_)
+                            );
+                        for n in names {
+                            let e = counts.entry(n).or_insert((0, None));
+                            e.0 += 1;
+                            e.1 = test.then_some(a.value.as_ref());
+                        }
+                    }
+                }
+                Stmt::AugAssign(a) => {
+                    let mut names = Vec::new();
+                    target_names(&a.target, &mut names);
+                    for n in names {
+                        counts.entry(n).or_insert((0, None)).0 += 2;
+                    }
+                }
+                Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
+                _ => {
+                    for b in nested_bodies(stmt) {
+                        walk(b, counts, depth + 1);
+                    }
+                }
+            }
+        }
+    }
+    let mut counts = HashMap::new();
+    walk(body, &mut counts, 0);
+    counts
+        .into_iter()
+        .filter_map(|(n, (count, e))| (count == 1).then_some((n, e?)))
+        .collect()
+}
+
+/// In a function run once per batch, `return` ends the iteration (outside
+/// nested loops, where it would also leave them).
+fn returns_end_iteration(nodes: &mut [Node]) {
+    for node in nodes {
+        match node {
+            Node::Return => *node = Node::Continue,
+            Node::If { branches, .. } => branches.iter_mut().for_each(|b| returns_end_iteration(b)),
+            Node::Accumulate(body) => returns_end_iteration(body),
+            _ => {}
+        }
+    }
+}
+
+/// The `x` of `x.grad` / `x.grad.data`.
+fn grad_owner(expr: &Expr) -> Option<&Expr> {
+    match expr {
+        Expr::Attribute(a) if a.attr.id.as_str() == "grad" => Some(&a.value),
+        Expr::Attribute(a) if a.attr.id.as_str() == "data" => grad_owner(&a.value),
+        _ => None,
+    }
+}
+
+/// Names bound by an assignment target.
+fn target_names(target: &Expr, out: &mut Vec<String>) {
+    match target {
+        Expr::Tuple(t) => t.elts.iter().for_each(|e| target_names(e, out)),
+        Expr::List(l) => l.elts.iter().for_each(|e| target_names(e, out)),
+        Expr::Starred(s) => target_names(&s.value, out),
+        e => out.extend(dotted(e)),
+    }
+}
+
+/// Every name (dotted) assigned in `body`, nested blocks included, nested
+/// functions and classes not.
+fn assigned_names(body: &[Stmt], out: &mut Vec<String>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    for stmt in body {
+        match stmt {
+            Stmt::Assign(a) => a.targets.iter().for_each(|t| target_names(t, out)),
+            Stmt::AugAssign(a) => target_names(&a.target, out),
+            Stmt::AnnAssign(a) => target_names(&a.target, out),
+            Stmt::For(f) => target_names(&f.target, out),
+            Stmt::With(w) => w
+                .items
+                .iter()
+                .filter_map(|i| i.optional_vars.as_deref())
+                .for_each(|t| target_names(t, out)),
+            _ => {}
+        }
+        if !matches!(stmt, Stmt::FunctionDef(_) | Stmt::ClassDef(_)) {
+            for b in nested_bodies(stmt) {
+                assigned_names(b, out, depth + 1);
+            }
+        }
+    }
+}
+
+/// Counters `x += 1` in `body`, not in nested loops.
+fn incremented(body: &[Stmt], out: &mut Vec<Counter>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    for stmt in body {
+        match stmt {
+            Stmt::AugAssign(a)
+                if a.op == Operator::Add
+                    && matches!(a.value.as_ref(), Expr::NumberLiteral(n)
+                        if matches!(&n.value, ast::Number::Int(i) if i.as_i64() == Some(1))) =>
+            {
+                if let Some(name) = dotted(&a.target) {
+                    if !out.iter().any(|c| c.name == name) {
+                        out.push(Counter { name, start: None });
+                    }
+                }
+            }
+            Stmt::For(_) | Stmt::While(_) | Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
+            _ => {
+                for b in nested_bodies(stmt) {
+                    incremented(b, out, depth + 1);
+                }
+            }
+        }
+    }
+}
+
+/// `get_linear_schedule_with_warmup(...)`, `StepLR(...)`, `WarmupScheduler(...)`.
+fn is_scheduler_constructor(value: &Expr) -> bool {
+    let Expr::Call(call) = value else {
+        return false;
+    };
+    let callee = dotted(&call.func).unwrap_or_default();
+    let last = callee.rsplit('.').next().unwrap_or("");
+    let lower = callee.to_ascii_lowercase();
+    lower.contains("sched") || last.ends_with("LR") || lower.contains("warmup")
 }
 
 /// `torch.optim.AdamW(...)`, `optim.SGD(...)`, `Lion(...)`.

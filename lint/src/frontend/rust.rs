@@ -29,6 +29,7 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
         program: Program::default(),
         optimizers: HashSet::new(),
         functions: fns.iter().map(|(n, _)| n.clone()).collect(),
+        loop_vars: std::cell::RefCell::new(Vec::new()),
     };
     for (_, block) in &fns {
         lowerer.find_optimizers(block);
@@ -38,6 +39,7 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
         lowerer.program.functions.push(Function {
             name: name.clone(),
             body,
+            assigned: Vec::new(),
         });
     }
     Ok(lowerer.program)
@@ -78,6 +80,8 @@ struct Lowerer {
     program: Program,
     optimizers: HashSet<String>,
     functions: HashSet<String>,
+    /// Names bound by the `for` patterns around the code being lowered.
+    loop_vars: std::cell::RefCell<Vec<String>>,
 }
 
 /// `a.b.c` for paths and fields.
@@ -230,12 +234,13 @@ impl Lowerer {
                 }
                 out.push(Node::If {
                     exhaustive: i.else_branch.is_some(),
+                    tests: vec![None; branches.len()],
                     branches,
                 });
             }
             Expr::Match(m) => {
                 self.expr(&m.expr, d, false, out);
-                let branches = m
+                let branches: Vec<Vec<Node>> = m
                     .arms
                     .iter()
                     .map(|arm| {
@@ -245,15 +250,24 @@ impl Lowerer {
                     })
                     .collect();
                 out.push(Node::If {
+                    tests: vec![None; branches.len()],
                     branches,
                     exhaustive: true,
                 });
             }
             Expr::ForLoop(f) => {
                 self.expr(&f.expr, d, false, out);
+                let mut bound = Vec::new();
+                pat_names(&f.pat, &mut bound);
+                let depth = self.loop_vars.borrow().len();
+                self.loop_vars.borrow_mut().extend(bound);
+                let body = self.block(&f.body, d);
+                self.loop_vars.borrow_mut().truncate(depth);
                 out.push(Node::Loop {
-                    body: self.block(&f.body, d),
+                    body,
                     span: self.span(f),
+                    assigned: Vec::new(),
+                    counters: Vec::new(),
                 });
             }
             Expr::While(w) => {
@@ -263,11 +277,15 @@ impl Lowerer {
                 out.push(Node::Loop {
                     body,
                     span: self.span(w),
+                    assigned: Vec::new(),
+                    counters: Vec::new(),
                 });
             }
             Expr::Loop(l) => out.push(Node::Loop {
                 body: self.block(&l.body, d),
                 span: self.span(l),
+                assigned: Vec::new(),
+                counters: Vec::new(),
             }),
             Expr::Block(b) => out.extend(self.block(&b.block, d)),
             Expr::Unsafe(b) => out.extend(self.block(&b.block, d)),
@@ -289,6 +307,33 @@ impl Lowerer {
             Expr::Paren(p) => self.expr(&p.expr, d, statement, out),
             Expr::Reference(r) => self.expr(&r.expr, d, false, out),
             Expr::Let(l) => self.expr(&l.expr, d, false, out),
+            // `batches.iter().try_for_each(|b| { ... })`: the closure is a
+            // loop body.
+            Expr::MethodCall(m)
+                if matches!(
+                    m.method.to_string().as_str(),
+                    "for_each" | "try_for_each" | "for_each_init" | "try_for_each_init"
+                ) && matches!(m.args.last(), Some(Expr::Closure(_))) =>
+            {
+                self.expr(&m.receiver, d, false, out);
+                let Some(Expr::Closure(c)) = m.args.last() else {
+                    return;
+                };
+                let mut body = Vec::new();
+                self.expr(&c.body, d, true, &mut body);
+                // `return` in the closure ends one iteration.
+                for node in body.iter_mut() {
+                    if *node == Node::Return {
+                        *node = Node::Continue;
+                    }
+                }
+                out.push(Node::Loop {
+                    body,
+                    span: self.span(m),
+                    assigned: Vec::new(),
+                    counters: Vec::new(),
+                });
+            }
             Expr::MethodCall(m) => {
                 let passthrough = matches!(m.method.to_string().as_str(), "unwrap" | "expect");
                 self.expr(&m.receiver, d, statement && passthrough, out);
@@ -354,6 +399,17 @@ impl Lowerer {
                     Reset::Model(r)
                 }))
             }
+            // `for opt in opts { opt.step(&grads)? }`: one store applied to
+            // several optimizers (over disjoint parameters), one each.
+            "step" | "step_with"
+                if !m.args.is_empty()
+                    && receiver.as_ref().is_some_and(|r| {
+                        let root = r.split('.').next().unwrap_or(r);
+                        self.loop_vars.borrow().iter().any(|v| v == root)
+                    }) =>
+            {
+                None
+            }
             "step" | "step_with" if !m.args.is_empty() => {
                 store_arg().map(|s| Event::Step(Updater::Store(s)))
             }
@@ -364,6 +420,18 @@ impl Lowerer {
             name if self.functions.contains(name) => Some(Event::Call(name.to_string())),
             _ => None,
         }
+    }
+}
+
+/// Every name a pattern binds.
+fn pat_names(pat: &Pat, out: &mut Vec<String>) {
+    match pat {
+        Pat::Ident(i) => out.push(i.ident.to_string()),
+        Pat::Type(t) => pat_names(&t.pat, out),
+        Pat::Reference(r) => pat_names(&r.pat, out),
+        Pat::Tuple(t) => t.elems.iter().for_each(|p| pat_names(p, out)),
+        Pat::Paren(p) => pat_names(&p.pat, out),
+        _ => {}
     }
 }
 

@@ -1,6 +1,6 @@
 //! GL001 missing-zero-grad.
 
-use super::{gl002_zero_grad_outside_loop, gl005_optimizer_never_reset, Rule, Violation};
+use super::{Rule, Violation};
 use crate::facts::LoopFacts;
 use crate::ir::Updater;
 
@@ -11,6 +11,7 @@ pub const RULE: Rule = Rule {
     summary: "a loop runs backward and an update with no gradient reset on every iteration",
     docs: DOCS,
     check,
+    defers_to: &["GL002", "GL005"],
 };
 
 const DOCS: &str = r#"## What it does
@@ -18,6 +19,12 @@ Checks for training loops that run a backward pass and an update (an optimizer
 step, or a manual update such as `p -= lr * p.grad`) while some path through
 an iteration never resets the gradients (`optimizer.zero_grad()`,
 `model.zero_grad()`, `p.grad = None`).
+
+Loops include the bodies frameworks run once per batch: Lightning's
+`training_step` with manual optimization, ignite process functions given to
+`Engine`, and per-batch methods (`step`, `train_step`, ...) that run backward,
+step and a reset themselves. `x.grad = None` on an input tensor is not a reset;
+neither is a new optimizer over the model's existing parameters.
 
 ## Why is this bad?
 `loss.backward()` ADDS into each parameter's `.grad`. Without a reset, every
@@ -61,10 +68,7 @@ has no automatic fix: which gradients to reset is the reader's call.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {
-    if matches!(f.updater, Updater::Store(_))
-        || gl002_zero_grad_outside_loop::applies(f)
-        || gl005_optimizer_never_reset::applies(f)
-    {
+    if matches!(f.updater, Updater::Store(_)) {
         return None;
     }
     let span = f.pile_up_step?;

@@ -11,6 +11,7 @@ pub const RULE: Rule = Rule {
     summary: "the only gradient reset is before or after the loop, so gradients pile up across iterations",
     docs: DOCS,
     check,
+    defers_to: &[],
 };
 
 const DOCS: &str = r#"## What it does

@@ -10,6 +10,7 @@ pub const RULE: Rule = Rule {
     summary: "a gradient reset between backward and step: the step applies zeros",
     docs: DOCS,
     check,
+    defers_to: &[],
 };
 
 const DOCS: &str = r#"## What it does

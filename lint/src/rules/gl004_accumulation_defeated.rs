@@ -1,6 +1,6 @@
 //! GL004 accumulation-defeated.
 
-use super::{gl003_zero_grad_before_step, Rule, Violation};
+use super::{Rule, Violation};
 use crate::facts::LoopFacts;
 
 /// The rule.
@@ -10,11 +10,19 @@ pub const RULE: Rule = Rule {
     summary: "the step is guarded (gradient accumulation) but the reset runs every iteration",
     docs: DOCS,
     check,
+    defers_to: &["GL003"],
 };
 
 const DOCS: &str = r#"## What it does
 Checks for gradient accumulation whose step runs only on some iterations
 (`if (i + 1) % k == 0:`) while the reset runs on every iteration.
+
+Not flagged: a reset when the window opens and a step when it closes on the
+same counter (`if i % k == 0: zero_grad()` ... `if (i + 1) % k == 0: step()`),
+a step skipped because a value is non-finite or out of range (that pass is
+meant to be dropped), a reset at the start of an epoch or fold (a new run
+starts a new window), and, with several optimizers, backward passes that
+belong to another optimizer's cycle.
 
 ## Why is this bad?
 The reset clears the accumulated gradients of the iterations without a step:
@@ -46,9 +54,6 @@ step) depends on how the accumulation is meant to work.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {
-    if (gl003_zero_grad_before_step::RULE.check)(f).is_some() {
-        return None;
-    }
     let span = f.reset_discarding_accumulation?;
     Some(Violation {
         span,

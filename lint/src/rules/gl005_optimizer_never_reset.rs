@@ -1,6 +1,6 @@
 //! GL005 optimizer-never-reset.
 
-use super::{gl002_zero_grad_outside_loop, Rule, Violation};
+use super::{Rule, Violation};
 use crate::facts::LoopFacts;
 use crate::ir::Updater;
 
@@ -11,6 +11,7 @@ pub const RULE: Rule = Rule {
     summary: "several optimizers are stepped in a loop and one of them is never reset",
     docs: DOCS,
     check,
+    defers_to: &["GL002"],
 };
 
 const DOCS: &str = r#"## What it does
@@ -50,13 +51,13 @@ never-reset optimizer's step; never with `--fix` alone (several optimizers:
 which reset covers which parameters is the reader's call).
 "#;
 
-/// Several optimizers, this one piles up and has no reset in the loop.
+/// Several optimizers, this one piles up and has no reset in the loop (a
+/// reset outside it is GL002's finding, when GL002 is enabled).
 pub fn applies(f: &LoopFacts) -> bool {
     matches!(f.updater, Updater::Optimizer(_))
         && f.optimizers_in_loop >= 2
         && f.pile_up_step.is_some()
         && f.resets_in_loop.is_empty()
-        && !gl002_zero_grad_outside_loop::applies(f)
 }
 
 fn check(f: &LoopFacts) -> Option<Violation> {

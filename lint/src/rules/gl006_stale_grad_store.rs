@@ -11,6 +11,7 @@ pub const RULE: Rule = Rule {
     summary: "Rust/candle: a GradStore made outside the loop is applied inside it",
     docs: DOCS,
     check,
+    defers_to: &[],
 };
 
 const DOCS: &str = r#"## What it does

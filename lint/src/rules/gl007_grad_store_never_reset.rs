@@ -11,6 +11,7 @@ pub const RULE: Rule = Rule {
     summary: "Rust/candle: GradStore::extend accumulation with no reset after the step",
     docs: DOCS,
     check,
+    defers_to: &[],
 };
 
 const DOCS: &str = r#"## What it does

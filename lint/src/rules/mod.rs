@@ -10,6 +10,7 @@ pub mod gl004_accumulation_defeated;
 pub mod gl005_optimizer_never_reset;
 pub mod gl006_stale_grad_store;
 pub mod gl007_grad_store_never_reset;
+pub mod gl008_skipped_pass_applied;
 
 /// A rule's identity and documentation (what `gradlint rule CODE` prints).
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +25,9 @@ pub struct Rule {
     pub docs: &'static str,
     /// Runs the rule on the facts of one (loop, updater).
     pub check: fn(&LoopFacts) -> Option<Violation>,
+    /// Rules that, when enabled and reporting on the same facts, report
+    /// the finding instead of this one (the more precise name for it).
+    pub defers_to: &'static [&'static str],
 }
 
 /// One finding of a rule, before it is placed in a file.
@@ -38,7 +42,7 @@ pub struct Violation {
 }
 
 /// Every rule, in code order.
-pub const ALL: [Rule; 7] = [
+pub const ALL: [Rule; 8] = [
     gl001_missing_zero_grad::RULE,
     gl002_zero_grad_outside_loop::RULE,
     gl003_zero_grad_before_step::RULE,
@@ -46,6 +50,7 @@ pub const ALL: [Rule; 7] = [
     gl005_optimizer_never_reset::RULE,
     gl006_stale_grad_store::RULE,
     gl007_grad_store_never_reset::RULE,
+    gl008_skipped_pass_applied::RULE,
 ];
 
 /// The rule with this code (case-insensitive) or name.

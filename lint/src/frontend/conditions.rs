@@ -1,0 +1,369 @@
+//! Python branch conditions, normalised and classified for the analysis:
+//! accumulation counters (`(step + 1) % k == 0`), skips on a non-finite or
+//! out-of-range value (`torch.isnan(loss)`, `grad_norm > max_norm`) and flags
+//! (`args.use_sgd`, `cfg.optim == "adam"`). Anything else is left out.
+
+use ruff_python_ast::{self as ast, BoolOp, CmpOp, Expr, Number, Operator, UnaryOp};
+use ruff_text_size::Ranged;
+
+use crate::ir::{Cond, CondClass, Residue, Test};
+
+/// `a.b.c` for names and attribute chains.
+fn dotted(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Name(n) => Some(n.id.to_string()),
+        Expr::Attribute(a) => Some(format!("{}.{}", dotted(&a.value)?, a.attr.id)),
+        _ => None,
+    }
+}
+
+/// The source text of `expr` without whitespace: the condition's key.
+pub fn key(source: &str, expr: &Expr) -> String {
+    let r = expr.range();
+    source
+        .get(r.start().to_usize()..r.end().to_usize())
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+fn int(expr: &Expr) -> Option<i64> {
+    match expr {
+        Expr::NumberLiteral(n) => match &n.value {
+            Number::Int(i) => i.as_i64(),
+            _ => None,
+        },
+        Expr::UnaryOp(u) if u.op == UnaryOp::USub => int(&u.operand).and_then(i64::checked_neg),
+        _ => None,
+    }
+}
+
+/// Classifies an `if`/`elif`/`while` test; `None` when it is none of the
+/// classes the analysis uses. `named` gives the expression a local name was
+/// bound to once (`do_step = (i + 1) % k == 0` ... `if do_step:`).
+pub fn classify<'e>(
+    source: &str,
+    test: &'e Expr,
+    named: &dyn Fn(&str) -> Option<&'e Expr>,
+) -> Option<Test> {
+    let mut expr = test;
+    let mut negated = false;
+    loop {
+        match expr {
+            Expr::UnaryOp(u) if u.op == UnaryOp::Not => {
+                negated = !negated;
+                expr = &u.operand;
+            }
+            Expr::Name(n) => match named(n.id.as_str()) {
+                Some(bound) => expr = bound,
+                None => break,
+            },
+            _ => break,
+        }
+    }
+    if let Some((cond, neg)) = counter(source, expr) {
+        return Some(Test {
+            cond,
+            negated: negated ^ neg,
+        });
+    }
+    if let Expr::Compare(c) = expr {
+        let none = matches!(c.comparators.first(), Some(Expr::NoneLiteral(_)));
+        if c.ops.len() == 1 && none && matches!(c.ops[0], CmpOp::Is | CmpOp::IsNot) {
+            if let Some(name) = dotted(&c.left) {
+                return Some(Test {
+                    cond: Cond {
+                        key: format!("{name}isnotNone"),
+                        class: CondClass::NotNone(name),
+                    },
+                    negated: negated ^ (c.ops[0] == CmpOp::Is),
+                });
+            }
+        }
+    }
+    if let Some(abnormal_when_true) = skip(expr) {
+        return Some(Test {
+            cond: Cond {
+                key: key(source, expr),
+                class: CondClass::Skip,
+            },
+            negated: negated ^ !abnormal_when_true,
+        });
+    }
+    let mut reads = Vec::new();
+    if flag(expr, &mut reads) && !reads.is_empty() {
+        return Some(Test {
+            cond: Cond {
+                key: key(source, expr),
+                class: CondClass::Flag(reads),
+            },
+            negated,
+        });
+    }
+    None
+}
+
+/// `name`, `name + c`, `name - c`: the counter and its offset.
+fn counter_offset(expr: &Expr) -> Option<(String, i64)> {
+    match expr {
+        Expr::BinOp(b) if b.op == Operator::Add => match (dotted(&b.left), int(&b.right)) {
+            (Some(n), Some(c)) => Some((n, c)),
+            _ => Some((dotted(&b.right)?, int(&b.left)?)),
+        },
+        Expr::BinOp(b) if b.op == Operator::Sub => {
+            Some((dotted(&b.left)?, int(&b.right)?.checked_neg()?))
+        }
+        _ => Some((dotted(expr)?, 0)),
+    }
+}
+
+/// `(counter + c) % k`: the counter, its offset, and `k`'s key.
+fn modulo(source: &str, expr: &Expr) -> Option<(String, i64, String)> {
+    let Expr::BinOp(b) = expr else { return None };
+    if b.op != Operator::Mod {
+        return None;
+    }
+    let (counter, offset) = counter_offset(&b.left)?;
+    Some((counter, offset, key(source, &b.right)))
+}
+
+/// A counter test, and whether the test holds when the counter is *not* at
+/// the residue (`!=`, a bare `i % k`).
+fn counter(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
+    let make = |counter: String, modulus: String, value: i64, negated: bool| {
+        let residue = Residue::of(value);
+        let key = format!("{counter}%{modulus}=={residue:?}");
+        Some((
+            Cond {
+                key,
+                class: CondClass::Counter {
+                    counter,
+                    modulus,
+                    residue,
+                },
+            },
+            negated,
+        ))
+    };
+    match expr {
+        Expr::Compare(c) if c.ops.len() == 1 && c.comparators.len() == 1 => {
+            let negated = match c.ops[0] {
+                CmpOp::Eq => false,
+                CmpOp::NotEq => true,
+                _ => return None,
+            };
+            let (side, other) = match modulo(source, &c.left) {
+                Some(m) => (m, &c.comparators[0]),
+                None => (modulo(source, &c.comparators[0])?, c.left.as_ref()),
+            };
+            let (name, offset, modulus) = side;
+            // `== n` or `== k - n`.
+            let target = match int(other) {
+                Some(v) => v,
+                None => match other {
+                    Expr::BinOp(b) if b.op == Operator::Sub && key(source, &b.left) == modulus => {
+                        int(&b.right)?.checked_neg()?
+                    }
+                    _ => return None,
+                },
+            };
+            make(name, modulus, target.checked_sub(offset)?, negated)
+        }
+        // `if i % k:` holds when the counter is off the boundary.
+        Expr::BinOp(_) => {
+            let (name, offset, modulus) = modulo(source, expr)?;
+            make(name, modulus, offset.checked_neg()?, true)
+        }
+        _ => None,
+    }
+}
+
+fn mentions_loss_or_norm(expr: &Expr) -> bool {
+    let text = match expr {
+        Expr::Call(c) => match c.func.as_ref() {
+            Expr::Attribute(a) => dotted(&a.value),
+            f => dotted(f),
+        },
+        e => dotted(e),
+    };
+    text.is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        t.contains("loss") || t.contains("norm")
+    })
+}
+
+fn is_bound(expr: &Expr) -> bool {
+    if int(expr).is_some() || matches!(expr, Expr::NumberLiteral(_)) {
+        return true;
+    }
+    dotted(expr).is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        ["max", "thresh", "limit", "clip", "bound"]
+            .iter()
+            .any(|w| t.contains(w))
+    })
+}
+
+/// Whether `expr` tests a value for being non-finite or out of range:
+/// `Some(true)` when it holds on the abnormal side (`isnan`), `Some(false)`
+/// when on the normal side (`isfinite`).
+fn skip(expr: &Expr) -> Option<bool> {
+    match expr {
+        Expr::UnaryOp(u) if u.op == UnaryOp::Not => skip(&u.operand).map(|b| !b),
+        Expr::Call(c) => {
+            let (last, receiver) = match c.func.as_ref() {
+                Expr::Attribute(a) => (a.attr.id.as_str(), Some(a.value.as_ref())),
+                Expr::Name(n) => (n.id.as_str(), None),
+                _ => return None,
+            };
+            let lower = last.to_ascii_lowercase();
+            match last {
+                "isnan" | "isinf" | "isneginf" | "isposinf" => Some(true),
+                "isfinite" => Some(false),
+                // Helpers that check the loss or the gradients before a step:
+                // `self.check_gradients(loss)`, `grads_are_finite()`,
+                // `found_overflow()`.
+                _ if lower.contains("overflow")
+                    || lower.contains("nonfinite")
+                    || lower.contains("has_nan")
+                    || lower.contains("has_inf") =>
+                {
+                    Some(true)
+                }
+                _ if lower.contains("finite")
+                    || lower.starts_with("check_grad")
+                    || lower.contains("grads_ok")
+                    || lower.contains("grad_ok") =>
+                {
+                    Some(false)
+                }
+                "any" | "all" | "item" | "bool" | "float" => {
+                    let inner = receiver
+                        .filter(|r| !matches!(r, Expr::Name(n) if n.id.as_str() == "torch"))
+                        .or_else(|| c.arguments.args.first())?;
+                    skip(inner)
+                }
+                _ => None,
+            }
+        }
+        Expr::Compare(c) if c.ops.len() == 1 && c.comparators.len() == 1 => {
+            let right = &c.comparators[0];
+            let same = |a: &Expr, b: &Expr| dotted(a).is_some() && dotted(a) == dotted(b);
+            match c.ops[0] {
+                CmpOp::NotEq if same(&c.left, right) => Some(true),
+                CmpOp::Gt | CmpOp::GtE if mentions_loss_or_norm(&c.left) && is_bound(right) => {
+                    Some(true)
+                }
+                CmpOp::Lt | CmpOp::LtE if mentions_loss_or_norm(&c.left) && is_bound(right) => {
+                    Some(false)
+                }
+                _ => None,
+            }
+        }
+        Expr::BoolOp(b) => {
+            let first = skip(b.values.first()?)?;
+            let all_same = b.values.iter().all(|v| skip(v) == Some(first));
+            // `isnan(a) or isinf(a)` holds on the abnormal side;
+            // `isfinite(a) and a < max` on the normal one.
+            let fits = matches!((b.op, first), (BoolOp::Or, true) | (BoolOp::And, false));
+            (all_same && fits).then_some(first)
+        }
+        _ => None,
+    }
+}
+
+fn literal(expr: &Expr) -> bool {
+    match expr {
+        Expr::StringLiteral(_)
+        | Expr::NumberLiteral(_)
+        | Expr::BooleanLiteral(_)
+        | Expr::NoneLiteral(_) => true,
+        Expr::Tuple(t) => t.elts.iter().all(literal),
+        Expr::List(l) => l.elts.iter().all(literal),
+        Expr::Set(s) => s.elts.iter().all(literal),
+        Expr::UnaryOp(u) => literal(&u.operand),
+        _ => false,
+    }
+}
+
+/// Whether `expr` is a flag (names and attributes, compared for equality
+/// or membership with literals), collecting the names it reads.
+fn flag(expr: &Expr, reads: &mut Vec<String>) -> bool {
+    match expr {
+        Expr::Name(_) | Expr::Attribute(_) => match dotted(expr) {
+            Some(d) => {
+                reads.push(d);
+                true
+            }
+            None => false,
+        },
+        Expr::UnaryOp(u) if u.op == UnaryOp::Not => flag(&u.operand, reads),
+        Expr::BoolOp(b) => b.values.iter().all(|v| flag(v, reads)),
+        // `isinstance(updater, torch.optim.Optimizer)`, `hasattr(self, "x")`.
+        Expr::Call(c)
+            if matches!(
+                c.func.as_ref(),
+                Expr::Name(n) if matches!(n.id.as_str(), "isinstance" | "hasattr" | "callable")
+            ) && c.arguments.keywords.is_empty() =>
+        {
+            c.arguments
+                .args
+                .iter()
+                .all(|a| literal(a) || flag(a, reads))
+        }
+        Expr::Compare(c) => {
+            let equality = c.ops.iter().all(|op| {
+                matches!(
+                    op,
+                    CmpOp::Eq | CmpOp::NotEq | CmpOp::In | CmpOp::NotIn | CmpOp::Is | CmpOp::IsNot
+                )
+            });
+            equality
+                && std::iter::once(c.left.as_ref())
+                    .chain(c.comparators.iter())
+                    .all(|e| literal(e) || flag(e, reads))
+        }
+        _ => false,
+    }
+}
+
+/// Whether `test` only says that an optimizer exists (`hasattr(self,
+/// "optimizer")`, `self.optimizer is not None`): it holds whenever that
+/// optimizer is used.
+pub fn optimizer_exists(test: &Expr, looks_like_optimizer: impl Fn(&str) -> bool) -> bool {
+    match test {
+        Expr::Call(c) if matches!(c.func.as_ref(), Expr::Name(n) if n.id.as_str() == "hasattr") => {
+            matches!(c.arguments.args.get(1), Some(Expr::StringLiteral(s)) if looks_like_optimizer(s.value.to_str()))
+        }
+        Expr::Compare(c)
+            if c.ops.len() == 1
+                && c.ops[0] == CmpOp::IsNot
+                && matches!(c.comparators.first(), Some(Expr::NoneLiteral(_))) =>
+        {
+            dotted(&c.left).is_some_and(|d| looks_like_optimizer(&d))
+        }
+        _ => false,
+    }
+}
+
+/// Whether `call` is `enumerate(...)` or `range(...)`, and the value its
+/// first target starts at (`None`: unknown start).
+pub fn counting_iter(call: &ast::ExprCall) -> Option<Option<i64>> {
+    let Expr::Name(n) = call.func.as_ref() else {
+        return None;
+    };
+    let args = &call.arguments;
+    match n.id.as_str() {
+        "enumerate" => Some(match args.find_argument_value("start", 1) {
+            Some(e) => int(e),
+            None => Some(0),
+        }),
+        "range" => Some(if args.args.len() <= 1 {
+            Some(0)
+        } else {
+            args.args.first().and_then(int)
+        }),
+        _ => None,
+    }
+}
