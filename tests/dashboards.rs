@@ -50,7 +50,36 @@ fn every_alert_has_a_firing_and_a_silent_unit_test() {
         let fires = tests.contains(&format!("name: {alert} fires"));
         let silent = tests.contains(&format!("name: {alert} stays silent"));
         assert!(fires && silent, "{alert}: fires {fires}, silent {silent}");
+        // An anomaly alert also on what the exporter really produces.
+        if alert.ends_with("Gradients") {
+            for case in [
+                "fires on a single",
+                "fires for a series born at 1",
+                "fires for an anomaly across a counter reset",
+            ] {
+                let name = format!("name: {alert} {case}");
+                assert!(tests.contains(&name), "no unit test `{name}`");
+            }
+        }
     }
+}
+
+#[test]
+fn the_gradient_norm_panel_says_when_sampling_is_off() {
+    // The norm is only sampled with sample_grad_norm(N): a run without it has
+    // no such series, and the panel says why instead of "No data".
+    let text = std::fs::read_to_string(dashboards().join("gradguard.json")).unwrap();
+    let dash: Value = serde_json::from_str(&text).unwrap();
+    let panel = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == "Gradient norm")
+        .unwrap();
+    let no_value = panel["fieldConfig"]["defaults"]["noValue"]
+        .as_str()
+        .unwrap();
+    assert!(no_value.contains("sample_grad_norm"), "{no_value}");
 }
 
 #[test]

@@ -5,117 +5,18 @@
 //!
 //! Needs `prometheus` and `promtool` on PATH (scripts/test.sh installs them).
 
+mod common;
+
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use candle_core::Device;
+use common::{dashboard_queries, values, wait_for, Prometheus};
 use gradguard::exporter::PrometheusConfig;
 use gradguard::telemetry::METRIC_NAMES;
+use gradguard::Check;
 use gradguard_mnist::{GradStyle, Mnist, Model, Run};
-use serde_json::Value;
-
-/// Kills the child when dropped, also when the test panics.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn query(base: &str, expr: &str) -> Value {
-    let body = ureq::get(&format!("{base}/api/v1/query"))
-        .query("query", expr)
-        .call()
-        .unwrap_or_else(|e| panic!("query `{expr}` failed: {e}"))
-        .into_string()
-        .unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["status"], "success", "query `{expr}`: {body}");
-    v
-}
-
-fn values(v: &Value) -> Vec<f64> {
-    v["data"]["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["value"][1].as_str().unwrap().parse().unwrap())
-        .collect()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn start_prometheus(dir: &Path, target: &str) -> (KillOnDrop, String) {
-    let port = free_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gradguard\n    \
-             static_configs:\n      - targets: [\"{target}\"]\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus on PATH (run bash scripts/test.sh, which installs it)");
-    let child = KillOnDrop(child);
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for("Prometheus to be ready", Duration::from_secs(60), || {
-        ureq::get(&format!("{base}/-/ready")).call().is_ok()
-    });
-    (child, base)
-}
-
-/// Every `expr` of every panel, with the dashboard variables filled in.
-fn dashboard_queries() -> Vec<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/gradguard.json");
-    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut out = Vec::new();
-    for panel in dash["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
-            let expr = target["expr"]
-                .as_str()
-                .unwrap()
-                .replace("$__rate_interval", "1m")
-                .replace("$optimizer", ".*")
-                .replace("$run", "e2e")
-                .replace("$rank", "0");
-            out.push((panel["title"].as_str().unwrap().to_string(), expr));
-        }
-    }
-    out
-}
 
 const STEPS: u64 = 12;
 
@@ -173,13 +74,13 @@ fn prometheus_scrapes_the_missing_zero_grad_and_every_panel_query_runs() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (_prometheus, base) = start_prometheus(dir.path(), &server.addr().to_string());
+    let prometheus = Prometheus::start(dir.path(), &server.addr().to_string(), None);
+    let query = |expr: &str| prometheus.query(expr);
     let steps_query = r#"gradguard_steps_total{job="gradguard",optimizer="m2",run="e2e",rank="0"}"#;
     wait_for("a scrape with every step", Duration::from_secs(60), || {
-        values(&query(&base, steps_query)) == [STEPS as f64]
+        values(&query(steps_query)) == [STEPS as f64]
     });
     let accumulated = values(&query(
-        &base,
         r#"gradguard_anomalies_total{check="accumulated",optimizer="m2"}"#,
     ));
     assert_eq!(
@@ -188,43 +89,32 @@ fn prometheus_scrapes_the_missing_zero_grad_and_every_panel_query_runs() {
         "steps 2..=12 are accumulated"
     );
     assert_eq!(
-        values(&query(
-            &base,
-            r#"gradguard_backward_passes_total{optimizer="m2"}"#
-        )),
+        values(&query(r#"gradguard_backward_passes_total{optimizer="m2"}"#)),
         [STEPS as f64]
     );
     assert_eq!(
-        values(&query(
-            &base,
-            r#"gradguard_step_generations_sum{optimizer="m2"}"#
-        )),
+        values(&query(r#"gradguard_step_generations_sum{optimizer="m2"}"#)),
         [(1..=STEPS).sum::<u64>() as f64],
         "step k holds k passes"
     );
     assert_eq!(
-        values(&query(&base, r#"gradguard_learning_rate{optimizer="m2"}"#)),
+        values(&query(r#"gradguard_learning_rate{optimizer="m2"}"#)),
         [0.1]
     );
     assert_eq!(
-        values(&query(
-            &base,
-            r#"gradguard_zero_grad_total{optimizer="m3"}"#
-        )),
+        values(&query(r#"gradguard_zero_grad_total{optimizer="m3"}"#)),
         [3.0]
     );
-    assert!(values(&query(
-        &base,
-        r#"gradguard_anomalies_total{optimizer="m3"}"#
-    ))
-    .is_empty());
+    // The clean run's anomaly series exist, one per check, at 0.
+    let clean = query(r#"gradguard_anomalies_total{optimizer="m3"}"#);
+    assert_eq!(values(&clean), vec![0.0; Check::ALL.len()], "{clean}");
 
     // Every dashboard panel: known metrics only, and the query runs and
     // returns data.
     let name = regex::Regex::new(r"gradguard_[a-z_]+").unwrap();
     // Wait for two scrapes after the run so that rate() has two samples.
     std::thread::sleep(Duration::from_secs(3));
-    for (title, expr) in dashboard_queries() {
+    for (title, expr) in dashboard_queries(".*", "e2e", "0") {
         for m in name.find_iter(&expr) {
             let base_name = ["_bucket", "_sum", "_count"]
                 .iter()
@@ -235,13 +125,13 @@ fn prometheus_scrapes_the_missing_zero_grad_and_every_panel_query_runs() {
                 m.as_str()
             );
         }
-        let result = query(&base, &expr);
+        let result = query(&expr);
         assert!(
             !result["data"]["result"].as_array().unwrap().is_empty(),
             "panel `{title}`: `{expr}` returned no series"
         );
     }
     // The variables' label queries find the run.
-    let runs = query(&base, "count by (run) (gradguard_steps_total)");
+    let runs = query("count by (run) (gradguard_steps_total)");
     assert_eq!(runs["data"]["result"][0]["metric"]["run"], "e2e");
 }

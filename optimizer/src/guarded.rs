@@ -15,7 +15,7 @@ use crate::ledger::{self, Generation, Ledger, ParamEntry};
 use crate::params::Params;
 use crate::passes::PassMemory;
 use crate::report::{Anomaly, StepReport};
-use crate::telemetry;
+use crate::telemetry::{self, Registration};
 use crate::warnings::{self, WarnLimiter};
 
 /// A sampling interval: run on steps `every, 2*every, ...`.
@@ -24,7 +24,7 @@ struct Every(u64);
 
 impl Every {
     fn due(self, step: u64) -> bool {
-        self.0 > 0 && step % self.0 == 0
+        self.0 > 0 && step.is_multiple_of(self.0)
     }
 }
 
@@ -91,6 +91,7 @@ pub struct Guarded<O: Optimizer> {
     norm_every: Option<Every>,
     steps: u64,
     limiter: WarnLimiter,
+    series: Registration,
 }
 
 impl<O: Optimizer> Guarded<O> {
@@ -114,6 +115,7 @@ impl<O: Optimizer> Guarded<O> {
             norm_every: None,
             steps: 0,
             limiter: WarnLimiter::default(),
+            series: Registration::default(),
         }
     }
 
@@ -254,8 +256,11 @@ impl<O: Optimizer> Guarded<O> {
     }
 
     /// Names the guard: the `optimizer` label of metrics and field of logs.
+    /// Its counter series exist at 0 from here (an unnamed guard's from its
+    /// first use, under `default`); name a guard once, before using it.
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.to_string();
+        self.series.named(&self.name, self.inner.learning_rate());
         self
     }
 
@@ -392,6 +397,7 @@ impl<O: Optimizer> Guarded<O> {
     /// [`REMEMBERED_PASSES`]: crate::REMEMBERED_PASSES
     pub fn accumulate(&mut self, grads: &GradStore) -> Result<u64> {
         self.require_params()?;
+        self.series.used(&self.name, self.inner.learning_rate());
         let pass = self.read_pass(grads);
         // Sum first, then commit: an error leaves buffers and ledger untouched.
         let mut sums = Vec::with_capacity(pass.grads.len());
@@ -444,6 +450,7 @@ impl<O: Optimizer> Guarded<O> {
     pub fn zero_grad(&mut self) {
         let span = tracing::debug_span!(target: "gradguard", "zero_grad", optimizer = %self.name);
         let _enter = span.enter();
+        self.series.used(&self.name, self.inner.learning_rate());
         self.grads.iter_mut().for_each(|g| *g = None);
         self.ledger.clear();
         self.memory.buffers_cleared();
@@ -459,6 +466,7 @@ impl<O: Optimizer> Guarded<O> {
     /// `Optimizer::step(&mut opt, &grads)` is [`step_with`](Self::step_with).
     pub fn step(&mut self) -> Result<StepReport> {
         self.require_params()?;
+        self.series.used(&self.name, self.inner.learning_rate());
         let held: Vec<(usize, Tensor)> = self
             .grads
             .iter()
@@ -493,6 +501,7 @@ impl<O: Optimizer> Guarded<O> {
     /// [`REMEMBERED_PASSES`]: crate::REMEMBERED_PASSES
     pub fn step_with(&mut self, grads: &GradStore) -> Result<StepReport> {
         self.require_params()?;
+        self.series.used(&self.name, self.inner.learning_rate());
         let pass = self.read_pass(grads);
         let mut entries = self.ledger.entries().to_vec();
         for e in &mut entries {

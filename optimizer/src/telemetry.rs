@@ -84,6 +84,59 @@ pub fn describe_metrics() {
     );
 }
 
+/// Registers, at 0, every counter series a guard named `optimizer` can emit:
+/// `gradguard_anomalies_total` for each check of [`Check::ALL`],
+/// `gradguard_steps_total`, `gradguard_backward_passes_total` and
+/// `gradguard_zero_grad_total`; and the two histograms, empty. Sets
+/// `gradguard_learning_rate` to `lr`. (`gradguard_grad_norm` appears with
+/// its first sample: 0 would be a false norm.)
+///
+/// A counter that is born with its first increment is invisible to
+/// Prometheus's `increase()` and `rate()` (they need a sample before the
+/// increment), and a panel over a series that does not exist shows "no data"
+/// rather than 0. Registering is idempotent: values already counted are kept.
+/// The recorder adds the exporter's global labels.
+pub fn register_series(optimizer: &str, lr: f64) {
+    for check in Check::ALL {
+        counter!(ANOMALIES_TOTAL, "optimizer" => optimizer.to_owned(), "check" => check.as_str())
+            .increment(0);
+    }
+    for name in [STEPS_TOTAL, BACKWARD_PASSES_TOTAL, ZERO_GRAD_TOTAL] {
+        counter!(name, "optimizer" => optimizer.to_owned()).increment(0);
+    }
+    for name in [STEP_GENERATIONS, STEP_DURATION_SECONDS] {
+        // Registering a histogram makes it exist, with no observation.
+        drop(histogram!(name, "optimizer" => optimizer.to_owned()));
+    }
+    gauge!(LEARNING_RATE, "optimizer" => optimizer.to_owned()).set(lr);
+}
+
+/// When a guard's series are registered: eagerly when it is named, and again
+/// at its first use (which also covers an unnamed guard, and a recorder
+/// installed after the guard was built). Never at construction, where the
+/// name is still `default`: a later [`crate::Guarded::name`] would leave a
+/// stray `default` series behind.
+#[derive(Debug, Default)]
+pub(crate) struct Registration {
+    used: bool,
+}
+
+impl Registration {
+    /// The guard was named `optimizer`.
+    pub(crate) fn named(&mut self, optimizer: &str, lr: f64) {
+        register_series(optimizer, lr);
+    }
+
+    /// The guard is used (a backward pass, a step, a `zero_grad`): registers
+    /// its series the first time.
+    pub(crate) fn used(&mut self, optimizer: &str, lr: f64) {
+        if !self.used {
+            self.used = true;
+            register_series(optimizer, lr);
+        }
+    }
+}
+
 pub(crate) fn backward_pass(optimizer: &str) {
     counter!(BACKWARD_PASSES_TOTAL, "optimizer" => optimizer.to_owned()).increment(1);
 }

@@ -3,8 +3,10 @@
 
 mod common;
 
+use candle_nn::{Optimizer, SGD};
 use common::{sgd, Toy};
 use gradguard::exporter::{ExporterError, PrometheusConfig};
+use gradguard::{Check, Guarded};
 
 #[test]
 fn histograms_are_real_prometheus_histograms_with_the_optimizer_label() {
@@ -51,6 +53,68 @@ fn histograms_are_real_prometheus_histograms_with_the_optimizer_label() {
         text.contains("# HELP gradguard_anomalies_total Gradient anomalies found at a step"),
         "{text}"
     );
+}
+
+#[test]
+fn every_counter_series_exists_at_zero_from_naming_and_renaming_leaves_no_default() {
+    let config = PrometheusConfig::new().label("run", "unit");
+    let recorder = config.recorder();
+    let handle = recorder.handle();
+    let toy = Toy::new();
+    let opt = metrics::with_local_recorder(&recorder, || sgd(&toy));
+    let text = handle.render();
+    for check in Check::ALL {
+        let line =
+            format!(r#"gradguard_anomalies_total{{run="unit",optimizer="toy",check="{check}"}} 0"#);
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    for counter in [
+        "gradguard_steps_total",
+        "gradguard_backward_passes_total",
+        "gradguard_zero_grad_total",
+    ] {
+        let line = format!(r#"{counter}{{run="unit",optimizer="toy"}} 0"#);
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    assert!(
+        text.contains(r#"gradguard_step_generations_count{run="unit",optimizer="toy"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"gradguard_learning_rate{run="unit",optimizer="toy"} 0.1"#),
+        "{text}"
+    );
+    assert!(!text.contains("default"), "{text}");
+    assert_eq!(opt.optimizer_name(), "toy");
+}
+
+#[test]
+fn an_unnamed_guard_gets_its_default_series_at_first_use_and_counts_survive() {
+    let recorder = PrometheusConfig::new().recorder();
+    let handle = recorder.handle();
+    let toy = Toy::new();
+    let mut opt = metrics::with_local_recorder(&recorder, || {
+        Guarded::new(SGD::new(toy.varmap.all_vars(), 0.1).unwrap()).with_varmap(&toy.varmap)
+    });
+    assert!(!handle.render().contains("gradguard_"));
+    metrics::with_local_recorder(&recorder, || {
+        opt.backward(&toy.loss(true, true)).unwrap();
+        opt.step().unwrap();
+        opt.zero_grad();
+        opt.backward(&toy.loss(true, true)).unwrap();
+        opt.step().unwrap();
+        // Registering again keeps what was counted.
+        gradguard::telemetry::register_series("default", 0.1);
+    });
+    let text = handle.render();
+    for line in [
+        r#"gradguard_backward_passes_total{optimizer="default"} 2"#,
+        r#"gradguard_steps_total{optimizer="default"} 2"#,
+        r#"gradguard_zero_grad_total{optimizer="default"} 1"#,
+        r#"gradguard_anomalies_total{optimizer="default",check="stale"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
 }
 
 #[test]
