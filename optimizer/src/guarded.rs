@@ -409,13 +409,19 @@ impl<O: Optimizer> Guarded<O> {
             sums.push(sum);
         }
         let generation = pass.commit(&mut self.ledger, &mut self.memory, false);
+        // A known pass is buffered once more per store, not once per
+        // parameter it covers.
+        let mut known_passes = BTreeSet::new();
         for ((i, _, known), sum) in pass.grads.into_iter().zip(sums) {
             self.grads[i] = Some(sum);
             let (g, applied) = known.unwrap_or((generation, false));
             self.ledger.record(i, g, applied);
             if known.is_some() {
-                self.memory.buffered(g);
+                known_passes.insert(g);
             }
+        }
+        for g in known_passes {
+            self.memory.buffered(g);
         }
         self.ledger.count_pass();
         if pass.new {
