@@ -5,7 +5,6 @@
 //! weights, the same accuracy, no anomaly. Then the same program with a layer
 //! left out of `forward`, flagged at the first step.
 
-
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use gradguard::{Check, Error, GuardExt, Level};

@@ -80,6 +80,9 @@ fn draw(
 
     for (i, curve) in curves.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        // Earlier curves are drawn wider, so identical runs (m1 and m3) both
+        // stay visible, one inside the other.
+        let width = 2 + 2 * (curves.len() - 1 - i) as u32;
         let points: Vec<(f64, f64)> = curve
             .accuracy
             .iter()
@@ -87,9 +90,11 @@ fn draw(
             .map(|(e, a)| ((e + 1) as f64, a * 100.0))
             .collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(width)))?
             .label(format!("{}: {}", curve.name, curve.describe))
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new([(x, y), (x + 20, y)], color.stroke_width(width))
+            });
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
         if let Some((step, check)) = curve.first_flagged {
             // Steps are counted from 1; step s ends at (s / steps) epochs.
@@ -107,7 +112,7 @@ fn draw(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::MiddleRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 15))
