@@ -3,7 +3,7 @@
 //! A static linter for gradient-reset bugs (the missing `zero_grad` and its
 //! cousins) in PyTorch (Python) and Rust (candle, gradguard, tch-rs) training
 //! code. It lowers each file to a small model of gradient events inside the
-//! control flow ([`ir`]), builds the graph of every loop ([`cfg`]), computes
+//! control flow ([`ir`]), builds the graph of every loop ([`cfg`](mod@cfg)), computes
 //! the facts of each optimizer's gradient life cycle ([`facts`]) and runs the
 //! rules ([`rules`]) on them.
 //!
