@@ -226,6 +226,16 @@ impl<'s> Lowerer<'s> {
                         }
                     }
                 }
+                // `w -= lr * w.grad` (or `w.data -= ...`): `w` is a parameter
+                // of a hand-written optimizer, so `w.grad.zero_()` resets it.
+                Stmt::AugAssign(a) if matches!(a.op, ast::Operator::Sub) => {
+                    let owner = data_owner(&a.target);
+                    if let Some(w) = owner.and_then(dotted) {
+                        if grad_owners(&a.value).contains(&w) {
+                            self.parameter_vars.insert(w);
+                        }
+                    }
+                }
                 Stmt::For(f) => {
                     let iter = self.text(f.iter.as_ref()).to_ascii_lowercase();
                     if iter.contains("param") || iter.contains("weight") {
@@ -791,6 +801,35 @@ fn returns_end_iteration(nodes: &mut [Node]) {
 }
 
 /// The `x` of `x.grad` / `x.grad.data`.
+/// `w` of `w` or `w.data`.
+fn data_owner(expr: &Expr) -> Option<&Expr> {
+    match expr {
+        Expr::Attribute(a) if a.attr.id.as_str() == "data" => Some(&a.value),
+        Expr::Name(_) | Expr::Attribute(_) => Some(expr),
+        _ => None,
+    }
+}
+
+/// The dotted owners `x` of every `x.grad` inside `expr`.
+fn grad_owners(expr: &Expr) -> Vec<String> {
+    struct Finder(Vec<String>);
+    impl<'a> Visitor<'a> for Finder {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Attribute(a) = expr {
+                if a.attr.id.as_str() == "grad" {
+                    if let Some(owner) = dotted(&a.value) {
+                        self.0.push(owner);
+                    }
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let mut f = Finder(Vec::new());
+    f.visit_expr(expr);
+    f.0
+}
+
 fn grad_owner(expr: &Expr) -> Option<&Expr> {
     match expr {
         Expr::Attribute(a) if a.attr.id.as_str() == "grad" => Some(&a.value),
