@@ -297,6 +297,10 @@ fn foreign_nodes(nodes: &[Node], file: usize, out: &mut Vec<Node>) {
             Node::Event(Event::Call(name), span) => {
                 let name = if name.contains("::") || name.starts_with("*.") {
                     name.clone()
+                } else if name.contains('.') {
+                    // A method of the file's own class: `self` stays the
+                    // object it is called on from the other file.
+                    format!("{file}::{name}|self")
                 } else {
                     format!("{file}::{name}")
                 };

@@ -550,12 +550,14 @@ impl<'s> Lowerer<'s> {
             r => self.instances.get(r)?.clone(),
         };
         if class.contains("::") {
+            // A class of another file: `self` in the method is the receiver.
+            let receiver = receiver?;
             return self
                 .imports
                 .methods
                 .get(&class)?
                 .contains(method)
-                .then(|| format!("{class}.{method}"));
+                .then(|| format!("{class}.{method}|{receiver}"));
         }
         self.classes
             .get(&class)?
