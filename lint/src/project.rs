@@ -7,7 +7,8 @@
 //! re-exports through `__init__.py`), by module path: a file
 //! `a/pkg/trainer.py` is the module `a.pkg.trainer`, `pkg.trainer` and
 //! `trainer`; when several files share a name, the one nearest the importer
-//! is taken. Only files with a backward pass, the files that import them
+//! is taken. Only classes and functions whose text has a gradient event
+//! (`backward(`, `zero_grad`, `.step(`) are followed. Only files with a backward pass, the files that import them
 //! (transitively) and the files those import are lowered; the others are
 //! only checked for syntax, as when a file is linted alone.
 //!
@@ -22,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use ruff_python_ast::ModModule;
@@ -44,8 +45,9 @@ struct Loaded {
     source: String,
     notebook: Option<Notebook>,
     summary: Summary,
-    /// The syntax tree, kept for files with a backward pass.
-    parsed: Option<Parsed<ModModule>>,
+    /// The syntax tree, kept for files with a backward pass until they are
+    /// lowered (then dropped there, in parallel).
+    parsed: Mutex<Option<Parsed<ModModule>>>,
     backward: bool,
 }
 
@@ -75,12 +77,12 @@ fn load(path: &Path, config: &Config) -> Stage {
         // A syntax error, placed by the single-file path.
         return Stage::Done(lint_file_with(path, config));
     };
-    let summary = python::summarize(parsed.syntax());
+    let summary = python::summarize(&source, parsed.syntax());
     let backward = source.contains("backward");
     Stage::Python(Box::new(Loaded {
         name: path.display().to_string(),
         summary,
-        parsed: backward.then_some(parsed),
+        parsed: Mutex::new(backward.then_some(parsed)),
         backward,
         source,
         notebook,
@@ -193,13 +195,14 @@ fn symbol(
         return None;
     }
     // Re-exported (`from .trainer import Trainer` in `__init__.py`).
-    summary.imports.iter().find_map(|i| match i {
+    let import = summary.imports.get(*summary.bound.get(name)?)?;
+    match import {
         Import::From {
             level,
             module,
             name: original,
-            local,
-        } if local == name => {
+            ..
+        } => {
             let from = index.resolve(file, *level, module)?;
             symbol(index, summaries, from, original, depth + 1).or_else(|| {
                 let sub = if module.is_empty() {
@@ -210,8 +213,8 @@ fn symbol(
                 index.resolve(file, *level, &sub).map(Target::Module)
             })
         }
-        _ => None,
-    })
+        Import::Module { .. } => None,
+    }
 }
 
 /// The names `file` imports from other files, and the files they are
@@ -220,14 +223,17 @@ fn imports_of(
     index: &ModuleIndex,
     summaries: &[Option<&Summary>],
     file: usize,
+    wanted: Option<&HashSet<&str>>,
 ) -> (Imports, HashSet<usize>) {
     let mut out = Imports::default();
     let mut files = HashSet::new();
     let Some(summary) = summaries[file] else {
         return (out, files);
     };
+    // Only classes and functions with gradient events are followed.
+    let relevant = |j: usize, name: &str| summaries[j].is_some_and(|s| s.relevant.contains(name));
     let mut bind = |out: &mut Imports, local: &str, target: Target| match target {
-        Target::Class(j, class) if j != file => {
+        Target::Class(j, class) if j != file && relevant(j, &class) => {
             let key = format!("{j}::{class}");
             if let Some(methods) = summaries[j].and_then(|s| s.classes.get(&class)) {
                 out.methods.insert(key.clone(), methods.clone());
@@ -235,19 +241,22 @@ fn imports_of(
             out.classes.insert(local.to_string(), key);
             files.insert(j);
         }
-        Target::Function(j, function) if j != file => {
+        Target::Function(j, function) if j != file && relevant(j, &function) => {
             out.functions
                 .insert(local.to_string(), format!("{j}::{function}"));
             files.insert(j);
         }
         Target::Module(j) if j != file => {
             let Some(s) = summaries[j] else { return };
-            for (class, methods) in &s.classes {
+            if s.relevant.is_empty() {
+                return;
+            }
+            for (class, methods) in s.classes.iter().filter(|(c, _)| s.relevant.contains(*c)) {
                 let key = format!("{j}::{class}");
                 out.methods.insert(key.clone(), methods.clone());
                 out.classes.insert(format!("{local}.{class}"), key);
             }
-            for function in &s.functions {
+            for function in s.functions.iter().filter(|f| s.relevant.contains(*f)) {
                 out.functions
                     .insert(format!("{local}.{function}"), format!("{j}::{function}"));
             }
@@ -263,6 +272,9 @@ fn imports_of(
                 name,
                 local,
             } => {
+                if wanted.is_some_and(|w| !w.contains(name.as_str())) {
+                    continue;
+                }
                 let target = index
                     .resolve(file, *level, module)
                     .and_then(|j| symbol(index, summaries, j, name, 0))
@@ -376,11 +388,35 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
             .map(|i| loaded[i].is_some_and(|l| l.notebook.is_none()))
             .collect();
         let index = ModuleIndex::new(&paths, &importable);
+        // A file with no backward pass only imports, by name, a class or
+        // function with gradient events (or a module): the others' names
+        // are not resolved.
+        let wanted: HashSet<&str> = summaries
+            .iter()
+            .flatten()
+            .flat_map(|s| s.relevant.iter().map(String::as_str))
+            .collect();
         let resolved: Vec<(Imports, HashSet<usize>)> = (0..n)
             .into_par_iter()
-            .map(|i| imports_of(&index, &summaries, i))
+            .map(|i| {
+                let backward = loaded[i].is_some_and(|l| l.backward);
+                imports_of(&index, &summaries, i, (!backward).then_some(&wanted))
+            })
             .collect();
-        for (i, (im, e)) in resolved.into_iter().enumerate() {
+        for (i, (im, mut e)) in resolved.into_iter().enumerate() {
+            // A file with no backward pass matters only where it calls what
+            // it imports (`Trainer(`, `train_step(`): type hints and
+            // arguments of an imported class are not followed.
+            if let Some(l) = loaded[i].filter(|l| !l.backward) {
+                let called: HashSet<usize> = im
+                    .classes
+                    .iter()
+                    .chain(im.functions.iter())
+                    .filter(|(local, _)| l.source.contains(&format!("{local}(")))
+                    .filter_map(|(_, key)| key.split_once("::")?.0.parse().ok())
+                    .collect();
+                e.retain(|j| called.contains(j));
+            }
             imports[i] = im;
             edges[i] = e;
         }
@@ -415,15 +451,13 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
         .into_par_iter()
         .map(|i| {
             let l = loaded[i].filter(|_| lower[i])?;
-            let reparsed;
-            let module = match &l.parsed {
-                Some(p) => p.syntax(),
-                None => {
-                    reparsed = python::parse(&l.source).ok()?;
-                    reparsed.syntax()
-                }
+            let kept = l.parsed.lock().ok().and_then(|mut p| p.take());
+            let parsed = match kept {
+                Some(p) => p,
+                None => python::parse(&l.source).ok()?,
             };
-            let program = python::lower_module(&l.source, module, &imports[i]);
+            let program = python::lower_module(&l.source, parsed.syntax(), &imports[i]);
+            drop(parsed);
             Some((program, LineIndex::new(&l.source)))
         })
         .collect();
@@ -488,8 +522,10 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
         })
         .collect();
 
+    drop(programs);
+    // Dropped in parallel, as when each file was linted alone.
     stages
-        .into_iter()
+        .into_par_iter()
         .zip(checked)
         .map(|(stage, found)| match stage {
             Stage::Done(r) => r,

@@ -77,6 +77,12 @@ pub struct Summary {
     pub functions: HashSet<String>,
     /// Its import statements, anywhere but in classes.
     pub imports: Vec<Import>,
+    /// The classes and functions whose text has a gradient event
+    /// (`backward(`, `zero_grad`, `.step(`): the only ones worth following
+    /// from another file.
+    pub relevant: HashSet<String>,
+    /// Local name -> the first of `imports` that binds it.
+    pub bound: HashMap<String, usize>,
 }
 
 /// One imported name or module.
@@ -123,7 +129,13 @@ impl Imports {
 }
 
 /// The [`Summary`] of a parsed file.
-pub fn summarize(module: &ast::ModModule) -> Summary {
+pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
+    let relevant = |node: &dyn Ranged| {
+        let s = span(&node.range());
+        source.get(s.start..s.end).is_some_and(|t| {
+            t.contains("backward(") || t.contains("zero_grad") || t.contains(".step(")
+        })
+    };
     fn imports(body: &[Stmt], out: &mut Vec<Import>, depth: usize) {
         if depth > 4 {
             return;
@@ -170,7 +182,11 @@ pub fn summarize(module: &ast::ModModule) -> Summary {
         }
     }
     let mut summary = Summary::default();
-    for stmt in &module.body {
+    // With no gradient event in the file, none of its classes or functions
+    // is worth following: only its imports (re-exports) are kept.
+    let any =
+        source.contains("backward(") || source.contains("zero_grad") || source.contains(".step(");
+    for stmt in module.body.iter().filter(|_| any) {
         match stmt {
             Stmt::ClassDef(c) => {
                 let methods = c
@@ -182,14 +198,26 @@ pub fn summarize(module: &ast::ModModule) -> Summary {
                     })
                     .collect();
                 summary.classes.insert(c.name.id.to_string(), methods);
+                if relevant(c) {
+                    summary.relevant.insert(c.name.id.to_string());
+                }
             }
             Stmt::FunctionDef(f) => {
                 summary.functions.insert(f.name.id.to_string());
+                if relevant(f) {
+                    summary.relevant.insert(f.name.id.to_string());
+                }
             }
             _ => {}
         }
     }
     imports(&module.body, &mut summary.imports, 0);
+    for (i, import) in summary.imports.iter().enumerate() {
+        let local = match import {
+            Import::From { local, .. } | Import::Module { local, .. } => local,
+        };
+        summary.bound.entry(local.clone()).or_insert(i);
+    }
     summary
 }
 
