@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use rustc_hash::FxHashSet;
 
-use crate::ir::{CondClass, Counter, Event, Node, Program, Reset, Residue, Span, Test};
+use crate::ir::{CondClass, Counter, Event, Node, Program, Reset, Residue, Span, Test, Updater};
 
 const MAX_INLINE_DEPTH: usize = 4;
 
@@ -743,26 +743,108 @@ impl Builder<'_> {
         }
     }
 
-    /// Inlines a same-file function; unknown or recursive calls are opaque.
+    /// Inlines a function of the file, or of another file of the invocation;
+    /// unknown or recursive calls are opaque. A call `name|receiver` (a
+    /// method of a class of another file, called on `receiver`) inlines the
+    /// method with `self` read as `receiver`.
     fn call(&mut self, name: &str, frontier: Vec<usize>, accumulate: bool) -> Vec<usize> {
         let program = self.program;
-        let Some(function) = program.function(name) else {
+        let (target, receiver) = match name.split_once('|') {
+            Some((t, r)) => (t, Some(r)),
+            None => (name, None),
+        };
+        let Some(function) = program.function(target) else {
             return frontier;
         };
-        if self.calls.len() >= MAX_INLINE_DEPTH || self.calls.iter().any(|c| c == name) {
+        if self.calls.len() >= MAX_INLINE_DEPTH || self.calls.iter().any(|c| c == target) {
             return frontier;
         }
-        self.calls.push(name.to_string());
-        self.assigned.extend(function.assigned.iter().cloned());
+        self.calls.push(target.to_string());
+        let renamed;
+        let body = match receiver.filter(|r| *r != "self") {
+            Some(r) => {
+                renamed = rebind_self(&function.body, r);
+                self.assigned
+                    .extend(function.assigned.iter().map(|a| rebind(a, r)));
+                &renamed
+            }
+            None => {
+                self.assigned.extend(function.assigned.iter().cloned());
+                &function.body
+            }
+        };
         let mut ctx = Ctx {
             head: None,
             breaks: Vec::new(),
             returns: Some(Vec::new()),
             accumulate,
         };
-        let mut out = self.seq(&function.body, frontier, &mut ctx);
+        let mut out = self.seq(body, frontier, &mut ctx);
         out.extend(ctx.returns.unwrap_or_default());
         self.calls.pop();
         out
     }
+}
+
+/// `self` or `self.x` read as `receiver` (`trainer`, `trainer.x`).
+fn rebind(name: &str, receiver: &str) -> String {
+    match name.strip_prefix("self") {
+        Some("") => receiver.to_string(),
+        Some(rest) if rest.starts_with('.') || rest.starts_with('|') => format!("{receiver}{rest}"),
+        _ => name.to_string(),
+    }
+}
+
+/// A method's body with `self` read as `receiver`: the optimizers it steps
+/// and resets, and the receivers of the methods it calls.
+fn rebind_self(nodes: &[Node], receiver: &str) -> Vec<Node> {
+    let r = |s: &String| rebind(s, receiver);
+    nodes
+        .iter()
+        .map(|node| match node {
+            Node::Event(event, span) => {
+                let event = match event {
+                    Event::Step(Updater::Optimizer(o)) => Event::Step(Updater::Optimizer(r(o))),
+                    Event::Reset(reset) => Event::Reset(match reset {
+                        Reset::Optimizer(o) => Reset::Optimizer(r(o)),
+                        Reset::NewOptimizer(o) => Reset::NewOptimizer(r(o)),
+                        Reset::Model(m) => Reset::Model(r(m)),
+                        Reset::NewModelOptimizer { optimizer, model } => Reset::NewModelOptimizer {
+                            optimizer: r(optimizer),
+                            model: r(model),
+                        },
+                        other => other.clone(),
+                    }),
+                    Event::Call(name) => match name.split_once('|') {
+                        Some((t, recv)) => Event::Call(format!("{t}|{}", rebind(recv, receiver))),
+                        None => Event::Call(name.clone()),
+                    },
+                    other => other.clone(),
+                };
+                Node::Event(event, *span)
+            }
+            Node::If {
+                branches,
+                exhaustive,
+                tests,
+            } => Node::If {
+                branches: branches.iter().map(|b| rebind_self(b, receiver)).collect(),
+                exhaustive: *exhaustive,
+                tests: tests.clone(),
+            },
+            Node::Loop {
+                body,
+                span,
+                assigned,
+                counters,
+            } => Node::Loop {
+                body: rebind_self(body, receiver),
+                span: *span,
+                assigned: assigned.iter().map(r).collect(),
+                counters: counters.clone(),
+            },
+            Node::Accumulate(body) => Node::Accumulate(rebind_self(body, receiver)),
+            other => other.clone(),
+        })
+        .collect()
 }

@@ -18,6 +18,10 @@
 //! | GL003 | move the reset before the backward pass | safe when both are statements of the same block; unsafe when the backward pass is in another block |
 //! | GL005 | insert the missing reset after the never-reset optimizer's step | unsafe (several optimizers) |
 //! | GL004, GL006, GL007, manual updates | none | |
+//!
+//! Fixes are computed one file at a time: a finding whose step lies in
+//! another file than its loop (found by analysing the files together) is
+//! never fixed, since its anchors would lie in two files.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -44,6 +48,9 @@ pub struct Anchors {
     /// Whether the updater is an optimizer (not a manual update, not a
     /// Rust `GradStore`).
     pub optimizer: bool,
+    /// Whether the finding's loop is in another file (the files of the
+    /// invocation analysed together): never fixed.
+    pub elsewhere: bool,
 }
 
 /// The anchors of a finding made from `facts`.
@@ -53,6 +60,7 @@ pub fn anchors(facts: &LoopFacts) -> Anchors {
         resets_outside_loop: facts.resets_outside_loop.clone(),
         optimizers_in_loop: facts.optimizers_in_loop,
         optimizer: matches!(facts.updater, Updater::Optimizer(_)),
+        elsewhere: false,
     }
 }
 
@@ -88,6 +96,9 @@ pub struct Fix {
 /// The fixes gradlint knows for `finding` in `source`, best first (the
 /// first that passes the check is kept).
 pub fn fixes_of(source: &str, language: Language, finding: &Diagnostic) -> Vec<Fix> {
+    if finding.anchors.elsewhere {
+        return Vec::new();
+    }
     let text = Text { source, language };
     match finding.code {
         "GL001" => insert_reset_after_step(&text, finding, finding.anchors.optimizers_in_loop > 1)
@@ -227,28 +238,40 @@ pub fn fix_paths(
         .build()
         .expect("thread pool");
     let enabled = |code: &str| config.enabled(code);
-    let results: Vec<FileOutcome> = pool.install(|| {
-        files
+    // Fixes are made one file at a time; the findings of the files analysed
+    // together (a step in another file than its loop) are reported, never
+    // fixed.
+    let (results, together) = pool.install(|| {
+        let results: Vec<FileOutcome> = files
             .par_iter()
             .map(|p| fix_file(p, unsafe_fixes, write, &enabled))
-            .collect()
+            .collect();
+        (results, crate::project::lint_files(&files, config))
     });
     let mut diagnostics = Vec::new();
     let mut changed = Vec::new();
     let mut fixed = 0;
-    for r in results {
+    for (r, t) in results.into_iter().zip(together) {
         match r {
-            Ok((d, f)) => {
+            Ok((d, Some(f))) => {
                 diagnostics.extend(d.into_iter().filter(|d| config.enabled(d.code)));
-                if let Some(f) = f {
-                    fixed += f.fixed;
-                    changed.push(f);
-                }
+                let elsewhere = t.unwrap_or_default().into_iter();
+                diagnostics.extend(elsewhere.filter(|d| d.anchors.elsewhere));
+                fixed += f.fixed;
+                changed.push(f);
             }
+            Ok((d, None)) => diagnostics.extend(t.unwrap_or(d)),
             Err(e) => errors.push(e),
         }
     }
-    diagnostics.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
+    diagnostics.retain(|d| config.enabled(d.code));
+    diagnostics.sort_by(|a, b| {
+        (&a.path, a.cell, a.line, a.column, a.code)
+            .cmp(&(&b.path, b.cell, b.line, b.column, b.code))
+    });
+    diagnostics.dedup_by(|a, b| {
+        (&a.path, a.cell, a.line, a.column, a.code) == (&b.path, b.cell, b.line, b.column, b.code)
+    });
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     changed.sort_by(|a, b| a.path.cmp(&b.path));
     let report = Report {
@@ -771,6 +794,36 @@ mod tests {
             language: Language::Python,
         };
         assert_eq!(text.loop_body(Span::new(0, 16)), None);
+    }
+
+    #[test]
+    fn a_finding_in_another_file_than_its_loop_is_reported_not_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let train = "from .trainer import Trainer\n\ndef main(m, data):\n    t = Trainer(m)\n    for b in data:\n        t.train_step(b)\n";
+        let trainer = "import torch\n\nclass Trainer:\n    def __init__(self, m):\n        self.optimizer = torch.optim.SGD(m.parameters(), lr=0.1)\n\n    def train_step(self, b):\n        loss(b).backward()\n        self.optimizer.step()\n";
+        std::fs::write(dir.path().join("train.py"), train).unwrap();
+        std::fs::write(dir.path().join("trainer.py"), trainer).unwrap();
+        let root = vec![dir.path().to_path_buf()];
+        let (report, changed) = fix_paths(&root, &Config::default(), true, true);
+        assert!(changed.is_empty());
+        assert_eq!(report.fixed, Some(0));
+        let found: Vec<_> = report
+            .diagnostics
+            .iter()
+            .map(|d| {
+                (
+                    Path::new(&d.path).file_name().unwrap().to_owned(),
+                    d.line,
+                    d.code,
+                )
+            })
+            .collect();
+        assert_eq!(found, vec![("trainer.py".into(), 9, "GL001")]);
+        assert!(report.diagnostics[0].anchors.elsewhere);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("trainer.py")).unwrap(),
+            trainer
+        );
     }
 
     #[test]

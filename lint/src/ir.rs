@@ -18,6 +18,17 @@ impl Span {
         Self { start, end }
     }
 
+    /// The same range moved by `by` bytes.
+    pub fn shifted(self, by: usize) -> Self {
+        Self::new(self.start + by, self.end + by)
+    }
+
+    /// The other file of the invocation this span lies in (0-based), when
+    /// it is not in the file being analysed.
+    pub fn foreign_file(self) -> Option<usize> {
+        (self.start >= FOREIGN_BASE).then(|| self.start / FOREIGN_BASE - 1)
+    }
+
     /// Whether `other` lies inside this span.
     pub fn contains(&self, other: Span) -> bool {
         self.start <= other.start && other.end <= self.end
@@ -216,6 +227,16 @@ pub struct Function {
     pub assigned: Vec<String>,
 }
 
+/// Spans of events from another file of the same invocation start at
+/// `(file + 1) * FOREIGN_BASE`: they never fall inside a span of the file
+/// being analysed, and say which file they belong to.
+pub const FOREIGN_BASE: usize = 1 << 40;
+
+/// The functions of the other files of one invocation, by qualified name
+/// (`<file>::Class.method`, `<file>::function`), spans shifted by
+/// [`FOREIGN_BASE`].
+pub type Imported = std::sync::Arc<std::collections::HashMap<String, Function>>;
+
 /// A lowered file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Program {
@@ -224,6 +245,9 @@ pub struct Program {
     /// Optimizer variable -> the model whose parameters it updates
     /// (`opt_d = Adam(net_d.parameters())`), where known.
     pub optimizer_models: Vec<(String, String)>,
+    /// Functions of other files that calls of this one may reach (never
+    /// analysed as this file's own).
+    pub imported: Option<Imported>,
 }
 
 impl Program {
@@ -231,6 +255,9 @@ impl Program {
     /// defined: a qualified name must match exactly; a bare one matches a
     /// function of that name, else the first method of that name.
     pub fn function(&self, name: &str) -> Option<&Function> {
+        if name.contains("::") {
+            return self.imported.as_ref()?.get(name);
+        }
         self.functions.iter().find(|f| f.name == name).or_else(|| {
             if name.contains('.') {
                 return None;

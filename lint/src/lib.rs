@@ -30,6 +30,7 @@ pub mod frontend;
 pub mod ir;
 pub mod notebook;
 pub mod output;
+pub mod project;
 pub mod rules;
 #[cfg(test)]
 mod test_support;
@@ -112,10 +113,29 @@ pub fn lint_source_with(
         }
     })?;
 
+    Ok(check(path, &index, &program, enabled, &|_| None))
+}
+
+/// Another file of the invocation, where findings of its code reached
+/// from the file being analysed are placed.
+pub(crate) type Foreign<'f> = dyn Fn(usize) -> Option<(&'f str, &'f LineIndex)> + 'f;
+
+/// Runs the rules `enabled` accepts on a lowered file. A finding whose span
+/// lies in another file of the invocation (a step or reset in a method of a
+/// class defined there) is placed in that file, by `foreign`; it carries no
+/// fix anchors (its loop is in this file), and is dropped when `foreign`
+/// does not know the file.
+pub(crate) fn check(
+    path: &str,
+    index: &LineIndex,
+    program: &ir::Program,
+    enabled: &dyn Fn(&str) -> bool,
+    foreign: &Foreign<'_>,
+) -> Vec<Diagnostic> {
     let active: Vec<Rule> = rules::ALL.into_iter().filter(|r| enabled(r.code)).collect();
     let mut found: Vec<(Rule, rules::Violation, fix::Anchors)> = Vec::new();
     for function in &program.functions {
-        for f in facts::of_function(&program, function) {
+        for f in facts::of_function(program, function) {
             let fired: Vec<(Rule, rules::Violation)> = active
                 .iter()
                 .filter_map(|rule| (rule.check)(&f).map(|v| (*rule, v)))
@@ -138,15 +158,28 @@ pub fn lint_source_with(
     }
     let mut out: Vec<Diagnostic> = found
         .into_iter()
-        .map(|(rule, v, anchors)| {
-            let mut d = diagnostic(path, &index, rule, v.span, v.message, v.help);
-            d.anchors = anchors;
-            d
+        .filter_map(|(rule, v, anchors)| {
+            let Some(file) = v.span.foreign_file() else {
+                let mut d = diagnostic(path, index, rule, v.span, v.message, v.help);
+                d.anchors = anchors;
+                return (!diagnostic::is_suppressed(index, d.line, d.code)).then_some(d);
+            };
+            // In another file: placed there, with no fix (its loop is here).
+            let (other, other_index) = foreign(file)?;
+            let base = (file + 1) * ir::FOREIGN_BASE;
+            let span = Span::new(v.span.start - base, v.span.end - base);
+            let loop_line = anchors.loop_span.map(|s| index.location(s.start).0);
+            let help = match loop_line {
+                Some(l) => format!("{} (The loop that runs it is at {path}:{l}.)", v.help),
+                None => v.help,
+            };
+            let mut d = diagnostic(other, other_index, rule, span, v.message, help);
+            d.anchors.elsewhere = true;
+            (!diagnostic::is_suppressed(other_index, d.line, d.code)).then_some(d)
         })
-        .filter(|d| !diagnostic::is_suppressed(&index, d.line, d.code))
         .collect();
-    out.sort_by_key(|d| (d.line, d.column, d.code));
-    Ok(out)
+    out.sort_by_key(|d| (d.path.clone(), d.line, d.column, d.code));
+    out
 }
 
 fn diagnostic(

@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use crate::config::Config;
 use crate::notebook::Notebook;
 use crate::{lint_source_with, Diagnostic, FileError, Language};
@@ -95,6 +93,17 @@ pub fn lint_file(path: &Path) -> Result<Vec<Diagnostic>, FileError> {
 /// Reads and lints one file with the rules `config` enables.
 pub fn lint_file_with(path: &Path, config: &Config) -> Result<Vec<Diagnostic>, FileError> {
     let language = Language::of(path).unwrap_or(Language::Python);
+    let source = read_source(path)?;
+    let name = path.display().to_string();
+    if is_notebook(path) {
+        return lint_notebook_with(&name, &source, config);
+    }
+    lint_source_with(&name, &source, language, &|code| config.enabled(code))
+}
+
+/// Reads a file's text: missing, unreadable, too large and non-UTF-8 files
+/// are errors.
+pub(crate) fn read_source(path: &Path) -> Result<String, FileError> {
     let meta = std::fs::metadata(path).map_err(|e| {
         let broken = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         error(
@@ -116,7 +125,7 @@ pub fn lint_file_with(path: &Path, config: &Config) -> Result<Vec<Diagnostic>, F
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| error(path, e.to_string()))?;
-    let source = String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map_err(|e| {
         error(
             path,
             format!(
@@ -124,12 +133,7 @@ pub fn lint_file_with(path: &Path, config: &Config) -> Result<Vec<Diagnostic>, F
                 e.utf8_error().valid_up_to()
             ),
         )
-    })?;
-    let name = path.display().to_string();
-    if is_notebook(path) {
-        return lint_notebook_with(&name, &source, config);
-    }
-    lint_source_with(&name, &source, language, &|code| config.enabled(code))
+    })
 }
 
 /// Whether `path` is a Jupyter notebook (`.ipynb`).
@@ -161,20 +165,7 @@ pub fn lint_notebook_with(
     }) {
         Ok(found) => Ok(found
             .into_iter()
-            .map(|mut d| {
-                let (cell, line) = notebook.locate(d.line);
-                let (end_cell, end_line) = notebook.locate(d.end_line);
-                d.cell = Some(cell);
-                d.line = line;
-                if end_cell == cell {
-                    d.end_line = end_line;
-                } else {
-                    // A span that crosses cells is shown on its first line.
-                    d.end_line = line;
-                    d.end_column = d.column + 1;
-                }
-                d
-            })
+            .map(|d| place_in_cell(&notebook, d))
             .collect()),
         Err(mut e) => {
             if let Some(l) = e.line {
@@ -187,7 +178,26 @@ pub fn lint_notebook_with(
     }
 }
 
-/// Lints every file under `paths` in parallel, keeping the rules `config` enables.
+/// Places a finding of a notebook's joined code in its cell.
+pub(crate) fn place_in_cell(notebook: &Notebook, mut d: Diagnostic) -> Diagnostic {
+    let (cell, line) = notebook.locate(d.line);
+    let (end_cell, end_line) = notebook.locate(d.end_line);
+    d.cell = Some(cell);
+    d.line = line;
+    if end_cell == cell {
+        d.end_line = end_line;
+    } else {
+        // A span that crosses cells is shown on its first line.
+        d.end_line = line;
+        d.end_column = d.column + 1;
+    }
+    d
+}
+
+/// Lints every file under `paths` in parallel, keeping the rules `config`
+/// enables. The Python files are analysed together ([`crate::project`]):
+/// calls into classes and functions of other files of the invocation are
+/// followed.
 pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
     let (files, mut errors) = collect(paths, config);
     // Deeply nested sources recurse deeply in the parsers: big stacks.
@@ -195,12 +205,8 @@ pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
         .stack_size(64 * 1024 * 1024)
         .build()
         .expect("thread pool");
-    let results: Vec<Result<Vec<Diagnostic>, FileError>> = pool.install(|| {
-        files
-            .par_iter()
-            .map(|p| lint_file_with(p, config))
-            .collect()
-    });
+    let results: Vec<Result<Vec<Diagnostic>, FileError>> =
+        pool.install(|| crate::project::lint_files(&files, config));
     let mut diagnostics = Vec::new();
     for r in results {
         match r {
@@ -208,7 +214,14 @@ pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
             Err(e) => errors.push(e),
         }
     }
-    diagnostics.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
+    diagnostics.sort_by(|a, b| {
+        (&a.path, a.cell, a.line, a.column, a.code)
+            .cmp(&(&b.path, b.cell, b.line, b.column, b.code))
+    });
+    // A step in another file, reached from several loops, is reported once.
+    diagnostics.dedup_by(|a, b| {
+        (&a.path, a.cell, a.line, a.column, a.code) == (&b.path, b.cell, b.line, b.column, b.code)
+    });
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     Report {
         diagnostics,

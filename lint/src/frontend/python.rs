@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr, Operator, Stmt};
+use ruff_python_parser::Parsed;
 use ruff_text_size::Ranged;
 
 use super::conditions::{classify, counting_iter, optimizer_exists};
@@ -16,16 +17,26 @@ const MAX_DEPTH: usize = 100;
 
 /// Parses and lowers a Python file.
 pub fn lower(source: &str) -> Result<Program, SyntaxError> {
-    let parsed = ruff_python_parser::parse_module(source).map_err(|e| SyntaxError {
-        message: e.error.to_string(),
-        offset: e.location.start().to_usize(),
-    })?;
-    let module = parsed.syntax();
+    let parsed = parse(source)?;
     // Every rule needs a backward pass: a file without one is only checked
     // for syntax.
     if !source.contains("backward") {
         return Ok(Program::default());
     }
+    Ok(lower_module(source, parsed.syntax(), &Imports::default()))
+}
+
+/// Parses a Python file.
+pub fn parse(source: &str) -> Result<Parsed<ast::ModModule>, SyntaxError> {
+    ruff_python_parser::parse_module(source).map_err(|e| SyntaxError {
+        message: e.error.to_string(),
+        offset: e.location.start().to_usize(),
+    })
+}
+
+/// Lowers a parsed Python file, with the names it imports from other files
+/// of the invocation (none for a file linted alone).
+pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) -> Program {
     let mut lowerer = Lowerer {
         source,
         program: Program::default(),
@@ -39,6 +50,8 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
         class: None,
         engine_functions: HashSet::new(),
         named: HashMap::new(),
+        imports,
+        hf_trainers: HashSet::new(),
     };
     lowerer.classes(&module.body, 0);
     lowerer.declarations(&module.body, 0);
@@ -50,7 +63,162 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
         body,
         assigned: Vec::new(),
     });
-    Ok(lowerer.program)
+    lowerer.program
+}
+
+/// What other files of the invocation may import from a file: its
+/// top-level classes (with their methods) and functions, and what it
+/// imports itself (for re-exports through `__init__.py`).
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Top-level classes -> their methods.
+    pub classes: HashMap<String, HashSet<String>>,
+    /// Top-level functions.
+    pub functions: HashSet<String>,
+    /// Its import statements, anywhere but in classes.
+    pub imports: Vec<Import>,
+    /// The classes and functions whose text has a gradient event
+    /// (`backward(`, `zero_grad`, `.step(`): the only ones worth following
+    /// from another file.
+    pub relevant: HashSet<String>,
+    /// Local name -> the first of `imports` that binds it.
+    pub bound: HashMap<String, usize>,
+}
+
+/// One imported name or module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Import {
+    /// `from ..pkg.mod import name as local`.
+    From {
+        /// Leading dots (0 for an absolute import).
+        level: u32,
+        /// The module after the dots (may be empty).
+        module: String,
+        /// The name imported.
+        name: String,
+        /// The name it is bound to.
+        local: String,
+    },
+    /// `import pkg.mod as local` (`local` is `pkg.mod` without `as`).
+    Module {
+        /// The module.
+        module: String,
+        /// The name it is reached by.
+        local: String,
+    },
+}
+
+/// The names a file imports from other files of the invocation, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Imports {
+    /// Local name (`Trainer`, `t.Trainer`) -> the qualified key of a class
+    /// of another file (`3::Trainer`).
+    pub classes: HashMap<String, String>,
+    /// Qualified class key -> its methods.
+    pub methods: HashMap<String, HashSet<String>>,
+    /// Local name (`train_step`, `t.train_step`) -> the qualified name of a
+    /// function of another file (`3::train_step`).
+    pub functions: HashMap<String, String>,
+}
+
+impl Imports {
+    /// Whether nothing is imported.
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty() && self.functions.is_empty()
+    }
+}
+
+/// The [`Summary`] of a parsed file.
+pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
+    let relevant = |node: &dyn Ranged| {
+        let s = span(&node.range());
+        source.get(s.start..s.end).is_some_and(|t| {
+            t.contains("backward(") || t.contains("zero_grad") || t.contains(".step(")
+        })
+    };
+    fn imports(body: &[Stmt], out: &mut Vec<Import>, depth: usize) {
+        if depth > 4 {
+            return;
+        }
+        for stmt in body {
+            match stmt {
+                Stmt::Import(i) => {
+                    for alias in &i.names {
+                        let module = alias.name.id.to_string();
+                        let local = alias
+                            .asname
+                            .as_ref()
+                            .map_or_else(|| module.clone(), |a| a.id.to_string());
+                        out.push(Import::Module { module, local });
+                    }
+                }
+                Stmt::ImportFrom(f) => {
+                    let module = f
+                        .module
+                        .as_ref()
+                        .map_or_else(String::new, |m| m.id.to_string());
+                    for alias in &f.names {
+                        let name = alias.name.id.to_string();
+                        let local = alias
+                            .asname
+                            .as_ref()
+                            .map_or_else(|| name.clone(), |a| a.id.to_string());
+                        out.push(Import::From {
+                            level: f.level,
+                            module: module.clone(),
+                            name,
+                            local,
+                        });
+                    }
+                }
+                Stmt::FunctionDef(f) => imports(&f.body, out, depth + 1),
+                Stmt::ClassDef(_) => {}
+                _ => {
+                    for b in nested_bodies(stmt) {
+                        imports(b, out, depth + 1);
+                    }
+                }
+            }
+        }
+    }
+    let mut summary = Summary::default();
+    // With no gradient event in the file, none of its classes or functions
+    // is worth following: only its imports (re-exports) are kept.
+    let any =
+        source.contains("backward(") || source.contains("zero_grad") || source.contains(".step(");
+    for stmt in module.body.iter().filter(|_| any) {
+        match stmt {
+            Stmt::ClassDef(c) => {
+                let methods = c
+                    .body
+                    .iter()
+                    .filter_map(|s| match s {
+                        Stmt::FunctionDef(f) => Some(f.name.id.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                summary.classes.insert(c.name.id.to_string(), methods);
+                if relevant(c) {
+                    summary.relevant.insert(c.name.id.to_string());
+                }
+            }
+            Stmt::FunctionDef(f) => {
+                summary.functions.insert(f.name.id.to_string());
+                if relevant(f) {
+                    summary.relevant.insert(f.name.id.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    imports(&module.body, &mut summary.imports, 0);
+    for (i, import) in summary.imports.iter().enumerate() {
+        let local = match import {
+            Import::From { local, .. } | Import::Module { local, .. } => local,
+        };
+        summary.bound.entry(local.clone()).or_insert(i);
+    }
+    summary
 }
 
 struct Lowerer<'s> {
@@ -77,6 +245,10 @@ struct Lowerer<'s> {
     /// In the function being lowered, local names bound once to a test
     /// (`do_step = (i + 1) % k == 0`).
     named: HashMap<String, &'s Expr>,
+    /// Names imported from other files of the invocation.
+    imports: &'s Imports,
+    /// Classes deriving from a Hugging Face-style `Trainer`.
+    hf_trainers: HashSet<String>,
 }
 
 fn span(node: &impl Ranged) -> Span {
@@ -161,6 +333,14 @@ impl<'s> Lowerer<'s> {
                         })
                         .collect();
                     self.classes.insert(c.name.id.to_string(), methods);
+                    let hf = c.bases().iter().any(|b| {
+                        dotted(b).is_some_and(|d| {
+                            d.rsplit('.').next().is_some_and(|l| l.ends_with("Trainer"))
+                        })
+                    });
+                    if hf {
+                        self.hf_trainers.insert(c.name.id.to_string());
+                    }
                     self.classes(&c.body, depth + 1);
                 }
                 Stmt::FunctionDef(f) => self.classes(&f.body, depth + 1),
@@ -202,6 +382,8 @@ impl<'s> Lowerer<'s> {
                             let last = callee.rsplit('.').next().unwrap_or("");
                             if self.classes.contains_key(last) {
                                 self.instances.insert(t.clone(), last.to_string());
+                            } else if let Some(key) = self.imports.classes.get(&callee) {
+                                self.instances.insert(t.clone(), key.clone());
                             }
                             if last == "Engine" {
                                 if let Some(Expr::Name(n)) = call.arguments.args.first() {
@@ -275,6 +457,11 @@ impl<'s> Lowerer<'s> {
                     let name = f.name.id.as_str();
                     if self.runs_per_batch(f) || self.owns_a_batch(f, &lowered) {
                         returns_end_iteration(&mut lowered);
+                        if self.hf_training_step(f) {
+                            // The trainer's own reset, between two calls.
+                            let reset = Reset::Model("model".into());
+                            lowered.insert(0, Node::Event(Event::Reset(reset), span(&f.name)));
+                        }
                         lowered = vec![Node::Loop {
                             body: lowered,
                             span: span(f),
@@ -364,7 +551,22 @@ impl<'s> Lowerer<'s> {
             return false;
         }
         let text = self.text(f);
-        text.contains("self.optimizers(") || text.contains("manual_backward(")
+        text.contains("self.optimizers(")
+            || text.contains("manual_backward(")
+            || self.hf_training_step(f)
+    }
+
+    /// A Hugging Face `Trainer.training_step` override (a method of a class
+    /// deriving from a `...Trainer`, with a backward pass): the trainer's
+    /// loop calls it once per batch and clears the model's gradients
+    /// (`model.zero_grad()`) around its own optimizer step.
+    fn hf_training_step(&self, f: &ast::StmtFunctionDef) -> bool {
+        f.name.id.as_str() == "training_step"
+            && self
+                .class
+                .as_ref()
+                .is_some_and(|c| self.hf_trainers.contains(c))
+            && self.text(f).contains("backward")
     }
 
     fn is_optimizer(&self, text: &str) -> bool {
@@ -385,6 +587,16 @@ impl<'s> Lowerer<'s> {
             "self" => self.class.clone()?,
             r => self.instances.get(r)?.clone(),
         };
+        if class.contains("::") {
+            // A class of another file: `self` in the method is the receiver.
+            let receiver = receiver?;
+            return self
+                .imports
+                .methods
+                .get(&class)?
+                .contains(method)
+                .then(|| format!("{class}.{method}|{receiver}"));
+        }
         self.classes
             .get(&class)?
             .contains(method)
@@ -652,7 +864,11 @@ impl<'s> Lowerer<'s> {
                         .clone()
                         .unwrap_or_else(|| self.text(a.value.as_ref()))
                 };
+                let imported = receiver
+                    .as_ref()
+                    .and_then(|r| self.imports.functions.get(&format!("{r}.{method}")));
                 match method {
+                    _ if imported.is_some() => imported.cloned().map(Event::Call),
                     _ if self.method_of(receiver.as_deref(), method).is_some() => {
                         self.method_of(receiver.as_deref(), method).map(Event::Call)
                     }
@@ -724,6 +940,12 @@ impl<'s> Lowerer<'s> {
             Expr::Name(n) if self.functions.contains(n.id.as_str()) => {
                 Some(Event::Call(n.id.to_string()))
             }
+            Expr::Name(n) => self
+                .imports
+                .functions
+                .get(n.id.as_str())
+                .cloned()
+                .map(Event::Call),
             _ => None,
         }
     }

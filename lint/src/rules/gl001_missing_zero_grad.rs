@@ -22,8 +22,12 @@ an iteration never resets the gradients (`optimizer.zero_grad()`,
 
 Loops include the bodies frameworks run once per batch: Lightning's
 `training_step` with manual optimization, ignite process functions given to
-`Engine`, and per-batch methods (`step`, `train_step`, ...) that run backward,
-step and a reset themselves. `x.grad = None` on an input tensor is not a reset;
+`Engine`, Hugging Face `Trainer.training_step` overrides (the trainer
+resets the model's gradients between two calls), and per-batch methods
+(`step`, `train_step`, ...) that run backward, step and a reset themselves.
+The files of one invocation are analysed together: a loop calling a method
+of a class defined in another file (`trainer.train_step(batch)`) follows it,
+and a finding at a step in that file is reported there. `x.grad = None` on an input tensor is not a reset;
 neither is a new optimizer over the model's existing parameters.
 
 ## Why is this bad?
@@ -61,6 +65,8 @@ argument when it uses one (Rust: `opt.zero_grad();`). Safe when the loop steps
 one optimizer; with several optimizers, or a step in a helper function the
 loop calls, only with `--unsafe-fixes`. A manual update (`p -= lr * p.grad`)
 has no automatic fix: which gradients to reset is the reader's call.
+A finding whose step lies in another file than its loop (a method of a
+class defined in another file of the invocation) has no automatic fix.
 
 ## References
 - PyTorch: `torch.optim.Optimizer.zero_grad`, `torch.autograd.grad`

@@ -46,6 +46,8 @@ copy, when another loop still needs the original). Safe when the reset is
 before the loop and the step directly in the loop body. A reset after the
 loop, or a step nested in the body (a branch, an accumulation guard): the
 reset goes right after the step, only with `--unsafe-fixes`.
+A finding whose step lies in another file than its loop (a method of a
+class defined in another file of the invocation) has no automatic fix.
 "#;
 
 /// Gradients pile up, the loop has no reset, but the function resets outside it.

@@ -42,6 +42,8 @@ for x, y in loader:
 `--fix` moves the reset before the backward pass. Safe when the reset and
 the backward pass are statements of the same block; when the backward pass is
 in another block (a `with`, an `if`), only with `--unsafe-fixes`.
+A finding whose step lies in another file than its loop (a method of a
+class defined in another file of the invocation) has no automatic fix.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {

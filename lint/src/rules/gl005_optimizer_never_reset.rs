@@ -49,6 +49,8 @@ for real in loader:
 `--unsafe-fixes` inserts the missing `opt.zero_grad()` right after the
 never-reset optimizer's step; never with `--fix` alone (several optimizers:
 which reset covers which parameters is the reader's call).
+A finding whose step lies in another file than its loop (a method of a
+class defined in another file of the invocation) has no automatic fix.
 "#;
 
 /// Several optimizers, this one piles up and has no reset in the loop (a
