@@ -128,6 +128,18 @@ impl Imports {
     }
 }
 
+/// The names of a class's methods.
+fn method_names<C: FromIterator<String>>(class: &ast::StmtClassDef) -> C {
+    class
+        .body
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::FunctionDef(f) => Some(f.name.id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The [`Summary`] of a parsed file.
 pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
     let relevant = |node: &dyn Ranged| {
@@ -189,15 +201,9 @@ pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
     for stmt in module.body.iter().filter(|_| any) {
         match stmt {
             Stmt::ClassDef(c) => {
-                let methods = c
-                    .body
-                    .iter()
-                    .filter_map(|s| match s {
-                        Stmt::FunctionDef(f) => Some(f.name.id.to_string()),
-                        _ => None,
-                    })
-                    .collect();
-                summary.classes.insert(c.name.id.to_string(), methods);
+                summary
+                    .classes
+                    .insert(c.name.id.to_string(), method_names(c));
                 if relevant(c) {
                     summary.relevant.insert(c.name.id.to_string());
                 }
@@ -324,15 +330,7 @@ impl<'s> Lowerer<'s> {
         for stmt in body {
             match stmt {
                 Stmt::ClassDef(c) => {
-                    let methods = c
-                        .body
-                        .iter()
-                        .filter_map(|s| match s {
-                            Stmt::FunctionDef(f) => Some(f.name.id.to_string()),
-                            _ => None,
-                        })
-                        .collect();
-                    self.classes.insert(c.name.id.to_string(), methods);
+                    self.classes.insert(c.name.id.to_string(), method_names(c));
                     let hf = c.bases().iter().any(|b| {
                         dotted(b).is_some_and(|d| {
                             d.rsplit('.').next().is_some_and(|l| l.ends_with("Trainer"))
