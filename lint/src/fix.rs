@@ -265,13 +265,7 @@ pub fn fix_paths(
         }
     }
     diagnostics.retain(|d| config.enabled(d.code));
-    diagnostics.sort_by(|a, b| {
-        (&a.path, a.cell, a.line, a.column, a.code)
-            .cmp(&(&b.path, b.cell, b.line, b.column, b.code))
-    });
-    diagnostics.dedup_by(|a, b| {
-        (&a.path, a.cell, a.line, a.column, a.code) == (&b.path, b.cell, b.line, b.column, b.code)
-    });
+    walk::sort_and_dedup(&mut diagnostics);
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     changed.sort_by(|a, b| a.path.cmp(&b.path));
     let report = Report {

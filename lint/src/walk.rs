@@ -214,14 +214,7 @@ pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
             Err(e) => errors.push(e),
         }
     }
-    diagnostics.sort_by(|a, b| {
-        (&a.path, a.cell, a.line, a.column, a.code)
-            .cmp(&(&b.path, b.cell, b.line, b.column, b.code))
-    });
-    // A step in another file, reached from several loops, is reported once.
-    diagnostics.dedup_by(|a, b| {
-        (&a.path, a.cell, a.line, a.column, a.code) == (&b.path, b.cell, b.line, b.column, b.code)
-    });
+    sort_and_dedup(&mut diagnostics);
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     Report {
         diagnostics,
@@ -229,4 +222,14 @@ pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
         files: files.len(),
         fixed: None,
     }
+}
+
+/// Orders findings by file, cell and position, and keeps one of each: a step
+/// in another file, reached from several loops, is reported once.
+pub(crate) fn sort_and_dedup(diagnostics: &mut Vec<Diagnostic>) {
+    fn key(d: &Diagnostic) -> (&str, Option<usize>, usize, usize, &str) {
+        (&d.path, d.cell, d.line, d.column, d.code)
+    }
+    diagnostics.sort_by(|a, b| key(a).cmp(&key(b)));
+    diagnostics.dedup_by(|a, b| key(a) == key(b));
 }
