@@ -60,6 +60,7 @@ class Labelled:
     expect: set[tuple[str, str]]  # (position, code); position "LINE" or "cell N:LINE"
     reason: str
     bug: bool
+    part: str  # the manifest's name: its part of the corpus
 
 
 @dataclass
@@ -110,7 +111,7 @@ def load_manifest(path: Path) -> tuple[str, list[dict], list[Labelled]]:
                 raise CorpusError(f"{where}: missing `repo` or `commit`")
             tree = f"{f['repo']}@{f['commit']}"
         labelled.append(
-            Labelled(source, tree, f["path"], expect, f["reason"], f["label"] == "bug")
+            Labelled(source, tree, f["path"], expect, f["reason"], f["label"] == "bug", path.stem)
         )
     return source, data.get("package", []), labelled
 
@@ -255,6 +256,28 @@ def lint(gradlint: str, root: Path) -> dict[str, set[tuple[str, str]]]:
     return found
 
 
+def match(
+    got: set[tuple[str, str]], expect: set[tuple[str, str]]
+) -> tuple[int, set[tuple[str, str]], set[tuple[str, str]]]:
+    """Expected findings found, findings not expected, expected findings missed.
+
+    An expected position may list alternatives ("323|326"): one finding of that
+    code at any of them matches it (one bug, several step calls in branches).
+    """
+    left = set(got)
+    hit = 0
+    missed = set()
+    for pos, code in expect:
+        alternatives = [(alt, code) for alt in pos.split("|")]
+        taken = next((a for a in alternatives if a in left), None)
+        if taken is None:
+            missed.add((pos, code))
+        else:
+            left.discard(taken)
+            hit += 1
+    return hit, left, missed
+
+
 def sort_key(item: tuple[str, str]) -> tuple:
     pos, code = item
     parts = pos.replace("cell ", "").split(":")
@@ -317,6 +340,7 @@ def main() -> int:
     unlabelled: list[str] = []
     skipped: list[str] = []
     by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    by_part: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     for tree in trees.values():
         if tree.root is None:
             skipped.append(f"{tree.key}: {tree.why_skipped} ({len(tree.files)} files)")
@@ -338,11 +362,18 @@ def main() -> int:
             bugs += f.bug
             by_source[f.source][0] += 1
             by_source[f.source][1] += f.bug
-            tp += len(got & f.expect)
-            for pos, code in sorted(got - f.expect, key=sort_key):
+            hit, extra, missed = match(got, f.expect)
+            tp += hit
+            part = by_part[f.part]
+            part[0] += 1
+            part[1] += f.bug
+            part[2] += hit
+            part[3] += len(extra)
+            part[4] += len(missed)
+            for pos, code in sorted(extra, key=sort_key):
                 fp += 1
                 false_pos.append(f"{tree.key} {f.path}:{pos} {code}  [labelled: {f.reason}]")
-            for pos, code in sorted(f.expect - got, key=sort_key):
+            for pos, code in sorted(missed, key=sort_key):
                 fn += 1
                 misses.append(f"{tree.key} {f.path}:{pos} {code}  [{f.reason}]")
         for path, got in sorted(found.items()):
@@ -355,6 +386,11 @@ def main() -> int:
     print(f"corpus: {files} labelled files ({bugs} with bugs) in {len(trees) - len(skipped)} trees")
     for source, (n, b) in sorted(by_source.items()):
         print(f"  {source}: {n} files, {b} with bugs")
+    print("  by manifest: files, with bugs, found, false positives, missed, precision, recall")
+    for name, (n, b, hit, extra, missed) in sorted(by_part.items()):
+        p = hit / (hit + extra) if hit + extra else 1.0
+        r = hit / (hit + missed) if hit + missed else 1.0
+        print(f"    {name}: {n}, {b}, {hit}, {extra}, {missed}, {p:.3f}, {r:.3f}")
     for s in skipped:
         print(f"  skipped {s}")
     print(f"findings: {tp} expected found, {fp} false positives, {fn} missed")

@@ -77,6 +77,9 @@ pub enum Kind {
     Flag(Option<u32>),
     /// False at most until the analysed loop's first iteration ends.
     AfterFirst,
+    /// The tracked counter's window length is 1: its boundary tests
+    /// (`i % k == 0`, `(i + 1) % k == 0`) always hold, the others never.
+    WindowOne,
     /// No correlation is known.
     Unknown,
 }
@@ -99,6 +102,8 @@ struct State {
     phase: Phase,
     /// Whether an iteration of the analysed loop has ended on this path.
     later: bool,
+    /// Whether the window length is 1, when decided.
+    one: Option<bool>,
 }
 
 /// A path question.
@@ -372,6 +377,7 @@ impl Cfg {
             value: 0,
             phase: Phase::Unknown,
             later: false,
+            one: None,
         };
         for &(c, v) in &self.guards[node] {
             state = self.decide(state, c, v, false)?;
@@ -403,7 +409,21 @@ impl Cfg {
                     Some(state)
                 }
             }
+            Kind::WindowOne => match state.one {
+                Some(one) => (one == v).then_some(state),
+                None => {
+                    state.one = Some(v);
+                    Some(state)
+                }
+            },
             Kind::Counter(r) => {
+                // With a window of one, `x % 1 == 0`: only the boundary holds.
+                let at_one = matches!(*r, Residue::Low(0) | Residue::High(1));
+                match state.one {
+                    Some(true) => return (v == at_one).then_some(state),
+                    None if v != at_one => state.one = Some(false),
+                    _ => {}
+                }
                 let at = match *r {
                     Residue::Low(n) => Phase::Low(n),
                     Residue::High(n) => Phase::High(n),
@@ -554,7 +574,7 @@ impl Builder<'_> {
         let mut order: Vec<usize> = (0..self.raw.len())
             .filter(|&i| {
                 matches!(&self.raw[i].class, CondClass::Flag(r) if !r.iter().any(varies))
-                    || matches!(&self.raw[i].class, CondClass::NotNone(n) if !varies(n))
+                    || matches!(&self.raw[i].class, CondClass::NotNone(n) | CondClass::WindowOne(n) if !varies(n))
             })
             .collect();
         // Only flags that guard gradient events matter.
@@ -594,6 +614,18 @@ impl Builder<'_> {
                     Kind::Flag(Some(bits - 1))
                 }
                 CondClass::NotNone(_) => Kind::Flag(None),
+                CondClass::WindowOne(modulus)
+                    if tracked.as_ref().is_some_and(|(_, m)| m == modulus) && !varies(modulus) =>
+                {
+                    Kind::WindowOne
+                }
+                // Otherwise a flag like any other.
+                CondClass::WindowOne(modulus) if varies(modulus) => Kind::Unknown,
+                CondClass::WindowOne(_) if correlates => {
+                    bits += 1;
+                    Kind::Flag(Some(bits - 1))
+                }
+                CondClass::WindowOne(_) => Kind::Flag(None),
             };
             self.cfg.conds.push(Cond {
                 key: c.key.clone(),
@@ -651,6 +683,13 @@ impl Builder<'_> {
             Node::Event(event, span) => {
                 let n = self.node(Some((event.clone(), *span)), ctx.accumulate);
                 self.edges(&frontier, n);
+                // In `accelerator.accumulate`, a prepared optimizer's step
+                // does nothing until the window closes: it may be passed by.
+                if ctx.accumulate && matches!(event, Event::Step(Updater::Optimizer(_))) {
+                    let mut out = frontier;
+                    out.push(n);
+                    return out;
+                }
                 vec![n]
             }
             Node::If {
@@ -659,16 +698,19 @@ impl Builder<'_> {
                 tests,
             } => {
                 let group = self.cfg.events.len();
-                let tests: Vec<Option<(usize, bool)>> = tests
+                let tests: Vec<(Vec<(usize, bool)>, Vec<(usize, bool)>)> = tests
                     .iter()
-                    .map(|t| t.as_ref().map(|t| self.cond(t)))
+                    .map(|t| {
+                        let holds = t.holds.iter().map(|t| self.cond(t)).collect();
+                        let fails = t.fails.iter().map(|t| self.cond(t)).collect();
+                        (holds, fails)
+                    })
                     .collect();
                 // Branch i runs when its test holds and the tests above failed.
                 let failed = |upto: usize| -> Vec<(usize, bool)> {
                     tests[..upto.min(tests.len())]
                         .iter()
-                        .flatten()
-                        .map(|&(c, v)| (c, !v))
+                        .flat_map(|(_, fails)| fails.iter().copied())
                         .collect()
                 };
                 let mut out = if *exhaustive {
@@ -679,8 +721,8 @@ impl Builder<'_> {
                 };
                 for (i, branch) in branches.iter().enumerate() {
                     let mut assumes = failed(i);
-                    if let Some(Some(t)) = tests.get(i) {
-                        assumes.push(*t);
+                    if let Some((holds, _)) = tests.get(i) {
+                        assumes.extend(holds.iter().copied());
                     }
                     let depth = self.guard_stack.len();
                     let start =

@@ -24,6 +24,9 @@ pub struct LoopFacts {
     pub resets_outside_loop: Vec<Span>,
     /// How many optimizers the loop steps.
     pub optimizers_in_loop: usize,
+    /// Whether the loop resets gradients this updater does not apply (another
+    /// optimizer's, another model's).
+    pub others_reset_in_loop: bool,
     /// A reset between a backward pass and a step, in one iteration: the
     /// step applies zeros.
     pub reset_between_backward_and_step: Option<Span>,
@@ -82,6 +85,26 @@ fn events(nodes: &[Node], out: &mut Vec<(Event, Span)>) {
     }
 }
 
+/// The events of `nodes` that run once around the loop at `target`: not in
+/// other loops (a reset in a sibling loop is that loop's, not a reset before
+/// or after this one), in the loops that contain it.
+fn events_around(nodes: &[Node], target: Span, out: &mut Vec<(Event, Span)>) {
+    for node in nodes {
+        match node {
+            Node::Event(e, s) => out.push((e.clone(), *s)),
+            Node::If { branches, .. } => {
+                branches.iter().for_each(|b| events_around(b, target, out))
+            }
+            Node::Loop { body, span, .. } if span.contains(target) => {
+                events_around(body, target, out)
+            }
+            Node::Loop { .. } => {}
+            Node::Accumulate(body) => events_around(body, target, out),
+            Node::Break | Node::Continue | Node::Return => {}
+        }
+    }
+}
+
 type LoopRef<'a> = (&'a [Node], Span, &'a [String], &'a [Counter]);
 
 fn loops<'a>(nodes: &'a [Node], out: &mut Vec<LoopRef<'a>>) {
@@ -114,6 +137,8 @@ pub fn of_function(program: &Program, function: &Function) -> Vec<LoopFacts> {
     let mut out = Vec::new();
     for (body, span, assigned, counters) in all_loops {
         let cfg = Cfg::of_loop(program, body, assigned, counters);
+        let mut around = Vec::new();
+        events_around(&function.body, span, &mut around);
         let backwards = cfg.find(|e| matches!(e, Event::Backward | Event::Extend(_)));
         if backwards.is_empty()
             && !cfg
@@ -143,6 +168,7 @@ pub fn of_function(program: &Program, function: &Function) -> Vec<LoopFacts> {
                 &cfg,
                 &backwards,
                 &function_events,
+                &around,
                 span,
                 updater,
                 optimizers_in_loop,
@@ -157,6 +183,7 @@ fn facts(
     cfg: &Cfg,
     backwards: &[usize],
     function_events: &[(Event, Span)],
+    around_events: &[(Event, Span)],
     loop_span: Span,
     updater: Updater,
     optimizers_in_loop: usize,
@@ -242,7 +269,11 @@ fn facts(
     let reset_discarding_accumulation = clearing
         .iter()
         .find(|&&z| {
-            if !step_is_conditional || cfg.in_accumulate[z] {
+            // `accelerator.accumulate` skips a prepared optimizer's reset
+            // until the window closes, not a model's or parameters' reset.
+            let gated = cfg.in_accumulate[z]
+                && matches!(&cfg.events[z], Some((Event::Reset(Reset::Optimizer(_)), _)));
+            if !step_is_conditional || gated {
                 return false;
             }
             let outside = cfg.outside_loop_of(z);
@@ -285,7 +316,10 @@ fn facts(
     };
 
     let resets_in_loop: Vec<Span> = reset_nodes.iter().map(|&z| cfg.span(z)).collect();
-    let resets_outside_loop: Vec<Span> = function_events
+    let others_reset_in_loop = !cfg
+        .find(|e| matches!(e, Event::Reset(_)) && !resets(program, e, &updater))
+        .is_empty();
+    let resets_outside_loop: Vec<Span> = around_events
         .iter()
         .filter(|(e, s)| {
             let explicit = !matches!(e, Event::Reset(Reset::NewOptimizer(_)));
@@ -318,6 +352,7 @@ fn facts(
         resets_in_loop,
         resets_outside_loop,
         optimizers_in_loop,
+        others_reset_in_loop,
         reset_between_backward_and_step,
         reset_discarding_accumulation,
         stale_store_step,

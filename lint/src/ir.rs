@@ -150,6 +150,9 @@ pub enum CondClass {
     /// `x is not None`: a flag, or, when the loop assigns `x`, true from the
     /// second iteration on (`params = ...` after `if params is not None:`).
     NotNone(String),
+    /// `k == 1` on a window length (the modulus text): with a window of one,
+    /// every boundary test of a counter modulo `k` holds.
+    WindowOne(String),
 }
 
 /// A normalised branch condition.
@@ -168,6 +171,37 @@ pub struct Test {
     pub cond: Cond,
     /// Whether the branch runs when the condition is false (`if not ...`).
     pub negated: bool,
+}
+
+impl Test {
+    /// The same condition, the other way.
+    pub fn flipped(&self) -> Test {
+        Test {
+            cond: self.cond.clone(),
+            negated: !self.negated,
+        }
+    }
+}
+
+/// What a branch's test tells of the classified conditions: those that hold
+/// when it holds, and those that hold when it fails (`a and b` holds: both
+/// hold; fails: nothing known).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Tested {
+    /// Hold when the test holds.
+    pub holds: Vec<Test>,
+    /// Hold when the test fails.
+    pub fails: Vec<Test>,
+}
+
+impl Tested {
+    /// One classified condition: it holds one way, fails the other.
+    pub fn single(test: Test) -> Tested {
+        Tested {
+            fails: vec![test.flipped()],
+            holds: vec![test],
+        }
+    }
 }
 
 /// A counter that a loop advances by one per iteration.
@@ -191,9 +225,9 @@ pub enum Node {
         branches: Vec<Vec<Node>>,
         /// Whether one branch always runs (an `else`).
         exhaustive: bool,
-        /// The test of each branch, where classified (an `elif` runs only
-        /// when the tests above it failed).
-        tests: Vec<Option<Test>>,
+        /// What the test of each branch tells (an `elif` runs only when the
+        /// tests above it failed; an `else` tells nothing).
+        tests: Vec<Tested>,
     },
     /// A loop (`for`, `while`, `loop`).
     Loop {

@@ -6,7 +6,7 @@
 use ruff_python_ast::{self as ast, BoolOp, CmpOp, Expr, Number, Operator, UnaryOp};
 use ruff_text_size::Ranged;
 
-use crate::ir::{Cond, CondClass, Residue, Test};
+use crate::ir::{Cond, CondClass, Residue, Test, Tested};
 
 /// `a.b.c` for names and attribute chains.
 fn dotted(expr: &Expr) -> Option<String> {
@@ -39,17 +39,72 @@ fn int(expr: &Expr) -> Option<i64> {
     }
 }
 
-/// Classifies an `if`/`elif`/`while` test; `None` when it is none of the
-/// classes the analysis uses. `named` gives the expression a local name was
+/// What an `if`/`elif` test tells of the classified conditions: the whole
+/// test when it is one of the classes the analysis uses; besides, the counter
+/// and window tests among the operands of `and` (known when it holds) and
+/// `or` (known when it fails). `named` gives the expression a local name was
 /// bound to once (`do_step = (i + 1) % k == 0` ... `if do_step:`).
 pub fn classify<'e>(
     source: &str,
     test: &'e Expr,
     named: &dyn Fn(&str) -> Option<&'e Expr>,
-) -> Option<Test> {
+) -> Tested {
+    classify_within(source, test, named, MAX_DEPTH)
+}
+
+/// How deep `and`/`or` operands and local names are followed (a name may be
+/// bound to an expression that reads it: `done = done or ...`).
+const MAX_DEPTH: u32 = 4;
+
+fn classify_within<'e>(
+    source: &str,
+    test: &'e Expr,
+    named: &dyn Fn(&str) -> Option<&'e Expr>,
+    depth: u32,
+) -> Tested {
+    let mut tested = classify_one(source, test, named)
+        .map(Tested::single)
+        .unwrap_or_default();
+    let (expr, negated) = unwrap(test, named);
+    if depth == 0 {
+        return tested;
+    }
+    if let Expr::BoolOp(b) = expr {
+        // `a and b` holds: both hold; `a or b` fails: both fail.
+        let both_known_when_holds = (b.op == BoolOp::And) != negated;
+        for operand in &b.values {
+            let inner = classify_within(source, operand, named, depth - 1);
+            let mut known = match b.op {
+                BoolOp::And => inner.holds,
+                BoolOp::Or => inner.fails,
+            };
+            known.retain(|t| {
+                matches!(
+                    t.cond.class,
+                    CondClass::Counter { .. } | CondClass::WindowOne(_)
+                )
+            });
+            let side = if both_known_when_holds {
+                &mut tested.holds
+            } else {
+                &mut tested.fails
+            };
+            for t in known {
+                if !side.contains(&t) {
+                    side.push(t);
+                }
+            }
+        }
+    }
+    tested
+}
+
+/// The test under `not`s and local names: the expression and whether it is
+/// negated.
+fn unwrap<'e>(test: &'e Expr, named: &dyn Fn(&str) -> Option<&'e Expr>) -> (&'e Expr, bool) {
     let mut expr = test;
     let mut negated = false;
-    loop {
+    for _ in 0..4 * MAX_DEPTH {
         match expr {
             Expr::UnaryOp(u) if u.op == UnaryOp::Not => {
                 negated = !negated;
@@ -62,7 +117,23 @@ pub fn classify<'e>(
             _ => break,
         }
     }
+    (expr, negated)
+}
+
+/// Classifies a whole test; `None` when it is none of the classes.
+fn classify_one<'e>(
+    source: &str,
+    test: &'e Expr,
+    named: &dyn Fn(&str) -> Option<&'e Expr>,
+) -> Option<Test> {
+    let (expr, negated) = unwrap(test, named);
     if let Some((cond, neg)) = counter(source, expr) {
+        return Some(Test {
+            cond,
+            negated: negated ^ neg,
+        });
+    }
+    if let Some((cond, neg)) = window_one(source, expr) {
         return Some(Test {
             cond,
             negated: negated ^ neg,
@@ -102,6 +173,46 @@ pub fn classify<'e>(
         });
     }
     None
+}
+
+/// `k == 1`, `k != 1`, `k > 1`, `k >= 2`, `k <= 1`, `k < 2` on a name or
+/// attribute `k` (a window length, if a counter is taken modulo it): the
+/// condition `k == 1`, and whether the test holds when it is false.
+fn window_one(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
+    let Expr::Compare(c) = expr else { return None };
+    if c.ops.len() != 1 || c.comparators.len() != 1 {
+        return None;
+    }
+    let (name, value, op) = match (dotted(&c.left), int(&c.comparators[0])) {
+        (Some(_), Some(v)) => (c.left.as_ref(), v, c.ops[0]),
+        _ => {
+            // `1 == k`, `1 < k`: the mirrored comparison.
+            dotted(&c.comparators[0])?;
+            let v = int(&c.left)?;
+            let mirrored = match c.ops[0] {
+                CmpOp::Lt => CmpOp::Gt,
+                CmpOp::LtE => CmpOp::GtE,
+                CmpOp::Gt => CmpOp::Lt,
+                CmpOp::GtE => CmpOp::LtE,
+                op => op,
+            };
+            (&c.comparators[0], v, mirrored)
+        }
+    };
+    // Window lengths are at least 1: `> 1`, `>= 2` and `!= 1` say the same.
+    let is_one_when = match (op, value) {
+        (CmpOp::Eq, 1) | (CmpOp::LtE, 1) | (CmpOp::Lt, 2) => true,
+        (CmpOp::NotEq, 1) | (CmpOp::Gt, 1) | (CmpOp::GtE, 2) => false,
+        _ => return None,
+    };
+    let modulus = key(source, name);
+    Some((
+        Cond {
+            key: format!("{modulus}==1"),
+            class: CondClass::WindowOne(modulus),
+        },
+        !is_one_when,
+    ))
 }
 
 /// `name`, `name + c`, `name - c`: the counter and its offset.

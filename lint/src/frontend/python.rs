@@ -9,7 +9,7 @@ use ruff_text_size::Ranged;
 
 use super::conditions::{classify, counting_iter, optimizer_exists};
 use super::{looks_like_optimizer, SyntaxError, OPTIMIZER_TYPES};
-use crate::ir::{Counter, Event, Function, Node, Program, Reset, Span, Updater};
+use crate::ir::{Counter, Event, Function, Node, Program, Reset, Span, Tested, Updater};
 
 /// Deeper statement nesting than this is not analysed (no stack overflow on
 /// generated code).
@@ -595,10 +595,16 @@ impl<'s> Lowerer<'s> {
                 .contains(method)
                 .then(|| format!("{class}.{method}|{receiver}"));
         }
+        // On another object than `self`, `self` in the method is that object
+        // (two instances of one wrapper class are two optimizers).
+        let suffix = match receiver {
+            Some("self") | None => String::new(),
+            Some(r) => format!("|{r}"),
+        };
         self.classes
             .get(&class)?
             .contains(method)
-            .then(|| format!("{class}.{method}"))
+            .then(|| format!("{class}.{method}{suffix}"))
     }
 
     fn stmts(&self, body: &[Stmt], depth: usize) -> Vec<Node> {
@@ -703,7 +709,7 @@ impl<'s> Lowerer<'s> {
                     } else {
                         exhaustive = true;
                         branches.push(self.stmts(&clause.body, depth + 1));
-                        tests.push(None);
+                        tests.push(Tested::default());
                     }
                 }
                 out.push(Node::If {
@@ -742,7 +748,7 @@ impl<'s> Lowerer<'s> {
                     .map(|c| self.stmts(&c.body, depth + 1))
                     .collect();
                 out.push(Node::If {
-                    tests: vec![None; branches.len()],
+                    tests: vec![Tested::default(); branches.len()],
                     branches,
                     exhaustive: false,
                 });

@@ -8,7 +8,7 @@ use syn::{Block, Expr, ImplItem, Item, Pat, Stmt, TraitItem};
 
 use super::{looks_like_optimizer, SyntaxError, OPTIMIZER_TYPES};
 use crate::diagnostic::LineIndex;
-use crate::ir::{Event, Function, Node, Program, Reset, Span, Updater};
+use crate::ir::{Event, Function, Node, Program, Reset, Span, Tested, Updater};
 
 const MAX_DEPTH: usize = 100;
 
@@ -234,7 +234,7 @@ impl Lowerer {
                 }
                 out.push(Node::If {
                     exhaustive: i.else_branch.is_some(),
-                    tests: vec![None; branches.len()],
+                    tests: vec![Tested::default(); branches.len()],
                     branches,
                 });
             }
@@ -250,7 +250,7 @@ impl Lowerer {
                     })
                     .collect();
                 out.push(Node::If {
-                    tests: vec![None; branches.len()],
+                    tests: vec![Tested::default(); branches.len()],
                     branches,
                     exhaustive: true,
                 });

@@ -17,7 +17,8 @@ pub const RULE: Rule = Rule {
 const DOCS: &str = r#"## What it does
 Checks loops that step several optimizers (a GAN's generator and
 discriminator, an actor and a critic) for an optimizer whose gradients are
-never reset in the loop.
+never reset in the loop while the others are. (When no optimizer of the loop
+is reset, each step is GL001's finding.)
 
 ## Why is this bad?
 The other optimizers' resets do not touch its parameters (unless they share a
@@ -53,11 +54,13 @@ A finding whose step lies in another file than its loop (a method of a
 class defined in another file of the invocation) has no automatic fix.
 "#;
 
-/// Several optimizers, this one piles up and has no reset in the loop (a
-/// reset outside it is GL002's finding, when GL002 is enabled).
+/// Several optimizers, others are reset in the loop, this one piles up and
+/// has no reset in it (a reset outside it is GL002's finding, when GL002 is
+/// enabled; no reset of any optimizer in the loop is GL001's).
 pub fn applies(f: &LoopFacts) -> bool {
     matches!(f.updater, Updater::Optimizer(_))
         && f.optimizers_in_loop >= 2
+        && f.others_reset_in_loop
         && f.pile_up_step.is_some()
         && f.resets_in_loop.is_empty()
 }
