@@ -11,7 +11,9 @@ use std::collections::HashSet;
 
 use rustc_hash::FxHashSet;
 
-use crate::ir::{CondClass, Counter, Event, Node, Program, Reset, Residue, Span, Test, Updater};
+use crate::ir::{
+    CondClass, Counter, Event, Node, Program, Reset, Residue, Span, Test, Tested, Updater,
+};
 
 const MAX_INLINE_DEPTH: usize = 4;
 
@@ -69,8 +71,9 @@ pub struct Cond {
 /// What a condition of the graph is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    /// A test of the tracked counter.
-    Counter(Residue),
+    /// A test of the tracked counter, and whether it holds when the window
+    /// length is 1.
+    Counter(Residue, bool),
     /// Holds on a non-finite or out-of-range value.
     Skip,
     /// A loop-invariant flag (the bit of the search state that holds it).
@@ -130,6 +133,9 @@ pub struct Query<'q> {
     pub avoid_skips: bool,
     /// A nested loop (its head) the path must stay in.
     pub within: Option<usize>,
+    /// Whether the tracked counter's window length is 1 (every boundary test
+    /// holds, every other test fails) rather than unknown.
+    pub window_of_one: bool,
 }
 
 impl<'q> Query<'q> {
@@ -146,6 +152,7 @@ impl<'q> Query<'q> {
             back: true,
             avoid_skips: false,
             within: None,
+            window_of_one: false,
         }
     }
 }
@@ -205,6 +212,17 @@ impl Cfg {
         b.back_edges(&out, head);
         b.finish();
         b.cfg
+    }
+
+    /// The tracked counter's window length, when it is a name or attribute
+    /// (a setting that may be 1), not a number.
+    pub fn window_setting(&self) -> Option<&str> {
+        let (_, modulus) = self.tracked.as_ref()?;
+        let setting = modulus
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_');
+        setting.then_some(modulus.as_str())
     }
 
     /// Nodes whose event satisfies `pred`.
@@ -302,7 +320,7 @@ impl Cfg {
     /// window position per iteration).
     pub fn ask(&self, q: Query) -> bool {
         let n = self.events.len();
-        let Some(start) = self.seed(q.from) else {
+        let Some(start) = self.seed(q.from, q.window_of_one.then_some(true)) else {
             return false;
         };
         // Progress: 0 before a `need` node, 1 after it, 2 after it and a
@@ -371,13 +389,13 @@ impl Cfg {
     }
 
     /// The state at `node` from its enclosing branches.
-    fn seed(&self, node: usize) -> Option<State> {
+    fn seed(&self, node: usize, one: Option<bool>) -> Option<State> {
         let mut state = State {
             known: 0,
             value: 0,
             phase: Phase::Unknown,
             later: false,
-            one: None,
+            one,
         };
         for &(c, v) in &self.guards[node] {
             state = self.decide(state, c, v, false)?;
@@ -416,15 +434,13 @@ impl Cfg {
                     Some(state)
                 }
             },
-            Kind::Counter(r) => {
-                // With a window of one, `x % 1 == 0`: only the boundary holds.
-                let at_one = matches!(*r, Residue::Low(0) | Residue::High(1));
+            &Kind::Counter(r, at_one) => {
                 match state.one {
                     Some(true) => return (v == at_one).then_some(state),
                     None if v != at_one => state.one = Some(false),
                     _ => {}
                 }
-                let at = match *r {
+                let at = match r {
                     Residue::Low(n) => Phase::Low(n),
                     Residue::High(n) => Phase::High(n),
                 };
@@ -521,6 +537,31 @@ impl Builder<'_> {
         (i, !test.negated)
     }
 
+    /// The start of a branch taken under one of `alternatives`: an
+    /// assumption node per alternative after `frontier`; and the
+    /// assumptions all of them share (the branch's guard).
+    fn alternatives(
+        &mut self,
+        alternatives: &[Vec<Test>],
+        frontier: &[usize],
+        accumulate: bool,
+        group: usize,
+    ) -> (Vec<usize>, Vec<(usize, bool)>) {
+        let mut starts = Vec::new();
+        let mut common: Option<Vec<(usize, bool)>> = None;
+        for alternative in alternatives {
+            let assumes: Vec<(usize, bool)> = alternative.iter().map(|t| self.cond(t)).collect();
+            common = Some(match common {
+                None => assumes.clone(),
+                Some(c) => c.into_iter().filter(|a| assumes.contains(a)).collect(),
+            });
+            starts.extend(self.assumption(assumes, frontier.to_vec(), accumulate, group));
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        (starts, common.unwrap_or_default())
+    }
+
     /// An assumption node after `frontier`, when there is anything to
     /// assume, starting a branch of the `if` numbered `group`.
     fn assumption(
@@ -596,9 +637,10 @@ impl Builder<'_> {
                     counter,
                     modulus,
                     residue,
+                    at_one,
                 } if tracked.as_ref() == Some(&(counter.clone(), modulus.clone())) => {
                     cap = cap.max(residue.magnitude().saturating_add(1));
-                    Kind::Counter(*residue)
+                    Kind::Counter(*residue, *at_one)
                 }
                 CondClass::Counter { .. } => Kind::Unknown,
                 CondClass::Skip => Kind::Skip,
@@ -637,7 +679,7 @@ impl Builder<'_> {
             .filter(|&n| matches!(self.cfg.events[n], Some((Event::Step(_), _))))
             .flat_map(|n| self.cfg.guards[n].iter())
             .find_map(|&(c, v)| match self.cfg.conds[c].kind {
-                Kind::Counter(r) if v => Some(r),
+                Kind::Counter(r, _) if v => Some(r),
                 _ => None,
             });
         self.cfg.window_start = step_residue.map(|r| match r {
@@ -698,36 +740,26 @@ impl Builder<'_> {
                 tests,
             } => {
                 let group = self.cfg.events.len();
-                let tests: Vec<(Vec<(usize, bool)>, Vec<(usize, bool)>)> = tests
-                    .iter()
-                    .map(|t| {
-                        let holds = t.holds.iter().map(|t| self.cond(t)).collect();
-                        let fails = t.fails.iter().map(|t| self.cond(t)).collect();
-                        (holds, fails)
-                    })
-                    .collect();
                 // Branch i runs when its test holds and the tests above failed.
-                let failed = |upto: usize| -> Vec<(usize, bool)> {
+                let failed = |upto: usize| -> Vec<Vec<Test>> {
                     tests[..upto.min(tests.len())]
                         .iter()
-                        .flat_map(|(_, fails)| fails.iter().copied())
-                        .collect()
+                        .fold(vec![Vec::new()], |acc, t| Tested::both(&acc, &t.fails))
                 };
                 let mut out = if *exhaustive {
                     Vec::new()
                 } else {
                     let skipped = failed(branches.len());
-                    self.assumption(skipped, frontier.clone(), ctx.accumulate, group)
+                    self.alternatives(&skipped, &frontier, ctx.accumulate, group)
+                        .0
                 };
                 for (i, branch) in branches.iter().enumerate() {
-                    let mut assumes = failed(i);
-                    if let Some((holds, _)) = tests.get(i) {
-                        assumes.extend(holds.iter().copied());
-                    }
+                    let holds = tests.get(i).map_or(vec![Vec::new()], |t| t.holds.clone());
+                    let assumes = Tested::both(&failed(i), &holds);
                     let depth = self.guard_stack.len();
-                    let start =
-                        self.assumption(assumes.clone(), frontier.clone(), ctx.accumulate, group);
-                    self.guard_stack.extend(assumes);
+                    let (start, common) =
+                        self.alternatives(&assumes, &frontier, ctx.accumulate, group);
+                    self.guard_stack.extend(common);
                     out.extend(self.seq(branch, start, ctx));
                     self.guard_stack.truncate(depth);
                 }

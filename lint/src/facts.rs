@@ -18,6 +18,9 @@ pub struct LoopFacts {
     /// A step after which a path reaches a step again through a backward
     /// pass and no reset: gradients pile up.
     pub pile_up_step: Option<Span>,
+    /// When the pile-up happens only with a window of one: the setting
+    /// (`args.gradient_accumulation_steps`) that is then 1.
+    pub pile_up_window_of_one: Option<String>,
     /// Resets of this updater's gradients in the loop.
     pub resets_in_loop: Vec<Span>,
     /// Resets in the enclosing function, outside the loop.
@@ -192,10 +195,29 @@ fn facts(
     let reset_nodes = cfg.find(|e| resets(program, e, &updater));
     let head = cfg.head;
 
-    let pile_up_step = steps
-        .iter()
-        .find(|&&s| cfg.path(s, &steps, &reset_nodes, Some(backwards)))
-        .map(|&s| cfg.span(s));
+    let pile_up = |window_of_one: bool| {
+        steps
+            .iter()
+            .find(|&&s| {
+                cfg.ask(Query {
+                    blocked: &reset_nodes,
+                    need: Some(backwards),
+                    window_of_one,
+                    ..Query::new(s, &steps)
+                })
+            })
+            .map(|&s| cfg.span(s))
+    };
+    // A window length that is a setting may be 1 (its usual default): then
+    // a reset tested off the window's boundary never runs.
+    let (pile_up_step, pile_up_window_of_one) = match (pile_up(false), cfg.window_setting()) {
+        (Some(s), _) => (Some(s), None),
+        (None, Some(k)) => match pile_up(true) {
+            Some(s) => (Some(s), Some(k.to_string())),
+            None => (None, None),
+        },
+        (None, None) => (None, None),
+    };
 
     // Resets that clear gradients the step would apply: a new optimizer
     // (over fresh tensors) has none to clear, and `p.grad = None` on some
@@ -349,6 +371,7 @@ fn facts(
         updater,
         loop_span,
         pile_up_step,
+        pile_up_window_of_one,
         resets_in_loop,
         resets_outside_loop,
         optimizers_in_loop,

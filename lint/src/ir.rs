@@ -140,6 +140,8 @@ pub enum CondClass {
         modulus: String,
         /// Where in the window the test holds.
         residue: Residue,
+        /// Whether it holds when the window length is 1.
+        at_one: bool,
     },
     /// True when a value is non-finite or out of range (`torch.isnan(loss)`,
     /// `grad_norm > max_norm`): the side on which a pass is skipped.
@@ -183,24 +185,68 @@ impl Test {
     }
 }
 
-/// What a branch's test tells of the classified conditions: those that hold
-/// when it holds, and those that hold when it fails (`a and b` holds: both
-/// hold; fails: nothing known).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+/// What a branch's test tells of the classified conditions, as alternatives
+/// (one of them holds), each a list of tests that hold together: when the
+/// test holds, and when it fails. `a or b` holds: `[[a], [b]]`; `a and b`
+/// fails: `[[not a], [not b]]`; an unclassified test: `[[]]` (nothing known).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tested {
-    /// Hold when the test holds.
-    pub holds: Vec<Test>,
-    /// Hold when the test fails.
-    pub fails: Vec<Test>,
+    /// The alternatives when the test holds.
+    pub holds: Vec<Vec<Test>>,
+    /// The alternatives when the test fails.
+    pub fails: Vec<Vec<Test>>,
 }
+
+impl Default for Tested {
+    fn default() -> Self {
+        Tested {
+            holds: vec![Vec::new()],
+            fails: vec![Vec::new()],
+        }
+    }
+}
+
+/// Alternatives kept per test; past it, nothing is known (a weaker, still
+/// sound answer).
+const MAX_ALTERNATIVES: usize = 8;
 
 impl Tested {
     /// One classified condition: it holds one way, fails the other.
     pub fn single(test: Test) -> Tested {
         Tested {
-            fails: vec![test.flipped()],
-            holds: vec![test],
+            fails: vec![vec![test.flipped()]],
+            holds: vec![vec![test]],
         }
+    }
+
+    /// Both sets of alternatives hold: every pair, joined.
+    pub fn both(a: &[Vec<Test>], b: &[Vec<Test>]) -> Vec<Vec<Test>> {
+        let mut out = Vec::new();
+        for x in a {
+            for y in b {
+                let mut joined = x.clone();
+                for t in y {
+                    if !joined.contains(t) {
+                        joined.push(t.clone());
+                    }
+                }
+                out.push(joined);
+            }
+        }
+        if out.len() > MAX_ALTERNATIVES {
+            return vec![Vec::new()];
+        }
+        out
+    }
+
+    /// One of the two sets of alternatives holds.
+    pub fn either(a: &[Vec<Test>], b: &[Vec<Test>]) -> Vec<Vec<Test>> {
+        let out: Vec<Vec<Test>> = a.iter().chain(b).cloned().collect();
+        // An alternative that assumes nothing absorbs the others.
+        if out.len() > MAX_ALTERNATIVES || out.iter().any(Vec::is_empty) {
+            return vec![Vec::new()];
+        }
+        out
     }
 }
 

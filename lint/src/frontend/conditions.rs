@@ -41,9 +41,10 @@ fn int(expr: &Expr) -> Option<i64> {
 
 /// What an `if`/`elif` test tells of the classified conditions: the whole
 /// test when it is one of the classes the analysis uses; besides, the counter
-/// and window tests among the operands of `and` (known when it holds) and
-/// `or` (known when it fails). `named` gives the expression a local name was
-/// bound to once (`do_step = (i + 1) % k == 0` ... `if do_step:`).
+/// and window tests among the operands of `and` and `or`, as alternatives
+/// (`i % k == 1 or k == 1` holds: one or the other). `named` gives the
+/// expression a local name was bound to once (`do_step = (i + 1) % k == 0`
+/// ... `if do_step:`).
 pub fn classify<'e>(
     source: &str,
     test: &'e Expr,
@@ -62,38 +63,60 @@ fn classify_within<'e>(
     named: &dyn Fn(&str) -> Option<&'e Expr>,
     depth: u32,
 ) -> Tested {
-    let mut tested = classify_one(source, test, named)
-        .map(Tested::single)
-        .unwrap_or_default();
     let (expr, negated) = unwrap(test, named);
-    if depth == 0 {
-        return tested;
-    }
-    if let Expr::BoolOp(b) = expr {
-        // `a and b` holds: both hold; `a or b` fails: both fail.
-        let both_known_when_holds = (b.op == BoolOp::And) != negated;
-        for operand in &b.values {
-            let inner = classify_within(source, operand, named, depth - 1);
-            let mut known = match b.op {
-                BoolOp::And => inner.holds,
-                BoolOp::Or => inner.fails,
-            };
-            known.retain(|t| {
-                matches!(
-                    t.cond.class,
-                    CondClass::Counter { .. } | CondClass::WindowOne(_)
-                )
-            });
-            let side = if both_known_when_holds {
-                &mut tested.holds
-            } else {
-                &mut tested.fails
-            };
-            for t in known {
-                if !side.contains(&t) {
-                    side.push(t);
+    let mut tested = match expr {
+        Expr::BoolOp(b) if depth > 0 => {
+            let mut parts = b
+                .values
+                .iter()
+                .map(|operand| operands_tests(classify_within(source, operand, named, depth - 1)));
+            let first = parts.next().unwrap_or_default();
+            let mut holds = first.holds;
+            let mut fails = first.fails;
+            for part in parts {
+                if b.op == BoolOp::And {
+                    holds = Tested::both(&holds, &part.holds);
+                    fails = Tested::either(&fails, &part.fails);
+                } else {
+                    holds = Tested::either(&holds, &part.holds);
+                    fails = Tested::both(&fails, &part.fails);
                 }
             }
+            if negated {
+                std::mem::swap(&mut holds, &mut fails);
+            }
+            Tested { holds, fails }
+        }
+        _ => Tested::default(),
+    };
+    if let Some(whole) = classify_one(source, test, named) {
+        let flipped = whole.flipped();
+        for alternative in &mut tested.holds {
+            alternative.push(whole.clone());
+        }
+        for alternative in &mut tested.fails {
+            alternative.push(flipped.clone());
+        }
+    }
+    tested
+}
+
+/// An operand's tests that the analysis relates across a boolean operator:
+/// counter and window tests (flags are correlated as whole tests).
+fn operands_tests(mut tested: Tested) -> Tested {
+    let keep = |t: &Test| {
+        matches!(
+            t.cond.class,
+            CondClass::Counter { .. } | CondClass::WindowOne(_)
+        )
+    };
+    for alternative in tested.holds.iter_mut().chain(tested.fails.iter_mut()) {
+        alternative.retain(keep);
+    }
+    // Weakened alternatives may now assume nothing, which absorbs the rest.
+    for side in [&mut tested.holds, &mut tested.fails] {
+        if side.iter().any(Vec::is_empty) {
+            *side = vec![Vec::new()];
         }
     }
     tested
@@ -242,9 +265,13 @@ fn modulo(source: &str, expr: &Expr) -> Option<(String, i64, String)> {
 /// A counter test, and whether the test holds when the counter is *not* at
 /// the residue (`!=`, a bare `i % k`).
 fn counter(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
-    let make = |counter: String, modulus: String, value: i64, negated: bool| {
+    // `at_one`: whether the test holds when `k` is 1 (`x % 1` is 0, so it
+    // holds when the compared value is 0: `(i - 1) % k == 0` holds, `i % k
+    // == 1` does not, though both are `Low(1)` for longer windows).
+    let make = |counter: String, modulus: String, value: i64, negated: bool, at_one: bool| {
         let residue = Residue::of(value);
-        let key = format!("{counter}%{modulus}=={residue:?}");
+        let never_at_one = if at_one { "" } else { "|k>1" };
+        let key = format!("{counter}%{modulus}=={residue:?}{never_at_one}");
         Some((
             Cond {
                 key,
@@ -252,6 +279,7 @@ fn counter(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
                     counter,
                     modulus,
                     residue,
+                    at_one,
                 },
             },
             negated,
@@ -270,21 +298,22 @@ fn counter(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
             };
             let (name, offset, modulus) = side;
             // `== n` or `== k - n`.
-            let target = match int(other) {
-                Some(v) => v,
+            let (target, at_one) = match int(other) {
+                Some(v) => (v, v == 0),
                 None => match other {
                     Expr::BinOp(b) if b.op == Operator::Sub && key(source, &b.left) == modulus => {
-                        int(&b.right)?.checked_neg()?
+                        let n = int(&b.right)?;
+                        (n.checked_neg()?, n == 1)
                     }
                     _ => return None,
                 },
             };
-            make(name, modulus, target.checked_sub(offset)?, negated)
+            make(name, modulus, target.checked_sub(offset)?, negated, at_one)
         }
         // `if i % k:` holds when the counter is off the boundary.
         Expr::BinOp(_) => {
             let (name, offset, modulus) = modulo(source, expr)?;
-            make(name, modulus, offset.checked_neg()?, true)
+            make(name, modulus, offset.checked_neg()?, true, true)
         }
         _ => None,
     }

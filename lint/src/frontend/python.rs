@@ -545,6 +545,9 @@ impl<'s> Lowerer<'s> {
         if self.class.is_none() && self.engine_functions.contains(name) {
             return true;
         }
+        if self.ignite_process_function(f) {
+            return true;
+        }
         if name != "training_step" || self.class.is_none() {
             return false;
         }
@@ -552,6 +555,23 @@ impl<'s> Lowerer<'s> {
         text.contains("self.optimizers(")
             || text.contains("manual_backward(")
             || self.hf_training_step(f)
+    }
+
+    /// An ignite process function defined in a file that uses ignite: its
+    /// parameters are `(engine, batch)` (an `Engine` subclass's static
+    /// `train(engine, mini_batch)`, handed to `super().__init__(func)`).
+    fn ignite_process_function(&self, f: &ast::StmtFunctionDef) -> bool {
+        let params = &f.parameters;
+        let positional: Vec<&str> = params
+            .posonlyargs
+            .iter()
+            .chain(&params.args)
+            .map(|p| p.parameter.name.id.as_str())
+            .collect();
+        positional.len() == 2
+            && positional[0] == "engine"
+            && self.source.contains("ignite")
+            && self.text(f).contains("backward")
     }
 
     /// A Hugging Face `Trainer.training_step` override (a method of a class

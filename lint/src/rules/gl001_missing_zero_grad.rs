@@ -27,7 +27,12 @@ resets the model's gradients between two calls), and per-batch methods
 (`step`, `train_step`, ...) that run backward, step and a reset themselves.
 The files of one invocation are analysed together: a loop calling a method
 of a class defined in another file (`trainer.train_step(batch)`) follows it,
-and a finding at a step in that file is reported there. `x.grad = None` on an input tensor is not a reset;
+and a finding at a step in that file is reported there.
+
+An accumulation window whose length is a setting (`args.accum_steps`) may be
+1, its usual default: then every boundary test (`i % k == 0`) holds and every
+other (`i % k == 1`) fails. A reset that only runs off the boundary never
+runs, and the finding says "when `k` is 1". `x.grad = None` on an input tensor is not a reset;
 neither is a new optimizer over the model's existing parameters.
 
 ## Why is this bad?
@@ -94,6 +99,14 @@ fn check(f: &LoopFacts) -> Option<Violation> {
                 format!("call `{reset}` every iteration, after the step (or before the backward pass)"),
             )
         }
+    };
+    let (message, help) = match &f.pile_up_window_of_one {
+        // Right for longer windows, wrong for the shortest (often the default).
+        Some(k) => (
+            format!("{message} when `{k}` is 1"),
+            format!("with a window of one every iteration steps, and a reset tested off the window's boundary never runs: reset right after the step, under the step's condition"),
+        ),
+        None => (message, help),
     };
     Some(Violation {
         span,
