@@ -288,12 +288,15 @@ fn facts(
         avoid_skips: true,
         ..Query::new(head, &[head])
     });
+    // An optimizer stepped in `accelerator.accumulate` is a prepared one.
+    let prepared = steps.iter().any(|&s| cfg.in_accumulate[s]);
     let reset_discarding_accumulation = clearing
         .iter()
         .find(|&&z| {
             // `accelerator.accumulate` skips a prepared optimizer's reset
-            // until the window closes, not a model's or parameters' reset.
-            let gated = cfg.in_accumulate[z]
+            // until the window closes (also right after the block: the
+            // window's state outlives it), not a model's or parameters' reset.
+            let gated = (cfg.in_accumulate[z] || prepared)
                 && matches!(&cfg.events[z], Some((Event::Reset(Reset::Optimizer(_)), _)));
             if !step_is_conditional || gated {
                 return false;
