@@ -882,7 +882,7 @@ impl<'s> Lowerer<'s> {
         match call.func.as_ref() {
             Expr::Attribute(a) => {
                 let method = a.attr.id.as_str();
-                let receiver = dotted(&a.value);
+                let receiver = dotted(&a.value).or_else(|| unwrapped_optimizer(&a.value));
                 let receiver_text = || {
                     receiver
                         .clone()
@@ -978,6 +978,18 @@ impl<'s> Lowerer<'s> {
         let s = span(node);
         self.source.get(s.start..s.end).unwrap_or("").to_string()
     }
+}
+
+/// `accelerator.unwrap_optimizer(opt)`: the optimizer `opt` itself.
+fn unwrapped_optimizer(expr: &Expr) -> Option<String> {
+    let Expr::Call(call) = expr else { return None };
+    let Expr::Attribute(f) = call.func.as_ref() else {
+        return None;
+    };
+    if f.attr.id.as_str() != "unwrap_optimizer" {
+        return None;
+    }
+    dotted(call.arguments.args.first()?)
 }
 
 /// Local names bound exactly once in `body` (nested blocks included) to
