@@ -21,8 +21,16 @@ Not flagged: a reset when the window opens and a step when it closes on the
 same counter (`if i % k == 0: zero_grad()` ... `if (i + 1) % k == 0: step()`),
 a step skipped because a value is non-finite or out of range (that pass is
 meant to be dropped), a reset at the start of an epoch or fold (a new run
-starts a new window), and, with several optimizers, backward passes that
-belong to another optimizer's cycle.
+starts a new window), a reset that runs only when the window is one batch long
+(`if k == 1: zero_grad()`, or `i % k == 1 or k == 1`: every batch steps then),
+the prepared optimizer's reset inside or right after `with
+accelerator.accumulate(model):` (accelerate skips it until the window closes),
+and, with several optimizers, backward passes that belong to another
+optimizer's cycle.
+
+Flagged: a model's own `model.zero_grad()` inside `accelerator.accumulate`
+while the prepared optimizer steps there: accelerate does not skip it, so
+every micro-batch but the last is cleared before the window's step.
 
 ## Why is this bad?
 The reset clears the accumulated gradients of the iterations without a step:
