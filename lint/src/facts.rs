@@ -166,13 +166,16 @@ pub fn of_function(program: &Program, function: &Function) -> Vec<LoopFacts> {
             .filter(|u| matches!(u, Updater::Optimizer(_)))
             .count();
         for updater in updaters {
+            let scope = Scope {
+                function_events: &function_events,
+                around_events: &around,
+                loop_span: span,
+            };
             out.push(facts(
                 program,
                 &cfg,
                 &backwards,
-                &function_events,
-                &around,
-                span,
+                &scope,
                 updater,
                 optimizers_in_loop,
             ));
@@ -181,16 +184,29 @@ pub fn of_function(program: &Program, function: &Function) -> Vec<LoopFacts> {
     out
 }
 
+/// Where a loop lies in its function.
+struct Scope<'a> {
+    /// Every event of the function.
+    function_events: &'a [(Event, Span)],
+    /// The events that run once around the loop ([`events_around`]).
+    around_events: &'a [(Event, Span)],
+    /// The loop.
+    loop_span: Span,
+}
+
 fn facts(
     program: &Program,
     cfg: &Cfg,
     backwards: &[usize],
-    function_events: &[(Event, Span)],
-    around_events: &[(Event, Span)],
-    loop_span: Span,
+    scope: &Scope,
     updater: Updater,
     optimizers_in_loop: usize,
 ) -> LoopFacts {
+    let Scope {
+        function_events,
+        around_events,
+        loop_span,
+    } = *scope;
     let steps = cfg.find(|e| matches!(e, Event::Step(u) if *u == updater));
     let reset_nodes = cfg.find(|e| resets(program, e, &updater));
     let head = cfg.head;

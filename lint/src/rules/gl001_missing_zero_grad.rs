@@ -104,7 +104,7 @@ fn check(f: &LoopFacts) -> Option<Violation> {
         // Right for longer windows, wrong for the shortest (often the default).
         Some(k) => (
             format!("{message} when `{k}` is 1"),
-            format!("with a window of one every iteration steps, and a reset tested off the window's boundary never runs: reset right after the step, under the step's condition"),
+            "with a window of one every iteration steps, and a reset tested off the window's boundary never runs: reset right after the step, under the step's condition".to_string(),
         ),
         None => (message, help),
     };
