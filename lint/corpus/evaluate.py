@@ -235,8 +235,9 @@ def checkout(repo: str, commit: str, mirrors: Path | None, cache: Path) -> tuple
     return into, ""
 
 
-def lint(gradlint: str, root: Path) -> dict[str, set[tuple[str, str]]]:
-    """Findings by path relative to `root`."""
+def lint(gradlint: str, root: Path) -> tuple[dict[str, set[tuple[str, str]]], dict[str, str]]:
+    """Findings by path relative to `root`, and the files gradlint could not
+    lint (a syntax error, e.g. Python 2) with why."""
     done = subprocess.run(
         [gradlint, "--format", "json", "."], cwd=root, capture_output=True, text=True
     )
@@ -251,9 +252,8 @@ def lint(gradlint: str, root: Path) -> dict[str, set[tuple[str, str]]]:
         path = os.path.normpath(d["path"])
         pos = str(d["line"]) if d.get("cell") is None else f"cell {d['cell']}:{d['line']}"
         found[path].add((pos, d["code"]))
-    for e in report.get("errors", []):
-        found.setdefault(os.path.normpath(e["path"]), set())
-    return found
+    errors = {os.path.normpath(e["path"]): e.get("message", "error") for e in report.get("errors", [])}
+    return found, errors
 
 
 def match(
@@ -338,6 +338,7 @@ def main() -> int:
     false_pos: list[str] = []
     misses: list[str] = []
     unlabelled: list[str] = []
+    not_analysed: list[str] = []
     skipped: list[str] = []
     by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     by_part: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
@@ -346,7 +347,7 @@ def main() -> int:
             skipped.append(f"{tree.key}: {tree.why_skipped} ({len(tree.files)} files)")
             continue
         try:
-            found = lint(args.gradlint, tree.root)
+            found, errors = lint(args.gradlint, tree.root)
         except CorpusError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -357,6 +358,10 @@ def main() -> int:
             if not (tree.root / path).is_file():
                 print(f"error: {tree.key}: {f.path} does not exist", file=sys.stderr)
                 return 2
+            if path in errors:
+                # Not analysed: neither clean nor a miss.
+                not_analysed.append(f"{tree.key} {f.path}: {errors[path]}")
+                continue
             got = found.get(path, set())
             files += 1
             bugs += f.bug
@@ -393,6 +398,8 @@ def main() -> int:
         print(f"    {name}: {n}, {b}, {hit}, {extra}, {missed}, {p:.3f}, {r:.3f}")
     for s in skipped:
         print(f"  skipped {s}")
+    for s in not_analysed:
+        print(f"  not analysed, not counted: {s}")
     print(f"findings: {tp} expected found, {fp} false positives, {fn} missed")
     print(f"precision: {precision:.3f}")
     print(f"recall: {recall:.3f}")
