@@ -127,6 +127,9 @@ pub struct Query<'q> {
     /// Whether, after a `need` node, the path must also close the analysed
     /// loop's iteration before it ends.
     pub need_then_next_iteration: bool,
+    /// Whether the path must reach a `need` node within the iteration it
+    /// starts in (no back edge before it).
+    pub need_in_first_iteration: bool,
     /// Whether the path may close iterations (back edges).
     pub back: bool,
     /// Whether paths through the abnormal side of a skip are left out.
@@ -149,6 +152,7 @@ impl<'q> Query<'q> {
             blocked_after_need: &[],
             blocked_before_need: &[],
             need_then_next_iteration: false,
+            need_in_first_iteration: false,
             back: true,
             avoid_skips: false,
             within: None,
@@ -374,7 +378,8 @@ impl Cfg {
     ) {
         for &s in &self.succ[node] {
             let is_back = self.back_edges.contains(&(node, s));
-            if is_back && !q.back {
+            let closes_iteration = is_back && s == self.head;
+            if (is_back && !q.back) || (closes_iteration && got == 0 && q.need_in_first_iteration) {
                 continue;
             }
             let got = if got == 1 && q.need_then_next_iteration && is_back && s == self.head {

@@ -282,9 +282,12 @@ fn facts(
         .iter()
         .find(|&&z| {
             backwards.iter().any(|&b| {
+                // A step before the reset applied the pass already (a
+                // final step after the loop then has nothing to apply).
                 cfg.ask(Query {
                     need: Some(&[z]),
                     blocked_after_need: backwards,
+                    blocked_before_need: &steps,
                     back: false,
                     ..Query::new(b, &steps)
                 })
@@ -314,7 +317,33 @@ fn facts(
             // window's state outlives it), not a model's or parameters' reset.
             let gated = (cfg.in_accumulate[z] || prepared)
                 && matches!(&cfg.events[z], Some((Event::Reset(Reset::Optimizer(_)), _)));
-            if !step_is_conditional || gated {
+            // Some iteration of the loop around the reset passes a backward
+            // and no step (in a micro-batch loop, every one does).
+            let conditional = match cfg.loops[z].last() {
+                None => step_is_conditional,
+                Some(&l) => {
+                    cfg.ask(Query {
+                        blocked: &steps,
+                        need: Some(backwards_for_accumulation),
+                        avoid_skips: true,
+                        within: Some(l),
+                        ..Query::new(l, &[l])
+                    })
+                    // And a pass of that loop reaches a step with no reset
+                    // on the way: passes meant to add up, not probes (a
+                    // gradient read per objective, cleared before the
+                    // real backward pass).
+                    && backwards_for_accumulation.iter().any(|&b| {
+                        cfg.loops[b].contains(&l)
+                            && cfg.ask(Query {
+                                blocked: &clearing,
+                                back: false,
+                                ..Query::new(b, &steps)
+                            })
+                    })
+                }
+            };
+            if !conditional || gated {
                 return false;
             }
             let outside = cfg.outside_loop_of(z);
@@ -348,6 +377,8 @@ fn facts(
                         blocked: &reset_nodes,
                         need: Some(&skips),
                         blocked_before_need: &steps,
+                        // The skip leaves out this pass's own step.
+                        need_in_first_iteration: true,
                         need_then_next_iteration: true,
                         ..Query::new(b, &[s])
                     })

@@ -365,6 +365,20 @@ impl<'s> Lowerer<'s> {
                 }
                 Stmt::ClassDef(c) => self.declarations(&c.body, depth + 1),
                 Stmt::Assign(a) => {
+                    // `w.data = w - lr * w.grad` (an adversarial example's
+                    // `delta.data = ... delta.grad.sign()`): `w` is updated by
+                    // hand, so `w.grad.zero_()` resets it.
+                    for target in &a.targets {
+                        if let Expr::Attribute(t) = target {
+                            if t.attr.id.as_str() == "data" {
+                                if let Some(w) = dotted(&t.value) {
+                                    if grad_owners(&a.value).contains(&w) {
+                                        self.parameter_vars.insert(w);
+                                    }
+                                }
+                            }
+                        }
+                    }
                     for target in &a.targets {
                         let Some(t) = dotted(target) else { continue };
                         if is_optimizer_constructor(&a.value) {
@@ -397,6 +411,25 @@ impl<'s> Lowerer<'s> {
                     }
                 }
                 Stmt::Expr(e) => {
+                    // `w.sub_(w.grad * lr)`, `w.data.add_(w.grad, alpha=-lr)`:
+                    // `w` is a parameter of a hand-written optimizer too.
+                    if let Expr::Call(call) = e.value.as_ref() {
+                        if let Expr::Attribute(m) = call.func.as_ref() {
+                            if matches!(m.attr.id.as_str(), "sub_" | "add_") {
+                                if let Some(w) = data_owner(&m.value).and_then(dotted) {
+                                    let reads = call
+                                        .arguments
+                                        .args
+                                        .iter()
+                                        .chain(call.arguments.keywords.iter().map(|k| &k.value))
+                                        .any(|a| grad_owners(a).contains(&w));
+                                    if reads {
+                                        self.parameter_vars.insert(w);
+                                    }
+                                }
+                            }
+                        }
+                    }
                     // `Engine(update)` used directly.
                     if let Expr::Call(call) = e.value.as_ref() {
                         if dotted(&call.func).is_some_and(|c| c.ends_with("Engine")) {
@@ -907,6 +940,18 @@ impl<'s> Lowerer<'s> {
                     }
                     "zero_grads" if !self.functions.contains(method) => {
                         Some(Event::Reset(Reset::Parameters))
+                    }
+                    // `p.grad.zero_()`, `p.grad.data.fill_(0)`.
+                    "fill_"
+                        if is_grad_attribute(&a.value)
+                            && args.args.first().is_some_and(|v| {
+                                matches!(v, Expr::NumberLiteral(n) if matches!(&n.value, ast::Number::Int(i) if i.as_u8() == Some(0))
+                                    || matches!(&n.value, ast::Number::Float(f) if *f == 0.0))
+                            }) =>
+                    {
+                        let owner = grad_owner(&a.value)?;
+                        self.is_parameter(owner)
+                            .then_some(Event::Reset(Reset::Parameters))
                     }
                     "zero_" if is_grad_attribute(&a.value) => {
                         let owner = grad_owner(&a.value)?;
