@@ -52,9 +52,13 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         named: HashMap::new(),
         imports,
         hf_trainers: HashSet::new(),
+        class_defs: HashMap::new(),
+        latest_class: HashMap::new(),
     };
     lowerer.classes(&module.body, 0);
     lowerer.declarations(&module.body, 0);
+    // The definitions pass numbers redefined classes again, in the same order.
+    lowerer.class_defs.clear();
     lowerer.definitions(&module.body, 0);
     lowerer.named = named_tests(&module.body);
     let body = lowerer.stmts(&module.body, 0);
@@ -255,6 +259,13 @@ struct Lowerer<'s> {
     imports: &'s Imports,
     /// Classes deriving from a Hugging Face-style `Trainer`.
     hf_trainers: HashSet<String>,
+    /// How many times each class name has been defined so far (in the pass
+    /// under way): a class defined again (a notebook export) is another
+    /// class, keyed `Name#2`, ...
+    class_defs: HashMap<String, usize>,
+    /// A class name -> the key of its last definition (what the name means
+    /// after the definitions).
+    latest_class: HashMap<String, String>,
 }
 
 fn span(node: &impl Ranged) -> Span {
@@ -322,6 +333,17 @@ fn parameters_owner(expr: &Expr) -> Option<String> {
 }
 
 impl<'s> Lowerer<'s> {
+    /// The key of the next definition of class `name` in the pass under way.
+    fn class_key(&mut self, name: &str) -> String {
+        let n = self.class_defs.entry(name.to_string()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            name.to_string()
+        } else {
+            format!("{name}#{n}")
+        }
+    }
+
     /// Records the classes of the file and their methods.
     fn classes(&mut self, body: &[Stmt], depth: usize) {
         if depth > MAX_DEPTH {
@@ -330,14 +352,17 @@ impl<'s> Lowerer<'s> {
         for stmt in body {
             match stmt {
                 Stmt::ClassDef(c) => {
-                    self.classes.insert(c.name.id.to_string(), method_names(c));
+                    let key = self.class_key(c.name.id.as_str());
+                    self.latest_class.insert(c.name.id.to_string(), key.clone());
+                    self.classes.insert(key, method_names(c));
                     let hf = c.bases().iter().any(|b| {
                         dotted(b).is_some_and(|d| {
                             d.rsplit('.').next().is_some_and(|l| l.ends_with("Trainer"))
                         })
                     });
                     if hf {
-                        self.hf_trainers.insert(c.name.id.to_string());
+                        self.hf_trainers
+                            .insert(self.latest_class[c.name.id.as_str()].clone());
                     }
                     self.classes(&c.body, depth + 1);
                 }
@@ -392,8 +417,8 @@ impl<'s> Lowerer<'s> {
                         if let Expr::Call(call) = a.value.as_ref() {
                             let callee = dotted(&call.func).unwrap_or_default();
                             let last = callee.rsplit('.').next().unwrap_or("");
-                            if self.classes.contains_key(last) {
-                                self.instances.insert(t.clone(), last.to_string());
+                            if let Some(key) = self.latest_class.get(last) {
+                                self.instances.insert(t.clone(), key.clone());
                             } else if let Some(key) = self.imports.classes.get(&callee) {
                                 self.instances.insert(t.clone(), key.clone());
                             }
@@ -514,7 +539,8 @@ impl<'s> Lowerer<'s> {
                     self.class = outer;
                 }
                 Stmt::ClassDef(c) => {
-                    let outer = self.class.replace(c.name.id.to_string());
+                    let key = self.class_key(c.name.id.as_str());
+                    let outer = self.class.replace(key);
                     self.definitions(&c.body, depth + 1);
                     self.class = outer;
                 }
