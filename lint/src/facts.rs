@@ -58,6 +58,11 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         (Reset::Store(a), Updater::Store(b)) => a == b,
         (Reset::Store(_), _) | (_, Updater::Store(_)) => false,
         (Reset::Parameters, _) => true,
+        // A tensor updated by hand: its own reset, or its model's.
+        (Reset::Tensor(a), Updater::Tensor(b)) => a == b,
+        (Reset::Tensor(_), _) => true,
+        (Reset::Model(m), Updater::Tensor(t)) => t.starts_with(&format!("{m}.")),
+        (Reset::Optimizer(_) | Reset::NewOptimizer(_), Updater::Tensor(_)) => false,
         (Reset::Optimizer(a) | Reset::NewOptimizer(a), Updater::Optimizer(b)) => same_name(a, b),
         (Reset::NewOptimizer(_), Updater::Manual) => false,
         (Reset::NewModelOptimizer { .. }, _) => false,
@@ -244,7 +249,10 @@ fn facts(
         .filter(|&z| {
             !matches!(
                 &cfg.events[z],
-                Some((Event::Reset(Reset::NewOptimizer(_) | Reset::Parameters), _))
+                Some((
+                    Event::Reset(Reset::NewOptimizer(_) | Reset::Parameters | Reset::Tensor(_)),
+                    _
+                ))
             )
         })
         .collect();

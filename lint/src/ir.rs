@@ -54,8 +54,11 @@ pub enum Reset {
     },
     /// `model.zero_grad()`: the gradients of one model's parameters.
     Model(String),
-    /// `p.grad = None`, `p.grad.zero_()`: parameters' gradients directly.
+    /// `p.grad = None`, `p.grad.zero_()` on a loop variable over
+    /// parameters: parameters' gradients directly.
     Parameters,
+    /// `w.grad = None`, `w.grad.zero_()` on a named tensor: its gradient.
+    Tensor(String),
     /// Rust/candle: `acc = ...`, a `GradStore` variable bound anew.
     Store(String),
 }
@@ -65,8 +68,13 @@ pub enum Reset {
 pub enum Updater {
     /// An optimizer, by the text of its expression (`opt`, `self.optimizer`).
     Optimizer(String),
-    /// A manual update such as `p -= lr * p.grad`.
+    /// A manual update such as `p -= lr * p.grad` over a model's
+    /// parameters (a loop variable), or of an unknown tensor.
     Manual,
+    /// A named tensor updated by hand from its own gradient (`w -= lr *
+    /// w.grad`, an adversarial perturbation's `delta.data = delta + a *
+    /// delta.grad.sign()`): only a reset of its own `.grad` clears it.
+    Tensor(String),
     /// Rust/candle: `opt.step(&acc)` applies the `GradStore` variable `acc`.
     Store(String),
 }
@@ -77,6 +85,7 @@ impl Updater {
         match self {
             Updater::Optimizer(o) => format!("`{o}`"),
             Updater::Manual => "the manual update".to_string(),
+            Updater::Tensor(t) => format!("the manual update of `{t}`"),
             Updater::Store(s) => format!("the GradStore `{s}`"),
         }
     }

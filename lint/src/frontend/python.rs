@@ -47,6 +47,8 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         schedulers: HashSet::new(),
         aliases: HashMap::new(),
         parameter_vars: HashSet::new(),
+        param_loop_vars: HashSet::new(),
+        grad_aliases: HashMap::new(),
         class: None,
         engine_functions: HashSet::new(),
         named: HashMap::new(),
@@ -248,6 +250,12 @@ struct Lowerer<'s> {
     aliases: HashMap<String, String>,
     /// Loop variables over parameters (`for p in model.parameters()`).
     parameter_vars: HashSet<String>,
+    /// Loop variables over a model's parameters (`for p in
+    /// model.parameters()`): a manual update of one updates them all.
+    param_loop_vars: HashSet<String>,
+    /// Local names bound to one tensor's gradient (`grad =
+    /// delta.grad.detach()`) -> that tensor; `None` when bound to several.
+    grad_aliases: HashMap<String, Option<String>>,
     /// The class whose methods are being lowered.
     class: Option<String>,
     /// Functions given to ignite's `Engine(...)`: run once per batch.
@@ -394,13 +402,22 @@ impl<'s> Lowerer<'s> {
                     // `delta.data = ... delta.grad.sign()`): `w` is updated by
                     // hand, so `w.grad.zero_()` resets it.
                     for target in &a.targets {
-                        if let Expr::Attribute(t) = target {
-                            if t.attr.id.as_str() == "data" {
-                                if let Some(w) = dotted(&t.value) {
-                                    if grad_owners(&a.value).contains(&w) {
-                                        self.parameter_vars.insert(w);
-                                    }
-                                }
+                        if let Some(w) = updated_tensor(target) {
+                            if self.reads_grad_of(&a.value, &w) {
+                                self.parameter_vars.insert(w);
+                            }
+                        }
+                        if let Expr::Name(n) = target {
+                            let owners = grad_owners(&a.value);
+                            if let [owner] = owners.as_slice() {
+                                self.grad_aliases
+                                    .entry(n.id.to_string())
+                                    .and_modify(|o| {
+                                        if o.as_deref() != Some(owner.as_str()) {
+                                            *o = None;
+                                        }
+                                    })
+                                    .or_insert_with(|| Some(owner.clone()));
                             }
                         }
                     }
@@ -479,7 +496,8 @@ impl<'s> Lowerer<'s> {
                     if iter.contains("param") || iter.contains("weight") {
                         let mut names = Vec::new();
                         target_names(&f.target, &mut names);
-                        self.parameter_vars.extend(names);
+                        self.parameter_vars.extend(names.iter().cloned());
+                        self.param_loop_vars.extend(names);
                     }
                     self.nested_declarations(stmt, depth);
                 }
@@ -729,7 +747,8 @@ impl<'s> Lowerer<'s> {
                 self.expr(&a.value, out);
                 if a.op == Operator::Sub && mentions_grad(&a.value) && !is_grad_attribute(&a.target)
                 {
-                    out.push(Node::Event(Event::Step(Updater::Manual), span(stmt)));
+                    let updater = self.manual_updater(&a.target, &a.value);
+                    out.push(Node::Event(Event::Step(updater), span(stmt)));
                 }
             }
             Stmt::For(f) => {
@@ -899,15 +918,66 @@ impl<'s> Lowerer<'s> {
                 matches!(value, Expr::Call(c) if dotted(&c.func)
                     .is_some_and(|f| f.ends_with("zeros_like") || f.ends_with("zeros")))
             };
-            if attr == "grad"
-                && (matches!(value, Expr::NoneLiteral(_)) || zeros())
-                && self.is_parameter(&a.value)
-            {
-                out.push(Node::Event(Event::Reset(Reset::Parameters), span(stmt)));
+            if attr == "grad" && (matches!(value, Expr::NoneLiteral(_)) || zeros()) {
+                if let Some(reset) = self.grad_reset(&a.value) {
+                    out.push(Node::Event(reset, span(stmt)));
+                }
             } else if attr == "data" && !is_grad_attribute(target) && mentions_grad(value) {
-                out.push(Node::Event(Event::Step(Updater::Manual), span(stmt)));
+                let updater = self.manual_updater(&a.value, value);
+                out.push(Node::Event(Event::Step(updater), span(stmt)));
+            }
+        } else if let Some(w) = updated_tensor(target) {
+            // `x[:] = x + lr * x.grad.sign()`, `delta.data[i] = ... grad ...`.
+            if self.reads_grad_of(value, &w) {
+                let updater = self.manual_updater_of(w);
+                out.push(Node::Event(Event::Step(updater), span(stmt)));
             }
         }
+    }
+
+    /// Whether `value` reads `owner`'s gradient, directly or through a local
+    /// name bound to it.
+    fn reads_grad_of(&self, value: &Expr, owner: &str) -> bool {
+        if grad_owners(value).iter().any(|o| o == owner) {
+            return true;
+        }
+        let mut names = Vec::new();
+        names_read(value, &mut names);
+        names
+            .iter()
+            .any(|n| matches!(self.grad_aliases.get(n), Some(Some(o)) if o == owner))
+    }
+
+    /// The updater of a hand-written update of `target` (`x`, `x.data`)
+    /// computed from `value`.
+    fn manual_updater(&self, target: &Expr, value: &Expr) -> Updater {
+        match data_owner(target).and_then(dotted) {
+            Some(w) if self.reads_grad_of(value, &w) => self.manual_updater_of(w),
+            _ => Updater::Manual,
+        }
+    }
+
+    /// A tensor updated from its own gradient is its own updater, unless it
+    /// is a loop variable over a model's parameters.
+    fn manual_updater_of(&self, tensor: String) -> Updater {
+        if self.param_loop_vars.contains(&tensor) {
+            Updater::Manual
+        } else {
+            Updater::Tensor(tensor)
+        }
+    }
+
+    /// The reset of `owner.grad` (`= None`, `.zero_()`), if `owner` is a
+    /// parameter: of that tensor when it is named, of parameters when it is
+    /// a loop variable over them.
+    fn grad_reset(&self, owner: &Expr) -> Option<Event> {
+        if !self.is_parameter(owner) {
+            return None;
+        }
+        Some(Event::Reset(match dotted(owner) {
+            Some(d) if !self.param_loop_vars.contains(&d) => Reset::Tensor(d),
+            _ => Reset::Parameters,
+        }))
     }
 
     /// The calls of an expression, innermost first (evaluation order).
@@ -975,15 +1045,9 @@ impl<'s> Lowerer<'s> {
                                     || matches!(&n.value, ast::Number::Float(f) if *f == 0.0))
                             }) =>
                     {
-                        let owner = grad_owner(&a.value)?;
-                        self.is_parameter(owner)
-                            .then_some(Event::Reset(Reset::Parameters))
+                        self.grad_reset(grad_owner(&a.value)?)
                     }
-                    "zero_" if is_grad_attribute(&a.value) => {
-                        let owner = grad_owner(&a.value)?;
-                        self.is_parameter(owner)
-                            .then_some(Event::Reset(Reset::Parameters))
-                    }
+                    "zero_" if is_grad_attribute(&a.value) => self.grad_reset(grad_owner(&a.value)?),
                     "step" => {
                         let r = self.canonical(receiver_text());
                         if self.is_optimizer(&r) {
@@ -1015,7 +1079,19 @@ impl<'s> Lowerer<'s> {
                         let updates = !mentions_grad(&a.value)
                             && (args.args.iter().any(mentions_grad)
                                 || args.keywords.iter().any(|k| mentions_grad(&k.value)));
-                        updates.then_some(Event::Step(Updater::Manual))
+                        if !updates {
+                            return None;
+                        }
+                        let own = data_owner(&a.value).and_then(dotted).filter(|w| {
+                            args.args
+                                .iter()
+                                .chain(args.keywords.iter().map(|k| &k.value))
+                                .any(|v| self.reads_grad_of(v, w))
+                        });
+                        Some(Event::Step(match own {
+                            Some(w) => self.manual_updater_of(w),
+                            None => Updater::Manual,
+                        }))
                     }
                     // `obj.m()` on an unknown object: some class's method `m`,
                     // never a module-level function `m` (`model.train()`).
@@ -1049,6 +1125,30 @@ impl<'s> Lowerer<'s> {
         let s = span(node);
         self.source.get(s.start..s.end).unwrap_or("").to_string()
     }
+}
+
+/// The tensor an assignment writes in place: `x.data` (`x`), `x[...]` and
+/// `x.data[...]` (`x`).
+fn updated_tensor(target: &Expr) -> Option<String> {
+    match target {
+        Expr::Attribute(a) if a.attr.id.as_str() == "data" => dotted(&a.value),
+        Expr::Subscript(s) => dotted(data_owner(&s.value)?),
+        _ => None,
+    }
+}
+
+/// The plain names an expression reads.
+fn names_read(expr: &Expr, out: &mut Vec<String>) {
+    struct Finder<'o>(&'o mut Vec<String>);
+    impl<'a> Visitor<'a> for Finder<'_> {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Name(n) = expr {
+                self.0.push(n.id.to_string());
+            }
+            walk_expr(self, expr);
+        }
+    }
+    Finder(out).visit_expr(expr);
 }
 
 /// `accelerator.unwrap_optimizer(opt)`: the optimizer `opt` itself.

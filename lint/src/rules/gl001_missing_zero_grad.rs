@@ -88,6 +88,10 @@ fn check(f: &LoopFacts) -> Option<Violation> {
             "gradients pile up: this manual update applies `.grad` after `backward()` with no reset on every iteration".to_string(),
             "reset the gradients every iteration (`model.zero_grad()` or `p.grad = None` after the update), or use `torch.autograd.grad`".to_string(),
         ),
+        Updater::Tensor(t) => (
+            format!("gradients pile up: this manual update of `{t}` applies `{t}.grad` after `backward()` with no reset of `{t}.grad` on every iteration"),
+            format!("reset it after the update (`{t}.grad.zero_()` or `{t}.grad = None`; a model's or optimizer's `zero_grad()` does not clear it), or use `torch.autograd.grad`"),
+        ),
         other => {
             let o = other.describe();
             let reset = match other {
