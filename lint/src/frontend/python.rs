@@ -408,7 +408,18 @@ impl<'s> Lowerer<'s> {
                             }
                         }
                         if let Expr::Name(n) = target {
-                            let owners = grad_owners(&a.value);
+                            // Through other aliases too (`grad_sum =
+                            // allreduce(p.grad)`, `grad_mean = grad_sum / n`).
+                            let mut owners = grad_owners(&a.value);
+                            let mut names = Vec::new();
+                            names_read(&a.value, &mut names);
+                            for name in names {
+                                if let Some(Some(o)) = self.grad_aliases.get(&name) {
+                                    owners.push(o.clone());
+                                }
+                            }
+                            owners.sort();
+                            owners.dedup();
                             if let [owner] = owners.as_slice() {
                                 self.grad_aliases
                                     .entry(n.id.to_string())
@@ -745,7 +756,14 @@ impl<'s> Lowerer<'s> {
             }
             Stmt::AugAssign(a) => {
                 self.expr(&a.value, out);
-                if a.op == Operator::Sub && mentions_grad(&a.value) && !is_grad_attribute(&a.target)
+                let reads_own_grad = || {
+                    data_owner(&a.target)
+                        .and_then(dotted)
+                        .is_some_and(|w| self.reads_grad_of(&a.value, &w))
+                };
+                if a.op == Operator::Sub
+                    && (mentions_grad(&a.value) || reads_own_grad())
+                    && !is_grad_attribute(&a.target)
                 {
                     let updater = self.manual_updater(&a.target, &a.value);
                     out.push(Node::Event(Event::Step(updater), span(stmt)));
