@@ -20,6 +20,22 @@ const MAX_INLINE_DEPTH: usize = 4;
 /// Flags correlated per graph (more are taken as unknown).
 const MAX_FLAGS: u32 = 6;
 
+/// Tests of other counters correlated within an iteration.
+const MAX_ITERATION_BITS: u32 = 16;
+
+/// The factors of a product's text (`(a*k)` -> `a`, `k`); the text itself
+/// when it is not a product.
+fn factors(text: &str) -> Vec<&str> {
+    let inner = text
+        .strip_prefix('(')
+        .and_then(|t| t.strip_suffix(')'))
+        .unwrap_or(text);
+    if inner.contains('(') {
+        return vec![text];
+    }
+    inner.split('*').collect()
+}
+
 /// States one path question may visit; past it the answer is "no path"
 /// (silence rather than a slow or wrong finding).
 const MAX_STATES: usize = 50_000;
@@ -83,6 +99,17 @@ pub enum Kind {
     /// The tracked counter's window length is 1: its boundary tests
     /// (`i % k == 0`, `(i + 1) % k == 0`) always hold, the others never.
     WindowOne,
+    /// A test of another counter, or of the tracked one modulo something
+    /// else: it holds the same way within one iteration (the bit of the
+    /// state that holds it), and `implies_boundary` when it is a multiple of
+    /// the window (`step % (r * k) == 0` puts `step % k == 0` too).
+    Iteration {
+        /// The bit.
+        bit: u32,
+        /// Whether, when it holds, the tracked counter is at a window's
+        /// boundary.
+        implies_boundary: bool,
+    },
     /// No correlation is known.
     Unknown,
 }
@@ -107,6 +134,10 @@ struct State {
     later: bool,
     /// Whether the window length is 1, when decided.
     one: Option<bool>,
+    /// Tests decided in this iteration of the analysed loop
+    /// ([`Kind::Iteration`] bits), and their values.
+    iteration_known: u16,
+    iteration_value: u16,
 }
 
 /// A path question.
@@ -401,6 +432,8 @@ impl Cfg {
             phase: Phase::Unknown,
             later: false,
             one,
+            iteration_known: 0,
+            iteration_value: 0,
         };
         for &(c, v) in &self.guards[node] {
             state = self.decide(state, c, v, false)?;
@@ -439,28 +472,49 @@ impl Cfg {
                     Some(state)
                 }
             },
-            &Kind::Counter(r, at_one) => {
-                match state.one {
-                    Some(true) => return (v == at_one).then_some(state),
-                    None if v != at_one => state.one = Some(false),
-                    _ => {}
-                }
-                let at = match r {
-                    Residue::Low(n) => Phase::Low(n),
-                    Residue::High(n) => Phase::High(n),
-                };
-                match state.phase {
-                    Phase::Unknown => {
-                        if v {
-                            state.phase = at;
-                        }
-                        Some(state)
-                    }
-                    p => ((p == at) == v).then_some(state),
-                }
-            }
+            &Kind::Counter(r, at_one) => self.decide_counter(state, r, at_one, v),
             Kind::AfterFirst => (v || !state.later).then_some(state),
+            &Kind::Iteration {
+                bit,
+                implies_boundary,
+            } => {
+                let mask = 1u16 << bit;
+                if state.iteration_known & mask != 0 {
+                    return ((state.iteration_value & mask != 0) == v).then_some(state);
+                }
+                state.iteration_known |= mask;
+                if v {
+                    state.iteration_value |= mask;
+                }
+                if v && implies_boundary {
+                    return self.decide_counter(state, Residue::Low(0), true, true);
+                }
+                Some(state)
+            }
             Kind::Flag(None) | Kind::Unknown => Some(state),
+        }
+    }
+
+    /// Decides a test of the tracked counter (`counter % k` at `r`, which
+    /// holds with a window of one when `at_one`) to be `v`.
+    fn decide_counter(&self, mut state: State, r: Residue, at_one: bool, v: bool) -> Option<State> {
+        match state.one {
+            Some(true) => return (v == at_one).then_some(state),
+            None if v != at_one => state.one = Some(false),
+            _ => {}
+        }
+        let at = match r {
+            Residue::Low(n) => Phase::Low(n),
+            Residue::High(n) => Phase::High(n),
+        };
+        match state.phase {
+            Phase::Unknown => {
+                if v {
+                    state.phase = at;
+                }
+                Some(state)
+            }
+            p => ((p == at) == v).then_some(state),
         }
     }
 
@@ -468,6 +522,8 @@ impl Cfg {
     fn transit(&self, node: usize, is_back: bool, mut state: State) -> Vec<State> {
         if is_back && node == self.head {
             state.later = true;
+            state.iteration_known = 0;
+            state.iteration_value = 0;
         }
         let Some(counters) = self.heads[node].as_ref() else {
             return vec![state];
@@ -607,6 +663,7 @@ impl Builder<'_> {
             .max_by_key(|(_, n)| *n)
             .map(|(k, _)| k.clone());
         let mut bits = 0u32;
+        let mut iteration_bits = 0u32;
         let mut cap = 0;
         let assigned = &self.assigned;
         let varies = |read: &String| {
@@ -646,6 +703,25 @@ impl Builder<'_> {
                 } if tracked.as_ref() == Some(&(counter.clone(), modulus.clone())) => {
                     cap = cap.max(residue.magnitude().saturating_add(1));
                     Kind::Counter(*residue, *at_one)
+                }
+                // Another test of a counter: the same within an iteration.
+                CondClass::Counter {
+                    counter,
+                    modulus,
+                    residue,
+                    ..
+                } if iteration_bits < MAX_ITERATION_BITS => {
+                    iteration_bits += 1;
+                    let multiple = tracked.as_ref().is_some_and(|(c, k)| {
+                        c == counter
+                            && *residue == Residue::Low(0)
+                            && modulus != k
+                            && factors(modulus).iter().any(|f| f == k)
+                    });
+                    Kind::Iteration {
+                        bit: iteration_bits - 1,
+                        implies_boundary: multiple,
+                    }
                 }
                 CondClass::Counter { .. } => Kind::Unknown,
                 CondClass::Skip => Kind::Skip,
