@@ -56,6 +56,8 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         hf_trainers: HashSet::new(),
         class_defs: HashMap::new(),
         latest_class: HashMap::new(),
+        calls: call_shapes(&module.body),
+        none_params: HashSet::new(),
     };
     lowerer.classes(&module.body, 0);
     lowerer.declarations(&module.body, 0);
@@ -274,6 +276,54 @@ struct Lowerer<'s> {
     /// A class name -> the key of its last definition (what the name means
     /// after the definitions).
     latest_class: HashMap<String, String>,
+    /// How the file calls each function by name: the arguments given.
+    calls: HashMap<String, Vec<CallShape>>,
+    /// In the function being lowered, the parameters that are `None` in
+    /// every call of the file (`train(net, ..., params, lr)` leaves
+    /// `optimizer=None`): `if optimizer is not None:` never runs.
+    none_params: HashSet<String>,
+}
+
+/// The arguments of one call: whether each positional one is `None`, the
+/// keywords given (and whether each is `None`), and whether `*args` or
+/// `**kwargs` hide the rest.
+#[derive(Debug, Clone, Default)]
+struct CallShape {
+    positional: Vec<bool>,
+    keywords: Vec<(String, bool)>,
+    unpacked: bool,
+}
+
+/// Every call `name(...)` of a plain name in `body`, by name.
+fn call_shapes(body: &[Stmt]) -> HashMap<String, Vec<CallShape>> {
+    struct Finder(HashMap<String, Vec<CallShape>>);
+    impl<'a> Visitor<'a> for Finder {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Call(c) = expr {
+                if let Expr::Name(n) = c.func.as_ref() {
+                    let none = |e: &Expr| matches!(e, Expr::NoneLiteral(_));
+                    let args = &c.arguments;
+                    let shape = CallShape {
+                        positional: args.args.iter().map(none).collect(),
+                        keywords: args
+                            .keywords
+                            .iter()
+                            .filter_map(|k| Some((k.arg.as_ref()?.to_string(), none(&k.value))))
+                            .collect(),
+                        unpacked: args.args.iter().any(|a| matches!(a, Expr::Starred(_)))
+                            || args.keywords.iter().any(|k| k.arg.is_none()),
+                    };
+                    self.0.entry(n.id.to_string()).or_default().push(shape);
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let mut f = Finder(HashMap::new());
+    for stmt in body {
+        ruff_python_ast::visitor::walk_stmt(&mut f, stmt);
+    }
+    f.0
 }
 
 fn span(node: &impl Ranged) -> Span {
@@ -535,7 +585,10 @@ impl<'s> Lowerer<'s> {
             match stmt {
                 Stmt::FunctionDef(f) => {
                     let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
+                    let none = self.params_none_in_every_call(f);
+                    let outer_none = std::mem::replace(&mut self.none_params, none);
                     let mut lowered = self.stmts(&f.body, depth + 1);
+                    self.none_params = outer_none;
                     self.named = outer_named;
                     let mut assigned = Vec::new();
                     assigned_names(&f.body, &mut assigned, 0);
@@ -643,6 +696,93 @@ impl<'s> Lowerer<'s> {
         text.contains("self.optimizers(")
             || text.contains("manual_backward(")
             || self.hf_training_step(f)
+    }
+
+    /// The parameters of a plain function (not a method) that default to
+    /// `None`, are never assigned in it, and are `None` in every call of the
+    /// file (there is at least one, and none unpacks arguments).
+    fn params_none_in_every_call(&self, f: &ast::StmtFunctionDef) -> HashSet<String> {
+        let mut out = HashSet::new();
+        if self.class.is_some() {
+            return out;
+        }
+        let Some(calls) = self.calls.get(f.name.id.as_str()) else {
+            return out;
+        };
+        if calls.is_empty() || calls.iter().any(|c| c.unpacked) {
+            return out;
+        }
+        let mut assigned = Vec::new();
+        assigned_names(&f.body, &mut assigned, 0);
+        let params = &f.parameters;
+        let positional: Vec<&ast::ParameterWithDefault> =
+            params.posonlyargs.iter().chain(&params.args).collect();
+        let all = positional
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (Some(i), *p))
+            .chain(params.kwonlyargs.iter().map(|p| (None, p)));
+        for (index, p) in all {
+            let name = p.parameter.name.id.as_str();
+            let defaults_none = matches!(p.default.as_deref(), Some(Expr::NoneLiteral(_)));
+            if !defaults_none || assigned.iter().any(|a| a == name) {
+                continue;
+            }
+            let none_everywhere = calls.iter().all(|c| {
+                let positional_none = match index {
+                    Some(i) => c.positional.get(i).copied().unwrap_or(true),
+                    None => true,
+                };
+                let keyword_none = c
+                    .keywords
+                    .iter()
+                    .filter(|(k, _)| k == name)
+                    .all(|(_, none)| *none);
+                positional_none && keyword_none
+            });
+            if none_everywhere {
+                out.insert(name.to_string());
+            }
+        }
+        out
+    }
+
+    /// The value of a test on parameters that are always `None`
+    /// (`p is not None`, `p is None`, `not`, `and`, `or`), if known.
+    fn constant_test(&self, test: &Expr) -> Option<bool> {
+        match test {
+            Expr::Compare(c)
+                if c.ops.len() == 1
+                    && matches!(c.comparators.first(), Some(Expr::NoneLiteral(_))) =>
+            {
+                let Expr::Name(n) = c.left.as_ref() else {
+                    return None;
+                };
+                if !self.none_params.contains(n.id.as_str()) {
+                    return None;
+                }
+                match c.ops[0] {
+                    ast::CmpOp::Is => Some(true),
+                    ast::CmpOp::IsNot => Some(false),
+                    _ => None,
+                }
+            }
+            Expr::UnaryOp(u) if u.op == ast::UnaryOp::Not => {
+                self.constant_test(&u.operand).map(|v| !v)
+            }
+            Expr::BoolOp(b) => {
+                let values: Vec<Option<bool>> =
+                    b.values.iter().map(|v| self.constant_test(v)).collect();
+                match b.op {
+                    ast::BoolOp::And if values.contains(&Some(false)) => Some(false),
+                    ast::BoolOp::And if values.iter().all(|v| *v == Some(true)) => Some(true),
+                    ast::BoolOp::Or if values.contains(&Some(true)) => Some(true),
+                    ast::BoolOp::Or if values.iter().all(|v| *v == Some(false)) => Some(false),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
     }
 
     /// An ignite process function defined in a file that uses ignite: its
@@ -807,6 +947,19 @@ impl<'s> Lowerer<'s> {
                 // The optimizer exists whenever it is stepped.
                 self.expr(&i.test, out);
                 out.extend(self.stmts(&i.body, depth + 1));
+            }
+            // A test on a parameter that every call of the file leaves `None`.
+            Stmt::If(i)
+                if !self.none_params.is_empty()
+                    && i.elif_else_clauses.iter().all(|c| c.test.is_none())
+                    && self.constant_test(&i.test).is_some() =>
+            {
+                self.expr(&i.test, out);
+                if self.constant_test(&i.test) == Some(true) {
+                    out.extend(self.stmts(&i.body, depth + 1));
+                } else if let Some(orelse) = i.elif_else_clauses.first() {
+                    out.extend(self.stmts(&orelse.body, depth + 1));
+                }
             }
             Stmt::If(i) => {
                 self.expr(&i.test, out);
