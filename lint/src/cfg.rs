@@ -7,8 +7,6 @@
 //! counter moves through its window one iteration at a time, and a skip on a
 //! non-finite value can be left out of a question.
 
-use std::collections::HashSet;
-
 use rustc_hash::FxHashSet;
 
 use crate::ir::{
@@ -210,7 +208,7 @@ struct Builder<'p> {
     /// Assumptions of the enclosing branches.
     guard_stack: Vec<(usize, bool)>,
     /// Names assigned by the loop and the functions it calls.
-    assigned: HashSet<String>,
+    assigned: FxHashSet<String>,
     /// Heads of the nested loops being built.
     loop_stack: Vec<usize>,
 }

@@ -324,7 +324,7 @@ pub const FOREIGN_BASE: usize = 1 << 40;
 /// The functions of the other files of one invocation, by qualified name
 /// (`<file>::Class.method`, `<file>::function`), spans shifted by
 /// [`FOREIGN_BASE`].
-pub type Imported = std::sync::Arc<std::collections::HashMap<String, Function>>;
+pub type Imported = std::sync::Arc<rustc_hash::FxHashMap<String, Function>>;
 
 /// A lowered file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -21,7 +21,7 @@
 //! the step), never in the loop's file; its help names the loop, and it has
 //! no automatic fix.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -116,7 +116,7 @@ struct ModuleIndex {
 impl ModuleIndex {
     fn new(paths: &[&Path], importable: &[bool]) -> Self {
         let parts: Vec<Vec<String>> = paths.iter().map(|p| components(p)).collect();
-        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::default();
         for (i, p) in parts.iter().enumerate() {
             if !importable[i] {
                 continue;
@@ -226,7 +226,7 @@ fn imports_of(
     wanted: Option<&HashSet<&str>>,
 ) -> (Imports, HashSet<usize>) {
     let mut out = Imports::default();
-    let mut files = HashSet::new();
+    let mut files = HashSet::default();
     let Some(summary) = summaries[file] else {
         return (out, files);
     };
@@ -381,7 +381,7 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
         .flatten()
         .any(|l| !l.summary.imports.is_empty());
     let mut imports: Vec<Imports> = vec![Imports::default(); n];
-    let mut edges: Vec<HashSet<usize>> = vec![HashSet::new(); n];
+    let mut edges: Vec<HashSet<usize>> = vec![HashSet::default(); n];
     if any_backward && any_import {
         let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
         let importable: Vec<bool> = (0..n)
@@ -464,7 +464,7 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
 
     // The functions other files reach, qualified, spans moved.
     let imported_files: HashSet<usize> = edges.iter().flatten().copied().collect();
-    let mut pool: HashMap<String, Function> = HashMap::new();
+    let mut pool: HashMap<String, Function> = HashMap::default();
     for &j in &imported_files {
         let Some((program, _)) = &programs[j] else {
             continue;

@@ -1,6 +1,6 @@
 //! Python (PyTorch) to the model, with ruff's parser.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr, Operator, Stmt};
@@ -40,24 +40,25 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
     let mut lowerer = Lowerer {
         source,
         program: Program::default(),
-        optimizers: HashSet::new(),
-        functions: HashSet::new(),
-        classes: HashMap::new(),
-        instances: HashMap::new(),
-        schedulers: HashSet::new(),
-        aliases: HashMap::new(),
-        parameter_vars: HashSet::new(),
-        param_loop_vars: HashSet::new(),
-        grad_aliases: HashMap::new(),
+        optimizers: HashSet::default(),
+        functions: HashSet::default(),
+        classes: HashMap::default(),
+        instances: HashMap::default(),
+        schedulers: HashSet::default(),
+        aliases: HashMap::default(),
+        parameter_vars: HashSet::default(),
+        param_loop_vars: HashSet::default(),
+        grad_aliases: HashMap::default(),
         class: None,
-        engine_functions: HashSet::new(),
-        named: HashMap::new(),
+        engine_functions: HashSet::default(),
+        named: HashMap::default(),
         imports,
-        hf_trainers: HashSet::new(),
-        class_defs: HashMap::new(),
-        latest_class: HashMap::new(),
-        calls: call_shapes(&module.body),
-        none_params: HashSet::new(),
+        hf_trainers: HashSet::default(),
+        class_defs: HashMap::default(),
+        latest_class: HashMap::default(),
+        module_body: &module.body,
+        calls: std::cell::OnceCell::new(),
+        none_params: HashSet::default(),
     };
     lowerer.classes(&module.body, 0);
     lowerer.declarations(&module.body, 0);
@@ -276,8 +277,11 @@ struct Lowerer<'s> {
     /// A class name -> the key of its last definition (what the name means
     /// after the definitions).
     latest_class: HashMap<String, String>,
-    /// How the file calls each function by name: the arguments given.
-    calls: HashMap<String, Vec<CallShape>>,
+    /// The module's statements.
+    module_body: &'s [Stmt],
+    /// How the file calls each function by name: the arguments given
+    /// (computed when a function has a parameter defaulting to `None`).
+    calls: std::cell::OnceCell<HashMap<String, Vec<CallShape>>>,
     /// In the function being lowered, the parameters that are `None` in
     /// every call of the file (`train(net, ..., params, lr)` leaves
     /// `optimizer=None`): `if optimizer is not None:` never runs.
@@ -319,7 +323,7 @@ fn call_shapes(body: &[Stmt]) -> HashMap<String, Vec<CallShape>> {
             walk_expr(self, expr);
         }
     }
-    let mut f = Finder(HashMap::new());
+    let mut f = Finder(HashMap::default());
     for stmt in body {
         ruff_python_ast::visitor::walk_stmt(&mut f, stmt);
     }
@@ -451,7 +455,10 @@ impl<'s> Lowerer<'s> {
                     // `w.data = w - lr * w.grad` (an adversarial example's
                     // `delta.data = ... delta.grad.sign()`): `w` is updated by
                     // hand, so `w.grad.zero_()` resets it.
-                    for target in &a.targets {
+                    // Only values that read a gradient, or an alias of one.
+                    let reads_grads =
+                        self.mentions(a.value.as_ref(), ".grad") || !self.grad_aliases.is_empty();
+                    for target in a.targets.iter().filter(|_| reads_grads) {
                         if let Some(w) = updated_tensor(target) {
                             if self.reads_grad_of(&a.value, &w) {
                                 self.parameter_vars.insert(w);
@@ -702,11 +709,25 @@ impl<'s> Lowerer<'s> {
     /// `None`, are never assigned in it, and are `None` in every call of the
     /// file (there is at least one, and none unpacks arguments).
     fn params_none_in_every_call(&self, f: &ast::StmtFunctionDef) -> HashSet<String> {
-        let mut out = HashSet::new();
+        let mut out = HashSet::default();
         if self.class.is_some() {
             return out;
         }
-        let Some(calls) = self.calls.get(f.name.id.as_str()) else {
+        let params = &f.parameters;
+        let defaults_none = |p: &ast::ParameterWithDefault| {
+            matches!(p.default.as_deref(), Some(Expr::NoneLiteral(_)))
+        };
+        let any_none_default = params
+            .posonlyargs
+            .iter()
+            .chain(&params.args)
+            .chain(&params.kwonlyargs)
+            .any(defaults_none);
+        if !any_none_default {
+            return out;
+        }
+        let calls = self.calls.get_or_init(|| call_shapes(self.module_body));
+        let Some(calls) = calls.get(f.name.id.as_str()) else {
             return out;
         };
         if calls.is_empty() || calls.iter().any(|c| c.unpacked) {
@@ -714,7 +735,6 @@ impl<'s> Lowerer<'s> {
         }
         let mut assigned = Vec::new();
         assigned_names(&f.body, &mut assigned, 0);
-        let params = &f.parameters;
         let positional: Vec<&ast::ParameterWithDefault> =
             params.posonlyargs.iter().chain(&params.args).collect();
         let all = positional
@@ -1292,6 +1312,14 @@ impl<'s> Lowerer<'s> {
         }
     }
 
+    /// Whether the source text of `node` contains `needle` (no copy).
+    fn mentions(&self, node: &impl Ranged, needle: &str) -> bool {
+        let s = span(node);
+        self.source
+            .get(s.start..s.end)
+            .is_some_and(|t| t.contains(needle))
+    }
+
     fn text(&self, node: &impl Ranged) -> String {
         let s = span(node);
         self.source.get(s.start..s.end).unwrap_or("").to_string()
@@ -1379,7 +1407,7 @@ fn named_tests(body: &[Stmt]) -> HashMap<String, &Expr> {
             }
         }
     }
-    let mut counts = HashMap::new();
+    let mut counts = HashMap::default();
     walk(body, &mut counts, 0);
     counts
         .into_iter()
