@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # gradlint vs `ruff check` (one cheap rule, no cache) on the same tree of
-# Python files (scripts/corpus.sh), alternating runs in one session; prints
+# Python files (scripts/corpus.sh), alternating runs in one session (each
+# tool first in every other round); prints
 # the median wall time of each, the ratio, and lines per second.
 # Usage: bash scripts/bench-lint.sh [runs]
 set -euo pipefail
@@ -13,10 +14,18 @@ tree=.cache/corpus/src
 lines=$(find "$tree" -name '*.py' -exec cat {} + | wc -l)
 gl=(); rf=()
 now() { date +%s.%N; }
-for _ in $(seq "$runs"); do
-  t0=$(now); target/release/gradlint --format json "$tree" > /dev/null || true; t1=$(now)
-  .cache/venv/bin/ruff check --no-cache --isolated --select E711 --exit-zero --quiet "$tree" > /dev/null; t2=$(now)
-  gl+=("$(echo "$t1 - $t0" | bc -l)"); rf+=("$(echo "$t2 - $t1" | bc -l)")
+run_gradlint() { target/release/gradlint --format json "$tree" > /dev/null || true; }
+run_ruff() { .cache/venv/bin/ruff check --no-cache --isolated --select E711 --exit-zero --quiet "$tree" > /dev/null; }
+# The first run of a round is slower (caches, clocks): each tool goes first
+# in every other round.
+for i in $(seq "$runs"); do
+  if [ $((i % 2)) -eq 1 ]; then
+    t0=$(now); run_gradlint; t1=$(now); run_ruff; t2=$(now)
+    gl+=("$(echo "$t1 - $t0" | bc -l)"); rf+=("$(echo "$t2 - $t1" | bc -l)")
+  else
+    t0=$(now); run_ruff; t1=$(now); run_gradlint; t2=$(now)
+    rf+=("$(echo "$t1 - $t0" | bc -l)"); gl+=("$(echo "$t2 - $t1" | bc -l)")
+  fi
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 g=$(median "${gl[@]}"); r=$(median "${rf[@]}")

@@ -11,6 +11,13 @@ The manifests next to this script (``*.toml``) label files of real code:
   Only pointers are kept here, never the code: a repository is linted when a
   git copy of it is present under ``--mirrors`` (``OWNER+NAME/repo``,
   ``OWNER+NAME`` or ``OWNER/NAME``, bare or not) and skipped otherwise.
+* ``heldout*.toml``: held-out sets in the same form, each labelled blind;
+  precision and recall are printed per manifest as well as in all.
+
+An expected position may list alternatives (``"323|326 GL001"``): one bug
+with several step calls in branches, matched by one finding at any of them.
+A labelled file gradlint cannot parse (Python 2) is listed as not analysed
+and not counted.
 
 Each labelled file lists the findings gradlint should report (``"LINE CODE"``,
 or ``"cell N:LINE CODE"`` in a notebook) or none (clean), and a reason. Each
