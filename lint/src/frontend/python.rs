@@ -455,6 +455,13 @@ impl<'s> Lowerer<'s> {
                     // `w.data = w - lr * w.grad` (an adversarial example's
                     // `delta.data = ... delta.grad.sign()`): `w` is updated by
                     // hand, so `w.grad.zero_()` resets it.
+                    // `params = [w, b]`: parameters by name.
+                    for target in &a.targets {
+                        if dotted(target).is_some_and(|t| t.to_ascii_lowercase().contains("param"))
+                        {
+                            self.parameter_vars.extend(listed_names(&a.value));
+                        }
+                    }
                     // Only values that read a gradient, or an alias of one.
                     let reads_grads =
                         self.mentions(a.value.as_ref(), ".grad") || !self.grad_aliases.is_empty();
@@ -521,6 +528,20 @@ impl<'s> Lowerer<'s> {
                     }
                 }
                 Stmt::Expr(e) => {
+                    // `sgd([w, b], lr, batch_size)`: the tensors handed to an
+                    // update are parameters (`w.grad.zero_()` resets them).
+                    if let Expr::Call(call) = e.value.as_ref() {
+                        let callee = dotted(&call.func).unwrap_or_default().to_ascii_lowercase();
+                        let last = callee.rsplit('.').next().unwrap_or("");
+                        if ["sgd", "optim", "adam", "update", "step"]
+                            .iter()
+                            .any(|w| last.contains(w))
+                        {
+                            for arg in &call.arguments.args {
+                                self.parameter_vars.extend(listed_names(arg));
+                            }
+                        }
+                    }
                     // `w.sub_(w.grad * lr)`, `w.data.add_(w.grad, alpha=-lr)`:
                     // `w` is a parameter of a hand-written optimizer too.
                     if let Expr::Call(call) = e.value.as_ref() {
@@ -1333,6 +1354,15 @@ fn updated_tensor(target: &Expr) -> Option<String> {
         Expr::Attribute(a) if a.attr.id.as_str() == "data" => dotted(&a.value),
         Expr::Subscript(s) => dotted(data_owner(&s.value)?),
         _ => None,
+    }
+}
+
+/// The names and attribute paths listed in a list or tuple literal.
+fn listed_names(expr: &Expr) -> Vec<String> {
+    match expr {
+        Expr::List(l) => l.elts.iter().filter_map(dotted).collect(),
+        Expr::Tuple(t) => t.elts.iter().filter_map(dotted).collect(),
+        _ => Vec::new(),
     }
 }
 
