@@ -73,8 +73,11 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
                 .rsplit_once('.')
                 .map(|(prefix, _)| prefix)
                 .filter(|p| *p != "self");
+            // A model's reset clears its submodules' parameters too
+            // (`model.zero_grad()` for an optimizer over
+            // `model.embedding.parameters()`).
             match program.model_of(o).or(owner) {
-                Some(model) => same_name(model, m),
+                Some(model) => same_name(model, m) || model.starts_with(&format!("{m}.")),
                 None => true,
             }
         }
