@@ -78,7 +78,7 @@ fn load(path: &Path, config: &Config) -> Stage {
         return Stage::Done(lint_file_with(path, config));
     };
     let summary = python::summarize(&source, parsed.syntax());
-    let backward = source.contains("backward");
+    let backward = python::calls_backward(&source);
     Stage::Python(Box::new(Loaded {
         name: path.display().to_string(),
         summary,

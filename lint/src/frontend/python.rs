@@ -20,10 +20,27 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
     let parsed = parse(source)?;
     // Every rule needs a backward pass: a file without one is only checked
     // for syntax.
-    if !source.contains("backward") {
+    if !calls_backward(source) {
         return Ok(Program::default());
     }
     Ok(lower_module(source, parsed.syntax(), &Imports::default()))
+}
+
+/// Whether the text has a call of a backward pass (`backward(`, `backward
+/// (`), not just the word ("backward compatibility" in a docstring).
+///
+/// ```
+/// use gradlint::frontend::python::calls_backward;
+/// assert!(calls_backward("loss.backward()"));
+/// assert!(calls_backward("self.manual_backward (loss)"));
+/// assert!(!calls_backward("\"\"\"Kept for backward compatibility.\"\"\""));
+/// ```
+pub fn calls_backward(source: &str) -> bool {
+    source.match_indices("backward").any(|(i, w)| {
+        source[i + w.len()..]
+            .trim_start_matches([' ', '\t'])
+            .starts_with('(')
+    })
 }
 
 /// Parses a Python file.
