@@ -265,11 +265,22 @@ fn facts(
     // reset or step lies on every way from it to this one's steps (it
     // belongs to that optimizer's cycle).
     let others_resets: Vec<usize> = if optimizers_in_loop >= 2 {
+        // Steps taken together (`opt_a.step(); opt_b.step()`, no backward
+        // pass or reset between) share the passes before them.
+        let all_resets = cfg.find(|e| matches!(e, Event::Reset(_)));
+        let between: Vec<usize> = all_resets.iter().chain(backwards).copied().collect();
+        let together = |t: usize| {
+            cfg.forward_path(t, &steps, &between)
+                || steps.iter().any(|&s| cfg.forward_path(s, &[t], &between))
+        };
         cfg.find(|e| match e {
             Event::Reset(_) => !resets(program, e, &updater),
             Event::Step(u) => *u != updater,
             _ => false,
         })
+        .into_iter()
+        .filter(|&t| !matches!(&cfg.events[t], Some((Event::Step(_), _))) || !together(t))
+        .collect()
     } else {
         Vec::new()
     };
