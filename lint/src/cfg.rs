@@ -801,16 +801,42 @@ impl Builder<'_> {
     fn stmt(&mut self, node: &Node, frontier: Vec<usize>, ctx: &mut Ctx) -> Vec<usize> {
         match node {
             Node::Event(Event::Call(name), _) => self.call(name, frontier, ctx.accumulate),
+            // In `accelerator.accumulate`, a prepared optimizer's step and
+            // reset act only on the micro-step that closes the window.
+            // (Under DeepSpeed the reset is a no-op: left to the facts.)
+            Node::Event(
+                event @ (Event::Step(Updater::Optimizer(_)) | Event::Reset(Reset::Optimizer(_))),
+                span,
+            ) if ctx.accumulate
+                && !(self.program.deepspeed && matches!(event, Event::Reset(_))) =>
+            {
+                let sync = Test {
+                    cond: crate::ir::Cond {
+                        key: "<accelerate sync>".into(),
+                        class: CondClass::Counter {
+                            counter: crate::ir::ACCELERATE_COUNTER.into(),
+                            modulus: crate::ir::ACCELERATE_WINDOW.into(),
+                            residue: Residue::High(1),
+                            at_one: true,
+                        },
+                    },
+                    negated: false,
+                };
+                let group = self.cfg.events.len();
+                let (start, _) = self.alternatives(&[vec![sync.clone()]], &frontier, true, group);
+                let (mut out, _) =
+                    self.alternatives(&[vec![sync.flipped()]], &frontier, true, group);
+                let assumed = self.cond(&sync);
+                self.guard_stack.push(assumed);
+                let n = self.node(Some((event.clone(), *span)), true);
+                self.guard_stack.pop();
+                self.edges(&start, n);
+                out.push(n);
+                out
+            }
             Node::Event(event, span) => {
                 let n = self.node(Some((event.clone(), *span)), ctx.accumulate);
                 self.edges(&frontier, n);
-                // In `accelerator.accumulate`, a prepared optimizer's step
-                // does nothing until the window closes: it may be passed by.
-                if ctx.accumulate && matches!(event, Event::Step(Updater::Optimizer(_))) {
-                    let mut out = frontier;
-                    out.push(n);
-                    return out;
-                }
                 vec![n]
             }
             Node::If {

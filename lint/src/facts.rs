@@ -246,17 +246,20 @@ fn facts(
     // Resets that clear gradients the step would apply: a new optimizer
     // (over fresh tensors) has none to clear, and `p.grad = None` on some
     // parameters between backward and step drops them on purpose.
+    // A submodule's `zero_grad()` (`self.model.base.zero_grad()` between
+    // backward and step) freezes that part on purpose, like `p.grad = None`.
     let clearing: Vec<usize> = reset_nodes
         .iter()
         .copied()
-        .filter(|&z| {
-            !matches!(
-                &cfg.events[z],
-                Some((
-                    Event::Reset(Reset::NewOptimizer(_) | Reset::Parameters | Reset::Tensor(_)),
-                    _
-                ))
-            )
+        .filter(|&z| match &cfg.events[z] {
+            Some((
+                Event::Reset(Reset::NewOptimizer(_) | Reset::Parameters | Reset::Tensor(_)),
+                _,
+            )) => false,
+            Some((Event::Reset(Reset::Model(m)), _)) => {
+                !m.strip_prefix("self.").unwrap_or(m).contains('.')
+            }
+            _ => true,
         })
         .collect();
 
@@ -337,7 +340,10 @@ fn facts(
             // `accelerator.accumulate` skips a prepared optimizer's reset
             // until the window closes (also right after the block: the
             // window's state outlives it), not a model's or parameters' reset.
-            let gated = (cfg.in_accumulate[z] || prepared)
+            // (Inside the block the graph ties it to the window's end.)
+            // Under DeepSpeed it does nothing at all.
+            let gated = prepared
+                && (!cfg.in_accumulate[z] || program.deepspeed)
                 && matches!(&cfg.events[z], Some((Event::Reset(Reset::Optimizer(_)), _)));
             // Some iteration of the loop around the reset passes a backward
             // and no step (in a micro-batch loop, every one does).

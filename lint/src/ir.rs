@@ -138,6 +138,14 @@ impl Residue {
     }
 }
 
+/// The counter of `accelerator.accumulate` micro-steps: a prepared
+/// optimizer's step and reset inside the block act when its window closes.
+pub const ACCELERATE_COUNTER: &str = "<accelerate>";
+
+/// The window length of [`ACCELERATE_COUNTER`] (the accelerator's
+/// `gradient_accumulation_steps`).
+pub const ACCELERATE_WINDOW: &str = "<gradient_accumulation_steps>";
+
 /// What a branch condition is, for the analysis.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CondClass {
@@ -337,6 +345,10 @@ pub struct Program {
     /// Functions of other files that calls of this one may reach (never
     /// analysed as this file's own).
     pub imported: Option<Imported>,
+    /// Whether the file drives a DeepSpeed engine (`deepspeed.initialize`,
+    /// `get_global_grad_norm`): accelerate's optimizer reset is then a no-op
+    /// and the engine clears the gradients after its step.
+    pub deepspeed: bool,
 }
 
 impl Program {

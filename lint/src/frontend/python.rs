@@ -77,6 +77,8 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         calls: std::cell::OnceCell::new(),
         none_params: HashSet::default(),
     };
+    lowerer.program.deepspeed =
+        source.contains("deepspeed.initialize(") || source.contains("get_global_grad_norm(");
     lowerer.classes(&module.body, 0);
     lowerer.declarations(&module.body, 0);
     // The definitions pass numbers redefined classes again, in the same order.
@@ -1113,6 +1115,16 @@ impl<'s> Lowerer<'s> {
             target_names(&f.target, &mut assigned);
         }
         incremented(body, &mut counters, 0);
+        // `with accelerator.accumulate(...)` in the body counts micro-steps:
+        // this loop advances accelerate's window.
+        if contains_accumulate(&head) {
+            // A new run of the loop starts a new window (accelerate closes
+            // one at the end of a dataloader).
+            counters.push(Counter {
+                name: crate::ir::ACCELERATE_COUNTER.into(),
+                start: Some(0),
+            });
+        }
         out.push(Node::Loop {
             body: head,
             span: span(stmt),
@@ -1372,6 +1384,16 @@ fn updated_tensor(target: &Expr) -> Option<String> {
         Expr::Subscript(s) => dotted(data_owner(&s.value)?),
         _ => None,
     }
+}
+
+/// Whether `nodes` hold an `accelerator.accumulate` block outside nested
+/// loops.
+fn contains_accumulate(nodes: &[Node]) -> bool {
+    nodes.iter().any(|n| match n {
+        Node::Accumulate(_) => true,
+        Node::If { branches, .. } => branches.iter().any(|b| contains_accumulate(b)),
+        _ => false,
+    })
 }
 
 /// The names and attribute paths listed in a list or tuple literal.
