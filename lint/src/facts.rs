@@ -364,7 +364,7 @@ fn facts(
                     && backwards_for_accumulation.iter().any(|&b| {
                         cfg.loops[b].contains(&l)
                             && cfg.ask(Query {
-                                blocked: &clearing,
+                                blocked: &reset_nodes,
                                 back: false,
                                 ..Query::new(b, &steps)
                             })

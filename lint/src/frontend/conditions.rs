@@ -49,8 +49,9 @@ pub fn classify<'e>(
     source: &str,
     test: &'e Expr,
     named: &dyn Fn(&str) -> Option<&'e Expr>,
+    run_length: &dyn Fn(&str) -> Option<String>,
 ) -> Tested {
-    classify_within(source, test, named, MAX_DEPTH)
+    classify_within(source, test, named, run_length, MAX_DEPTH)
 }
 
 /// How deep `and`/`or` operands and local names are followed (a name may be
@@ -61,15 +62,21 @@ fn classify_within<'e>(
     source: &str,
     test: &'e Expr,
     named: &dyn Fn(&str) -> Option<&'e Expr>,
+    run_length: &dyn Fn(&str) -> Option<String>,
     depth: u32,
 ) -> Tested {
     let (expr, negated) = unwrap(test, named);
     let mut tested = match expr {
         Expr::BoolOp(b) if depth > 0 => {
-            let mut parts = b
-                .values
-                .iter()
-                .map(|operand| operands_tests(classify_within(source, operand, named, depth - 1)));
+            let mut parts = b.values.iter().map(|operand| {
+                operands_tests(classify_within(
+                    source,
+                    operand,
+                    named,
+                    run_length,
+                    depth - 1,
+                ))
+            });
             let first = parts.next().unwrap_or_default();
             let mut holds = first.holds;
             let mut fails = first.fails;
@@ -89,7 +96,7 @@ fn classify_within<'e>(
         }
         _ => Tested::default(),
     };
-    if let Some(whole) = classify_one(source, test, named) {
+    if let Some(whole) = classify_one(source, test, named, run_length) {
         let flipped = whole.flipped();
         for alternative in &mut tested.holds {
             alternative.push(whole.clone());
@@ -148,9 +155,16 @@ fn classify_one<'e>(
     source: &str,
     test: &'e Expr,
     named: &dyn Fn(&str) -> Option<&'e Expr>,
+    run_length: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Test> {
     let (expr, negated) = unwrap(test, named);
     if let Some((cond, neg)) = counter(source, expr) {
+        return Some(Test {
+            cond,
+            negated: negated ^ neg,
+        });
+    }
+    if let Some((cond, neg)) = first_or_last(source, expr, run_length) {
         return Some(Test {
             cond,
             negated: negated ^ neg,
@@ -235,6 +249,52 @@ fn window_one(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
             class: CondClass::WindowOne(modulus),
         },
         !is_one_when,
+    ))
+}
+
+/// `i == 0` and `i == n - 1` where `i` runs over `range(n)` (or
+/// `enumerate(x)`, `n` = `len(x)`): `i % n` at the start or the end of the
+/// run, a window as long as the loop (accumulate over the whole run).
+fn first_or_last(
+    source: &str,
+    expr: &Expr,
+    run_length: &dyn Fn(&str) -> Option<String>,
+) -> Option<(Cond, bool)> {
+    let Expr::Compare(c) = expr else { return None };
+    if c.ops.len() != 1 || c.comparators.len() != 1 {
+        return None;
+    }
+    let negated = match c.ops[0] {
+        CmpOp::Eq => false,
+        CmpOp::NotEq => true,
+        _ => return None,
+    };
+    let (var, other) = match (dotted(&c.left), dotted(&c.comparators[0])) {
+        (Some(v), _) if run_length(&v).is_some() => (v, &c.comparators[0]),
+        (_, Some(v)) if run_length(&v).is_some() => (v, c.left.as_ref()),
+        _ => return None,
+    };
+    let n = run_length(&var)?;
+    let residue = match other {
+        e if int(e) == Some(0) => Residue::Low(0),
+        Expr::BinOp(b)
+            if b.op == Operator::Sub && key(source, &b.left) == n && int(&b.right) == Some(1) =>
+        {
+            Residue::High(1)
+        }
+        _ => return None,
+    };
+    Some((
+        Cond {
+            key: format!("{var}%{n}=={residue:?}"),
+            class: CondClass::Counter {
+                counter: var,
+                modulus: n,
+                residue,
+                at_one: true,
+            },
+        },
+        negated,
     ))
 }
 

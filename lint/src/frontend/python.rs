@@ -76,6 +76,7 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         module_body: &module.body,
         calls: std::cell::OnceCell::new(),
         none_params: HashSet::default(),
+        run_lengths: std::cell::RefCell::new(Vec::new()),
     };
     lowerer.program.deepspeed =
         source.contains("deepspeed.initialize(") || source.contains("get_global_grad_norm(");
@@ -301,6 +302,9 @@ struct Lowerer<'s> {
     /// How the file calls each function by name: the arguments given
     /// (computed when a function has a parameter defaulting to `None`).
     calls: std::cell::OnceCell<HashMap<String, Vec<CallShape>>>,
+    /// The loop variables of the enclosing `for v in range(n)` /
+    /// `enumerate(x)` loops, with the run's length (`n`, `len(x)`).
+    run_lengths: std::cell::RefCell<Vec<(String, String)>>,
     /// In the function being lowered, the parameters that are `None` in
     /// every call of the file (`train(net, ..., params, lr)` leaves
     /// `optimizer=None`): `if optimizer is not None:` never runs.
@@ -972,6 +976,7 @@ impl<'s> Lowerer<'s> {
             Stmt::For(f) => {
                 self.expr(&f.iter, out);
                 let mut counters = Vec::new();
+                let mut pushed_run = false;
                 if let Expr::Call(call) = f.iter.as_ref() {
                     if let Some(start) = counting_iter(call) {
                         let first = match f.target.as_ref() {
@@ -979,6 +984,14 @@ impl<'s> Lowerer<'s> {
                             e => Some(e),
                         };
                         if let Some(name) = first.and_then(dotted) {
+                            // `for i in range(n)`: `i == 0` is the first
+                            // iteration, `i == n - 1` the last.
+                            if start == Some(0) {
+                                if let Some(n) = run_length(self.source, call) {
+                                    self.run_lengths.borrow_mut().push((name.clone(), n));
+                                    pushed_run = true;
+                                }
+                            }
                             counters.push(Counter { name, start });
                         }
                     }
@@ -993,6 +1006,9 @@ impl<'s> Lowerer<'s> {
                     }
                 }
                 self.looped(Vec::new(), counters, &f.body, &f.orelse, stmt, depth, out);
+                if pushed_run {
+                    self.run_lengths.borrow_mut().pop();
+                }
             }
             Stmt::While(w) => {
                 // The test runs at the start of every iteration.
@@ -1024,8 +1040,15 @@ impl<'s> Lowerer<'s> {
             Stmt::If(i) => {
                 self.expr(&i.test, out);
                 let named = |n: &str| self.named.get(n).copied();
+                let runs = self.run_lengths.borrow().clone();
+                let run_length = |v: &str| {
+                    runs.iter()
+                        .rev()
+                        .find(|(name, _)| name == v)
+                        .map(|(_, n)| n.clone())
+                };
                 let mut branches = vec![self.stmts(&i.body, depth + 1)];
-                let mut tests = vec![classify(self.source, &i.test, &named)];
+                let mut tests = vec![classify(self.source, &i.test, &named, &run_length)];
                 let mut exhaustive = false;
                 for clause in &i.elif_else_clauses {
                     if let Some(test) = &clause.test {
@@ -1034,7 +1057,7 @@ impl<'s> Lowerer<'s> {
                         self.expr(test, &mut branch);
                         branch.extend(self.stmts(&clause.body, depth + 1));
                         branches.push(branch);
-                        tests.push(classify(self.source, test, &named));
+                        tests.push(classify(self.source, test, &named, &run_length));
                     } else {
                         exhaustive = true;
                         branches.push(self.stmts(&clause.body, depth + 1));
@@ -1155,11 +1178,10 @@ impl<'s> Lowerer<'s> {
     fn assignment(&self, target: &Expr, value: &Expr, stmt: &Stmt, out: &mut Vec<Node>) {
         if let Expr::Attribute(a) = target {
             let attr = a.attr.id.as_str();
-            let zeros = || {
-                matches!(value, Expr::Call(c) if dotted(&c.func)
-                    .is_some_and(|f| f.ends_with("zeros_like") || f.ends_with("zeros")))
-            };
-            if attr == "grad" && (matches!(value, Expr::NoneLiteral(_)) || zeros()) {
+            // `p.grad = None` clears; `p.grad = g` replaces what backward
+            // passes left (a gradient summed or corrected by hand): for the
+            // analysis, a reset too.
+            if attr == "grad" {
                 if let Some(reset) = self.grad_reset(&a.value) {
                     out.push(Node::Event(reset, span(stmt)));
                 }
@@ -1382,6 +1404,21 @@ fn updated_tensor(target: &Expr) -> Option<String> {
     match target {
         Expr::Attribute(a) if a.attr.id.as_str() == "data" => dotted(&a.value),
         Expr::Subscript(s) => dotted(data_owner(&s.value)?),
+        _ => None,
+    }
+}
+
+/// The number of values `range(n)` (from 0) or `enumerate(x)` yields, as a
+/// condition key's text (`n`, `len(x)`).
+fn run_length(source: &str, call: &ast::ExprCall) -> Option<String> {
+    let Expr::Name(f) = call.func.as_ref() else {
+        return None;
+    };
+    let args = &call.arguments.args;
+    let strip = |e: &Expr| super::conditions::key(source, e);
+    match f.id.as_str() {
+        "range" if args.len() == 1 => Some(strip(&args[0])),
+        "enumerate" if !args.is_empty() => Some(format!("len({})", strip(&args[0]))),
         _ => None,
     }
 }
