@@ -642,23 +642,27 @@ impl Builder<'_> {
 
     /// Classifies the conditions once the whole graph is known.
     fn finish(&mut self) {
-        // The counter tested most often is tracked.
-        let mut counts: Vec<((String, String), usize)> = Vec::new();
+        // The counter tested most often is tracked; a `%` window before a
+        // loop's whole run (`i == 0`, `i == n - 1`).
+        let mut counts: Vec<((String, String), (bool, usize))> = Vec::new();
         for c in &self.raw {
             if let CondClass::Counter {
-                counter, modulus, ..
+                counter,
+                modulus,
+                whole_run,
+                ..
             } = &c.class
             {
                 let k = (counter.clone(), modulus.clone());
                 match counts.iter_mut().find(|(x, _)| *x == k) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((k, 1)),
+                    Some((_, (_, n))) => *n += 1,
+                    None => counts.push((k, (!whole_run, 1))),
                 }
             }
         }
         let tracked = counts
             .iter()
-            .max_by_key(|(_, n)| *n)
+            .max_by_key(|(_, weight)| *weight)
             .map(|(k, _)| k.clone());
         let mut bits = 0u32;
         let mut iteration_bits = 0u32;
@@ -698,6 +702,7 @@ impl Builder<'_> {
                     modulus,
                     residue,
                     at_one,
+                    ..
                 } if tracked.as_ref() == Some(&(counter.clone(), modulus.clone())) => {
                     cap = cap.max(residue.magnitude().saturating_add(1));
                     Kind::Counter(*residue, *at_one)
@@ -818,6 +823,7 @@ impl Builder<'_> {
                             modulus: crate::ir::ACCELERATE_WINDOW.into(),
                             residue: Residue::High(1),
                             at_one: true,
+                            whole_run: false,
                         },
                     },
                     negated: false,

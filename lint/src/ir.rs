@@ -159,6 +159,9 @@ pub enum CondClass {
         residue: Residue,
         /// Whether it holds when the window length is 1.
         at_one: bool,
+        /// Whether the window is the whole run of a loop (`i == 0`, `i ==
+        /// n - 1` over `range(n)`) rather than a `%` test.
+        whole_run: bool,
     },
     /// True when a value is non-finite or out of range (`torch.isnan(loss)`,
     /// `grad_norm > max_norm`): the side on which a pass is skipped.
