@@ -10,7 +10,8 @@
 use rustc_hash::FxHashSet;
 
 use crate::ir::{
-    CondClass, Counter, Event, Node, Program, Reset, Residue, Span, Test, Tested, Updater,
+    map_nodes, CondClass, Counter, Event, Node, Program, Reset, Residue, Span, Test, Tested,
+    Updater,
 };
 
 const MAX_INLINE_DEPTH: usize = 4;
@@ -984,52 +985,26 @@ fn rebind(name: &str, receiver: &str) -> String {
 /// and resets, and the receivers of the methods it calls.
 fn rebind_self(nodes: &[Node], receiver: &str) -> Vec<Node> {
     let r = |s: &String| rebind(s, receiver);
-    nodes
-        .iter()
-        .map(|node| match node {
-            Node::Event(event, span) => {
-                let event = match event {
-                    Event::Step(Updater::Optimizer(o)) => Event::Step(Updater::Optimizer(r(o))),
-                    Event::Reset(reset) => Event::Reset(match reset {
-                        Reset::Optimizer(o) => Reset::Optimizer(r(o)),
-                        Reset::NewOptimizer(o) => Reset::NewOptimizer(r(o)),
-                        Reset::Model(m) => Reset::Model(r(m)),
-                        Reset::NewModelOptimizer { optimizer, model } => Reset::NewModelOptimizer {
-                            optimizer: r(optimizer),
-                            model: r(model),
-                        },
-                        other => other.clone(),
-                    }),
-                    Event::Call(name) => match name.split_once('|') {
-                        Some((t, recv)) => Event::Call(format!("{t}|{}", rebind(recv, receiver))),
-                        None => Event::Call(name.clone()),
-                    },
-                    other => other.clone(),
-                };
-                Node::Event(event, *span)
-            }
-            Node::If {
-                branches,
-                exhaustive,
-                tests,
-            } => Node::If {
-                branches: branches.iter().map(|b| rebind_self(b, receiver)).collect(),
-                exhaustive: *exhaustive,
-                tests: tests.clone(),
+    let event = |event: &Event, span: Span| {
+        let event = match event {
+            Event::Step(Updater::Optimizer(o)) => Event::Step(Updater::Optimizer(r(o))),
+            Event::Reset(reset) => Event::Reset(match reset {
+                Reset::Optimizer(o) => Reset::Optimizer(r(o)),
+                Reset::NewOptimizer(o) => Reset::NewOptimizer(r(o)),
+                Reset::Model(m) => Reset::Model(r(m)),
+                Reset::NewModelOptimizer { optimizer, model } => Reset::NewModelOptimizer {
+                    optimizer: r(optimizer),
+                    model: r(model),
+                },
+                other => other.clone(),
+            }),
+            Event::Call(name) => match name.split_once('|') {
+                Some((t, recv)) => Event::Call(format!("{t}|{}", rebind(recv, receiver))),
+                None => Event::Call(name.clone()),
             },
-            Node::Loop {
-                body,
-                span,
-                assigned,
-                counters,
-            } => Node::Loop {
-                body: rebind_self(body, receiver),
-                span: *span,
-                assigned: assigned.iter().map(r).collect(),
-                counters: counters.clone(),
-            },
-            Node::Accumulate(body) => Node::Accumulate(rebind_self(body, receiver)),
             other => other.clone(),
-        })
-        .collect()
+        };
+        Node::Event(event, span)
+    };
+    map_nodes(nodes, &event, &|span| span, &r)
 }

@@ -84,33 +84,22 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
     }
 }
 
-/// Every event directly in `nodes` (not in called functions), with spans.
-fn events(nodes: &[Node], out: &mut Vec<(Event, Span)>) {
-    for node in nodes {
-        match node {
-            Node::Event(e, s) => out.push((e.clone(), *s)),
-            Node::If { branches, .. } => branches.iter().for_each(|b| events(b, out)),
-            Node::Loop { body, .. } | Node::Accumulate(body) => events(body, out),
-            Node::Break | Node::Continue | Node::Return => {}
-        }
-    }
-}
-
-/// The events of `nodes` that run once around the loop at `target`: not in
+/// The events directly in `nodes` (not in called functions), with spans;
+/// with `around`, only those that run once around the loop there: not in
 /// other loops (a reset in a sibling loop is that loop's, not a reset before
 /// or after this one), in the loops that contain it.
-fn events_around(nodes: &[Node], target: Span, out: &mut Vec<(Event, Span)>) {
+fn events_around(nodes: &[Node], around: Option<Span>, out: &mut Vec<(Event, Span)>) {
     for node in nodes {
         match node {
             Node::Event(e, s) => out.push((e.clone(), *s)),
             Node::If { branches, .. } => {
-                branches.iter().for_each(|b| events_around(b, target, out))
+                branches.iter().for_each(|b| events_around(b, around, out))
             }
-            Node::Loop { body, span, .. } if span.contains(target) => {
-                events_around(body, target, out)
+            Node::Loop { body, span, .. } if around.is_none_or(|t| span.contains(t)) => {
+                events_around(body, around, out)
             }
             Node::Loop { .. } => {}
-            Node::Accumulate(body) => events_around(body, target, out),
+            Node::Accumulate(body) => events_around(body, around, out),
             Node::Break | Node::Continue | Node::Return => {}
         }
     }
@@ -144,12 +133,12 @@ pub fn of_function(program: &Program, function: &Function) -> Vec<LoopFacts> {
     // Innermost first: a loop nested in another starts later and ends sooner.
     all_loops.sort_by_key(|(_, s, _, _)| std::cmp::Reverse(s.start));
     let mut function_events = Vec::new();
-    events(&function.body, &mut function_events);
+    events_around(&function.body, None, &mut function_events);
     let mut out = Vec::new();
     for (body, span, assigned, counters) in all_loops {
         let cfg = Cfg::of_loop(program, body, assigned, counters);
         let mut around = Vec::new();
-        events_around(&function.body, span, &mut around);
+        events_around(&function.body, Some(span), &mut around);
         let backwards = cfg.find(|e| matches!(e, Event::Backward | Event::Extend(_)));
         if backwards.is_empty()
             && !cfg

@@ -146,6 +146,48 @@ pub const ACCELERATE_COUNTER: &str = "<accelerate>";
 /// `gradient_accumulation_steps`).
 pub const ACCELERATE_WINDOW: &str = "<gradient_accumulation_steps>";
 
+/// A node tree rebuilt: each event through `event`, each loop's span
+/// through `span` and its assigned names through `name`; branches, tests and
+/// the rest kept.
+pub fn map_nodes(
+    nodes: &[Node],
+    event: &dyn Fn(&Event, Span) -> Node,
+    span: &dyn Fn(Span) -> Span,
+    name: &dyn Fn(&String) -> String,
+) -> Vec<Node> {
+    nodes
+        .iter()
+        .map(|node| match node {
+            Node::Event(e, at) => event(e, *at),
+            Node::If {
+                branches,
+                exhaustive,
+                tests,
+            } => Node::If {
+                branches: branches
+                    .iter()
+                    .map(|b| map_nodes(b, event, span, name))
+                    .collect(),
+                exhaustive: *exhaustive,
+                tests: tests.clone(),
+            },
+            Node::Loop {
+                body,
+                span: at,
+                assigned,
+                counters,
+            } => Node::Loop {
+                body: map_nodes(body, event, span, name),
+                span: span(*at),
+                assigned: assigned.iter().map(name).collect(),
+                counters: counters.clone(),
+            },
+            Node::Accumulate(body) => Node::Accumulate(map_nodes(body, event, span, name)),
+            other => other.clone(),
+        })
+        .collect()
+}
+
 /// What a branch condition is, for the analysis.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CondClass {

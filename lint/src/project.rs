@@ -31,7 +31,7 @@ use ruff_python_parser::Parsed;
 
 use crate::config::Config;
 use crate::frontend::python::{self, Import, Imports, Summary};
-use crate::ir::{Event, Function, Node, Program, FOREIGN_BASE};
+use crate::ir::{map_nodes, Event, Function, Node, Program, Span, FOREIGN_BASE};
 use crate::notebook::Notebook;
 use crate::walk::{is_notebook, lint_file_with, place_in_cell, read_source};
 use crate::{check, Diagnostic, FileError, Language, LineIndex};
@@ -302,62 +302,24 @@ fn imports_of(
 
 /// `nodes` of file `file`, as seen from another file: spans moved, calls
 /// of the file's own functions qualified.
-fn foreign_nodes(nodes: &[Node], file: usize, out: &mut Vec<Node>) {
+fn foreign_nodes(nodes: &[Node], file: usize) -> Vec<Node> {
     let by = (file + 1) * FOREIGN_BASE;
-    for node in nodes {
-        out.push(match node {
-            Node::Event(Event::Call(name), span) => {
-                let name = if name.contains("::") || name.starts_with("*.") {
-                    name.clone()
-                } else if name.contains('.') {
-                    // A method of the file's own class: `self` stays the
-                    // object it is called on from the other file.
-                    format!("{file}::{name}|self")
-                } else {
-                    format!("{file}::{name}")
-                };
-                Node::Event(Event::Call(name), span.shifted(by))
-            }
-            Node::Event(e, span) => Node::Event(e.clone(), span.shifted(by)),
-            Node::If {
-                branches,
-                exhaustive,
-                tests,
-            } => Node::If {
-                branches: branches
-                    .iter()
-                    .map(|b| {
-                        let mut v = Vec::new();
-                        foreign_nodes(b, file, &mut v);
-                        v
-                    })
-                    .collect(),
-                exhaustive: *exhaustive,
-                tests: tests.clone(),
-            },
-            Node::Loop {
-                body,
-                span,
-                assigned,
-                counters,
-            } => {
-                let mut v = Vec::new();
-                foreign_nodes(body, file, &mut v);
-                Node::Loop {
-                    body: v,
-                    span: span.shifted(by),
-                    assigned: assigned.clone(),
-                    counters: counters.clone(),
-                }
-            }
-            Node::Accumulate(body) => {
-                let mut v = Vec::new();
-                foreign_nodes(body, file, &mut v);
-                Node::Accumulate(v)
-            }
-            other => other.clone(),
-        });
-    }
+    let event = |e: &Event, span: Span| match e {
+        Event::Call(name) => {
+            let name = if name.contains("::") || name.starts_with("*.") {
+                name.clone()
+            } else if name.contains('.') {
+                // A method of the file's own class: `self` stays the
+                // object it is called on from the other file.
+                format!("{file}::{name}|self")
+            } else {
+                format!("{file}::{name}")
+            };
+            Node::Event(Event::Call(name), span.shifted(by))
+        }
+        e => Node::Event(e.clone(), span.shifted(by)),
+    };
+    map_nodes(nodes, &event, &|span| span.shifted(by), &String::clone)
 }
 
 /// Lints `files` with the rules `config` enables, the Python files together;
@@ -470,8 +432,7 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
             continue;
         };
         for f in program.functions.iter().filter(|f| f.name != "<module>") {
-            let mut body = Vec::new();
-            foreign_nodes(&f.body, j, &mut body);
+            let body = foreign_nodes(&f.body, j);
             let name = format!("{j}::{}", f.name);
             pool.insert(
                 name.clone(),

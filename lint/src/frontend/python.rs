@@ -1040,9 +1040,11 @@ impl<'s> Lowerer<'s> {
             Stmt::If(i) => {
                 self.expr(&i.test, out);
                 let named = |n: &str| self.named.get(n).copied();
-                let runs = self.run_lengths.borrow().clone();
+                // Borrowed only while a test is classified (no lowering then).
                 let run_length = |v: &str| {
-                    runs.iter()
+                    self.run_lengths
+                        .borrow()
+                        .iter()
                         .rev()
                         .find(|(name, _)| name == v)
                         .map(|(_, n)| n.clone())
