@@ -205,7 +205,29 @@ fn facts(
         loop_span,
     } = *scope;
     let steps = cfg.find(|e| matches!(e, Event::Step(u) if *u == updater));
-    let reset_nodes = cfg.find(|e| resets(program, e, &updater));
+    // A reset of an optimizer this loop never steps, named like the one it
+    // steps (`self.opt.step()`, `self.learn.opt.zero_grad()`): the same
+    // object reached another way.
+    let stepped: Vec<&str> = cfg
+        .events
+        .iter()
+        .flatten()
+        .filter_map(|(e, _)| match e {
+            Event::Step(Updater::Optimizer(o)) => Some(o.as_str()),
+            _ => None,
+        })
+        .collect();
+    let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
+    let own_reset = |e: &Event| {
+        resets(program, e, &updater)
+            || match (e, &updater) {
+                (Event::Reset(Reset::Optimizer(a)), Updater::Optimizer(b)) => {
+                    last(a) == last(b) && !stepped.contains(&a.as_str())
+                }
+                _ => false,
+            }
+    };
+    let reset_nodes = cfg.find(own_reset);
     let head = cfg.head;
 
     let pile_up = |window_of_one: bool| {
@@ -266,7 +288,7 @@ fn facts(
                 || steps.iter().any(|&s| cfg.forward_path(s, &[t], &between))
         };
         cfg.find(|e| match e {
-            Event::Reset(_) => !resets(program, e, &updater),
+            Event::Reset(_) => !own_reset(e),
             Event::Step(u) => *u != updater,
             _ => false,
         })
@@ -406,7 +428,7 @@ fn facts(
 
     let resets_in_loop: Vec<Span> = reset_nodes.iter().map(|&z| cfg.span(z)).collect();
     let others_reset_in_loop = !cfg
-        .find(|e| matches!(e, Event::Reset(_)) && !resets(program, e, &updater))
+        .find(|e| matches!(e, Event::Reset(_)) && !own_reset(e))
         .is_empty();
     let resets_outside_loop: Vec<Span> = around_events
         .iter()

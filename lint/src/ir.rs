@@ -394,6 +394,22 @@ pub struct Program {
     /// `get_global_grad_norm`): accelerate's optimizer reset is then a no-op
     /// and the engine clears the gradients after its step.
     pub deepspeed: bool,
+    /// Methods classes of the file inherit from classes of other files,
+    /// copied in when those files are lowered.
+    pub inherited: Vec<Inherited>,
+}
+
+/// A method a class of the file inherits from a class of another file: the
+/// copy `class.method` runs `from.method` with `self` an instance of
+/// `class`, whose overrides its calls on `self` reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inherited {
+    /// The class of the file (`DdpTrainer`).
+    pub class: String,
+    /// The method's name (`train_epoch`).
+    pub method: String,
+    /// The class of another file defining it (`3::Trainer`).
+    pub from: String,
 }
 
 impl Program {

@@ -322,6 +322,49 @@ fn foreign_nodes(nodes: &[Node], file: usize) -> Vec<Node> {
     map_nodes(nodes, &event, &|span| span.shifted(by), &String::clone)
 }
 
+/// Copies into `program` the methods its classes inherit from classes of
+/// other files (`pool`): in the copy, a call on `self` of a method the class
+/// overrides runs the override (a base class's loop calling
+/// `self.train_one_step()`).
+fn inherit(program: &mut Program, pool: &HashMap<String, Function>) {
+    if program.inherited.is_empty() {
+        return;
+    }
+    let own: HashSet<String> = program
+        .functions
+        .iter()
+        .map(|f| f.name.clone())
+        .chain(
+            program
+                .inherited
+                .iter()
+                .map(|h| format!("{}.{}", h.class, h.method)),
+        )
+        .collect();
+    for h in std::mem::take(&mut program.inherited) {
+        let Some(f) = pool.get(&format!("{}.{}", h.from, h.method)) else {
+            continue;
+        };
+        let prefix = format!("{}.", h.from);
+        let event = |e: &Event, span: Span| match e {
+            Event::Call(name) => {
+                let local = name
+                    .strip_suffix("|self")
+                    .and_then(|n| n.strip_prefix(&prefix))
+                    .map(|m| format!("{}.{m}", h.class))
+                    .filter(|n| own.contains(n));
+                Node::Event(Event::Call(local.unwrap_or_else(|| name.clone())), span)
+            }
+            e => Node::Event(e.clone(), span),
+        };
+        program.functions.push(Function {
+            name: format!("{}.{}", h.class, h.method),
+            body: map_nodes(&f.body, &event, &|s| s, &String::clone),
+            assigned: f.assigned.clone(),
+        });
+    }
+}
+
 /// Lints `files` with the rules `config` enables, the Python files together;
 /// one result per file, in order.
 pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnostic>, FileError>> {
@@ -464,6 +507,7 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
                 check(&l.name, index, program, &enabled, &foreign)
             } else {
                 let mut program = program.clone();
+                inherit(&mut program, &pool);
                 program.imported = Some(pool.clone());
                 check(&l.name, index, &program, &enabled, &foreign)
             };

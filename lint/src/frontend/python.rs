@@ -9,7 +9,7 @@ use ruff_text_size::Ranged;
 
 use super::conditions::{classify, counting_iter, optimizer_exists};
 use super::{looks_like_optimizer, SyntaxError, OPTIMIZER_TYPES};
-use crate::ir::{Counter, Event, Function, Node, Program, Reset, Span, Tested, Updater};
+use crate::ir::{Counter, Event, Function, Inherited, Node, Program, Reset, Span, Tested, Updater};
 
 /// Deeper statement nesting than this is not analysed (no stack overflow on
 /// generated code).
@@ -73,6 +73,8 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         hf_trainers: HashSet::default(),
         class_defs: HashMap::default(),
         latest_class: HashMap::default(),
+        bases: HashMap::default(),
+        class_asts: HashMap::default(),
         module_body: &module.body,
         calls: std::cell::OnceCell::new(),
         none_params: HashSet::default(),
@@ -169,6 +171,82 @@ fn method_names<C: FromIterator<String>>(class: &ast::StmtClassDef) -> C {
         .collect()
 }
 
+/// Whether a method's body is only a docstring, `pass`, `...` or `raise
+/// NotImplementedError`: a method for subclasses to define.
+fn is_abstract(f: &ast::StmtFunctionDef) -> bool {
+    f.body.iter().all(|s| match s {
+        Stmt::Pass(_) => true,
+        Stmt::Expr(e) => matches!(
+            e.value.as_ref(),
+            Expr::StringLiteral(_) | Expr::EllipsisLiteral(_)
+        ),
+        Stmt::Raise(r) => r.exc.as_deref().is_some_and(|e| {
+            let e = match e {
+                Expr::Call(c) => c.func.as_ref(),
+                e => e,
+            };
+            matches!(e, Expr::Name(n) if n.id.as_str() == "NotImplementedError")
+        }),
+        _ => false,
+    })
+}
+
+/// Whether a method of `class` calls, in a loop, one of the class's
+/// methods left to subclasses (`self.train_one_step(batch)`): a base
+/// class's training loop, worth following for a subclass that defines it.
+fn loop_calls_abstract(class: &ast::StmtClassDef) -> bool {
+    struct Finder<'c> {
+        abstract_methods: Vec<&'c str>,
+        in_loop: usize,
+        found: bool,
+    }
+    impl<'a> Visitor<'a> for Finder<'_> {
+        fn visit_stmt(&mut self, stmt: &'a Stmt) {
+            if self.found {
+                return;
+            }
+            let looping = matches!(stmt, Stmt::For(_) | Stmt::While(_));
+            self.in_loop += usize::from(looping);
+            ruff_python_ast::visitor::walk_stmt(self, stmt);
+            self.in_loop -= usize::from(looping);
+        }
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if self.in_loop > 0 {
+                if let Expr::Call(c) = expr {
+                    if let Expr::Attribute(a) = c.func.as_ref() {
+                        if matches!(a.value.as_ref(), Expr::Name(n) if n.id.as_str() == "self")
+                            && self.abstract_methods.contains(&a.attr.id.as_str())
+                        {
+                            self.found = true;
+                        }
+                    }
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let abstract_methods: Vec<&str> = class
+        .body
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::FunctionDef(f) if is_abstract(f) => Some(f.name.id.as_str()),
+            _ => None,
+        })
+        .collect();
+    if abstract_methods.is_empty() {
+        return false;
+    }
+    let mut f = Finder {
+        abstract_methods,
+        in_loop: 0,
+        found: false,
+    };
+    for stmt in &class.body {
+        f.visit_stmt(stmt);
+    }
+    f.found
+}
+
 /// The [`Summary`] of a parsed file.
 pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
     let relevant = |node: &dyn Ranged| {
@@ -225,15 +303,19 @@ pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
     let mut summary = Summary::default();
     // With no gradient event in the file, none of its classes or functions
     // is worth following: only its imports (re-exports) are kept.
-    let any =
-        source.contains("backward(") || source.contains("zero_grad") || source.contains(".step(");
+    let any = source.contains("backward(")
+        || source.contains("zero_grad")
+        || source.contains(".step(")
+        || source.contains("NotImplementedError")
+        || source.contains("pass")
+        || source.contains("...");
     for stmt in module.body.iter().filter(|_| any) {
         match stmt {
             Stmt::ClassDef(c) => {
                 summary
                     .classes
                     .insert(c.name.id.to_string(), method_names(c));
-                if relevant(c) {
+                if relevant(c) || loop_calls_abstract(c) {
                     summary.relevant.insert(c.name.id.to_string());
                 }
             }
@@ -297,6 +379,11 @@ struct Lowerer<'s> {
     /// A class name -> the key of its last definition (what the name means
     /// after the definitions).
     latest_class: HashMap<String, String>,
+    /// A class key -> its base classes found in the invocation: keys of
+    /// classes of the file (`Trainer`) or of another file (`3::Trainer`).
+    bases: HashMap<String, Vec<String>>,
+    /// A class key of the file -> its definition.
+    class_asts: HashMap<String, &'s ast::StmtClassDef>,
     /// The module's statements.
     module_body: &'s [Stmt],
     /// How the file calls each function by name: the arguments given
@@ -430,14 +517,32 @@ impl<'s> Lowerer<'s> {
     }
 
     /// Records the classes of the file and their methods.
-    fn classes(&mut self, body: &[Stmt], depth: usize) {
+    fn classes(&mut self, body: &'s [Stmt], depth: usize) {
         if depth > MAX_DEPTH {
             return;
         }
         for stmt in body {
             match stmt {
                 Stmt::ClassDef(c) => {
+                    // Bases first: `class Foo(Foo)` derives from the
+                    // definition before.
+                    let bases: Vec<String> = c
+                        .bases()
+                        .iter()
+                        .filter_map(dotted)
+                        .filter_map(|b| {
+                            let last = b.rsplit('.').next().unwrap_or(&b);
+                            self.latest_class
+                                .get(last)
+                                .or_else(|| self.imports.classes.get(&b))
+                                .cloned()
+                        })
+                        .collect();
                     let key = self.class_key(c.name.id.as_str());
+                    if !bases.is_empty() {
+                        self.bases.insert(key.clone(), bases);
+                    }
+                    self.class_asts.insert(key.clone(), c);
                     self.latest_class.insert(c.name.id.to_string(), key.clone());
                     self.classes.insert(key, method_names(c));
                     let hf = c.bases().iter().any(|b| {
@@ -635,46 +740,40 @@ impl<'s> Lowerer<'s> {
         for stmt in body {
             match stmt {
                 Stmt::FunctionDef(f) => {
-                    let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
-                    let none = self.params_none_in_every_call(f);
-                    let outer_none = std::mem::replace(&mut self.none_params, none);
-                    let mut lowered = self.stmts(&f.body, depth + 1);
-                    self.none_params = outer_none;
-                    self.named = outer_named;
-                    let mut assigned = Vec::new();
-                    assigned_names(&f.body, &mut assigned, 0);
-                    let name = f.name.id.as_str();
-                    if self.runs_per_batch(f) || self.owns_a_batch(f, &lowered) {
-                        returns_end_iteration(&mut lowered);
-                        if self.hf_training_step(f) {
-                            // The trainer's own reset, between two calls.
-                            let reset = Reset::Model("model".into());
-                            lowered.insert(0, Node::Event(Event::Reset(reset), span(&f.name)));
-                        }
-                        lowered = vec![Node::Loop {
-                            body: lowered,
-                            span: span(f),
-                            assigned: assigned.clone(),
-                            counters: Vec::new(),
-                        }];
-                    }
-                    let qualified = match &self.class {
-                        Some(c) => format!("{c}.{name}"),
-                        None => name.to_string(),
-                    };
-                    self.program.functions.push(Function {
-                        name: qualified,
-                        body: lowered,
-                        assigned,
-                    });
+                    let function = self.function(f, depth);
+                    self.program.functions.push(function);
                     let outer = self.class.take();
                     self.definitions(&f.body, depth + 1);
                     self.class = outer;
                 }
                 Stmt::ClassDef(c) => {
                     let key = self.class_key(c.name.id.as_str());
-                    let outer = self.class.replace(key);
+                    let outer = self.class.replace(key.clone());
                     self.definitions(&c.body, depth + 1);
+                    // Each inherited method again, as the class's own: a
+                    // base class's loop calling `self.train_one_step()` runs
+                    // the subclass's override.
+                    for (owner, method) in self.inherited(&key) {
+                        if owner.contains("::") {
+                            // Copied once the other file is lowered.
+                            self.program.inherited.push(Inherited {
+                                class: key.clone(),
+                                method,
+                                from: owner,
+                            });
+                            continue;
+                        }
+                        let def = self.class_asts.get(owner.as_str()).and_then(|a| {
+                            a.body.iter().rev().find_map(|s| match s {
+                                Stmt::FunctionDef(f) if f.name.id.as_str() == method => Some(f),
+                                _ => None,
+                            })
+                        });
+                        if let Some(def) = def {
+                            let function = self.function(def, depth + 1);
+                            self.program.functions.push(function);
+                        }
+                    }
                     self.class = outer;
                 }
                 _ => {
@@ -683,6 +782,43 @@ impl<'s> Lowerer<'s> {
                     }
                 }
             }
+        }
+    }
+
+    /// Lowers one function or method (of `self.class`), named
+    /// `Class.method` for a method.
+    fn function(&mut self, f: &'s ast::StmtFunctionDef, depth: usize) -> Function {
+        let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
+        let none = self.params_none_in_every_call(f);
+        let outer_none = std::mem::replace(&mut self.none_params, none);
+        let mut lowered = self.stmts(&f.body, depth + 1);
+        self.none_params = outer_none;
+        self.named = outer_named;
+        let mut assigned = Vec::new();
+        assigned_names(&f.body, &mut assigned, 0);
+        let name = f.name.id.as_str();
+        if self.runs_per_batch(f) || self.owns_a_batch(f, &lowered) {
+            returns_end_iteration(&mut lowered);
+            if self.hf_training_step(f) {
+                // The trainer's own reset, between two calls.
+                let reset = Reset::Model("model".into());
+                lowered.insert(0, Node::Event(Event::Reset(reset), span(&f.name)));
+            }
+            lowered = vec![Node::Loop {
+                body: lowered,
+                span: span(f),
+                assigned: assigned.clone(),
+                counters: Vec::new(),
+            }];
+        }
+        let qualified = match &self.class {
+            Some(c) => format!("{c}.{name}"),
+            None => name.to_string(),
+        };
+        Function {
+            name: qualified,
+            body: lowered,
+            assigned,
         }
     }
 
@@ -913,10 +1049,74 @@ impl<'s> Lowerer<'s> {
             Some("self") | None => String::new(),
             Some(r) => format!("|{r}"),
         };
-        self.classes
-            .get(&class)?
-            .contains(method)
-            .then(|| format!("{class}.{method}{suffix}"))
+        // An inherited method has a copy of its own in the class (see
+        // `inherited`), where `self.m()` runs the class's override of `m`.
+        self.method_owner(&class, method)
+            .map(|_| format!("{class}.{method}{suffix}"))
+    }
+
+    /// The class that defines `method` for instances of `class`: the class
+    /// itself or the first of its bases (depth first) that does.
+    fn method_owner(&self, class: &str, method: &str) -> Option<String> {
+        fn walk(
+            l: &Lowerer<'_>,
+            class: &str,
+            method: &str,
+            seen: &mut Vec<String>,
+        ) -> Option<String> {
+            if seen.len() > 8 || seen.iter().any(|c| c == class) {
+                return None;
+            }
+            seen.push(class.to_string());
+            let own = if class.contains("::") {
+                l.imports.methods.get(class)
+            } else {
+                l.classes.get(class)
+            };
+            if own.is_some_and(|m| m.contains(method)) {
+                return Some(class.to_string());
+            }
+            l.bases
+                .get(class)?
+                .iter()
+                .find_map(|b| walk(l, b, method, seen))
+        }
+        walk(self, class, method, &mut Vec::new())
+    }
+
+    /// The methods a class of the file inherits (not overriding them), with
+    /// the class that defines each.
+    fn inherited(&self, class: &str) -> Vec<(String, String)> {
+        let mut names: Vec<String> = Vec::new();
+        let mut stack: Vec<&str> = self
+            .bases
+            .get(class)
+            .map(|b| b.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut seen: Vec<&str> = Vec::new();
+        while let Some(b) = stack.pop() {
+            if seen.len() > 8 || seen.contains(&b) {
+                continue;
+            }
+            seen.push(b);
+            let own = if b.contains("::") {
+                self.imports.methods.get(b)
+            } else {
+                self.classes.get(b)
+            };
+            names.extend(own.into_iter().flatten().cloned());
+            if let Some(more) = self.bases.get(b) {
+                stack.extend(more.iter().map(String::as_str));
+            }
+        }
+        names.sort();
+        names.dedup();
+        let own = self.classes.get(class);
+        names
+            .into_iter()
+            .filter(|m| !own.is_some_and(|o| o.contains(m)))
+            .filter_map(|m| Some((self.method_owner(class, &m)?, m)))
+            .collect()
     }
 
     fn stmts(&self, body: &[Stmt], depth: usize) -> Vec<Node> {
