@@ -72,6 +72,9 @@ pub struct Cfg {
     cap: u32,
     /// Where a window opens: one past the residue that guards a step.
     window_start: Option<Residue>,
+    /// Per nested loop head, the iteration bits of the tests inside it:
+    /// cleared when that loop's iteration ends.
+    inner_bits: Vec<u16>,
 }
 
 /// A condition of the graph, with what the analysis makes of it.
@@ -86,9 +89,10 @@ pub struct Cond {
 /// What a condition of the graph is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    /// A test of the tracked counter, and whether it holds when the window
-    /// length is 1.
-    Counter(Residue, bool),
+    /// A test of the tracked counter, whether it holds when the window
+    /// length is 1, and the bit that keeps its value within one iteration
+    /// (the phase cannot say "not at this residue" while it is unknown).
+    Counter(Residue, bool, Option<u32>),
     /// Holds on a non-finite or out-of-range value.
     Skip,
     /// A loop-invariant flag (the bit of the search state that holds it).
@@ -471,7 +475,22 @@ impl Cfg {
                     Some(state)
                 }
             },
-            &Kind::Counter(r, at_one) => self.decide_counter(state, r, at_one, v),
+            &Kind::Counter(r, at_one, bit) => {
+                if let Some(bit) = bit {
+                    let mask = 1u16 << bit;
+                    if state.iteration_known & mask != 0 {
+                        if (state.iteration_value & mask != 0) != v {
+                            return None;
+                        }
+                    } else {
+                        state.iteration_known |= mask;
+                        if v {
+                            state.iteration_value |= mask;
+                        }
+                    }
+                }
+                self.decide_counter(state, r, at_one, v)
+            }
             Kind::AfterFirst => (v || !state.later).then_some(state),
             &Kind::Iteration {
                 bit,
@@ -523,6 +542,11 @@ impl Cfg {
             state.later = true;
             state.iteration_known = 0;
             state.iteration_value = 0;
+        } else if is_back {
+            // A nested loop's iteration ends: its tests are asked again.
+            let mask = !self.inner_bits.get(node).copied().unwrap_or(0);
+            state.iteration_known &= mask;
+            state.iteration_value &= mask;
         }
         let Some(counters) = self.heads[node].as_ref() else {
             return vec![state];
@@ -643,10 +667,22 @@ impl Builder<'_> {
 
     /// Classifies the conditions once the whole graph is known.
     fn finish(&mut self) {
-        // The counter tested most often is tracked; a `%` window before a
+        // Which conditions guard gradient events.
+        let mut guards_events = vec![false; self.raw.len()];
+        for (n, event) in self.cfg.events.iter().enumerate() {
+            if event.is_some() {
+                for &(c, _) in &self.cfg.guards[n] {
+                    guards_events[c] = true;
+                }
+            }
+        }
+        // The counter window that guards gradient events and is tested most
+        // often is tracked (the first on a tie); a `%` window before a
         // loop's whole run (`i == 0`, `i == n - 1`).
-        let mut counts: Vec<((String, String), (bool, usize))> = Vec::new();
-        for c in &self.raw {
+        // (counter, modulus) -> (not a whole run, guards events, tests).
+        type Weight = (bool, bool, usize);
+        let mut counts: Vec<((String, String), Weight)> = Vec::new();
+        for (i, c) in self.raw.iter().enumerate() {
             if let CondClass::Counter {
                 counter,
                 modulus,
@@ -655,16 +691,32 @@ impl Builder<'_> {
             } = &c.class
             {
                 let k = (counter.clone(), modulus.clone());
+                let tested = self.tested[i];
                 match counts.iter_mut().find(|(x, _)| *x == k) {
-                    Some((_, (_, n))) => *n += 1,
-                    None => counts.push((k, (!whole_run, 1))),
+                    Some((_, (_, g, n))) => {
+                        *g |= guards_events[i];
+                        *n += tested;
+                    }
+                    None => counts.push((k, (!whole_run, guards_events[i], tested))),
                 }
             }
         }
-        let tracked = counts
+        let mut tracked = counts
             .iter()
+            .rev()
             .max_by_key(|(_, weight)| *weight)
             .map(|(k, _)| k.clone());
+        // A window whose length is a multiple of another's on the same
+        // counter (`step % (r * k)` and `step % k`): the shorter one is
+        // tracked, the longer one implies its boundary.
+        if let Some((counter, modulus)) = tracked.clone() {
+            let shorter = counts.iter().find(|((c, m), _)| {
+                *c == counter && *m != modulus && factors(&modulus).contains(&m.as_str())
+            });
+            if let Some((k, _)) = shorter {
+                tracked = Some(k.clone());
+            }
+        }
         let mut bits = 0u32;
         let mut iteration_bits = 0u32;
         let mut cap = 0;
@@ -684,14 +736,6 @@ impl Builder<'_> {
             })
             .collect();
         // Only flags that guard gradient events matter.
-        let mut guards_events = vec![false; self.raw.len()];
-        for (n, event) in self.cfg.events.iter().enumerate() {
-            if event.is_some() {
-                for &(c, _) in &self.cfg.guards[n] {
-                    guards_events[c] = true;
-                }
-            }
-        }
         order.retain(|&i| guards_events[i]);
         order.sort_by_key(|&i| std::cmp::Reverse(self.tested[i]));
         order.truncate(MAX_FLAGS as usize);
@@ -706,7 +750,12 @@ impl Builder<'_> {
                     ..
                 } if tracked.as_ref() == Some(&(counter.clone(), modulus.clone())) => {
                     cap = cap.max(residue.magnitude().saturating_add(1));
-                    Kind::Counter(*residue, *at_one)
+                    let bit =
+                        (guards_events[i] && iteration_bits < MAX_ITERATION_BITS).then(|| {
+                            iteration_bits += 1;
+                            iteration_bits - 1
+                        });
+                    Kind::Counter(*residue, *at_one, bit)
                 }
                 // Another test of a counter: the same within an iteration.
                 CondClass::Counter {
@@ -759,12 +808,26 @@ impl Builder<'_> {
                 kind,
             });
         }
+        // The iteration bits of the tests inside each nested loop.
+        let mut inner_bits = vec![0u16; self.cfg.events.len()];
+        for (n, assumed) in self.cfg.assumes.iter().enumerate() {
+            for &(c, _) in assumed {
+                let bit = match self.cfg.conds[c].kind {
+                    Kind::Iteration { bit, .. } | Kind::Counter(_, _, Some(bit)) => bit,
+                    _ => continue,
+                };
+                for &l in &self.cfg.loops[n] {
+                    inner_bits[l] |= 1 << bit;
+                }
+            }
+        }
+        self.cfg.inner_bits = inner_bits;
         // The residue of the tracked counter that guards a step.
         let step_residue = (0..self.cfg.events.len())
             .filter(|&n| matches!(self.cfg.events[n], Some((Event::Step(_), _))))
             .flat_map(|n| self.cfg.guards[n].iter())
             .find_map(|&(c, v)| match self.cfg.conds[c].kind {
-                Kind::Counter(r, _) if v => Some(r),
+                Kind::Counter(r, _, _) if v => Some(r),
                 _ => None,
             });
         self.cfg.window_start = step_residue.map(|r| match r {

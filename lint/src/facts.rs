@@ -230,30 +230,6 @@ fn facts(
     let reset_nodes = cfg.find(own_reset);
     let head = cfg.head;
 
-    let pile_up = |window_of_one: bool| {
-        steps
-            .iter()
-            .find(|&&s| {
-                cfg.ask(Query {
-                    blocked: &reset_nodes,
-                    need: Some(backwards),
-                    window_of_one,
-                    ..Query::new(s, &steps)
-                })
-            })
-            .map(|&s| cfg.span(s))
-    };
-    // A window length that is a setting may be 1 (its usual default): then
-    // a reset tested off the window's boundary never runs.
-    let (pile_up_step, pile_up_window_of_one) = match (pile_up(false), cfg.window_setting()) {
-        (Some(s), _) => (Some(s), None),
-        (None, Some(k)) => match pile_up(true) {
-            Some(s) => (Some(s), Some(k.to_string())),
-            None => (None, None),
-        },
-        (None, None) => (None, None),
-    };
-
     // Resets that clear gradients the step would apply: a new optimizer
     // (over fresh tensors) has none to clear, and `p.grad = None` on some
     // parameters between backward and step drops them on purpose.
@@ -283,10 +259,18 @@ fn facts(
         // pass or reset between) share the passes before them.
         let all_resets = cfg.find(|e| matches!(e, Event::Reset(_)));
         let between: Vec<usize> = all_resets.iter().chain(backwards).copied().collect();
-        let together = |t: usize| {
-            cfg.forward_path(t, &steps, &between)
-                || steps.iter().any(|&s| cfg.forward_path(s, &[t], &between))
+        // Always together: every way on from the first reaches the second
+        // before a backward pass, a reset or the end of the iteration (not
+        // only when some test holds).
+        let always = |from: usize, to: &[usize]| {
+            let escape: Vec<usize> = between.iter().copied().chain([head]).collect();
+            cfg.forward_path(from, to, &between)
+                && !cfg.ask(Query {
+                    blocked: to,
+                    ..Query::new(from, &escape)
+                })
         };
+        let together = |t: usize| always(t, &steps) || steps.iter().any(|&s| always(s, &[t]));
         cfg.find(|e| match e {
             Event::Reset(_) => !own_reset(e),
             Event::Step(u) => *u != updater,
@@ -310,6 +294,30 @@ fn facts(
         })
         .collect();
     let backwards_for_accumulation: &[usize] = &own_backwards;
+
+    let pile_up = |window_of_one: bool| {
+        steps
+            .iter()
+            .find(|&&s| {
+                cfg.ask(Query {
+                    blocked: &reset_nodes,
+                    need: Some(&own_backwards),
+                    window_of_one,
+                    ..Query::new(s, &steps)
+                })
+            })
+            .map(|&s| cfg.span(s))
+    };
+    // A window length that is a setting may be 1 (its usual default): then
+    // a reset tested off the window's boundary never runs.
+    let (pile_up_step, pile_up_window_of_one) = match (pile_up(false), cfg.window_setting()) {
+        (Some(s), _) => (Some(s), None),
+        (None, Some(k)) => match pile_up(true) {
+            Some(s) => (Some(s), Some(k.to_string())),
+            None => (None, None),
+        },
+        (None, None) => (None, None),
+    };
 
     // In program order within one iteration (no loop closes): backward,
     // reset, step, and no backward between the reset and the step; the same

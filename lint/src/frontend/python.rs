@@ -1172,6 +1172,18 @@ impl<'s> Lowerer<'s> {
                     let updater = self.manual_updater(&a.target, &a.value);
                     out.push(Node::Event(Event::Step(updater), span(stmt)));
                 }
+                // `p.grad *= mom` decays what the passes left on purpose
+                // (momentum kept in the gradients): managed by hand, like
+                // `p.grad = g`, so for the analysis a reset.
+                if a.op == Operator::Mult {
+                    if let Expr::Attribute(t) = a.target.as_ref() {
+                        if t.attr.id.as_str() == "grad" {
+                            if let Some(reset) = self.grad_reset(&t.value) {
+                                out.push(Node::Event(reset, span(stmt)));
+                            }
+                        }
+                    }
+                }
             }
             Stmt::For(f) => {
                 self.expr(&f.iter, out);
