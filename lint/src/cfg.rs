@@ -113,6 +113,8 @@ pub enum Kind {
         /// boundary.
         implies_boundary: bool,
     },
+    /// Always holds (`p.grad is not None`).
+    Always,
     /// No correlation is known.
     Unknown,
 }
@@ -509,6 +511,7 @@ impl Cfg {
                 }
                 Some(state)
             }
+            Kind::Always => v.then_some(state),
             Kind::Flag(None) | Kind::Unknown => Some(state),
         }
     }
@@ -778,6 +781,7 @@ impl Builder<'_> {
                 }
                 CondClass::Counter { .. } => Kind::Unknown,
                 CondClass::Skip => Kind::Skip,
+                CondClass::Always => Kind::Always,
                 CondClass::Flag(reads) if reads.iter().any(varies) => Kind::Unknown,
                 CondClass::Flag(_) if correlates => {
                     bits += 1;

@@ -214,6 +214,9 @@ pub enum CondClass {
     /// `x is not None`: a flag, or, when the loop assigns `x`, true from the
     /// second iteration on (`params = ...` after `if params is not None:`).
     NotNone(String),
+    /// True for the analysis: `p.grad is not None` (a reset or an update it
+    /// guards has nothing to act on when it fails), `i % 1 == 0`.
+    Always,
     /// `k == 1` on a window length (the modulus text): with a window of one,
     /// every boundary test of a counter modulo `k` holds.
     WindowOne(String),

@@ -272,6 +272,20 @@ fn imports_of(
                 name,
                 local,
             } => {
+                if name == "*" {
+                    // Every class and function of the module worth following.
+                    let Some(j) = index.resolve(file, *level, module) else {
+                        continue;
+                    };
+                    let Some(s) = summaries[j] else { continue };
+                    for class in s.classes.keys().filter(|c| s.relevant.contains(*c)) {
+                        bind(&mut out, class, Target::Class(j, class.clone()));
+                    }
+                    for function in s.functions.iter().filter(|f| s.relevant.contains(*f)) {
+                        bind(&mut out, function, Target::Function(j, function.clone()));
+                    }
+                    continue;
+                }
                 if wanted.is_some_and(|w| !w.contains(name.as_str())) {
                     continue;
                 }

@@ -180,10 +180,15 @@ fn classify_one<'e>(
         let none = matches!(c.comparators.first(), Some(Expr::NoneLiteral(_)));
         if c.ops.len() == 1 && none && matches!(c.ops[0], CmpOp::Is | CmpOp::IsNot) {
             if let Some(name) = dotted(&c.left) {
+                let class = if name.ends_with(".grad") {
+                    CondClass::Always
+                } else {
+                    CondClass::NotNone(name.clone())
+                };
                 return Some(Test {
                     cond: Cond {
                         key: format!("{name}isnotNone"),
-                        class: CondClass::NotNone(name),
+                        class,
                     },
                     negated: negated ^ (c.ops[0] == CmpOp::Is),
                 });
@@ -323,6 +328,14 @@ fn modulo(source: &str, expr: &Expr) -> Option<(String, i64, String)> {
     Some((counter, offset, key(source, &b.right)))
 }
 
+/// A test of `counter % 1`, which is always 0.
+fn always(counter: &str) -> Cond {
+    Cond {
+        key: format!("{counter}%1==0"),
+        class: CondClass::Always,
+    }
+}
+
 /// A counter test, and whether the test holds when the counter is *not* at
 /// the residue (`!=`, a bare `i % k`).
 fn counter(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
@@ -370,11 +383,19 @@ fn counter(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
                     _ => return None,
                 },
             };
+            if modulus == "1" {
+                // `x % 1` is 0: the test holds exactly when 0 is its target.
+                return Some((always(&name), negated ^ (target != 0)));
+            }
             make(name, modulus, target.checked_sub(offset)?, negated, at_one)
         }
         // `if i % k:` holds when the counter is off the boundary.
         Expr::BinOp(_) => {
             let (name, offset, modulus) = modulo(source, expr)?;
+            if modulus == "1" {
+                // `if i % 1:` never holds.
+                return Some((always(&name), true));
+            }
             make(name, modulus, offset.checked_neg()?, true, true)
         }
         _ => None,
@@ -398,6 +419,14 @@ fn mentions_loss_or_norm(expr: &Expr) -> bool {
 fn is_bound(expr: &Expr) -> bool {
     if int(expr).is_some() || matches!(expr, Expr::NumberLiteral(_)) {
         return true;
+    }
+    // A multiple of a reference value (`10.0 * loss_0`, `prev * 3`).
+    if let Expr::BinOp(b) = expr {
+        let number = |e: &Expr| matches!(e, Expr::NumberLiteral(_));
+        let reference = |e: &Expr| dotted(e).is_some() || is_bound(e);
+        return b.op == Operator::Mult
+            && ((number(&b.left) && reference(&b.right))
+                || (reference(&b.left) && number(&b.right)));
     }
     dotted(expr).is_some_and(|t| {
         let t = t.to_ascii_lowercase();

@@ -75,6 +75,7 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         latest_class: HashMap::default(),
         bases: HashMap::default(),
         class_asts: HashMap::default(),
+        event_methods: HashSet::default(),
         module_body: &module.body,
         calls: std::cell::OnceCell::new(),
         none_params: HashSet::default(),
@@ -384,6 +385,9 @@ struct Lowerer<'s> {
     bases: HashMap<String, Vec<String>>,
     /// A class key of the file -> its definition.
     class_asts: HashMap<String, &'s ast::StmtClassDef>,
+    /// Methods (`Class.method`) of the file's classes whose text has a
+    /// gradient event.
+    event_methods: HashSet<String>,
     /// The module's statements.
     module_body: &'s [Stmt],
     /// How the file calls each function by name: the arguments given
@@ -543,6 +547,17 @@ impl<'s> Lowerer<'s> {
                         self.bases.insert(key.clone(), bases);
                     }
                     self.class_asts.insert(key.clone(), c);
+                    for stmt in &c.body {
+                        if let Stmt::FunctionDef(f) = stmt {
+                            let text = self.text(f);
+                            if text.contains("backward(")
+                                || text.contains("zero_grad")
+                                || text.contains(".step(")
+                            {
+                                self.event_methods.insert(format!("{key}.{}", f.name.id));
+                            }
+                        }
+                    }
                     self.latest_class.insert(c.name.id.to_string(), key.clone());
                     self.classes.insert(key, method_names(c));
                     let hf = c.bases().iter().any(|b| {
@@ -1485,6 +1500,19 @@ impl<'s> Lowerer<'s> {
 
     fn call(&self, call: &ast::ExprCall) -> Option<Event> {
         let args = &call.arguments;
+        // `model(x)` on an instance of a class whose `forward` has gradient
+        // events (a model that resets its own gradients before the pass).
+        if let Some(f) = dotted(&call.func).filter(|f| self.instances.contains_key(f)) {
+            let run = ["forward", "__call__"].iter().find_map(|m| {
+                let class = &self.instances[&f];
+                let owner = self.method_owner(class, m)?;
+                (owner.contains("::") || self.event_methods.contains(&format!("{owner}.{m}")))
+                    .then(|| self.method_of(Some(&f), m))?
+            });
+            if run.is_some() {
+                return run.map(Event::Call);
+            }
+        }
         match call.func.as_ref() {
             Expr::Attribute(a) => {
                 let method = a.attr.id.as_str();
