@@ -56,6 +56,8 @@ pub struct Cfg {
     pub assumes: Vec<Vec<(usize, bool)>>,
     /// Per node, the assumptions of the branches enclosing it.
     pub guards: Vec<Vec<(usize, bool)>>,
+    /// Per node, the flags it sets (`skip = True`): (condition, value).
+    pub sets: Vec<Vec<(usize, bool)>>,
     /// Per node, the heads of the loops (nested in the analysed one) that
     /// contain it.
     pub loops: Vec<Vec<usize>>,
@@ -218,6 +220,8 @@ struct Builder<'p> {
     assigned: FxHashSet<String>,
     /// Heads of the nested loops being built.
     loop_stack: Vec<usize>,
+    /// Conditions a node sets (`skip = True`).
+    set_conds: FxHashSet<usize>,
 }
 
 impl Cfg {
@@ -238,6 +242,7 @@ impl Cfg {
             guard_stack: Vec::new(),
             assigned: assigned.iter().cloned().collect(),
             loop_stack: Vec::new(),
+            set_conds: FxHashSet::default(),
         };
         let head = b.node(None, false);
         b.cfg.heads[head] = Some(counters.to_vec());
@@ -452,6 +457,17 @@ impl Cfg {
         for &(c, v) in &self.assumes[node] {
             state = self.decide(state, c, v, avoid_skips)?;
         }
+        for &(c, v) in &self.sets[node] {
+            if let Kind::Iteration { bit, .. } = self.conds[c].kind {
+                let mask = 1u16 << bit;
+                state.iteration_known |= mask;
+                if v {
+                    state.iteration_value |= mask;
+                } else {
+                    state.iteration_value &= !mask;
+                }
+            }
+        }
         Some(state)
     }
 
@@ -603,6 +619,7 @@ impl Builder<'_> {
         self.cfg.in_accumulate.push(accumulate);
         self.cfg.succ.push(Vec::new());
         self.cfg.assumes.push(Vec::new());
+        self.cfg.sets.push(Vec::new());
         self.cfg.guards.push(self.guard_stack.clone());
         self.cfg.heads.push(None);
         self.cfg.loops.push(self.loop_stack.clone());
@@ -745,6 +762,17 @@ impl Builder<'_> {
         for (i, c) in self.raw.iter().enumerate() {
             let correlates = order.contains(&i);
             let kind = match &c.class {
+                // A flag the loop sets (`skip = True`): known from the
+                // assignment on, within the iteration.
+                CondClass::Flag(_)
+                    if self.set_conds.contains(&i) && iteration_bits < MAX_ITERATION_BITS =>
+                {
+                    iteration_bits += 1;
+                    Kind::Iteration {
+                        bit: iteration_bits - 1,
+                        implies_boundary: false,
+                    }
+                }
                 CondClass::Counter {
                     counter,
                     modulus,
@@ -992,6 +1020,23 @@ impl Builder<'_> {
                     returns.extend(frontier);
                 }
                 Vec::new()
+            }
+            Node::Set(name, value) => {
+                let test = Test {
+                    cond: crate::ir::Cond {
+                        key: name.clone(),
+                        class: CondClass::Flag(vec![name.clone()]),
+                    },
+                    negated: false,
+                };
+                let (c, _) = self.cond(&test);
+                // Set, not tested.
+                self.tested[c] -= 1;
+                self.set_conds.insert(c);
+                let n = self.node(None, ctx.accumulate);
+                self.cfg.sets[n].push((c, *value));
+                self.edges(&frontier, n);
+                vec![n]
             }
         }
     }

@@ -100,7 +100,7 @@ fn events_around(nodes: &[Node], around: Option<Span>, out: &mut Vec<(Event, Spa
             }
             Node::Loop { .. } => {}
             Node::Accumulate(body) => events_around(body, around, out),
-            Node::Break | Node::Continue | Node::Return => {}
+            Node::Break | Node::Continue | Node::Return | Node::Set(..) => {}
         }
     }
 }

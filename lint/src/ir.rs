@@ -359,6 +359,10 @@ pub enum Node {
     Continue,
     /// `return` (or `raise`).
     Return,
+    /// `name = True` / `name = False`: the flag tested as `if name:` holds
+    /// (or not) from here on in this iteration (`skip = True` in a branch,
+    /// `if not skip: opt.step()` after it).
+    Set(String, bool),
 }
 
 /// A function (or the module's top level) of a file.

@@ -420,13 +420,13 @@ fn is_bound(expr: &Expr) -> bool {
     if int(expr).is_some() || matches!(expr, Expr::NumberLiteral(_)) {
         return true;
     }
-    // A multiple of a reference value (`10.0 * loss_0`, `prev * 3`).
+    // A multiple of a reference value (`10.0 * loss_0`, `ema *
+    // spike_threshold`).
     if let Expr::BinOp(b) = expr {
-        let number = |e: &Expr| matches!(e, Expr::NumberLiteral(_));
         let reference = |e: &Expr| dotted(e).is_some() || is_bound(e);
         return b.op == Operator::Mult
-            && ((number(&b.left) && reference(&b.right))
-                || (reference(&b.left) && number(&b.right)));
+            && ((is_bound(&b.left) && reference(&b.right))
+                || (reference(&b.left) && is_bound(&b.right)));
     }
     dotted(expr).is_some_and(|t| {
         let t = t.to_ascii_lowercase();

@@ -1151,6 +1151,12 @@ impl<'s> Lowerer<'s> {
             Stmt::Expr(e) => self.expr(&e.value, out),
             Stmt::Assign(a) => {
                 self.expr(&a.value, out);
+                // `skip = True`: a flag later tests read.
+                if let (Expr::BooleanLiteral(b), [Expr::Name(n)]) =
+                    (a.value.as_ref(), a.targets.as_slice())
+                {
+                    out.push(Node::Set(n.id.to_string(), b.value));
+                }
                 for target in &a.targets {
                     self.assignment(target, &a.value, stmt, out);
                     // A new optimizer over new tensors starts with no gradient
