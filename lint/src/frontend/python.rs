@@ -79,6 +79,7 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         module_body: &module.body,
         calls: std::cell::OnceCell::new(),
         none_params: HashSet::default(),
+        constants: module_constants(&module.body),
         run_lengths: std::cell::RefCell::new(Vec::new()),
     };
     lowerer.program.deepspeed =
@@ -396,6 +397,9 @@ struct Lowerer<'s> {
     /// The loop variables of the enclosing `for v in range(n)` /
     /// `enumerate(x)` loops, with the run's length (`n`, `len(x)`).
     run_lengths: std::cell::RefCell<Vec<(String, String)>>,
+    /// Names bound once in the whole file, at its top level, to `True` or
+    /// `False` (`USE_AMP = False`), and never a parameter's name.
+    constants: HashMap<String, bool>,
     /// In the function being lowered, the parameters that are `None` in
     /// every call of the file (`train(net, ..., params, lr)` leaves
     /// `optimizer=None`): `if optimizer is not None:` never runs.
@@ -985,6 +989,7 @@ impl<'s> Lowerer<'s> {
             Expr::UnaryOp(u) if u.op == ast::UnaryOp::Not => {
                 self.constant_test(&u.operand).map(|v| !v)
             }
+            Expr::Name(n) => self.constants.get(n.id.as_str()).copied(),
             Expr::BoolOp(b) => {
                 let values: Vec<Option<bool>> =
                     b.values.iter().map(|v| self.constant_test(v)).collect();
@@ -1259,7 +1264,7 @@ impl<'s> Lowerer<'s> {
             }
             // A test on a parameter that every call of the file leaves `None`.
             Stmt::If(i)
-                if !self.none_params.is_empty()
+                if (!self.none_params.is_empty() || !self.constants.is_empty())
                     && i.elif_else_clauses.iter().all(|c| c.test.is_none())
                     && self.constant_test(&i.test).is_some() =>
             {
@@ -1679,6 +1684,48 @@ fn contains_accumulate(nodes: &[Node]) -> bool {
         Node::If { branches, .. } => branches.iter().any(|b| contains_accumulate(b)),
         _ => false,
     })
+}
+
+/// Names bound once in the whole module, at its top level, to a boolean
+/// literal, and never a function's parameter: settings of a script
+/// (`USE_AMP = False`).
+fn module_constants(body: &[Stmt]) -> HashMap<String, bool> {
+    #[derive(Default)]
+    struct Stores(HashMap<String, usize>);
+    impl<'a> Visitor<'a> for Stores {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Name(n) = expr {
+                if n.ctx.is_store() {
+                    *self.0.entry(n.id.to_string()).or_default() += 1;
+                }
+            }
+            walk_expr(self, expr);
+        }
+        fn visit_parameter(&mut self, p: &'a ast::Parameter) {
+            // A parameter of that name may shadow it.
+            *self.0.entry(p.name.id.to_string()).or_default() += 2;
+            ruff_python_ast::visitor::walk_parameter(self, p);
+        }
+    }
+    let mut out = HashMap::default();
+    for stmt in body {
+        if let Stmt::Assign(a) = stmt {
+            if let (Expr::BooleanLiteral(b), [Expr::Name(n)]) =
+                (a.value.as_ref(), a.targets.as_slice())
+            {
+                out.insert(n.id.to_string(), b.value);
+            }
+        }
+    }
+    if out.is_empty() {
+        return out;
+    }
+    let mut stores = Stores::default();
+    for stmt in body {
+        stores.visit_stmt(stmt);
+    }
+    out.retain(|name, _| stores.0.get(name) == Some(&1));
+    out
 }
 
 /// The names and attribute paths listed in a list or tuple literal.
