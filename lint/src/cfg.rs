@@ -74,6 +74,9 @@ pub struct Cfg {
     cap: u32,
     /// Where a window opens: one past the residue that guards a step.
     window_start: Option<Residue>,
+    /// Whether the tracked window is the analysed loop's whole run (`i == 0`,
+    /// `i == n - 1` over `range(n)`): no iteration follows its last one.
+    pub whole_run: bool,
     /// Per nested loop head, the iteration bits of the tests inside it:
     /// cleared when that loop's iteration ends.
     inner_bits: Vec<u16>,
@@ -544,6 +547,10 @@ impl Cfg {
             Residue::Low(n) => Phase::Low(n),
             Residue::High(n) => Phase::High(n),
         };
+        // Over a window as long as the run, `i == 0` is its first iteration.
+        if self.whole_run && v && at == Phase::Low(0) && state.later {
+            return None;
+        }
         match state.phase {
             Phase::Unknown => {
                 if v {
@@ -558,6 +565,10 @@ impl Cfg {
     /// The states on entering `head` (a loop head or not) from an edge.
     fn transit(&self, node: usize, is_back: bool, mut state: State) -> Vec<State> {
         if is_back && node == self.head {
+            if self.whole_run && matches!(state.phase, Phase::High(0 | 1)) {
+                // The run's last iteration: the loop ends.
+                return Vec::new();
+            }
             state.later = true;
             state.iteration_known = 0;
             state.iteration_value = 0;
@@ -737,6 +748,11 @@ impl Builder<'_> {
                 tracked = Some(k.clone());
             }
         }
+        // A window as long as the loop's run: its last iteration ends the run.
+        self.cfg.whole_run = tracked
+            .as_ref()
+            .and_then(|t| counts.iter().find(|(k, _)| k == t))
+            .is_some_and(|(_, (windowed, _, _))| !windowed);
         let mut bits = 0u32;
         let mut iteration_bits = 0u32;
         let mut cap = 0;

@@ -394,19 +394,34 @@ fn facts(
                 return false;
             }
             let outside = cfg.outside_loop_of(z);
-            steps.iter().any(|&s| {
-                cfg.within_loops_of(z, s)
-                    && cfg.ask(Query {
-                        blocked: &steps,
-                        need: Some(backwards_for_accumulation),
-                        avoid_skips: true,
-                        // A new run of the loop (next epoch, next fold)
-                        // starts a new window.
-                        within: cfg.common_loop(s, z),
-                        blocked_after_need: &outside,
-                        ..Query::new(s, &[z])
-                    })
-            })
+            // Over a window as long as the run, the run's start opens it:
+            // a pass of an earlier iteration cleared in a later one by a
+            // reset the window's tests do not guard.
+            let from_start = cfg.whole_run
+                && !cfg.guards[z]
+                    .iter()
+                    .any(|&(c, _)| matches!(cfg.conds[c].kind, crate::cfg::Kind::Counter(..)))
+                && cfg.ask(Query {
+                    blocked: &steps,
+                    need: Some(backwards_for_accumulation),
+                    need_then_next_iteration: true,
+                    avoid_skips: true,
+                    ..Query::new(head, &[z])
+                });
+            from_start
+                || steps.iter().any(|&s| {
+                    cfg.within_loops_of(z, s)
+                        && cfg.ask(Query {
+                            blocked: &steps,
+                            need: Some(backwards_for_accumulation),
+                            avoid_skips: true,
+                            // A new run of the loop (next epoch, next fold)
+                            // starts a new window.
+                            within: cfg.common_loop(s, z),
+                            blocked_after_need: &outside,
+                            ..Query::new(s, &[z])
+                        })
+                })
         })
         .map(|&z| cfg.span(z));
 
