@@ -805,8 +805,8 @@ mod tests {
     #[test]
     fn a_finding_in_another_file_than_its_loop_is_reported_not_fixed() {
         let dir = tempfile::tempdir().unwrap();
-        let train = "from .trainer import Trainer\n\ndef main(m, data):\n    t = Trainer(m)\n    for b in data:\n        t.train_step(b)\n";
-        let trainer = "import torch\n\nclass Trainer:\n    def __init__(self, m):\n        self.optimizer = torch.optim.SGD(m.parameters(), lr=0.1)\n\n    def train_step(self, b):\n        loss(b).backward()\n        self.optimizer.step()\n";
+        let train = "from .trainer import Trainer\n\ndef main(m, data):\n    t = Trainer(m)\n    for b in data:\n        t.run_batch(b)\n";
+        let trainer = "import torch\n\nclass Trainer:\n    def __init__(self, m):\n        self.optimizer = torch.optim.SGD(m.parameters(), lr=0.1)\n\n    def run_batch(self, b):\n        loss(b).backward()\n        self.optimizer.step()\n";
         std::fs::write(dir.path().join("train.py"), train).unwrap();
         std::fs::write(dir.path().join("trainer.py"), trainer).unwrap();
         let root = vec![dir.path().to_path_buf()];

@@ -843,7 +843,8 @@ impl<'s> Lowerer<'s> {
 
     /// A method named like a per-batch update (`step`, `train_step`,
     /// `optimize_parameters`...) that itself runs a backward pass, a step and
-    /// a reset: it owns one batch's gradient cycle, whoever calls it.
+    /// a reset (or whose class never resets): it owns one batch's gradient
+    /// cycle, whoever calls it.
     fn owns_a_batch(&self, f: &ast::StmtFunctionDef, body: &[Node]) -> bool {
         const NAMES: [&str; 10] = [
             "step",
@@ -881,7 +882,18 @@ impl<'s> Lowerer<'s> {
             }
         }
         walk(body, &mut seen);
-        seen.iter().all(|&b| b)
+        // A class that never resets gradients anywhere (no `zero_grad`, no
+        // `.grad` touched): its update piles them up whoever calls it.
+        let never_resets = || {
+            self.class
+                .as_ref()
+                .and_then(|c| self.class_asts.get(c))
+                .is_some_and(|c| {
+                    let text = self.text(*c);
+                    !text.contains("zero_grad") && !text.contains(".grad")
+                })
+        };
+        seen[0] && seen[1] && (seen[2] || never_resets())
     }
 
     /// Lightning's `training_step` that drives its optimizers itself
