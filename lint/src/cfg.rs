@@ -1037,6 +1037,7 @@ impl Builder<'_> {
                 }
                 Vec::new()
             }
+            Node::Raise => Vec::new(),
             Node::Set(name, value) => {
                 let test = Test {
                     cond: crate::ir::Cond {

@@ -59,7 +59,8 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         (Reset::Store(_), _) | (_, Updater::Store(_)) => false,
         (Reset::Parameters, _) => true,
         // A tensor updated by hand: its own reset, or its model's.
-        (Reset::Tensor(a), Updater::Tensor(b)) => a == b,
+        (Reset::Tensor(a) | Reset::NewTensor(a), Updater::Tensor(b)) => a == b,
+        (Reset::NewTensor(_), _) => false,
         (Reset::Tensor(_), _) => true,
         (Reset::Model(m), Updater::Tensor(t)) => t.starts_with(&format!("{m}.")),
         (Reset::Optimizer(_) | Reset::NewOptimizer(_), Updater::Tensor(_)) => false,
@@ -67,6 +68,11 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         (Reset::NewOptimizer(_), Updater::Manual) => false,
         (Reset::NewModelOptimizer { .. }, _) => false,
         (Reset::Optimizer(_), Updater::Manual) | (Reset::Model(_), Updater::Manual) => true,
+        (Reset::Model(_), Updater::Optimizer(o))
+            if program.private.iter().any(|p| same_name(p, o)) =>
+        {
+            false
+        }
         (Reset::Model(m), Updater::Optimizer(o)) => {
             // `gen.optimizer` updates `gen`.
             let owner = o
@@ -100,7 +106,7 @@ fn events_around(nodes: &[Node], around: Option<Span>, out: &mut Vec<(Event, Spa
             }
             Node::Loop { .. } => {}
             Node::Accumulate(body) => events_around(body, around, out),
-            Node::Break | Node::Continue | Node::Return | Node::Set(..) => {}
+            Node::Break | Node::Continue | Node::Return | Node::Raise | Node::Set(..) => {}
         }
     }
 }
@@ -240,7 +246,12 @@ fn facts(
         .copied()
         .filter(|&z| match &cfg.events[z] {
             Some((
-                Event::Reset(Reset::NewOptimizer(_) | Reset::Parameters | Reset::Tensor(_)),
+                Event::Reset(
+                    Reset::NewOptimizer(_)
+                    | Reset::Parameters
+                    | Reset::Tensor(_)
+                    | Reset::NewTensor(_),
+                ),
                 _,
             )) => false,
             Some((Event::Reset(Reset::Model(m)), _)) => {
@@ -272,6 +283,7 @@ fn facts(
         };
         let together = |t: usize| always(t, &steps) || steps.iter().any(|&s| always(s, &[t]));
         cfg.find(|e| match e {
+            Event::Reset(Reset::NewTensor(_)) => false,
             Event::Reset(_) => !own_reset(e),
             Event::Step(u) => *u != updater,
             _ => false,
@@ -451,12 +463,17 @@ fn facts(
 
     let resets_in_loop: Vec<Span> = reset_nodes.iter().map(|&z| cfg.span(z)).collect();
     let others_reset_in_loop = !cfg
-        .find(|e| matches!(e, Event::Reset(_)) && !own_reset(e))
+        .find(|e| {
+            matches!(e, Event::Reset(r) if !matches!(r, Reset::NewTensor(_))) && !own_reset(e)
+        })
         .is_empty();
     let resets_outside_loop: Vec<Span> = around_events
         .iter()
         .filter(|(e, s)| {
-            let explicit = !matches!(e, Event::Reset(Reset::NewOptimizer(_)));
+            let explicit = !matches!(
+                e,
+                Event::Reset(Reset::NewOptimizer(_) | Reset::NewTensor(_))
+            );
             explicit && !loop_span.contains(*s) && resets(program, e, &updater)
         })
         .map(|(_, s)| *s)

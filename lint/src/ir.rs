@@ -59,6 +59,9 @@ pub enum Reset {
     Parameters,
     /// `w.grad = None`, `w.grad.zero_()` on a named tensor: its gradient.
     Tensor(String),
+    /// `q = torch.tensor(..., requires_grad=True)`: a tensor bound anew
+    /// starts with no gradient (its own only; never an explicit reset).
+    NewTensor(String),
     /// Rust/candle: `acc = ...`, a `GradStore` variable bound anew.
     Store(String),
 }
@@ -357,8 +360,11 @@ pub enum Node {
     Break,
     /// `continue`.
     Continue,
-    /// `return` (or `raise`).
+    /// `return`.
     Return,
+    /// `raise`: the path ends (an exception leaves the function and the
+    /// loop; it never returns to the caller's next statement).
+    Raise,
     /// `name = True` / `name = False`: the flag tested as `if name:` holds
     /// (or not) from here on in this iteration (`skip = True` in a branch,
     /// `if not skip: opt.step()` after it).
@@ -401,6 +407,10 @@ pub struct Program {
     /// `get_global_grad_norm`): accelerate's optimizer reset is then a no-op
     /// and the engine clears the gradients after its step.
     pub deepspeed: bool,
+    /// Optimizers a privacy engine is attached to: their virtual steps
+    /// collect passes that only the optimizer's own reset clears (a model's
+    /// `zero_grad()` does not).
+    pub private: Vec<String>,
     /// Methods classes of the file inherit from classes of other files,
     /// copied in when those files are lowered.
     pub inherited: Vec<Inherited>,

@@ -68,6 +68,7 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         grad_aliases: HashMap::default(),
         class: None,
         engine_functions: HashSet::default(),
+        private: HashSet::default(),
         named: HashMap::default(),
         imports,
         hf_trainers: HashSet::default(),
@@ -86,6 +87,7 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         source.contains("deepspeed.initialize(") || source.contains("get_global_grad_norm(");
     lowerer.classes(&module.body, 0);
     lowerer.declarations(&module.body, 0);
+    lowerer.program.private = lowerer.private.iter().cloned().collect();
     // The definitions pass numbers redefined classes again, in the same order.
     lowerer.class_defs.clear();
     lowerer.definitions(&module.body, 0);
@@ -173,6 +175,17 @@ fn method_names<C: FromIterator<String>>(class: &ast::StmtClassDef) -> C {
         .collect()
 }
 
+/// `raise NotImplementedError` (or `NotImplementedError(...)`).
+fn raises_not_implemented(r: &ast::StmtRaise) -> bool {
+    r.exc.as_deref().is_some_and(|e| {
+        let e = match e {
+            Expr::Call(c) => c.func.as_ref(),
+            e => e,
+        };
+        matches!(e, Expr::Name(n) if n.id.as_str() == "NotImplementedError")
+    })
+}
+
 /// Whether a method's body is only a docstring, `pass`, `...` or `raise
 /// NotImplementedError`: a method for subclasses to define.
 fn is_abstract(f: &ast::StmtFunctionDef) -> bool {
@@ -182,13 +195,7 @@ fn is_abstract(f: &ast::StmtFunctionDef) -> bool {
             e.value.as_ref(),
             Expr::StringLiteral(_) | Expr::EllipsisLiteral(_)
         ),
-        Stmt::Raise(r) => r.exc.as_deref().is_some_and(|e| {
-            let e = match e {
-                Expr::Call(c) => c.func.as_ref(),
-                e => e,
-            };
-            matches!(e, Expr::Name(n) if n.id.as_str() == "NotImplementedError")
-        }),
+        Stmt::Raise(r) => raises_not_implemented(r),
         _ => false,
     })
 }
@@ -367,6 +374,11 @@ struct Lowerer<'s> {
     class: Option<String>,
     /// Functions given to ignite's `Engine(...)`: run once per batch.
     engine_functions: HashSet<String>,
+    /// Optimizers a privacy engine is attached to
+    /// (`privacy_engine.attach(optimizer)`): their step builds `.grad`
+    /// from the per-sample gradients of the passes since the last step and
+    /// clears those, so nothing piles up in `.grad`.
+    private: HashSet<String>,
     /// In the function being lowered, local names bound once to a test
     /// (`do_step = (i + 1) % k == 0`).
     named: HashMap<String, &'s Expr>,
@@ -708,6 +720,18 @@ impl<'s> Lowerer<'s> {
                             }
                         }
                     }
+                    // `privacy_engine.attach(optimizer)`.
+                    if let Expr::Call(call) = e.value.as_ref() {
+                        if let Expr::Attribute(m) = call.func.as_ref() {
+                            let engine = dotted(&m.value)
+                                .is_some_and(|r| r.to_ascii_lowercase().contains("privacy"));
+                            if m.attr.id.as_str() == "attach" && engine {
+                                if let Some(o) = call.arguments.args.first().and_then(dotted) {
+                                    self.private.insert(o);
+                                }
+                            }
+                        }
+                    }
                     // `Engine(update)` used directly.
                     if let Expr::Call(call) = e.value.as_ref() {
                         if dotted(&call.func).is_some_and(|c| c.ends_with("Engine")) {
@@ -870,7 +894,9 @@ impl<'s> Lowerer<'s> {
                     Node::Event(Event::Reset(r), _)
                         if !matches!(
                             r,
-                            Reset::NewOptimizer(_) | Reset::NewModelOptimizer { .. }
+                            Reset::NewOptimizer(_)
+                                | Reset::NewModelOptimizer { .. }
+                                | Reset::NewTensor(_)
                         ) =>
                     {
                         seen[2] = true
@@ -1168,6 +1194,15 @@ impl<'s> Lowerer<'s> {
             Stmt::Expr(e) => self.expr(&e.value, out),
             Stmt::Assign(a) => {
                 self.expr(&a.value, out);
+                // `q = torch.tensor(..., requires_grad=True)`: a new leaf,
+                // with no gradient yet.
+                if let [target] = a.targets.as_slice() {
+                    if let Some(t) =
+                        dotted(target).filter(|_| self.mentions(a.value.as_ref(), "requires_grad"))
+                    {
+                        out.push(Node::Event(Event::Reset(Reset::NewTensor(t)), span(stmt)));
+                    }
+                }
                 // `skip = True`: a flag later tests read.
                 if let (Expr::BooleanLiteral(b), [Expr::Name(n)]) =
                     (a.value.as_ref(), a.targets.as_slice())
@@ -1363,7 +1398,10 @@ impl<'s> Lowerer<'s> {
                 }
                 out.push(Node::Return);
             }
-            Stmt::Raise(_) => out.push(Node::Return),
+            // `raise NotImplementedError` stands for a subclass's code: the
+            // caller goes on (a base class's loop calling it).
+            Stmt::Raise(r) if raises_not_implemented(r) => out.push(Node::Return),
+            Stmt::Raise(_) => out.push(Node::Raise),
             Stmt::Break(_) => out.push(Node::Break),
             Stmt::Continue(_) => out.push(Node::Continue),
             _ => {}
@@ -1468,7 +1506,12 @@ impl<'s> Lowerer<'s> {
     fn manual_updater(&self, target: &Expr, value: &Expr) -> Updater {
         match data_owner(target).and_then(dotted) {
             Some(w) if self.reads_grad_of(value, &w) => self.manual_updater_of(w),
-            _ => Updater::Manual,
+            // `table[s] -= lr * q.grad`: the gradient of one named tensor
+            // applied to something else.
+            _ => match grad_owners(value).as_slice() {
+                [w] if !w.contains('.') => self.manual_updater_of(w.clone()),
+                _ => Updater::Manual,
+            },
         }
     }
 
@@ -1509,7 +1552,18 @@ impl<'s> Lowerer<'s> {
                 walk_expr(self, expr);
                 if let Expr::Call(call) = expr {
                     if let Some(event) = self.lowerer.call(call) {
+                        // A privacy engine's step consumes the passes.
+                        let private = match &event {
+                            Event::Step(Updater::Optimizer(o)) => {
+                                self.lowerer.private.contains(o).then(|| o.clone())
+                            }
+                            _ => None,
+                        };
                         self.out.push(Node::Event(event, span(call)));
+                        if let Some(o) = private {
+                            let reset = Event::Reset(Reset::Optimizer(o));
+                            self.out.push(Node::Event(reset, span(call)));
+                        }
                     }
                 }
             }
@@ -1636,6 +1690,14 @@ impl<'s> Lowerer<'s> {
             {
                 Some(Event::Reset(Reset::Parameters))
             }
+            // An imported function, even when a method of the file has its
+            // name (a bare name never calls a method).
+            Expr::Name(n) if self.imports.functions.contains_key(n.id.as_str()) => self
+                .imports
+                .functions
+                .get(n.id.as_str())
+                .cloned()
+                .map(Event::Call),
             Expr::Name(n) if self.functions.contains(n.id.as_str()) => {
                 Some(Event::Call(n.id.to_string()))
             }
