@@ -334,10 +334,12 @@ fn facts(
     // In program order within one iteration (no loop closes): backward,
     // reset, step, and no backward between the reset and the step; the same
     // flags hold all the way.
+    // Only this optimizer's passes: a proximal optimizer reset and stepped
+    // after another optimizer's step applies no pass on purpose.
     let reset_between_backward_and_step = clearing
         .iter()
         .find(|&&z| {
-            backwards.iter().any(|&b| {
+            own_backwards.iter().any(|&b| {
                 // A step before the reset applied the pass already (a
                 // final step after the loop then has nothing to apply).
                 cfg.ask(Query {
