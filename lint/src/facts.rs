@@ -367,6 +367,19 @@ fn facts(
     });
     // An optimizer stepped in `accelerator.accumulate` is a prepared one.
     let prepared = steps.iter().any(|&s| cfg.in_accumulate[s]);
+    // Passes meant to add up: some way takes them to a step with no reset
+    // on it (an attack's or a probe's pass, always cleared before this
+    // optimizer's own pass and step, is not accumulation).
+    let accumulating: Vec<usize> = backwards_for_accumulation
+        .iter()
+        .copied()
+        .filter(|&b| {
+            cfg.ask(Query {
+                blocked: &reset_nodes,
+                ..Query::new(b, &steps)
+            })
+        })
+        .collect();
     let reset_discarding_accumulation = clearing
         .iter()
         .find(|&&z| {
@@ -417,7 +430,7 @@ fn facts(
                     .any(|&(c, _)| matches!(cfg.conds[c].kind, crate::cfg::Kind::Counter(..)))
                 && cfg.ask(Query {
                     blocked: &steps,
-                    need: Some(backwards_for_accumulation),
+                    need: Some(&accumulating),
                     need_then_next_iteration: true,
                     avoid_skips: true,
                     ..Query::new(head, &[z])
@@ -427,7 +440,7 @@ fn facts(
                     cfg.within_loops_of(z, s)
                         && cfg.ask(Query {
                             blocked: &steps,
-                            need: Some(backwards_for_accumulation),
+                            need: Some(&accumulating),
                             avoid_skips: true,
                             // A new run of the loop (next epoch, next fold)
                             // starts a new window.
