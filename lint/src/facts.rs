@@ -212,8 +212,9 @@ fn facts(
     } = *scope;
     let steps = cfg.find(|e| matches!(e, Event::Step(u) if *u == updater));
     // A reset of an optimizer this loop never steps, named like the one it
-    // steps (`self.opt.step()`, `self.learn.opt.zero_grad()`): the same
-    // object reached another way.
+    // steps (`self.opt.step()`, `self.learn.opt.zero_grad()`; a property
+    // `optimizer` over `self._optimizer`): the same object reached another
+    // way.
     let stepped: Vec<&str> = cfg
         .events
         .iter()
@@ -223,7 +224,10 @@ fn facts(
             _ => None,
         })
         .collect();
-    let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
+    let last = |s: &str| {
+        let l = s.rsplit('.').next().unwrap_or(s);
+        l.trim_start_matches('_').to_string()
+    };
     let own_reset = |e: &Event| {
         resets(program, e, &updater)
             || match (e, &updater) {
