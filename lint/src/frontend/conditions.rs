@@ -179,6 +179,17 @@ fn classify_one<'e>(
     if let Expr::Compare(c) = expr {
         let none = matches!(c.comparators.first(), Some(Expr::NoneLiteral(_)));
         if c.ops.len() == 1 && none && matches!(c.ops[0], CmpOp::Is | CmpOp::IsNot) {
+            // `params[0].grad is not None`: a gradient, however reached.
+            let grad = key(source, &c.left);
+            if grad.ends_with(".grad") && dotted(&c.left).is_none() {
+                return Some(Test {
+                    cond: Cond {
+                        key: format!("{grad}isnotNone"),
+                        class: CondClass::Always,
+                    },
+                    negated: negated ^ (c.ops[0] == CmpOp::Is),
+                });
+            }
             if let Some(name) = dotted(&c.left) {
                 let class = if name.ends_with(".grad") {
                     CondClass::Always
