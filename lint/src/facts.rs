@@ -74,16 +74,28 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
             false
         }
         (Reset::Model(m), Updater::Optimizer(o)) => {
-            // `gen.optimizer` updates `gen`.
-            let owner = o
-                .rsplit_once('.')
-                .map(|(prefix, _)| prefix)
-                .filter(|p| *p != "self");
+            // `gen.optimizer` updates `gen`; `self.optimizer` and
+            // `self.model` (or, in a method inlined for `trainer`,
+            // `trainer.optimizer` and `trainer.model`) are an object's
+            // optimizer and model.
+            let prefix = o.rsplit_once('.').map(|(prefix, _)| prefix);
+            let sibling = prefix.is_some_and(|p| m.rsplit_once('.').is_some_and(|(q, _)| q == p));
+            if sibling && program.model_of(o).is_none() {
+                return true;
+            }
+            let owner = prefix.filter(|p| *p != "self");
             // A model's reset clears its submodules' parameters too
             // (`model.zero_grad()` for an optimizer over
-            // `model.embedding.parameters()`).
+            // `model.embedding.parameters()`). A submodule's reset
+            // (`model.discriminator.zero_grad()`) clears its part: a loop
+            // that resets the parts one by one manages them on purpose (it
+            // never counts as clearing what a step applies, see GL003).
             match program.model_of(o).or(owner) {
-                Some(model) => same_name(model, m) || model.starts_with(&format!("{m}.")),
+                Some(model) => {
+                    same_name(model, m)
+                        || model.starts_with(&format!("{m}."))
+                        || m.starts_with(&format!("{model}."))
+                }
                 None => true,
             }
         }

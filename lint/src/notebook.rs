@@ -137,20 +137,86 @@ fn without_magics(text: &str) -> String {
     }
     let mut out = String::with_capacity(text.len());
     let mut continued = false;
+    // Where the Python lines leave off: inside brackets, a string or after
+    // a backslash the next line continues them (`% (a, b)` formats).
+    let mut python = Continuation::default();
     for line in text.lines() {
         let trimmed = line.trim_start();
-        let magic = continued || is_magic(trimmed);
+        let magic = continued || (!python.open() && is_magic(trimmed));
         if magic {
             let indent = &line[..line.len() - trimmed.len()];
             out.push_str(indent);
             out.push_str("pass");
             continued = line.trim_end().ends_with('\\');
         } else {
+            python.feed(line);
             out.push_str(line);
         }
         out.push('\n');
     }
     out
+}
+
+/// How a run of Python lines ends: open brackets, an open triple-quoted
+/// string, a trailing backslash.
+#[derive(Default)]
+struct Continuation {
+    depth: usize,
+    triple: Option<char>,
+    backslash: bool,
+}
+
+impl Continuation {
+    /// Whether the next line continues the last one.
+    fn open(&self) -> bool {
+        self.depth > 0 || self.triple.is_some() || self.backslash
+    }
+
+    fn feed(&mut self, line: &str) {
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        let mut quote: Option<char> = None;
+        while i < chars.len() {
+            let c = chars[i];
+            let tripled = |q: char| {
+                chars
+                    .get(i..i + 3)
+                    .is_some_and(|t| t.iter().all(|&x| x == q))
+            };
+            if let Some(q) = self.triple {
+                if c == '\\' {
+                    i += 2;
+                    continue;
+                }
+                if c == q && tripled(q) {
+                    self.triple = None;
+                    i += 3;
+                    continue;
+                }
+            } else if let Some(q) = quote {
+                if c == '\\' {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                }
+            } else {
+                match c {
+                    '#' => break,
+                    '"' | '\'' if tripled(c) => {
+                        self.triple = Some(c);
+                        i += 3;
+                        continue;
+                    }
+                    '"' | '\'' => quote = Some(c),
+                    '(' | '[' | '{' => self.depth += 1,
+                    ')' | ']' | '}' => self.depth = self.depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+        self.backslash = self.triple.is_none() && line.trim_end().ends_with('\\');
+    }
 }
 
 /// `%magic`, `!shell`, `?help`, `help?`, and `x = %magic` / `x = !shell`.
@@ -230,6 +296,20 @@ mod tests {
             ["pass", "for x in y:", "    pass", "    g(x)", "pass"]
         );
         assert_eq!(n.locate(9), (3, 3));
+    }
+
+    #[test]
+    fn continuation_lines_are_not_magics() {
+        let text = nb(&[(
+            "code",
+            "print('%d/%d'\n      % (a, b))\ns = '''\n!not shell\n'''\nx = [1,\n%2]\n%time f()",
+        )]);
+        let n = Notebook::parse(&text).unwrap();
+        let lines: Vec<&str> = n.source.lines().collect();
+        assert_eq!(lines[1], "      % (a, b))");
+        assert_eq!(lines[3], "!not shell");
+        assert_eq!(lines[6], "%2]");
+        assert_eq!(lines[7], "pass");
     }
 
     #[test]

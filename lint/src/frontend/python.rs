@@ -661,6 +661,16 @@ impl<'s> Lowerer<'s> {
                             if let Some(model) = parameters_owner(&a.value) {
                                 self.program.optimizer_models.push((t.clone(), model));
                             }
+                            // `Adam([z], ...)`: the tensors listed are its
+                            // parameters (`z.grad.zero_()` resets them).
+                            if let Expr::Call(call) = a.value.as_ref() {
+                                let listed = call.arguments.args.first().or_else(|| {
+                                    call.arguments.find_keyword("params").map(|k| &k.value)
+                                });
+                                if let Some(first) = listed {
+                                    self.parameter_vars.extend(listed_names(first));
+                                }
+                            }
                             self.optimizers.insert(t.clone());
                         } else if is_scheduler_constructor(&a.value) {
                             self.schedulers.insert(t.clone());
