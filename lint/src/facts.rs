@@ -492,7 +492,7 @@ fn facts(
             .map(|&s| cfg.span(s))
     };
 
-    let resets_in_loop: Vec<Span> = reset_nodes.iter().map(|&z| cfg.span(z)).collect();
+    let mut resets_in_loop: Vec<Span> = reset_nodes.iter().map(|&z| cfg.span(z)).collect();
     let others_reset_in_loop = !cfg
         .find(|e| {
             matches!(e, Event::Reset(r) if !matches!(r, Reset::NewTensor(_))) && !own_reset(e)
@@ -509,6 +509,48 @@ fn facts(
         })
         .map(|(_, s)| *s)
         .collect();
+    // A pile-up inside a nested loop (a helper's loop the analysed one
+    // calls) whose resets all lie outside it, in the analysed loop, and are
+    // real resets (not a new optimizer): reset only outside that loop
+    // (GL002), not nowhere.
+    let mut resets_outside_loop = resets_outside_loop;
+    let step_node = pile_up_step.and_then(|s| steps.iter().copied().find(|&n| cfg.span(n) == s));
+    if let Some((node, &inner)) = step_node.and_then(|n| Some((n, cfg.loops[n].last()?))) {
+        let explicit = |z: usize| {
+            !matches!(
+                &cfg.events[z],
+                Some((
+                    Event::Reset(Reset::NewOptimizer(_) | Reset::NewTensor(_)),
+                    _
+                ))
+            )
+        };
+        let inner_passes: Vec<usize> = backwards
+            .iter()
+            .copied()
+            .filter(|&b| cfg.loops[b].contains(&inner))
+            .collect();
+        let outside = !reset_nodes.is_empty()
+            && reset_nodes
+                .iter()
+                .all(|&z| explicit(z) && !cfg.loops[z].contains(&inner))
+            && !inner_passes.is_empty()
+            && cfg.ask(Query {
+                blocked: &reset_nodes,
+                need: Some(&inner_passes),
+                within: Some(inner),
+                ..Query::new(node, &steps)
+            })
+            // And those resets run between two runs of that loop (not in
+            // another branch of the analysed loop).
+            && cfg.ask(Query {
+                need: Some(&reset_nodes),
+                ..Query::new(node, &[node])
+            });
+        if outside {
+            resets_outside_loop.append(&mut resets_in_loop);
+        }
+    }
 
     let store_extended_in_loop = match &updater {
         Updater::Store(var) => !cfg

@@ -225,11 +225,21 @@ pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
 }
 
 /// Orders findings by file, cell and position, and keeps one of each: a step
-/// in another file, reached from several loops, is reported once.
+/// in another file, reached from several loops, is reported once. A pile-up
+/// that one loop names GL001 and another (its caller's, which sees the
+/// reset outside) GL002 or GL005 keeps the more precise name, as the rules
+/// defer within one loop.
 pub(crate) fn sort_and_dedup(diagnostics: &mut Vec<Diagnostic>) {
     fn key(d: &Diagnostic) -> (&str, Option<usize>, usize, usize, &str) {
         (&d.path, d.cell, d.line, d.column, d.code)
     }
     diagnostics.sort_by(|a, b| key(a).cmp(&key(b)));
     diagnostics.dedup_by(|a, b| key(a) == key(b));
+    let place = |d: &Diagnostic| (d.path.clone(), d.cell, d.line, d.column);
+    let precise: std::collections::HashSet<_> = diagnostics
+        .iter()
+        .filter(|d| matches!(d.code, "GL002" | "GL005"))
+        .map(place)
+        .collect();
+    diagnostics.retain(|d| d.code != "GL001" || !precise.contains(&place(d)));
 }
