@@ -134,6 +134,26 @@ enum Phase {
     Middle,
 }
 
+impl State {
+    /// The value of iteration bit `bit`, if decided in this iteration.
+    fn bit(&self, bit: u32) -> Option<bool> {
+        let mask = 1u16 << bit;
+        (self.iteration_known & mask != 0).then_some(self.iteration_value & mask != 0)
+    }
+
+    /// The state with iteration bit `bit` decided (or assigned) to be `v`.
+    fn with_bit(mut self, bit: u32, v: bool) -> State {
+        let mask = 1u16 << bit;
+        self.iteration_known |= mask;
+        if v {
+            self.iteration_value |= mask;
+        } else {
+            self.iteration_value &= !mask;
+        }
+        self
+    }
+}
+
 /// The correlated part of a path: decided flags and the counter's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct State {
@@ -462,13 +482,7 @@ impl Cfg {
         }
         for &(c, v) in &self.sets[node] {
             if let Kind::Iteration { bit, .. } = self.conds[c].kind {
-                let mask = 1u16 << bit;
-                state.iteration_known |= mask;
-                if v {
-                    state.iteration_value |= mask;
-                } else {
-                    state.iteration_value &= !mask;
-                }
+                state = state.with_bit(bit, v);
             }
         }
         Some(state)
@@ -498,16 +512,10 @@ impl Cfg {
             },
             &Kind::Counter(r, at_one, bit) => {
                 if let Some(bit) = bit {
-                    let mask = 1u16 << bit;
-                    if state.iteration_known & mask != 0 {
-                        if (state.iteration_value & mask != 0) != v {
-                            return None;
-                        }
-                    } else {
-                        state.iteration_known |= mask;
-                        if v {
-                            state.iteration_value |= mask;
-                        }
+                    match state.bit(bit) {
+                        Some(known) if known != v => return None,
+                        Some(_) => {}
+                        None => state = state.with_bit(bit, v),
                     }
                 }
                 self.decide_counter(state, r, at_one, v)
@@ -517,14 +525,10 @@ impl Cfg {
                 bit,
                 implies_boundary,
             } => {
-                let mask = 1u16 << bit;
-                if state.iteration_known & mask != 0 {
-                    return ((state.iteration_value & mask != 0) == v).then_some(state);
+                if let Some(known) = state.bit(bit) {
+                    return (known == v).then_some(state);
                 }
-                state.iteration_known |= mask;
-                if v {
-                    state.iteration_value |= mask;
-                }
+                state = state.with_bit(bit, v);
                 if v && implies_boundary {
                     return self.decide_counter(state, Residue::Low(0), true, true);
                 }

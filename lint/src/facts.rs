@@ -102,6 +102,12 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
     }
 }
 
+/// Whether `event` is a reset written as one: not a new optimizer or a new
+/// tensor, which start empty without clearing anything.
+fn explicit_reset(event: &Event) -> bool {
+    matches!(event, Event::Reset(r) if !matches!(r, Reset::NewOptimizer(_) | Reset::NewTensor(_)))
+}
+
 /// The events directly in `nodes` (not in called functions), with spans;
 /// with `around`, only those that run once around the loop there: not in
 /// other loops (a reset in a sibling loop is that loop's, not a reset before
@@ -250,6 +256,10 @@ fn facts(
             }
     };
     let reset_nodes = cfg.find(own_reset);
+    // Another optimizer's reset (a new tensor resets nobody else).
+    let others_reset = |e: &Event| {
+        matches!(e, Event::Reset(r) if !matches!(r, Reset::NewTensor(_))) && !own_reset(e)
+    };
     let head = cfg.head;
 
     // Resets that clear gradients the step would apply: a new optimizer
@@ -299,8 +309,7 @@ fn facts(
         };
         let together = |t: usize| always(t, &steps) || steps.iter().any(|&s| always(s, &[t]));
         cfg.find(|e| match e {
-            Event::Reset(Reset::NewTensor(_)) => false,
-            Event::Reset(_) => !own_reset(e),
+            Event::Reset(_) => others_reset(e),
             Event::Step(u) => *u != updater,
             _ => false,
         })
@@ -334,11 +343,11 @@ fn facts(
                     ..Query::new(s, &steps)
                 })
             })
-            .map(|&s| cfg.span(s))
+            .copied()
     };
     // A window length that is a setting may be 1 (its usual default): then
     // a reset tested off the window's boundary never runs.
-    let (pile_up_step, pile_up_window_of_one) = match (pile_up(false), cfg.window_setting()) {
+    let (pile_up_node, pile_up_window_of_one) = match (pile_up(false), cfg.window_setting()) {
         (Some(s), _) => (Some(s), None),
         (None, Some(k)) => match pile_up(true) {
             Some(s) => (Some(s), Some(k.to_string())),
@@ -493,19 +502,11 @@ fn facts(
     };
 
     let mut resets_in_loop: Vec<Span> = reset_nodes.iter().map(|&z| cfg.span(z)).collect();
-    let others_reset_in_loop = !cfg
-        .find(|e| {
-            matches!(e, Event::Reset(r) if !matches!(r, Reset::NewTensor(_))) && !own_reset(e)
-        })
-        .is_empty();
-    let resets_outside_loop: Vec<Span> = around_events
+    let others_reset_in_loop = !cfg.find(others_reset).is_empty();
+    let mut resets_outside_loop: Vec<Span> = around_events
         .iter()
         .filter(|(e, s)| {
-            let explicit = !matches!(
-                e,
-                Event::Reset(Reset::NewOptimizer(_) | Reset::NewTensor(_))
-            );
-            explicit && !loop_span.contains(*s) && resets(program, e, &updater)
+            explicit_reset(e) && !loop_span.contains(*s) && resets(program, e, &updater)
         })
         .map(|(_, s)| *s)
         .collect();
@@ -513,17 +514,11 @@ fn facts(
     // calls) whose resets all lie outside it, in the analysed loop, and are
     // real resets (not a new optimizer): reset only outside that loop
     // (GL002), not nowhere.
-    let mut resets_outside_loop = resets_outside_loop;
-    let step_node = pile_up_step.and_then(|s| steps.iter().copied().find(|&n| cfg.span(n) == s));
-    if let Some((node, &inner)) = step_node.and_then(|n| Some((n, cfg.loops[n].last()?))) {
+    if let Some((node, &inner)) = pile_up_node.and_then(|n| Some((n, cfg.loops[n].last()?))) {
         let explicit = |z: usize| {
-            !matches!(
-                &cfg.events[z],
-                Some((
-                    Event::Reset(Reset::NewOptimizer(_) | Reset::NewTensor(_)),
-                    _
-                ))
-            )
+            cfg.events[z]
+                .as_ref()
+                .is_some_and(|(e, _)| explicit_reset(e))
         };
         let inner_passes: Vec<usize> = backwards
             .iter()
@@ -572,7 +567,7 @@ fn facts(
         steps: steps.iter().map(|&s| cfg.span(s)).collect(),
         updater,
         loop_span,
-        pile_up_step,
+        pile_up_step: pile_up_node.map(|n| cfg.span(n)),
         pile_up_window_of_one,
         resets_in_loop,
         resets_outside_loop,

@@ -407,9 +407,11 @@ pub struct Program {
     /// `get_global_grad_norm`): accelerate's optimizer reset is then a no-op
     /// and the engine clears the gradients after its step.
     pub deepspeed: bool,
-    /// Optimizers a privacy engine is attached to: their virtual steps
-    /// collect passes that only the optimizer's own reset clears (a model's
-    /// `zero_grad()` does not).
+    /// Optimizers a privacy engine is attached to
+    /// (`privacy_engine.attach(optimizer)`): each step builds `.grad` from
+    /// the per-sample gradients of the passes since the last step and clears
+    /// those; their virtual steps collect passes that only the optimizer's
+    /// own reset clears (a model's `zero_grad()` does not).
     pub private: Vec<String>,
     /// Methods classes of the file inherit from classes of other files,
     /// copied in when those files are lowered.

@@ -225,10 +225,10 @@ pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
 }
 
 /// Orders findings by file, cell and position, and keeps one of each: a step
-/// in another file, reached from several loops, is reported once. A pile-up
-/// that one loop names GL001 and another (its caller's, which sees the
-/// reset outside) GL002 or GL005 keeps the more precise name, as the rules
-/// defer within one loop.
+/// in another file, reached from several loops, is reported once. Where two
+/// loops name one place differently (a helper's loop alone GL001, its
+/// caller's loop, which sees the reset outside, GL002), a rule defers to the
+/// others as it does within one loop.
 pub(crate) fn sort_and_dedup(diagnostics: &mut Vec<Diagnostic>) {
     fn key(d: &Diagnostic) -> (&str, Option<usize>, usize, usize, &str) {
         (&d.path, d.cell, d.line, d.column, d.code)
@@ -236,10 +236,13 @@ pub(crate) fn sort_and_dedup(diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.sort_by(|a, b| key(a).cmp(&key(b)));
     diagnostics.dedup_by(|a, b| key(a) == key(b));
     let place = |d: &Diagnostic| (d.path.clone(), d.cell, d.line, d.column);
-    let precise: std::collections::HashSet<_> = diagnostics
-        .iter()
-        .filter(|d| matches!(d.code, "GL002" | "GL005"))
-        .map(place)
-        .collect();
-    diagnostics.retain(|d| d.code != "GL001" || !precise.contains(&place(d)));
+    let codes: std::collections::HashSet<_> =
+        diagnostics.iter().map(|d| (place(d), d.code)).collect();
+    diagnostics.retain(|d| {
+        let defers_to = crate::rules::ALL
+            .iter()
+            .find(|r| r.code == d.code)
+            .map_or(&[][..], |r| r.defers_to);
+        !defers_to.iter().any(|c| codes.contains(&(place(d), *c)))
+    });
 }

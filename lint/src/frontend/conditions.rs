@@ -179,26 +179,18 @@ fn classify_one<'e>(
     if let Expr::Compare(c) = expr {
         let none = matches!(c.comparators.first(), Some(Expr::NoneLiteral(_)));
         if c.ops.len() == 1 && none && matches!(c.ops[0], CmpOp::Is | CmpOp::IsNot) {
-            // `params[0].grad is not None`: a gradient, however reached.
-            let grad = key(source, &c.left);
-            if grad.ends_with(".grad") && dotted(&c.left).is_none() {
+            // `p.grad is not None`, `params[0].grad is not None`: a
+            // gradient, however reached, always there for the analysis.
+            let text = key(source, &c.left);
+            let class = if text.ends_with(".grad") {
+                Some(CondClass::Always)
+            } else {
+                dotted(&c.left).map(CondClass::NotNone)
+            };
+            if let Some(class) = class {
                 return Some(Test {
                     cond: Cond {
-                        key: format!("{grad}isnotNone"),
-                        class: CondClass::Always,
-                    },
-                    negated: negated ^ (c.ops[0] == CmpOp::Is),
-                });
-            }
-            if let Some(name) = dotted(&c.left) {
-                let class = if name.ends_with(".grad") {
-                    CondClass::Always
-                } else {
-                    CondClass::NotNone(name.clone())
-                };
-                return Some(Test {
-                    cond: Cond {
-                        key: format!("{name}isnotNone"),
+                        key: format!("{text}isnotNone"),
                         class,
                     },
                     negated: negated ^ (c.ops[0] == CmpOp::Is),

@@ -68,7 +68,6 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         grad_aliases: HashMap::default(),
         class: None,
         engine_functions: HashSet::default(),
-        private: HashSet::default(),
         named: HashMap::default(),
         imports,
         hf_trainers: HashSet::default(),
@@ -87,7 +86,6 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         source.contains("deepspeed.initialize(") || source.contains("get_global_grad_norm(");
     lowerer.classes(&module.body, 0);
     lowerer.declarations(&module.body, 0);
-    lowerer.program.private = lowerer.private.iter().cloned().collect();
     // The definitions pass numbers redefined classes again, in the same order.
     lowerer.class_defs.clear();
     lowerer.definitions(&module.body, 0);
@@ -175,6 +173,12 @@ fn method_names<C: FromIterator<String>>(class: &ast::StmtClassDef) -> C {
         .collect()
 }
 
+/// Whether source text has a gradient event (`backward(`, `zero_grad`,
+/// `.step(`).
+fn mentions_gradient_event(text: &str) -> bool {
+    text.contains("backward(") || text.contains("zero_grad") || text.contains(".step(")
+}
+
 /// `raise NotImplementedError` (or `NotImplementedError(...)`).
 fn raises_not_implemented(r: &ast::StmtRaise) -> bool {
     r.exc.as_deref().is_some_and(|e| {
@@ -260,9 +264,9 @@ fn loop_calls_abstract(class: &ast::StmtClassDef) -> bool {
 pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
     let relevant = |node: &dyn Ranged| {
         let s = span(&node.range());
-        source.get(s.start..s.end).is_some_and(|t| {
-            t.contains("backward(") || t.contains("zero_grad") || t.contains(".step(")
-        })
+        source
+            .get(s.start..s.end)
+            .is_some_and(mentions_gradient_event)
     };
     fn imports(body: &[Stmt], out: &mut Vec<Import>, depth: usize) {
         if depth > 4 {
@@ -310,11 +314,10 @@ pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
         }
     }
     let mut summary = Summary::default();
-    // With no gradient event in the file, none of its classes or functions
-    // is worth following: only its imports (re-exports) are kept.
-    let any = source.contains("backward(")
-        || source.contains("zero_grad")
-        || source.contains(".step(")
+    // With no gradient event and no abstract method in the file, none of its
+    // classes or functions is worth following: only its imports (re-exports)
+    // are kept.
+    let any = mentions_gradient_event(source)
         || source.contains("NotImplementedError")
         || source.contains("pass")
         || source.contains("...");
@@ -374,11 +377,6 @@ struct Lowerer<'s> {
     class: Option<String>,
     /// Functions given to ignite's `Engine(...)`: run once per batch.
     engine_functions: HashSet<String>,
-    /// Optimizers a privacy engine is attached to
-    /// (`privacy_engine.attach(optimizer)`): their step builds `.grad`
-    /// from the per-sample gradients of the passes since the last step and
-    /// clears those, so nothing piles up in `.grad`.
-    private: HashSet<String>,
     /// In the function being lowered, local names bound once to a test
     /// (`do_step = (i + 1) % k == 0`).
     named: HashMap<String, &'s Expr>,
@@ -565,10 +563,11 @@ impl<'s> Lowerer<'s> {
                     self.class_asts.insert(key.clone(), c);
                     for stmt in &c.body {
                         if let Stmt::FunctionDef(f) = stmt {
-                            let text = self.text(f);
-                            if text.contains("backward(")
-                                || text.contains("zero_grad")
-                                || text.contains(".step(")
+                            let s = span(f);
+                            if self
+                                .source
+                                .get(s.start..s.end)
+                                .is_some_and(mentions_gradient_event)
                             {
                                 self.event_methods.insert(format!("{key}.{}", f.name.id));
                             }
@@ -736,8 +735,13 @@ impl<'s> Lowerer<'s> {
                             let engine = dotted(&m.value)
                                 .is_some_and(|r| r.to_ascii_lowercase().contains("privacy"));
                             if m.attr.id.as_str() == "attach" && engine {
+                                // Its step builds `.grad` from the per-sample
+                                // gradients of the passes since the last step
+                                // and clears those (`Program::private`).
                                 if let Some(o) = call.arguments.args.first().and_then(dotted) {
-                                    self.private.insert(o);
+                                    if !self.program.private.contains(&o) {
+                                        self.program.private.push(o);
+                                    }
                                 }
                             }
                         }
@@ -1123,67 +1127,62 @@ impl<'s> Lowerer<'s> {
             .map(|_| format!("{class}.{method}{suffix}"))
     }
 
+    /// `class` and its bases found in the invocation, depth first (at most
+    /// 8, each once).
+    fn lineage(&self, class: &str) -> Vec<String> {
+        fn walk(l: &Lowerer<'_>, class: &str, out: &mut Vec<String>) {
+            if out.len() > 8 || out.iter().any(|c| c == class) {
+                return;
+            }
+            out.push(class.to_string());
+            for b in l.bases.get(class).into_iter().flatten() {
+                walk(l, b, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, class, &mut out);
+        out
+    }
+
+    /// The methods a class defines itself (of this file or another).
+    fn own_methods(&self, class: &str) -> Option<&HashSet<String>> {
+        if class.contains("::") {
+            self.imports.methods.get(class)
+        } else {
+            self.classes.get(class)
+        }
+    }
+
     /// The class that defines `method` for instances of `class`: the class
     /// itself or the first of its bases (depth first) that does.
     fn method_owner(&self, class: &str, method: &str) -> Option<String> {
-        fn walk(
-            l: &Lowerer<'_>,
-            class: &str,
-            method: &str,
-            seen: &mut Vec<String>,
-        ) -> Option<String> {
-            if seen.len() > 8 || seen.iter().any(|c| c == class) {
-                return None;
-            }
-            seen.push(class.to_string());
-            let own = if class.contains("::") {
-                l.imports.methods.get(class)
-            } else {
-                l.classes.get(class)
-            };
-            if own.is_some_and(|m| m.contains(method)) {
-                return Some(class.to_string());
-            }
-            l.bases
-                .get(class)?
-                .iter()
-                .find_map(|b| walk(l, b, method, seen))
+        // Most classes define what is called on them and have no known base.
+        if self.own_methods(class).is_some_and(|m| m.contains(method)) {
+            return Some(class.to_string());
         }
-        walk(self, class, method, &mut Vec::new())
+        if !self.bases.contains_key(class) {
+            return None;
+        }
+        self.lineage(class)
+            .into_iter()
+            .find(|c| self.own_methods(c).is_some_and(|m| m.contains(method)))
     }
 
     /// The methods a class of the file inherits (not overriding them), with
     /// the class that defines each.
     fn inherited(&self, class: &str) -> Vec<(String, String)> {
-        let mut names: Vec<String> = Vec::new();
-        let mut stack: Vec<&str> = self
-            .bases
-            .get(class)
-            .map(|b| b.iter().map(String::as_str).collect())
-            .unwrap_or_default();
-        let mut seen: Vec<&str> = Vec::new();
-        while let Some(b) = stack.pop() {
-            if seen.len() > 8 || seen.contains(&b) {
-                continue;
-            }
-            seen.push(b);
-            let own = if b.contains("::") {
-                self.imports.methods.get(b)
-            } else {
-                self.classes.get(b)
-            };
-            names.extend(own.into_iter().flatten().cloned());
-            if let Some(more) = self.bases.get(b) {
-                stack.extend(more.iter().map(String::as_str));
-            }
-        }
+        let lineage = self.lineage(class);
+        let mut names: Vec<&String> = lineage[1..]
+            .iter()
+            .flat_map(|b| self.own_methods(b).into_iter().flatten())
+            .collect();
         names.sort();
         names.dedup();
-        let own = self.classes.get(class);
+        let own = self.own_methods(class);
         names
             .into_iter()
-            .filter(|m| !own.is_some_and(|o| o.contains(m)))
-            .filter_map(|m| Some((self.method_owner(class, &m)?, m)))
+            .filter(|m| !own.is_some_and(|o| o.contains(*m)))
+            .filter_map(|m| Some((self.method_owner(class, m)?, m.clone())))
             .collect()
     }
 
@@ -1565,7 +1564,7 @@ impl<'s> Lowerer<'s> {
                         // A privacy engine's step consumes the passes.
                         let private = match &event {
                             Event::Step(Updater::Optimizer(o)) => {
-                                self.lowerer.private.contains(o).then(|| o.clone())
+                                self.lowerer.program.private.contains(o).then(|| o.clone())
                             }
                             _ => None,
                         };
