@@ -53,7 +53,7 @@ impl<O: Optimizer> Optimizer for Guarded<O> {
     /// (named `param0`, `param1`, ...; use [`Guarded::from_varmap`] for names).
     fn new(vars: Vec<Var>, config: O::Config) -> candle_core::Result<Self> {
         let inner = O::new(vars.clone(), config)?;
-        Ok(Guarded::new(inner).with_vars(vars))
+        Ok(Guarded::new(inner).with_vars(vars).exact())
     }
 
     /// [`Guarded::step_with`]; a refused step is a `candle_core::Error`
@@ -88,6 +88,32 @@ pub trait GuardExt: Optimizer {
     /// ```
     fn guarded(self, varmap: &VarMap) -> Guarded<Self> {
         Guarded::new(self).with_varmap(varmap)
+    }
+
+    /// `Guarded::new(self)` watching exactly `vars`, the list this optimizer
+    /// was built over, named from `varmap`: the one-line form for an
+    /// optimizer over part of a `VarMap` (see [`Guarded::from_vars`]).
+    /// Variables of `varmap` outside `vars` are never `missing`.
+    ///
+    /// ```
+    /// # use candle_core::{DType, Device};
+    /// # use candle_nn::{Optimizer, VarBuilder, VarMap, SGD};
+    /// use gradguard::{vars_under, GuardExt};
+    /// # fn main() -> candle_core::Result<()> {
+    /// # let varmap = VarMap::new();
+    /// # let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// # candle_nn::linear(2, 2, vb.pp("adapter"))?;
+    /// # candle_nn::linear(2, 2, vb.pp("base"))?;
+    /// let trainable = vars_under(&varmap, "adapter");
+    /// let opt = SGD::new(trainable.clone(), 0.1)?.guarded_over(&trainable, &varmap);
+    /// assert_eq!(opt.param_names(), ["adapter.bias", "adapter.weight"]);
+    /// # Ok(()) }
+    /// ```
+    fn guarded_over(self, vars: &[Var], varmap: &VarMap) -> Guarded<Self> {
+        Guarded::new(self)
+            .with_vars(vars.iter().cloned())
+            .with_varmap(varmap)
+            .exact()
     }
 }
 

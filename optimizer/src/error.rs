@@ -32,10 +32,11 @@ impl Error {
     /// through any context or backtrace candle added.
     ///
     /// ```
-    /// # use gradguard::{Anomaly, Check, Error, Level};
+    /// # use gradguard::{Anomaly, Check, Error, Level, Watched};
     /// let anomaly = Anomaly {
     ///     check: Check::Stale, level: Level::Deny, step: 3, optimizer: "m".into(),
     ///     params: vec!["fc.weight".into()], passes: 1, reapplied: 1, declared: None,
+    ///     watched: Watched::VarMap,
     /// };
     /// let err: candle_core::Error = Error::Denied(anomaly.clone()).into();
     /// assert_eq!(Error::denied_in(&err), Some(&anomaly));

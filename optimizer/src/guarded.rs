@@ -6,13 +6,13 @@ use std::fmt;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, TensorId, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::{Optimizer, VarMap};
 
 use crate::check::{self, Check, Finding, Level, Levels, StepView};
 use crate::error::{Error, Result};
 use crate::ledger::{self, Generation, Ledger, ParamEntry};
-use crate::params::Params;
+use crate::params::{Params, Watched};
 use crate::passes::PassMemory;
 use crate::report::{Anomaly, StepReport};
 use crate::telemetry::{self, Registration};
@@ -80,9 +80,15 @@ pub struct Guarded<O: Optimizer> {
     memory: PassMemory,
     /// The guard's gradient buffers (PyTorch's `.grad`), parameters only.
     grads: Vec<Option<Tensor>>,
-    /// The `VarMap` given to `with_varmap`: variables added to it later are
-    /// watched from the next call.
+    /// The `VarMap` given to `with_varmap` on a guard with no list:
+    /// variables added to it later are watched from the next call.
     varmap: Option<WatchedVarMap>,
+    /// The parameters came as a list (the optimizer's own), not as a whole
+    /// `VarMap`: `with_varmap` then only names them.
+    listed: bool,
+    /// The inner optimizer was built over exactly the watched list, so the
+    /// caller's store can reach it as it is (it reads only its own variables).
+    exact: bool,
     /// Declared backward passes per step, if declared.
     declared: Option<u32>,
     average: bool,
@@ -108,6 +114,8 @@ impl<O: Optimizer> Guarded<O> {
             memory: PassMemory::default(),
             grads: Vec::new(),
             varmap: None,
+            listed: false,
+            exact: false,
             declared: None,
             average: false,
             levels: Levels::default(),
@@ -137,22 +145,82 @@ impl<O: Optimizer> Guarded<O> {
     /// # Ok(()) }
     /// ```
     pub fn from_varmap(varmap: &VarMap, config: O::Config) -> candle_core::Result<Self> {
-        Ok(Self::new(O::new(varmap.all_vars(), config)?).with_varmap(varmap))
+        let mut guard = Self::new(O::new(varmap.all_vars(), config)?).with_varmap(varmap);
+        guard.exact = true;
+        Ok(guard)
     }
 
-    /// Watches every variable of `varmap`, under its name. Names whose last
-    /// segment is `running_mean`, `running_var` or `num_batches_tracked`
-    /// (BatchNorm statistics) and integer variables are buffers: never
-    /// `missing`. Declare other buffers with [`buffers`](Self::buffers).
+    /// Builds the inner optimizer over exactly `vars` (as
+    /// `Optimizer::new(vars, config)` does) and watches exactly those, named
+    /// from `varmap`: the adoption for an optimizer over part of a `VarMap`
+    /// (an actor and its target network, a frozen base with trainable
+    /// adapters, a student next to its teacher). Variables of `varmap`
+    /// outside `vars` are not watched, so never `missing`; a variable of
+    /// `vars` that `varmap` does not hold is named `param<i>`.
     ///
-    /// Variables added to `varmap` later (a layer built after the guard) are
-    /// watched from the next `backward`, `accumulate` or step, with a
-    /// warning: the inner optimizer was built before them and updates them
-    /// only if it was given them.
+    /// ```
+    /// use candle_core::{DType, Device, Module, Tensor};
+    /// use candle_nn::{AdamW, ParamsAdamW, VarBuilder, VarMap};
+    /// use gradguard::{vars_under, Check, Guarded, Level};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let varmap = VarMap::new();
+    /// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let actor = candle_nn::linear(4, 2, vb.pp("actor"))?;
+    /// let _target = candle_nn::linear(4, 2, vb.pp("actor_target"))?; // never trained
+    ///
+    /// let mut opt = Guarded::<AdamW>::from_vars(
+    ///     vars_under(&varmap, "actor"),
+    ///     &varmap,
+    ///     ParamsAdamW::default(),
+    /// )?
+    /// .level_all(Level::Deny);
+    /// assert_eq!(opt.param_names(), ["actor.bias", "actor.weight"]);
+    ///
+    /// let x = Tensor::ones((1, 4), DType::F32, &Device::Cpu)?;
+    /// opt.backward(&actor.forward(&x)?.sum_all()?)?;
+    /// assert!(opt.step()?.is_clean()); // the target network is not `missing`
+    /// # Ok(()) }
+    /// ```
+    pub fn from_vars(vars: Vec<Var>, varmap: &VarMap, config: O::Config) -> candle_core::Result<Self> {
+        let inner = O::new(vars.clone(), config)?;
+        Ok(Self::new(inner).with_vars(vars).with_varmap(varmap).exact())
+    }
+
+    /// Marks the inner optimizer as built over exactly the watched list.
+    pub(crate) fn exact(mut self) -> Self {
+        self.exact = true;
+        self
+    }
+
+    /// On a guard with no parameters yet: watches every variable of
+    /// `varmap`, under its name. On a guard built over a list
+    /// ([`from_vars`](Self::from_vars), [`with_vars`](Self::with_vars),
+    /// `Optimizer::new`): names the listed variables from `varmap` and
+    /// watches nothing more.
+    ///
+    /// Names whose last segment is `running_mean`, `running_var` or
+    /// `num_batches_tracked` (BatchNorm statistics) and integer variables
+    /// are buffers: never `missing`. Declare other buffers with
+    /// [`buffers`](Self::buffers).
+    ///
+    /// Watching a whole `VarMap`, variables added to it later (a layer built
+    /// after the guard) are watched from the next `backward`, `accumulate`
+    /// or step, with a warning: the inner optimizer was built before them and
+    /// updates them only if it was given them.
     pub fn with_varmap(mut self, varmap: &VarMap) -> Self {
         let pairs = varmap_pairs(varmap);
+        if self.listed {
+            for (name, var) in pairs {
+                self.params.rename(var.id(), name);
+            }
+            return self;
+        }
         let seen = pairs.len();
-        self = self.with_named_vars(pairs);
+        for (name, var) in pairs {
+            self.params.push(name, var);
+        }
+        self.grow();
         self.varmap = Some(WatchedVarMap {
             varmap: varmap.clone(),
             seen,
@@ -160,7 +228,17 @@ impl<O: Optimizer> Guarded<O> {
         self
     }
 
-    /// Watches `vars`, named `param0`, `param1`, ... in that order.
+    /// How the guard learned its parameters: a list, or a whole `VarMap`.
+    pub fn watched(&self) -> Watched {
+        if self.listed {
+            Watched::List
+        } else {
+            Watched::VarMap
+        }
+    }
+
+    /// Watches `vars`, named `param0`, `param1`, ... in that order (name them
+    /// with [`with_varmap`](Self::with_varmap)).
     pub fn with_vars(self, vars: impl IntoIterator<Item = Var>) -> Self {
         let start = self.params.len();
         let named = vars
@@ -175,6 +253,7 @@ impl<O: Optimizer> Guarded<O> {
         mut self,
         pairs: impl IntoIterator<Item = (S, Var)>,
     ) -> Self {
+        self.listed = true;
         for (name, var) in pairs {
             self.params.push(name.into(), var);
         }
@@ -354,6 +433,13 @@ impl<O: Optimizer> Guarded<O> {
             .map(|i| self.ledger.entries()[i])
     }
 
+    /// Bytes of the guard's own bookkeeping: the ledger, the remembered
+    /// passes and the parameter list (names included), not the gradient
+    /// buffers (tensors the training holds anyway).
+    pub fn bookkeeping_bytes(&self) -> usize {
+        self.ledger.bytes() + self.memory.bytes() + self.params.bytes()
+    }
+
     /// The gradient the guard holds for `var` (PyTorch's `p.grad`).
     pub fn grad(&self, var: &Var) -> Option<&Tensor> {
         self.params
@@ -433,21 +519,23 @@ impl<O: Optimizer> Guarded<O> {
     /// The watched gradients of `grads`, each with the pass that made it when
     /// the guard saw it before.
     fn read_pass(&self, grads: &GradStore) -> PassRead {
-        let mut read = PassRead::default();
+        let mut read = PassRead {
+            grads: Vec::with_capacity(self.params.len()),
+            ..PassRead::default()
+        };
         for (i, var) in self.params.vars().iter().enumerate() {
             if let Some(g) = grads.get(var) {
-                let known = self.memory.lookup(g.id());
+                let known = self.memory.lookup(i, g.id());
                 read.new |= known.is_none();
-                if known.is_none() {
-                    read.new_ids.push(g.id());
-                }
                 read.grads.push((i, g.clone(), known));
             }
         }
         // A store with no watched gradient is still a (new) backward pass.
         read.new |= read.grads.is_empty();
         read.next = self.ledger.generation() + 1;
-        read.others = grads.get_ids().count() - read.grads.len();
+        // Counting the store's other gradients walks all of it: only needed
+        // when the inner optimizer may hold variables the guard does not.
+        read.only_watched = self.exact || grads.get_ids().count() == read.grads.len();
         read
     }
 
@@ -521,7 +609,7 @@ impl<O: Optimizer> Guarded<O> {
             held: pass.grads.iter().map(|(i, g, _)| (*i, g.clone())).collect(),
             entries,
             passes: 1,
-            store: (pass.others == 0).then_some(grads),
+            store: pass.only_watched.then_some(grads),
         };
         let report = self.check_and_apply(pending)?;
         let generation = pass.commit(&mut self.ledger, &mut self.memory, true);
@@ -680,6 +768,7 @@ impl<O: Optimizer> Guarded<O> {
                 passes: f.passes,
                 reapplied: f.reapplied,
                 declared: self.declared,
+                watched: self.watched(),
             })
             .collect();
         for (a, f) in anomalies.iter().zip(&findings) {
@@ -747,15 +836,15 @@ struct PassRead {
     /// Watched gradients: parameter index, tensor, and the pass that made it
     /// with whether a step applied it, when the guard saw it before.
     grads: Vec<(usize, Tensor, Known)>,
-    /// Ids of the gradients the guard has not seen before.
-    new_ids: Vec<TensorId>,
     /// Whether the store holds something the guard has not seen: a new pass.
     new: bool,
     /// The generation a new pass gets.
     next: Generation,
-    /// Gradients of other tensors: the input batch, constants, variables the
-    /// guard does not watch (a `GradStore` cannot tell these apart).
-    others: usize,
+    /// The store may reach the inner optimizer as it is: it holds no other
+    /// gradients (of the input batch, constants, unwatched variables: a
+    /// `GradStore` cannot tell these apart), or the inner optimizer was built
+    /// over exactly the watched list and reads only those.
+    only_watched: bool,
 }
 
 impl PassRead {
@@ -771,7 +860,12 @@ impl PassRead {
                 .unwrap_or(self.next - 1);
         }
         let generation = ledger.next_generation();
-        memory.remember(generation, self.new_ids.clone(), applied);
+        let new = self
+            .grads
+            .iter()
+            .filter(|(_, _, known)| known.is_none())
+            .map(|(i, g, _)| (*i, g.id()));
+        memory.remember(generation, new, applied);
         generation
     }
 }

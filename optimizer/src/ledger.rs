@@ -163,6 +163,11 @@ impl Ledger {
         self.passes_since_reset = 0;
     }
 
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<ParamEntry>()
+    }
+
     /// The entries, in parameter order.
     pub fn entries(&self) -> &[ParamEntry] {
         &self.entries

@@ -80,7 +80,7 @@ pub use check::{Check, Level, Levels};
 pub use drop_in::GuardExt;
 pub use error::{Error, Result};
 pub use guarded::Guarded;
-pub use params::DEFAULT_BUFFER_NAMES;
+pub use params::{vars_matching, vars_under, Watched, DEFAULT_BUFFER_NAMES};
 pub use passes::REMEMBERED_PASSES;
 pub use report::{Anomaly, StepReport};
 pub use telemetry::describe_metrics;

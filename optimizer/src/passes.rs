@@ -2,8 +2,15 @@
 //! that a `GradStore` applied again (A, then B, then A) is known for what it
 //! is. Bounded: the last [`REMEMBERED_PASSES`] passes, one tensor id per
 //! parameter each.
+//!
+//! Cheap on the hot path: candle numbers tensors from one counter, so a
+//! gradient younger than every gradient the guard has seen is new without a
+//! look-up, which is every gradient of a fresh backward pass. Only a tensor
+//! at least as old as that (a store given again) is searched for, by
+//! parameter index, among the remembered passes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 
 use candle_core::TensorId;
 
@@ -15,7 +22,12 @@ pub const REMEMBERED_PASSES: usize = 64;
 #[derive(Debug, Clone)]
 struct Pass {
     generation: Generation,
-    ids: Vec<TensorId>,
+    /// The pass's gradient of each parameter it reached: parameter index and
+    /// tensor id, ascending by index.
+    ids: Vec<(u32, TensorId)>,
+    /// The oldest and youngest of those ids (their counter values).
+    oldest: usize,
+    youngest: usize,
     /// A step applied this pass.
     applied: bool,
     /// How many times the pass is in the guard's buffers (added since the
@@ -26,8 +38,32 @@ struct Pass {
 /// The latest passes, by the ids of their gradient tensors.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PassMemory {
-    by_id: HashMap<TensorId, Generation>,
+    /// The youngest gradient id remembered so far: younger ones are new.
+    youngest: Option<usize>,
     passes: VecDeque<Pass>,
+}
+
+/// The counter value behind a `TensorId` (candle gives ids from one global
+/// counter, so a larger value is a younger tensor). `TensorId` keeps its
+/// number private but hashes exactly it, so a hasher that records the value
+/// reads it without a lookup table. Should candle ever hash something else,
+/// every value reads 0: no tensor is then younger than another, and every
+/// gradient goes through the exact search (slower, still correct).
+pub(crate) fn counter_value(id: TensorId) -> usize {
+    #[derive(Default)]
+    struct Reader(usize);
+    impl Hasher for Reader {
+        fn finish(&self) -> u64 {
+            self.0 as u64
+        }
+        fn write(&mut self, _: &[u8]) {}
+        fn write_usize(&mut self, n: usize) {
+            self.0 = n;
+        }
+    }
+    let mut reader = Reader::default();
+    id.hash(&mut reader);
+    reader.0
 }
 
 impl PassMemory {
@@ -37,34 +73,59 @@ impl PassMemory {
             .ok()
     }
 
-    /// The pass that made gradient tensor `id`, and whether a step applied it.
-    pub fn lookup(&self, id: TensorId) -> Option<(Generation, bool)> {
-        let generation = *self.by_id.get(&id)?;
-        let pass = &self.passes[self.position(generation)?];
-        Some((generation, pass.applied))
+    /// The pass that made gradient `id` of parameter `param`, and whether a
+    /// step applied it; `None` for a gradient the guard never saw.
+    pub fn lookup(&self, param: usize, id: TensorId) -> Option<(Generation, bool)> {
+        let youngest = self.youngest?;
+        let n = counter_value(id);
+        if n > youngest {
+            return None;
+        }
+        let param = param as u32;
+        self.passes
+            .iter()
+            .rev()
+            .filter(|p| (p.oldest..=p.youngest).contains(&n))
+            .find(|p| {
+                p.ids
+                    .binary_search_by_key(&param, |(i, _)| *i)
+                    .is_ok_and(|k| p.ids[k].1 == id)
+            })
+            .map(|p| (p.generation, p.applied))
     }
 
     /// Remembers a new pass (generations only grow), forgetting the oldest
-    /// beyond [`REMEMBERED_PASSES`].
-    pub fn remember(&mut self, generation: Generation, ids: Vec<TensorId>, applied: bool) {
-        for &id in &ids {
-            self.by_id.insert(id, generation);
+    /// beyond [`REMEMBERED_PASSES`]; the forgotten pass's list is reused.
+    pub fn remember(
+        &mut self,
+        generation: Generation,
+        ids: impl Iterator<Item = (usize, TensorId)>,
+        applied: bool,
+    ) {
+        let mut list = if self.passes.len() >= REMEMBERED_PASSES {
+            self.passes.pop_front().map(|p| p.ids).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        list.clear();
+        let (mut oldest, mut youngest) = (usize::MAX, 0);
+        for (i, id) in ids {
+            let n = counter_value(id);
+            oldest = oldest.min(n);
+            youngest = youngest.max(n);
+            list.push((i as u32, id));
+        }
+        if !list.is_empty() {
+            self.youngest = Some(self.youngest.map_or(youngest, |y| y.max(youngest)));
         }
         self.passes.push_back(Pass {
             generation,
-            ids,
+            ids: list,
+            oldest,
+            youngest,
             applied,
             buffered: u32::from(!applied),
         });
-        while self.passes.len() > REMEMBERED_PASSES {
-            if let Some(old) = self.passes.pop_front() {
-                for id in old.ids {
-                    if self.by_id.get(&id) == Some(&old.generation) {
-                        self.by_id.remove(&id);
-                    }
-                }
-            }
-        }
     }
 
     /// A known pass was added to the buffers again.
@@ -99,5 +160,64 @@ impl PassMemory {
         for pass in &mut self.passes {
             pass.buffered = 0;
         }
+    }
+
+    /// Bytes held, for the guard's memory report.
+    pub fn bytes(&self) -> usize {
+        let per_id = std::mem::size_of::<(u32, TensorId)>();
+        self.passes.capacity() * std::mem::size_of::<Pass>()
+            + self
+                .passes
+                .iter()
+                .map(|p| p.ids.capacity() * per_id)
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    fn ids(n: usize) -> Vec<TensorId> {
+        (0..n)
+            .map(|_| Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu).unwrap().id())
+            .collect()
+    }
+
+    #[test]
+    fn younger_tensors_have_larger_counter_values() {
+        // The fast path rests on this: if candle changes how a TensorId
+        // hashes, this fails and the look-up must be revisited.
+        let a = ids(3);
+        let values: Vec<usize> = a.iter().map(|&id| counter_value(id)).collect();
+        assert!(values[0] > 0 && values[0] < values[1] && values[1] < values[2]);
+    }
+
+    #[test]
+    fn a_pass_is_recognised_by_parameter_and_id_until_forgotten() {
+        let mut m = PassMemory::default();
+        let first = ids(2);
+        m.remember(1, first.iter().copied().enumerate(), true);
+        assert_eq!(m.lookup(0, first[0]), Some((1, true)));
+        assert_eq!(m.lookup(1, first[1]), Some((1, true)));
+        // The same tensor under another parameter is not that pass.
+        assert_eq!(m.lookup(1, first[0]), None);
+        let later = ids(1);
+        assert_eq!(m.lookup(0, later[0]), None);
+        for g in 2..=REMEMBERED_PASSES as u64 {
+            m.remember(g, ids(2).into_iter().enumerate(), false);
+        }
+        assert_eq!(m.lookup(0, first[0]), Some((1, true)));
+        m.remember(REMEMBERED_PASSES as u64 + 1, ids(2).into_iter().enumerate(), false);
+        assert_eq!(m.lookup(0, first[0]), None);
+    }
+
+    #[test]
+    fn an_older_unseen_tensor_is_new() {
+        let older = ids(1);
+        let mut m = PassMemory::default();
+        m.remember(1, ids(1).into_iter().enumerate(), false);
+        assert_eq!(m.lookup(0, older[0]), None);
     }
 }

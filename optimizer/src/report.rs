@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::check::{Check, Level};
+use crate::params::Watched;
 
 /// One check that fired at one step, with the names of the parameters concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,9 @@ pub struct Anomaly {
     /// The declared backward passes per step (`accumulation_steps(k)`), if
     /// declared.
     pub declared: Option<u32>,
+    /// How the guard learned its parameters: a `missing` parameter of a
+    /// whole `VarMap` may be one the optimizer does not train at all.
+    pub watched: Watched,
 }
 
 impl Anomaly {
@@ -44,9 +48,14 @@ impl Anomaly {
             Check::Stale => {
                 "run backward before each step(), and pass each GradStore to step_with() only once"
             }
-            Check::Missing => {
-                "use these parameters in the loss (not detached), drop them from the optimizer, or declare them as buffers"
-            }
+            Check::Missing => match self.watched {
+                Watched::List => {
+                    "the optimizer trains these parameters: use them in the loss (not detached), drop them from the optimizer's list, or declare them as buffers"
+                }
+                Watched::VarMap => {
+                    "if the optimizer trains them, use them in the loss (not detached) or declare them as buffers; if it does not (a target network, frozen layers, a teacher), the guard watches more than the optimizer trains: build it over the optimizer's list with Guarded::from_vars(vars, &varmap, config) or opt.guarded_over(&vars, &varmap)"
+                }
+            },
             Check::NonFinite => {
                 "lower the learning rate, clip gradients, or look for log(0) or a division by zero in the loss"
             }

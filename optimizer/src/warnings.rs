@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use crate::check::{Check, Level};
+use crate::params::Watched;
 use crate::report::Anomaly;
 
 /// Decides which anomalies reach the log.
@@ -77,10 +78,15 @@ impl WarnLimiter {
             optimizer = %anomaly.optimizer,
             params = %new.join(","),
             "{} parameter{} never received a gradient since training started: {}; \
-             it is not used in the loss, or its graph is detached (declare it with buffers() if it is a buffer)",
+             it is not used in the loss, or its graph is detached (declare it with buffers() if it is a buffer){}",
             new.len(),
             if new.len() == 1 { " has" } else { "s have" },
-            new.join(", ")
+            new.join(", "),
+            match anomaly.watched {
+                Watched::List => "",
+                Watched::VarMap => "; or the optimizer does not train it and the guard watches the whole VarMap: \
+                                    build the guard over the optimizer's list (Guarded::from_vars, guarded_over)",
+            }
         );
     }
 }
@@ -163,6 +169,7 @@ mod tests {
             passes: 2,
             reapplied: 1,
             declared: None,
+            watched: crate::params::Watched::VarMap,
         }
     }
 

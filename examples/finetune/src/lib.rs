@@ -1,0 +1,12 @@
+//! A fine-tuning run in candle, watched by gradguard: a small transformer
+//! language model ([`model`]) pretrained on one generated text and fine-tuned
+//! on another ([`text`]) through low-rank adapters while its base stays
+//! frozen, with gradient accumulation declared to the guard ([`train`]).
+
+pub mod model;
+pub mod text;
+pub mod train;
+
+pub use model::{Config, Lm, NormKind};
+pub use text::Corpus;
+pub use train::{Finetune, Outcome, Phase, Reset};
