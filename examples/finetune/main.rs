@@ -16,7 +16,7 @@ use gradguard::exporter::PrometheusConfig;
 use gradguard::logging::{self, LogFormat};
 use gradguard::{Check, Level};
 use gradguard_finetune::train::{pretrain, restore, snapshot, validation_loss};
-use gradguard_finetune::{Config, Corpus, Finetune, Lm, NormKind, Outcome, Phase, Reset};
+use gradguard_finetune::{Config, Corpus, Finetune, Kernels, Lm, Outcome, Phase, Reset};
 
 /// Fine-tuning with a frozen base and adapters, watched by gradguard.
 #[derive(Debug, Parser)]
@@ -26,7 +26,7 @@ struct Args {
     #[arg(long, default_value_t = 250)]
     pretrain_steps: usize,
     /// Fine-tuning epochs.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     epochs: usize,
     /// Fine-tuning micro-batches per epoch.
     #[arg(long, default_value_t = 30)]
@@ -36,8 +36,13 @@ struct Args {
     accumulation: u32,
     /// Use candle-nn's fused RmsNorm, which passes no gradient back in
     /// candle-nn 0.11: the guard names what it starves at step 1.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "fused_softmax")]
     fused_norm: bool,
+    /// Use candle-nn's softmax_last_dim in attention, which passes no
+    /// gradient back in candle-nn 0.11: the guard names the query and key
+    /// projections at step 1.
+    #[arg(long)]
+    fused_softmax: bool,
     /// Deny every gradguard check: the first anomaly stops the run (exit 1).
     #[arg(long)]
     deny: bool,
@@ -58,8 +63,11 @@ enum Failure {
     Metrics(#[from] gradguard::exporter::ExporterError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    #[error("gradguard denied {phase}: {0}\nthe run stopped; the weights are those of the last good step", .1)]
-    Guard(&'static str, gradguard::Error),
+    #[error("{phase}: {error}\nthe run stopped; the weights are those of the last good step")]
+    Guard {
+        phase: &'static str,
+        error: gradguard::Error,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,11 +80,19 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(if matches!(e, Failure::Guard(_, gradguard::Error::Denied(_))) {
-                1
-            } else {
-                2
-            })
+            ExitCode::from(
+                if matches!(
+                    e,
+                    Failure::Guard {
+                        error: gradguard::Error::Denied(_),
+                        ..
+                    }
+                ) {
+                    1
+                } else {
+                    2
+                },
+            )
         }
     }
 }
@@ -120,17 +136,27 @@ fn run(args: &Args) -> Result<(), Failure> {
             .fold(g, |g, c| g.level(c, level))
     };
 
-    let (base_train, _) = Corpus::base(12_000, 11).split(0.9);
+    let (base_train, base_val) = Corpus::base(12_000, 11).split(0.9);
     let (tune_train, tune_val) = Corpus::finetune(6_000, 12).split(0.8);
-    let norm = if args.fused_norm { NormKind::Fused } else { NormKind::Differentiable };
+    let kernels = if args.fused_norm {
+        Kernels::FusedRmsNorm
+    } else if args.fused_softmax {
+        Kernels::FusedSoftmax
+    } else {
+        Kernels::Differentiable
+    };
     let varmap = VarMap::new();
-    let model = Lm::new(Config::default(), norm, &varmap, &dev)?;
+    let model = Lm::new(Config::default(), kernels, &varmap, &dev)?;
     let base_vars = Phase::Pretrain.vars(&varmap).len();
     let adapter_vars = Phase::Finetune.vars(&varmap).len();
     println!(
-        "model: {} variables in one VarMap ({base_vars} base, {adapter_vars} adapters), norm: {}",
+        "model: {} variables in one VarMap ({base_vars} base, {adapter_vars} adapters), {}",
         base_vars + adapter_vars,
-        if args.fused_norm { "candle-nn's fused RmsNorm" } else { "differentiable RMS norm" }
+        match kernels {
+            Kernels::Differentiable => "norm and softmax from differentiable ops",
+            Kernels::FusedRmsNorm => "candle-nn's fused RmsNorm (no backward pass)",
+            Kernels::FusedSoftmax => "candle-nn's softmax_last_dim (no backward pass)",
+        }
     );
     println!(
         "text: {} tokens to pretrain on, {} to fine-tune on, {} to validate",
@@ -141,12 +167,17 @@ fn run(args: &Args) -> Result<(), Failure> {
 
     let started = Instant::now();
     let mut opt = levels(Phase::Pretrain.optimizer(&varmap, 3e-3)?.name("base"));
-    let before = validation_loss(&model, &tune_val, 4, &dev)?;
-    let base = pretrain(&model, &mut opt, &base_train, args.pretrain_steps, 16, &dev)
-        .map_err(|e| Failure::Guard("pretraining", e))?;
-    let after = validation_loss(&model, &tune_val, 4, &dev)?;
+    let before = validation_loss(&model, &base_val, 4, &dev)?;
+    let base = pretrain(&model, &mut opt, &base_train, args.pretrain_steps, 16, &dev).map_err(
+        |error| Failure::Guard {
+            phase: "pretraining",
+            error,
+        },
+    )?;
+    let after = validation_loss(&model, &base_val, 4, &dev)?;
+    let tune_before = validation_loss(&model, &tune_val, 4, &dev)?;
     println!(
-        "base: {} steps over {base_vars} variables, {:.1}s; fine-tuning text loss {before:.3} -> {after:.3}; anomalies: {}",
+        "base: {} steps over {base_vars} variables, {:.1}s; validation loss {before:.3} -> {after:.3} (on the fine-tuning text: {tune_before:.3}); anomalies: {}",
         base.steps,
         started.elapsed().as_secs_f64(),
         anomalies(&base)
@@ -171,16 +202,33 @@ fn run(args: &Args) -> Result<(), Failure> {
             reset,
         };
         let outcome = tune
-            .run(&model, &mut opt, &tune_train, &tune_val, &dev, |epoch, loss| {
-                println!("{name} epoch {epoch}: validation loss {loss:.3}");
-            })
-            .map_err(|e| Failure::Guard("fine-tuning", e))?;
-        println!("{name}: {} steps, {:.1}s", outcome.steps, started.elapsed().as_secs_f64());
+            .run(
+                &model,
+                &mut opt,
+                &tune_train,
+                &tune_val,
+                &dev,
+                |epoch, loss| {
+                    println!("{name} epoch {epoch}: validation loss {loss:.3}");
+                },
+            )
+            .map_err(|error| Failure::Guard {
+                phase: "fine-tuning",
+                error,
+            })?;
+        println!(
+            "{name}: {} steps, {:.1}s",
+            outcome.steps,
+            started.elapsed().as_secs_f64()
+        );
         rows.push((name, reset, outcome));
     }
 
     println!();
-    println!("{:<13} {:<22} {:<24} {:<44} first flagged", "run", "gradients", "validation loss", "anomalies");
+    println!(
+        "{:<13} {:<22} {:<24} {:<44} first flagged",
+        "run", "gradients", "validation loss", "anomalies"
+    );
     for (name, reset, outcome) in &rows {
         let losses: Vec<String> = outcome.val_loss.iter().map(|l| format!("{l:.3}")).collect();
         println!(
@@ -205,7 +253,11 @@ fn run(args: &Args) -> Result<(), Failure> {
     );
     if let Some(server) = server {
         if args.linger > 0 {
-            println!("serving metrics on http://{}/metrics for {}s", server.addr(), args.linger);
+            println!(
+                "serving metrics on http://{}/metrics for {}s",
+                server.addr(),
+                args.linger
+            );
             std::thread::sleep(std::time::Duration::from_secs(args.linger));
         }
     }

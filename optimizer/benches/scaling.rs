@@ -53,7 +53,13 @@ impl Model {
         let dev = Device::Cpu;
         let varmap = VarMap::new();
         for i in 0..n {
-            varmap.get(8, &format!("layer{i:05}.weight"), Init::Const(0.5), DType::F32, &dev)?;
+            varmap.get(
+                8,
+                &format!("layer{i:05}.weight"),
+                Init::Const(0.5),
+                DType::F32,
+                &dev,
+            )?;
         }
         let vars = varmap.all_vars();
         let x = Tensor::arange(0f32, 8., &dev)?;
@@ -98,8 +104,12 @@ fn paired(
 ) -> candle_core::Result<(f64, f64)> {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for round in 0..rounds + 2 {
-        let sa: Vec<GradStore> = (0..passes).map(|_| model.fresh_store()).collect::<candle_core::Result<_>>()?;
-        let sb: Vec<GradStore> = (0..passes).map(|_| model.fresh_store()).collect::<candle_core::Result<_>>()?;
+        let sa: Vec<GradStore> = (0..passes)
+            .map(|_| model.fresh_store())
+            .collect::<candle_core::Result<_>>()?;
+        let sb: Vec<GradStore> = (0..passes)
+            .map(|_| model.fresh_store())
+            .collect::<candle_core::Result<_>>()?;
         let run = |f: &mut dyn FnMut(&[GradStore]) -> candle_core::Result<()>, s: &[GradStore]| {
             let start = Instant::now();
             f(s).map(|_| start.elapsed())
@@ -144,7 +154,14 @@ fn main() -> candle_core::Result<()> {
     println!("the guard's own time per step, paired against plain candle on the same fresh GradStores ({rounds} rounds, medians)");
     println!(
         "{:>7}  {:>11}  {:>11}  {:>11}  {:>11}  {:>11}  {:>9}  {:>11}",
-        "vars", "step_with", "bwd/step/zg", "+recorder", "ns/var", "candle step", "% of step", "memory"
+        "vars",
+        "step_with",
+        "bwd/step/zg",
+        "+recorder",
+        "ns/var",
+        "candle step",
+        "% of step",
+        "memory"
     );
     for n in [20usize, 200, 2_000, 10_000] {
         let model = Model::new(n)?;
@@ -152,41 +169,27 @@ fn main() -> candle_core::Result<()> {
 
         let mut plain = Noop;
         let mut guard = Guarded::<Noop>::from_varmap(&model.varmap, ())?;
-        let (p, g) = paired(
-            &model,
-            r,
-            1,
-            &mut |s| plain.step(&s[0]),
-            &mut |s| guard.step_with(&s[0]).map(drop).map_err(wrap),
-        )?;
+        let (p, g) = paired(&model, r, 1, &mut |s| plain.step(&s[0]), &mut |s| {
+            guard.step_with(&s[0]).map(drop).map_err(wrap)
+        })?;
         let own_with = g - p;
 
         // PyTorch style against the same accumulation written by hand.
         let mut hand = HandAccumulation::new(&model);
         let mut torch = Guarded::<Noop>::from_varmap(&model.varmap, ())?;
-        let (p, g) = paired(
-            &model,
-            r,
-            1,
-            &mut |s| hand.run(s),
-            &mut |s| torch_style(&mut torch, s),
-        )?;
+        let (p, g) = paired(&model, r, 1, &mut |s| hand.run(s), &mut |s| {
+            torch_style(&mut torch, s)
+        })?;
         let own_torch = g - p;
 
         let mut plain = Noop;
         let mut recorded = metrics::with_local_recorder(&recorder, || {
             Guarded::<Noop>::from_varmap(&model.varmap, ()).map(|g| g.name("bench"))
         })?;
-        let (p, g) = paired(
-            &model,
-            r,
-            1,
-            &mut |s| plain.step(&s[0]),
-            &mut |s| {
-                metrics::with_local_recorder(&recorder, || recorded.step_with(&s[0]).map(drop))
-                    .map_err(wrap)
-            },
-        )?;
+        let (p, g) = paired(&model, r, 1, &mut |s| plain.step(&s[0]), &mut |s| {
+            metrics::with_local_recorder(&recorder, || recorded.step_with(&s[0]).map(drop))
+                .map_err(wrap)
+        })?;
         let own_rec = g - p;
 
         let step = candle_step(&model, r)?;
@@ -204,14 +207,20 @@ fn main() -> candle_core::Result<()> {
     }
 
     println!("\npasses per step (accumulation_steps(k): k accumulate, step, zero_grad), 2,000 variables, against the same accumulation by hand");
-    println!("{:>7}  {:>11}  {:>11}  {:>11}", "passes", "own time", "per pass", "ns/var/pass");
+    println!(
+        "{:>7}  {:>11}  {:>11}  {:>11}",
+        "passes", "own time", "per pass", "ns/var/pass"
+    );
     let n = 2_000;
     let model = Model::new(n)?;
     for k in [1usize, 4, 16, 64] {
         let mut hand = HandAccumulation::new(&model);
-        let mut torch = Guarded::<Noop>::from_varmap(&model.varmap, ())?.accumulation_steps(k as u32);
+        let mut torch =
+            Guarded::<Noop>::from_varmap(&model.varmap, ())?.accumulation_steps(k as u32);
         let r = (rounds / k).max(10);
-        let (p, g) = paired(&model, r, k, &mut |s| hand.run(s), &mut |s| torch_style(&mut torch, s))?;
+        let (p, g) = paired(&model, r, k, &mut |s| hand.run(s), &mut |s| {
+            torch_style(&mut torch, s)
+        })?;
         let own = g - p;
         println!(
             "{k:>7}  {:>11}  {:>11}  {:>11.0}",

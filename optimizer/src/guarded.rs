@@ -182,7 +182,11 @@ impl<O: Optimizer> Guarded<O> {
     /// assert!(opt.step()?.is_clean()); // the target network is not `missing`
     /// # Ok(()) }
     /// ```
-    pub fn from_vars(vars: Vec<Var>, varmap: &VarMap, config: O::Config) -> candle_core::Result<Self> {
+    pub fn from_vars(
+        vars: Vec<Var>,
+        varmap: &VarMap,
+        config: O::Config,
+    ) -> candle_core::Result<Self> {
         let inner = O::new(vars.clone(), config)?;
         Ok(Self::new(inner).with_vars(vars).with_varmap(varmap).exact())
     }

@@ -181,7 +181,11 @@ mod tests {
 
     fn ids(n: usize) -> Vec<TensorId> {
         (0..n)
-            .map(|_| Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu).unwrap().id())
+            .map(|_| {
+                Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu)
+                    .unwrap()
+                    .id()
+            })
             .collect()
     }
 
@@ -209,7 +213,11 @@ mod tests {
             m.remember(g, ids(2).into_iter().enumerate(), false);
         }
         assert_eq!(m.lookup(0, first[0]), Some((1, true)));
-        m.remember(REMEMBERED_PASSES as u64 + 1, ids(2).into_iter().enumerate(), false);
+        m.remember(
+            REMEMBERED_PASSES as u64 + 1,
+            ids(2).into_iter().enumerate(),
+            false,
+        );
         assert_eq!(m.lookup(0, first[0]), None);
     }
 

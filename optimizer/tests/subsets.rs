@@ -6,9 +6,7 @@
 //! bit, no anomaly. Then each with its classic bug, flagged.
 
 use candle_core::{DType, Device, Module, Result, Tensor, Var};
-use candle_nn::{
-    linear, AdamW, Linear, Optimizer, ParamsAdamW, VarBuilder, VarMap, SGD,
-};
+use candle_nn::{linear, AdamW, Linear, Optimizer, ParamsAdamW, VarBuilder, VarMap, SGD};
 use gradguard::{vars_under, Check, Error, GuardExt, Guarded, Level, Watched};
 
 const STEPS: usize = 12;
@@ -43,7 +41,12 @@ fn snapshot(varmap: &VarMap) -> Vec<(String, Vec<f32>)> {
     let data = varmap.data().lock().unwrap();
     let mut all: Vec<(String, Vec<f32>)> = data
         .iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+            )
+        })
         .collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     all
@@ -126,7 +129,11 @@ impl Ddpg {
             batch(8, 1, 1.5 * step as f64),
             batch(8, STATE, 2.0 + step as f64),
         );
-        let next_q = Self::q(&self.critic_target, &s2, &Self::act(&self.actor_target, &s2)?)?;
+        let next_q = Self::q(
+            &self.critic_target,
+            &s2,
+            &Self::act(&self.actor_target, &s2)?,
+        )?;
         let target = (r + (next_q * 0.99)?)?.detach();
         candle_nn::loss::mse(&Self::q(&self.critic, &s, &a)?, &target)
     }
@@ -185,11 +192,14 @@ fn ddpg_guarded_over_each_networks_own_list_is_quiet_and_identical() {
     let mut critic = AdamW::new(vars_under(&plain.varmap, "critic"), adamw()).unwrap();
 
     let guarded = Ddpg::new();
-    let mut g_actor =
-        Guarded::<AdamW>::from_vars(vars_under(&guarded.varmap, "actor"), &guarded.varmap, adamw())
-            .unwrap()
-            .level_all(Level::Deny)
-            .name("actor");
+    let mut g_actor = Guarded::<AdamW>::from_vars(
+        vars_under(&guarded.varmap, "actor"),
+        &guarded.varmap,
+        adamw(),
+    )
+    .unwrap()
+    .level_all(Level::Deny)
+    .name("actor");
     // The one-line form over a list the code already built its optimizer on.
     let critic_vars = vars_under(&guarded.varmap, "critic");
     let mut g_critic = AdamW::new(critic_vars.clone(), adamw())
@@ -200,7 +210,12 @@ fn ddpg_guarded_over_each_networks_own_list_is_quiet_and_identical() {
     assert_eq!(g_actor.watched(), Watched::List);
     assert_eq!(
         g_actor.param_names(),
-        ["actor.l1.bias", "actor.l1.weight", "actor.l2.bias", "actor.l2.weight"]
+        [
+            "actor.l1.bias",
+            "actor.l1.weight",
+            "actor.l2.bias",
+            "actor.l2.weight"
+        ]
     );
 
     for step in 0..STEPS {
@@ -222,12 +237,16 @@ fn ddpg_guarded_over_the_whole_varmap_names_the_targets_and_says_how_to_adopt() 
         .level(Check::Missing, Level::Deny);
     assert_eq!(actor.watched(), Watched::VarMap);
     let before = snapshot(&m.varmap);
-    let err = actor.backward_step(&m.actor_loss(0, false).unwrap()).unwrap_err();
+    let err = actor
+        .backward_step(&m.actor_loss(0, false).unwrap())
+        .unwrap_err();
     let anomaly = Error::denied_in(&err).unwrap();
     assert_eq!(anomaly.check, Check::Missing);
     // Every variable the actor's optimizer does not train, nothing else.
-    assert!(anomaly.params.iter().all(|p| p.starts_with("actor_target.")
-        || p.starts_with("critic_target.")));
+    assert!(anomaly
+        .params
+        .iter()
+        .all(|p| p.starts_with("actor_target.") || p.starts_with("critic_target.")));
     assert_eq!(anomaly.params.len(), 8);
     assert!(anomaly.help().contains("Guarded::from_vars"));
     assert_eq!(snapshot(&m.varmap), before, "a denied step changes nothing");
@@ -239,9 +258,10 @@ fn ddpg_actor_trained_through_a_detached_action_is_missing_at_step_1() {
     let mut actor = Guarded::<AdamW>::from_vars(vars_under(&m.varmap, "actor"), &m.varmap, adamw())
         .unwrap()
         .level_all(Level::Deny);
-    let mut critic = Guarded::<AdamW>::from_vars(vars_under(&m.varmap, "critic"), &m.varmap, adamw())
-        .unwrap()
-        .level_all(Level::Deny);
+    let mut critic =
+        Guarded::<AdamW>::from_vars(vars_under(&m.varmap, "critic"), &m.varmap, adamw())
+            .unwrap()
+            .level_all(Level::Deny);
     let err = ddpg_update(&m, &mut actor, &mut critic, 0, true).unwrap_err();
     let anomaly = Error::denied_in(&err).unwrap();
     assert_eq!((anomaly.check, anomaly.step), (Check::Missing, 1));
@@ -304,8 +324,10 @@ impl Finetune {
     /// The adapters' variables: what fine-tuning trains.
     fn adapters(&self) -> Vec<Var> {
         let data = self.varmap.data().lock().unwrap();
-        let mut named: Vec<(&String, &Var)> =
-            data.iter().filter(|(n, _)| n.contains(".adapter.")).collect();
+        let mut named: Vec<(&String, &Var)> = data
+            .iter()
+            .filter(|(n, _)| n.contains(".adapter."))
+            .collect();
         named.sort_by(|a, b| a.0.cmp(b.0));
         named.into_iter().map(|(_, v)| v.clone()).collect()
     }
@@ -422,9 +444,10 @@ fn a_student_next_to_its_teacher_is_quiet_and_identical_in_pytorch_style() {
     let plain = Distill::new();
     let mut sgd = SGD::new(vars_under(&plain.varmap, "student"), 0.1).unwrap();
     let guarded = Distill::new();
-    let mut opt = Guarded::<SGD>::from_vars(vars_under(&guarded.varmap, "student"), &guarded.varmap, 0.1)
-        .unwrap()
-        .level_all(Level::Deny);
+    let mut opt =
+        Guarded::<SGD>::from_vars(vars_under(&guarded.varmap, "student"), &guarded.varmap, 0.1)
+            .unwrap()
+            .level_all(Level::Deny);
     for step in 0..STEPS {
         sgd.backward_step(&plain.loss(step)).unwrap();
         opt.backward(&guarded.loss(step)).unwrap();
@@ -456,7 +479,11 @@ fn a_student_without_zero_grad_is_accumulated_at_step_2() {
     let a = opt.step().unwrap_err().anomaly().unwrap().clone();
     assert_eq!((a.check, a.step), (Check::Accumulated, 2));
     assert!(a.params.iter().all(|p| p.starts_with("student.")));
-    assert_eq!(snapshot(&m.varmap), before_step_2, "a denied step changes nothing");
+    assert_eq!(
+        snapshot(&m.varmap),
+        before_step_2,
+        "a denied step changes nothing"
+    );
 }
 
 #[test]
@@ -468,7 +495,12 @@ fn with_varmap_names_a_listed_guard_without_widening_it() {
     let opt = opt.with_varmap(&m.varmap);
     assert_eq!(
         opt.param_names(),
-        ["student.l1.bias", "student.l1.weight", "student.l2.bias", "student.l2.weight"]
+        [
+            "student.l1.bias",
+            "student.l1.weight",
+            "student.l2.bias",
+            "student.l2.weight"
+        ]
     );
     // candle's generic constructor builds a listed guard too.
     let opt = <Guarded<SGD> as Optimizer>::new(vars_under(&m.varmap, "teacher"), 0.1)

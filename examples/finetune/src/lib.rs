@@ -7,6 +7,6 @@ pub mod model;
 pub mod text;
 pub mod train;
 
-pub use model::{Config, Lm, NormKind};
+pub use model::{Config, Kernels, Lm};
 pub use text::Corpus;
 pub use train::{Finetune, Outcome, Phase, Reset};

@@ -38,15 +38,19 @@ impl Default for Config {
     }
 }
 
-/// Which RMS norm the model uses.
+/// Which kernels the model's norms and attention use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NormKind {
-    /// Written from differentiable candle ops: gradients flow through it.
+pub enum Kernels {
+    /// RMS norm and softmax written from differentiable candle ops:
+    /// gradients flow through both.
     Differentiable,
-    /// candle-nn's fused `RmsNorm` (`candle_nn::rms_norm`): on contiguous
-    /// input its forward has no backward pass in candle-nn 0.11, so nothing
-    /// before it (and not its own weight) gets a gradient.
-    Fused,
+    /// candle-nn's fused `RmsNorm`: on contiguous input its forward has no
+    /// backward pass in candle-nn 0.11, so nothing before a norm (and not
+    /// the norm's own weight) gets a gradient.
+    FusedRmsNorm,
+    /// candle-nn's `ops::softmax_last_dim`: no backward pass in candle-nn
+    /// 0.11, so the attention's query and key projections get no gradient.
+    FusedSoftmax,
 }
 
 /// RMS normalisation with a learned scale.
@@ -59,9 +63,10 @@ struct Norm {
 const EPS: f64 = 1e-5;
 
 impl Norm {
-    fn new(dim: usize, kind: NormKind, vb: VarBuilder) -> Result<Self> {
+    fn new(dim: usize, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
-        let fused = (kind == NormKind::Fused).then(|| candle_nn::RmsNorm::new(weight.clone(), EPS));
+        let fused = (kernels == Kernels::FusedRmsNorm)
+            .then(|| candle_nn::RmsNorm::new(weight.clone(), EPS));
         Ok(Self { weight, fused })
     }
 }
@@ -121,11 +126,13 @@ struct Attention {
     v: LoraLinear,
     out: Linear,
     heads: usize,
+    fused_softmax: bool,
 }
 
 impl Attention {
-    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &Config, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
+            fused_softmax: kernels == Kernels::FusedSoftmax,
             q: LoraLinear::new(cfg.dim, cfg.rank, vb.pp("q"))?,
             k: linear_no_bias(cfg.dim, cfg.dim, vb.pp("k"))?,
             v: LoraLinear::new(cfg.dim, cfg.rank, vb.pp("v"))?,
@@ -137,12 +144,21 @@ impl Attention {
     fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, t, d) = xs.dims3()?;
         let hd = d / self.heads;
-        let split = |x: Tensor| x.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous();
+        let split = |x: Tensor| {
+            x.reshape((b, t, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = split(self.q.forward(xs)?)?;
         let k = split(self.k.forward(xs)?)?;
         let v = split(self.v.forward(xs)?)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
-        let y = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
+        let weights = if self.fused_softmax {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        } else {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        };
+        let y = weights.matmul(&v)?;
         self.out
             .forward(&y.transpose(1, 2)?.contiguous()?.reshape((b, t, d))?)
     }
@@ -158,11 +174,11 @@ struct Block {
 }
 
 impl Block {
-    fn new(cfg: &Config, norm: NormKind, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &Config, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            norm1: Norm::new(cfg.dim, norm, vb.pp("norm1"))?,
-            attn: Attention::new(cfg, vb.pp("attn"))?,
-            norm2: Norm::new(cfg.dim, norm, vb.pp("norm2"))?,
+            norm1: Norm::new(cfg.dim, kernels, vb.pp("norm1"))?,
+            attn: Attention::new(cfg, kernels, vb.pp("attn"))?,
+            norm2: Norm::new(cfg.dim, kernels, vb.pp("norm2"))?,
             up: linear(cfg.dim, 4 * cfg.dim, vb.pp("mlp.up"))?,
             down: linear(4 * cfg.dim, cfg.dim, vb.pp("mlp.down"))?,
         })
@@ -190,19 +206,25 @@ pub struct Lm {
 
 impl Lm {
     /// Builds the model's variables in `varmap` on `dev`.
-    pub fn new(cfg: Config, norm: NormKind, varmap: &VarMap, dev: &Device) -> Result<Self> {
+    pub fn new(cfg: Config, kernels: Kernels, varmap: &VarMap, dev: &Device) -> Result<Self> {
         let vb = VarBuilder::from_varmap(varmap, DType::F32, dev);
         let blocks = (0..cfg.layers)
-            .map(|i| Block::new(&cfg, norm, vb.pp(format!("blocks.{i}"))))
+            .map(|i| Block::new(&cfg, kernels, vb.pp(format!("blocks.{i}"))))
             .collect::<Result<_>>()?;
         let mask: Vec<f32> = (0..cfg.ctx * cfg.ctx)
-            .map(|k| if k % cfg.ctx > k / cfg.ctx { f32::NEG_INFINITY } else { 0.0 })
+            .map(|k| {
+                if k % cfg.ctx > k / cfg.ctx {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
             .collect();
         Ok(Self {
             tokens: embedding(cfg.vocab, cfg.dim, vb.pp("tokens"))?,
             positions: embedding(cfg.ctx, cfg.dim, vb.pp("positions"))?,
             blocks,
-            norm: Norm::new(cfg.dim, norm, vb.pp("norm"))?,
+            norm: Norm::new(cfg.dim, kernels, vb.pp("norm"))?,
             head: linear(cfg.dim, cfg.vocab, vb.pp("head"))?,
             mask: Tensor::from_vec(mask, (cfg.ctx, cfg.ctx), dev)?,
             cfg,

@@ -107,7 +107,13 @@ impl Corpus {
 
     /// A batch of `rows` windows of `ctx` tokens at random places: the
     /// inputs and, one token later, the targets, each `(rows, ctx)`.
-    pub fn batch(&self, rows: usize, ctx: usize, rng: &mut Rng, dev: &Device) -> Result<(Tensor, Tensor)> {
+    pub fn batch(
+        &self,
+        rows: usize,
+        ctx: usize,
+        rng: &mut Rng,
+        dev: &Device,
+    ) -> Result<(Tensor, Tensor)> {
         let mut xs = Vec::with_capacity(rows * ctx);
         let mut ys = Vec::with_capacity(rows * ctx);
         for _ in 0..rows {

@@ -74,7 +74,12 @@ impl Outcome {
 }
 
 /// Mean loss over `batches` fixed validation batches.
-pub fn validation_loss(model: &Lm, val: &Corpus, batches: usize, dev: &Device) -> candle_core::Result<f64> {
+pub fn validation_loss(
+    model: &Lm,
+    val: &Corpus,
+    batches: usize,
+    dev: &Device,
+) -> candle_core::Result<f64> {
     let mut rng = Rng::new(99);
     let ctx = model.config().ctx;
     let mut total = 0.0;
