@@ -702,7 +702,18 @@ impl Builder<'_> {
 
     /// Classifies the conditions once the whole graph is known.
     fn finish(&mut self) {
-        // Which conditions guard gradient events.
+        let guards_events = self.conditions_guarding_events();
+        let tracked = self.tracked_window(&guards_events);
+        let correlated = self.correlated_flags(&guards_events);
+        self.cfg.cap = self.classify_conditions(&guards_events, tracked.as_ref(), &correlated);
+        self.cfg.inner_bits = self.inner_loop_bits();
+        self.cfg.window_start = self.window_start();
+        self.fresh_optimizers_of_new_models();
+        self.cfg.tracked = tracked;
+    }
+
+    /// Which conditions guard gradient events.
+    fn conditions_guarding_events(&self) -> Vec<bool> {
         let mut guards_events = vec![false; self.raw.len()];
         for (n, event) in self.cfg.events.iter().enumerate() {
             if event.is_some() {
@@ -711,9 +722,14 @@ impl Builder<'_> {
                 }
             }
         }
-        // The counter window that guards gradient events and is tested most
-        // often is tracked (the first on a tie); a `%` window before a
-        // loop's whole run (`i == 0`, `i == n - 1`).
+        guards_events
+    }
+
+    /// The counter window (counter, modulus) that is tracked: the one that
+    /// guards gradient events and is tested most often (the first on a tie);
+    /// a `%` window before a loop's whole run (`i == 0`, `i == n - 1`). Sets
+    /// whether it is as long as the loop's run.
+    fn tracked_window(&mut self, guards_events: &[bool]) -> Option<(String, String)> {
         // (counter, modulus) -> (not a whole run, guards events, tests).
         type Weight = (bool, bool, usize);
         let mut counts: Vec<((String, String), Weight)> = Vec::new();
@@ -757,18 +773,21 @@ impl Builder<'_> {
             .as_ref()
             .and_then(|t| counts.iter().find(|(k, _)| k == t))
             .is_some_and(|(_, (windowed, _, _))| !windowed);
-        let mut bits = 0u32;
-        let mut iteration_bits = 0u32;
-        let mut cap = 0;
-        let assigned = &self.assigned;
-        let varies = |read: &String| {
-            assigned.iter().any(|a| {
-                a == read
-                    || read.starts_with(&format!("{a}."))
-                    || a.starts_with(&format!("{read}."))
-            })
-        };
-        // The flags tested most often get the state's bits.
+        tracked
+    }
+
+    /// Whether `read` (a name a test reads) changes in the loop: it, an
+    /// attribute of it or an object it is an attribute of is assigned.
+    fn varies(&self, read: &String) -> bool {
+        self.assigned.iter().any(|a| {
+            a == read || read.starts_with(&format!("{a}.")) || a.starts_with(&format!("{read}."))
+        })
+    }
+
+    /// The flags (none of whose names the loop changes) that guard gradient
+    /// events and get the state's bits: those tested most often.
+    fn correlated_flags(&self, guards_events: &[bool]) -> Vec<usize> {
+        let varies = |read: &String| self.varies(read);
         let mut order: Vec<usize> = (0..self.raw.len())
             .filter(|&i| {
                 matches!(&self.raw[i].class, CondClass::Flag(r) if !r.iter().any(varies))
@@ -779,8 +798,24 @@ impl Builder<'_> {
         order.retain(|&i| guards_events[i]);
         order.sort_by_key(|&i| std::cmp::Reverse(self.tested[i]));
         order.truncate(MAX_FLAGS as usize);
+        order
+    }
+
+    /// The kind of every condition (its bit in the state, if it gets one);
+    /// returns the cap of the tracked counter's residues.
+    fn classify_conditions(
+        &mut self,
+        guards_events: &[bool],
+        tracked: Option<&(String, String)>,
+        correlated: &[usize],
+    ) -> u32 {
+        let mut bits = 0u32;
+        let mut iteration_bits = 0u32;
+        let mut cap = 0;
+        let varies = |read: &String| self.varies(read);
+        let mut conds = Vec::with_capacity(self.raw.len());
         for (i, c) in self.raw.iter().enumerate() {
-            let correlates = order.contains(&i);
+            let correlates = correlated.contains(&i);
             let kind = match &c.class {
                 // A flag the loop sets (`skip = True`): known from the
                 // assignment on, within the iteration.
@@ -799,7 +834,7 @@ impl Builder<'_> {
                     residue,
                     at_one,
                     ..
-                } if tracked.as_ref() == Some(&(counter.clone(), modulus.clone())) => {
+                } if tracked == Some(&(counter.clone(), modulus.clone())) => {
                     cap = cap.max(residue.magnitude().saturating_add(1));
                     let bit =
                         (guards_events[i] && iteration_bits < MAX_ITERATION_BITS).then(|| {
@@ -816,7 +851,7 @@ impl Builder<'_> {
                     ..
                 } if iteration_bits < MAX_ITERATION_BITS => {
                     iteration_bits += 1;
-                    let multiple = tracked.as_ref().is_some_and(|(c, k)| {
+                    let multiple = tracked.is_some_and(|(c, k)| {
                         c == counter
                             && *residue == Residue::Low(0)
                             && modulus != k
@@ -843,7 +878,7 @@ impl Builder<'_> {
                 }
                 CondClass::NotNone(_) => Kind::Flag(None),
                 CondClass::WindowOne(modulus)
-                    if tracked.as_ref().is_some_and(|(_, m)| m == modulus) && !varies(modulus) =>
+                    if tracked.is_some_and(|(_, m)| m == modulus) && !varies(modulus) =>
                 {
                     Kind::WindowOne
                 }
@@ -855,12 +890,17 @@ impl Builder<'_> {
                 }
                 CondClass::WindowOne(_) => Kind::Flag(None),
             };
-            self.cfg.conds.push(Cond {
+            conds.push(Cond {
                 key: c.key.clone(),
                 kind,
             });
         }
-        // The iteration bits of the tests inside each nested loop.
+        self.cfg.conds.extend(conds);
+        cap
+    }
+
+    /// The iteration bits of the tests inside each nested loop.
+    fn inner_loop_bits(&self) -> Vec<u16> {
         let mut inner_bits = vec![0u16; self.cfg.events.len()];
         for (n, assumed) in self.cfg.assumes.iter().enumerate() {
             for &(c, _) in assumed {
@@ -873,8 +913,12 @@ impl Builder<'_> {
                 }
             }
         }
-        self.cfg.inner_bits = inner_bits;
-        // The residue of the tracked counter that guards a step.
+        inner_bits
+    }
+
+    /// Where the window opens: after the residue of the tracked counter
+    /// that guards a step.
+    fn window_start(&self) -> Option<Residue> {
         let step_residue = (0..self.cfg.events.len())
             .filter(|&n| matches!(self.cfg.events[n], Some((Event::Step(_), _))))
             .flat_map(|n| self.cfg.guards[n].iter())
@@ -882,21 +926,24 @@ impl Builder<'_> {
                 Kind::Counter(r, _, _) if v => Some(r),
                 _ => None,
             });
-        self.cfg.window_start = step_residue.map(|r| match r {
+        step_residue.map(|r| match r {
             Residue::Low(n) => Residue::Low(n.saturating_add(1)),
             Residue::High(1) | Residue::High(0) => Residue::Low(0),
             Residue::High(n) => Residue::High(n - 1),
-        });
-        // An optimizer over a model the loop builds anew starts fresh.
-        for event in self.cfg.events.iter_mut().flatten() {
+        })
+    }
+
+    /// An optimizer over a model the loop builds anew starts fresh.
+    fn fresh_optimizers_of_new_models(&mut self) {
+        let mut events = std::mem::take(&mut self.cfg.events);
+        for event in events.iter_mut().flatten() {
             if let (Event::Reset(Reset::NewModelOptimizer { optimizer, model }), _) = event {
-                if varies(model) {
+                if self.varies(model) {
                     event.0 = Event::Reset(Reset::NewOptimizer(optimizer.clone()));
                 }
             }
         }
-        self.cfg.tracked = tracked;
-        self.cfg.cap = cap;
+        self.cfg.events = events;
     }
 
     fn edges(&mut self, from: &[usize], to: usize) {
