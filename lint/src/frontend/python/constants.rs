@@ -8,90 +8,6 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use super::syntax::assigned_names;
 use super::Lowerer;
 
-/// The arguments of one call: whether each positional one is `None`, the
-/// keywords given (and whether each is `None`), and whether `*args` or
-/// `**kwargs` hide the rest.
-#[derive(Debug, Clone, Default)]
-pub(super) struct CallShape {
-    positional: Vec<bool>,
-    keywords: Vec<(String, bool)>,
-    unpacked: bool,
-}
-
-/// Every call `name(...)` of a plain name in `body`, by name.
-fn call_shapes(body: &[Stmt]) -> HashMap<String, Vec<CallShape>> {
-    struct Finder(HashMap<String, Vec<CallShape>>);
-    impl<'a> Visitor<'a> for Finder {
-        fn visit_expr(&mut self, expr: &'a Expr) {
-            if let Expr::Call(c) = expr {
-                if let Expr::Name(n) = c.func.as_ref() {
-                    let none = |e: &Expr| matches!(e, Expr::NoneLiteral(_));
-                    let args = &c.arguments;
-                    let shape = CallShape {
-                        positional: args.args.iter().map(none).collect(),
-                        keywords: args
-                            .keywords
-                            .iter()
-                            .filter_map(|k| Some((k.arg.as_ref()?.to_string(), none(&k.value))))
-                            .collect(),
-                        unpacked: args.args.iter().any(|a| matches!(a, Expr::Starred(_)))
-                            || args.keywords.iter().any(|k| k.arg.is_none()),
-                    };
-                    self.0.entry(n.id.to_string()).or_default().push(shape);
-                }
-            }
-            walk_expr(self, expr);
-        }
-    }
-    let mut f = Finder(HashMap::default());
-    for stmt in body {
-        ruff_python_ast::visitor::walk_stmt(&mut f, stmt);
-    }
-    f.0
-}
-
-/// Names bound once in the whole module, at its top level, to a boolean
-/// literal, and never a function's parameter: settings of a script
-/// (`USE_AMP = False`).
-pub(super) fn module_constants(body: &[Stmt]) -> HashMap<String, bool> {
-    #[derive(Default)]
-    struct Stores(HashMap<String, usize>);
-    impl<'a> Visitor<'a> for Stores {
-        fn visit_expr(&mut self, expr: &'a Expr) {
-            if let Expr::Name(n) = expr {
-                if n.ctx.is_store() {
-                    *self.0.entry(n.id.to_string()).or_default() += 1;
-                }
-            }
-            walk_expr(self, expr);
-        }
-        fn visit_parameter(&mut self, p: &'a ast::Parameter) {
-            // A parameter of that name may shadow it.
-            *self.0.entry(p.name.id.to_string()).or_default() += 2;
-            ruff_python_ast::visitor::walk_parameter(self, p);
-        }
-    }
-    let mut out = HashMap::default();
-    for stmt in body {
-        if let Stmt::Assign(a) = stmt {
-            if let (Expr::BooleanLiteral(b), [Expr::Name(n)]) =
-                (a.value.as_ref(), a.targets.as_slice())
-            {
-                out.insert(n.id.to_string(), b.value);
-            }
-        }
-    }
-    if out.is_empty() {
-        return out;
-    }
-    let mut stores = Stores::default();
-    for stmt in body {
-        stores.visit_stmt(stmt);
-    }
-    out.retain(|name, _| stores.0.get(name) == Some(&1));
-    out
-}
-
 impl<'s> Lowerer<'s> {
     /// The parameters of a plain function (not a method) that default to
     /// `None`, are never assigned in it, and are `None` in every call of the
@@ -193,4 +109,88 @@ impl<'s> Lowerer<'s> {
             _ => None,
         }
     }
+}
+
+/// The arguments of one call: whether each positional one is `None`, the
+/// keywords given (and whether each is `None`), and whether `*args` or
+/// `**kwargs` hide the rest.
+#[derive(Debug, Clone, Default)]
+pub(super) struct CallShape {
+    positional: Vec<bool>,
+    keywords: Vec<(String, bool)>,
+    unpacked: bool,
+}
+
+/// Every call `name(...)` of a plain name in `body`, by name.
+fn call_shapes(body: &[Stmt]) -> HashMap<String, Vec<CallShape>> {
+    struct Finder(HashMap<String, Vec<CallShape>>);
+    impl<'a> Visitor<'a> for Finder {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Call(c) = expr {
+                if let Expr::Name(n) = c.func.as_ref() {
+                    let none = |e: &Expr| matches!(e, Expr::NoneLiteral(_));
+                    let args = &c.arguments;
+                    let shape = CallShape {
+                        positional: args.args.iter().map(none).collect(),
+                        keywords: args
+                            .keywords
+                            .iter()
+                            .filter_map(|k| Some((k.arg.as_ref()?.to_string(), none(&k.value))))
+                            .collect(),
+                        unpacked: args.args.iter().any(|a| matches!(a, Expr::Starred(_)))
+                            || args.keywords.iter().any(|k| k.arg.is_none()),
+                    };
+                    self.0.entry(n.id.to_string()).or_default().push(shape);
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let mut f = Finder(HashMap::default());
+    for stmt in body {
+        ruff_python_ast::visitor::walk_stmt(&mut f, stmt);
+    }
+    f.0
+}
+
+/// Names bound once in the whole module, at its top level, to a boolean
+/// literal, and never a function's parameter: settings of a script
+/// (`USE_AMP = False`).
+pub(super) fn module_constants(body: &[Stmt]) -> HashMap<String, bool> {
+    #[derive(Default)]
+    struct Stores(HashMap<String, usize>);
+    impl<'a> Visitor<'a> for Stores {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Name(n) = expr {
+                if n.ctx.is_store() {
+                    *self.0.entry(n.id.to_string()).or_default() += 1;
+                }
+            }
+            walk_expr(self, expr);
+        }
+        fn visit_parameter(&mut self, p: &'a ast::Parameter) {
+            // A parameter of that name may shadow it.
+            *self.0.entry(p.name.id.to_string()).or_default() += 2;
+            ruff_python_ast::visitor::walk_parameter(self, p);
+        }
+    }
+    let mut out = HashMap::default();
+    for stmt in body {
+        if let Stmt::Assign(a) = stmt {
+            if let (Expr::BooleanLiteral(b), [Expr::Name(n)]) =
+                (a.value.as_ref(), a.targets.as_slice())
+            {
+                out.insert(n.id.to_string(), b.value);
+            }
+        }
+    }
+    if out.is_empty() {
+        return out;
+    }
+    let mut stores = Stores::default();
+    for stmt in body {
+        stores.visit_stmt(stmt);
+    }
+    out.retain(|name, _| stores.0.get(name) == Some(&1));
+    out
 }

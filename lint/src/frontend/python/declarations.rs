@@ -213,6 +213,8 @@ impl<'s> Lowerer<'s> {
         }
     }
 
+    /// Whether `text` names an optimizer (bound to a constructor, or named
+    /// like one), not a scheduler.
     pub(super) fn is_optimizer(&self, text: &str) -> bool {
         let scheduler =
             text.to_ascii_lowercase().contains("sched") || self.schedulers.contains(text);

@@ -9,38 +9,6 @@ use super::syntax::{dotted, names_read, span};
 use super::{Lowerer, MAX_DEPTH};
 use crate::ir::{Event, Node, Reset, Updater};
 
-/// `accelerator.unwrap_optimizer(opt)`: the optimizer `opt` itself.
-fn unwrapped_optimizer(expr: &Expr) -> Option<String> {
-    let Expr::Call(call) = expr else { return None };
-    let Expr::Attribute(f) = call.func.as_ref() else {
-        return None;
-    };
-    if f.attr.id.as_str() != "unwrap_optimizer" {
-        return None;
-    }
-    dotted(call.arguments.args.first()?)
-}
-
-fn expression_depth(expr: &Expr) -> usize {
-    struct Depth {
-        now: usize,
-        max: usize,
-    }
-    impl<'a> Visitor<'a> for Depth {
-        fn visit_expr(&mut self, expr: &'a Expr) {
-            self.now += 1;
-            self.max = self.max.max(self.now);
-            if self.now <= MAX_DEPTH {
-                walk_expr(self, expr);
-            }
-            self.now -= 1;
-        }
-    }
-    let mut d = Depth { now: 0, max: 0 };
-    d.visit_expr(expr);
-    d.max
-}
-
 impl<'s> Lowerer<'s> {
     /// Whether `value` reads `owner`'s gradient, directly or through a local
     /// name bound to it.
@@ -129,6 +97,8 @@ impl<'s> Lowerer<'s> {
         Calls { lowerer: self, out }.visit_expr(expr);
     }
 
+    /// The gradient event of one call, if any: a backward pass, a step, a
+    /// reset, an update by hand, or a call of a function or method followed.
     fn call(&self, call: &ast::ExprCall) -> Option<Event> {
         let args = &call.arguments;
         // `model(x)` on an instance of a class whose `forward` has gradient
@@ -264,4 +234,37 @@ impl<'s> Lowerer<'s> {
             _ => None,
         }
     }
+}
+
+/// `accelerator.unwrap_optimizer(opt)`: the optimizer `opt` itself.
+fn unwrapped_optimizer(expr: &Expr) -> Option<String> {
+    let Expr::Call(call) = expr else { return None };
+    let Expr::Attribute(f) = call.func.as_ref() else {
+        return None;
+    };
+    if f.attr.id.as_str() != "unwrap_optimizer" {
+        return None;
+    }
+    dotted(call.arguments.args.first()?)
+}
+
+/// How deeply `expr` nests (counted up to a little past [`MAX_DEPTH`]).
+fn expression_depth(expr: &Expr) -> usize {
+    struct Depth {
+        now: usize,
+        max: usize,
+    }
+    impl<'a> Visitor<'a> for Depth {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            self.now += 1;
+            self.max = self.max.max(self.now);
+            if self.now <= MAX_DEPTH {
+                walk_expr(self, expr);
+            }
+            self.now -= 1;
+        }
+    }
+    let mut d = Depth { now: 0, max: 0 };
+    d.visit_expr(expr);
+    d.max
 }

@@ -8,19 +8,6 @@ use super::syntax::{assigned_names, nested_bodies, span};
 use super::{Lowerer, MAX_DEPTH};
 use crate::ir::{Event, Function, Inherited, Node, Reset};
 
-/// In a function run once per batch, `return` ends the iteration (outside
-/// nested loops, where it would also leave them).
-fn returns_end_iteration(nodes: &mut [Node]) {
-    for node in nodes {
-        match node {
-            Node::Return => *node = Node::Continue,
-            Node::If { branches, .. } => branches.iter_mut().for_each(|b| returns_end_iteration(b)),
-            Node::Accumulate(body) => returns_end_iteration(body),
-            _ => {}
-        }
-    }
-}
-
 impl<'s> Lowerer<'s> {
     /// Lowers every function and method, once all names are known.
     /// Methods are named `Class.method`. A function the framework runs once
@@ -220,5 +207,18 @@ impl<'s> Lowerer<'s> {
                 .as_ref()
                 .is_some_and(|c| self.hf_trainers.contains(c))
             && self.text(f).contains("backward")
+    }
+}
+
+/// In a function run once per batch, `return` ends the iteration (outside
+/// nested loops, where it would also leave them).
+fn returns_end_iteration(nodes: &mut [Node]) {
+    for node in nodes {
+        match node {
+            Node::Return => *node = Node::Continue,
+            Node::If { branches, .. } => branches.iter_mut().for_each(|b| returns_end_iteration(b)),
+            Node::Accumulate(body) => returns_end_iteration(body),
+            _ => {}
+        }
     }
 }

@@ -7,6 +7,7 @@ use ruff_python_ast::Expr;
 use super::syntax::dotted;
 use crate::frontend::OPTIMIZER_TYPES;
 
+/// Whether `expr` reads a `.grad` anywhere.
 pub(super) fn mentions_grad(expr: &Expr) -> bool {
     struct Finder(bool);
     impl<'a> Visitor<'a> for Finder {
@@ -67,7 +68,6 @@ pub(super) fn updated_tensor(target: &Expr) -> Option<String> {
     }
 }
 
-/// The `x` of `x.grad` / `x.grad.data`.
 /// `w` of `w` or `w.data`.
 pub(super) fn data_owner(expr: &Expr) -> Option<&Expr> {
     match expr {
@@ -97,6 +97,7 @@ pub(super) fn grad_owners(expr: &Expr) -> Vec<String> {
     f.0
 }
 
+/// The `x` of `x.grad` / `x.grad.data`.
 pub(super) fn grad_owner(expr: &Expr) -> Option<&Expr> {
     match expr {
         Expr::Attribute(a) if a.attr.id.as_str() == "grad" => Some(&a.value),

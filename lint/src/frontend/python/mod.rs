@@ -3,8 +3,10 @@
 //! A file is lowered in passes over its statements: its classes
 //! (`classes`), what its names stand for (`declarations`), then every
 //! function and method (`functions`), whose statements and expressions become
-//! the model's nodes and gradient events (`statements`, `expressions`).
-//! What other files may take from it is its [`Summary`].
+//! the model's nodes and gradient events (`statements`, `expressions`),
+//! with the tests whose value the file fixes (`constants`). `syntax` and
+//! `gradients` read shapes of the syntax tree. What other files may take
+//! from a file is its [`Summary`]; what it takes from them, its [`Imports`].
 
 mod classes;
 mod constants;
@@ -120,6 +122,8 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
     lowerer.program
 }
 
+/// The state of lowering one file: what its names stand for, gathered by
+/// the first passes, and the program built.
 struct Lowerer<'s> {
     source: &'s str,
     program: Program,
@@ -195,6 +199,7 @@ impl<'s> Lowerer<'s> {
             .is_some_and(|t| t.contains(needle))
     }
 
+    /// The source text of `node`.
     fn text(&self, node: &impl Ranged) -> String {
         let s = span(node);
         self.source.get(s.start..s.end).unwrap_or("").to_string()

@@ -13,112 +13,6 @@ use super::{Lowerer, MAX_DEPTH};
 use crate::frontend::conditions::{classify, counting_iter, optimizer_exists};
 use crate::ir::{Counter, Event, Node, Reset, Tested};
 
-/// The number of values `range(n)` (from 0) or `enumerate(x)` yields, as a
-/// condition key's text (`n`, `len(x)`).
-fn run_length(source: &str, call: &ast::ExprCall) -> Option<String> {
-    let Expr::Name(f) = call.func.as_ref() else {
-        return None;
-    };
-    let args = &call.arguments.args;
-    let strip = |e: &Expr| crate::frontend::conditions::key(source, e);
-    match f.id.as_str() {
-        "range" if args.len() == 1 => Some(strip(&args[0])),
-        "enumerate" if !args.is_empty() => Some(format!("len({})", strip(&args[0]))),
-        _ => None,
-    }
-}
-
-/// Whether `nodes` hold an `accelerator.accumulate` block outside nested
-/// loops.
-fn contains_accumulate(nodes: &[Node]) -> bool {
-    nodes.iter().any(|n| match n {
-        Node::Accumulate(_) => true,
-        Node::If { branches, .. } => branches.iter().any(|b| contains_accumulate(b)),
-        _ => false,
-    })
-}
-
-/// Local names bound exactly once in `body` (nested blocks included) to
-/// a comparison, a `not` or a boolean operation.
-pub(super) fn named_tests(body: &[Stmt]) -> HashMap<String, &Expr> {
-    fn walk<'e>(
-        body: &'e [Stmt],
-        counts: &mut HashMap<String, (usize, Option<&'e Expr>)>,
-        depth: usize,
-    ) {
-        if depth > MAX_DEPTH {
-            return;
-        }
-        for stmt in body {
-            match stmt {
-                Stmt::Assign(a) => {
-                    for t in &a.targets {
-                        let mut names = Vec::new();
-                        target_names(t, &mut names);
-                        let test = matches!(t, Expr::Name(_))
-                            && matches!(
-                                a.value.as_ref(),
-                                Expr::Compare(_) | Expr::BoolOp(_) | Expr::UnaryOp(_)
-                            );
-                        for n in names {
-                            let e = counts.entry(n).or_insert((0, None));
-                            e.0 += 1;
-                            e.1 = test.then_some(a.value.as_ref());
-                        }
-                    }
-                }
-                Stmt::AugAssign(a) => {
-                    let mut names = Vec::new();
-                    target_names(&a.target, &mut names);
-                    for n in names {
-                        counts.entry(n).or_insert((0, None)).0 += 2;
-                    }
-                }
-                Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
-                _ => {
-                    for b in nested_bodies(stmt) {
-                        walk(b, counts, depth + 1);
-                    }
-                }
-            }
-        }
-    }
-    let mut counts = HashMap::default();
-    walk(body, &mut counts, 0);
-    counts
-        .into_iter()
-        .filter_map(|(n, (count, e))| (count == 1).then_some((n, e?)))
-        .collect()
-}
-
-/// Counters `x += 1` in `body`, not in nested loops.
-fn incremented(body: &[Stmt], out: &mut Vec<Counter>, depth: usize) {
-    if depth > MAX_DEPTH {
-        return;
-    }
-    for stmt in body {
-        match stmt {
-            Stmt::AugAssign(a)
-                if a.op == Operator::Add
-                    && matches!(a.value.as_ref(), Expr::NumberLiteral(n)
-                        if matches!(&n.value, ast::Number::Int(i) if i.as_i64() == Some(1))) =>
-            {
-                if let Some(name) = dotted(&a.target) {
-                    if !out.iter().any(|c| c.name == name) {
-                        out.push(Counter { name, start: None });
-                    }
-                }
-            }
-            Stmt::For(_) | Stmt::While(_) | Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
-            _ => {
-                for b in nested_bodies(stmt) {
-                    incremented(b, out, depth + 1);
-                }
-            }
-        }
-    }
-}
-
 impl<'s> Lowerer<'s> {
     /// Lowers a block (nothing deeper than [`MAX_DEPTH`]).
     pub(super) fn stmts(&self, body: &[Stmt], depth: usize) -> Vec<Node> {
@@ -428,6 +322,112 @@ impl<'s> Lowerer<'s> {
             if self.reads_grad_of(value, &w) {
                 let updater = self.manual_updater_of(w);
                 out.push(Node::Event(Event::Step(updater), span(stmt)));
+            }
+        }
+    }
+}
+
+/// The number of values `range(n)` (from 0) or `enumerate(x)` yields, as a
+/// condition key's text (`n`, `len(x)`).
+fn run_length(source: &str, call: &ast::ExprCall) -> Option<String> {
+    let Expr::Name(f) = call.func.as_ref() else {
+        return None;
+    };
+    let args = &call.arguments.args;
+    let strip = |e: &Expr| crate::frontend::conditions::key(source, e);
+    match f.id.as_str() {
+        "range" if args.len() == 1 => Some(strip(&args[0])),
+        "enumerate" if !args.is_empty() => Some(format!("len({})", strip(&args[0]))),
+        _ => None,
+    }
+}
+
+/// Whether `nodes` hold an `accelerator.accumulate` block outside nested
+/// loops.
+fn contains_accumulate(nodes: &[Node]) -> bool {
+    nodes.iter().any(|n| match n {
+        Node::Accumulate(_) => true,
+        Node::If { branches, .. } => branches.iter().any(|b| contains_accumulate(b)),
+        _ => false,
+    })
+}
+
+/// Local names bound exactly once in `body` (nested blocks included) to
+/// a comparison, a `not` or a boolean operation.
+pub(super) fn named_tests(body: &[Stmt]) -> HashMap<String, &Expr> {
+    fn walk<'e>(
+        body: &'e [Stmt],
+        counts: &mut HashMap<String, (usize, Option<&'e Expr>)>,
+        depth: usize,
+    ) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        for stmt in body {
+            match stmt {
+                Stmt::Assign(a) => {
+                    for t in &a.targets {
+                        let mut names = Vec::new();
+                        target_names(t, &mut names);
+                        let test = matches!(t, Expr::Name(_))
+                            && matches!(
+                                a.value.as_ref(),
+                                Expr::Compare(_) | Expr::BoolOp(_) | Expr::UnaryOp(_)
+                            );
+                        for n in names {
+                            let e = counts.entry(n).or_insert((0, None));
+                            e.0 += 1;
+                            e.1 = test.then_some(a.value.as_ref());
+                        }
+                    }
+                }
+                Stmt::AugAssign(a) => {
+                    let mut names = Vec::new();
+                    target_names(&a.target, &mut names);
+                    for n in names {
+                        counts.entry(n).or_insert((0, None)).0 += 2;
+                    }
+                }
+                Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
+                _ => {
+                    for b in nested_bodies(stmt) {
+                        walk(b, counts, depth + 1);
+                    }
+                }
+            }
+        }
+    }
+    let mut counts = HashMap::default();
+    walk(body, &mut counts, 0);
+    counts
+        .into_iter()
+        .filter_map(|(n, (count, e))| (count == 1).then_some((n, e?)))
+        .collect()
+}
+
+/// Counters `x += 1` in `body`, not in nested loops.
+fn incremented(body: &[Stmt], out: &mut Vec<Counter>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    for stmt in body {
+        match stmt {
+            Stmt::AugAssign(a)
+                if a.op == Operator::Add
+                    && matches!(a.value.as_ref(), Expr::NumberLiteral(n)
+                        if matches!(&n.value, ast::Number::Int(i) if i.as_i64() == Some(1))) =>
+            {
+                if let Some(name) = dotted(&a.target) {
+                    if !out.iter().any(|c| c.name == name) {
+                        out.push(Counter { name, start: None });
+                    }
+                }
+            }
+            Stmt::For(_) | Stmt::While(_) | Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
+            _ => {
+                for b in nested_bodies(stmt) {
+                    incremented(b, out, depth + 1);
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ use ruff_text_size::Ranged;
 use super::MAX_DEPTH;
 use crate::ir::Span;
 
+/// A node's byte range in the file.
 pub(super) fn span(node: &impl Ranged) -> Span {
     let r = node.range();
     Span::new(r.start().to_usize(), r.end().to_usize())
