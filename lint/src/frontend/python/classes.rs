@@ -4,9 +4,10 @@
 use ruff_python_ast::Stmt;
 use rustc_hash::FxHashSet as HashSet;
 
+use super::lowerer::Lowerer;
 use super::summary::{mentions_gradient_event, method_names};
+use super::syntax::MAX_DEPTH;
 use super::syntax::{dotted, nested_bodies, span};
-use super::{Lowerer, MAX_DEPTH};
 
 impl<'s> Lowerer<'s> {
     /// The key of the next definition of class `name` in the pass under way.

@@ -5,8 +5,8 @@ use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr, Stmt};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use super::syntax::assigned_names;
-use super::Lowerer;
+use super::lowerer::Lowerer;
+use super::syntax::{assigned_names, call_shapes};
 
 impl<'s> Lowerer<'s> {
     /// The parameters of a plain function (not a method) that default to
@@ -109,48 +109,6 @@ impl<'s> Lowerer<'s> {
             _ => None,
         }
     }
-}
-
-/// The arguments of one call: whether each positional one is `None`, the
-/// keywords given (and whether each is `None`), and whether `*args` or
-/// `**kwargs` hide the rest.
-#[derive(Debug, Clone, Default)]
-pub(super) struct CallShape {
-    positional: Vec<bool>,
-    keywords: Vec<(String, bool)>,
-    unpacked: bool,
-}
-
-/// Every call `name(...)` of a plain name in `body`, by name.
-fn call_shapes(body: &[Stmt]) -> HashMap<String, Vec<CallShape>> {
-    struct Finder(HashMap<String, Vec<CallShape>>);
-    impl<'a> Visitor<'a> for Finder {
-        fn visit_expr(&mut self, expr: &'a Expr) {
-            if let Expr::Call(c) = expr {
-                if let Expr::Name(n) = c.func.as_ref() {
-                    let none = |e: &Expr| matches!(e, Expr::NoneLiteral(_));
-                    let args = &c.arguments;
-                    let shape = CallShape {
-                        positional: args.args.iter().map(none).collect(),
-                        keywords: args
-                            .keywords
-                            .iter()
-                            .filter_map(|k| Some((k.arg.as_ref()?.to_string(), none(&k.value))))
-                            .collect(),
-                        unpacked: args.args.iter().any(|a| matches!(a, Expr::Starred(_)))
-                            || args.keywords.iter().any(|k| k.arg.is_none()),
-                    };
-                    self.0.entry(n.id.to_string()).or_default().push(shape);
-                }
-            }
-            walk_expr(self, expr);
-        }
-    }
-    let mut f = Finder(HashMap::default());
-    for stmt in body {
-        ruff_python_ast::visitor::walk_stmt(&mut f, stmt);
-    }
-    f.0
 }
 
 /// Names bound once in the whole module, at its top level, to a boolean

@@ -7,8 +7,9 @@ use super::gradients::{
     data_owner, grad_owners, is_optimizer_constructor, is_scheduler_constructor, parameters_owner,
     updated_tensor,
 };
+use super::lowerer::Lowerer;
+use super::syntax::MAX_DEPTH;
 use super::syntax::{dotted, listed_names, names_read, nested_bodies, target_names};
-use super::{Lowerer, MAX_DEPTH};
 use crate::frontend::looks_like_optimizer;
 
 impl<'s> Lowerer<'s> {

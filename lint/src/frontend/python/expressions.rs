@@ -5,8 +5,9 @@ use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr};
 
 use super::gradients::{data_owner, grad_owner, grad_owners, is_grad_attribute, mentions_grad};
+use super::lowerer::Lowerer;
+use super::syntax::MAX_DEPTH;
 use super::syntax::{dotted, names_read, span};
-use super::{Lowerer, MAX_DEPTH};
 use crate::ir::{Event, Node, Reset, Updater};
 
 impl<'s> Lowerer<'s> {

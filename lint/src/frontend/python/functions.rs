@@ -3,9 +3,10 @@
 
 use ruff_python_ast::{self as ast, Stmt};
 
+use super::lowerer::Lowerer;
 use super::statements::named_tests;
+use super::syntax::MAX_DEPTH;
 use super::syntax::{assigned_names, nested_bodies, span};
-use super::{Lowerer, MAX_DEPTH};
 use crate::ir::{Event, Function, Inherited, Node, Reset};
 
 impl<'s> Lowerer<'s> {

@@ -7,9 +7,10 @@ use super::gradients::{
     data_owner, is_grad_attribute, is_optimizer_constructor, mentions_grad, parameters_owner,
     updated_tensor,
 };
+use super::lowerer::Lowerer;
 use super::summary::raises_not_implemented;
+use super::syntax::MAX_DEPTH;
 use super::syntax::{assigned_names, dotted, nested_bodies, span, target_names};
-use super::{Lowerer, MAX_DEPTH};
 use crate::frontend::conditions::{classify, counting_iter, optimizer_exists};
 use crate::ir::{Counter, Event, Node, Reset, Tested};
 

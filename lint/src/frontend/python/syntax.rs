@@ -4,9 +4,13 @@
 use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr, Stmt};
 use ruff_text_size::Ranged;
+use rustc_hash::FxHashMap as HashMap;
 
-use super::MAX_DEPTH;
 use crate::ir::Span;
+
+/// Deeper statement nesting than this is not analysed (no stack overflow on
+/// generated code).
+pub(super) const MAX_DEPTH: usize = 100;
 
 /// A node's byte range in the file.
 pub(super) fn span(node: &impl Ranged) -> Span {
@@ -101,4 +105,46 @@ pub(super) fn nested_bodies(stmt: &Stmt) -> Vec<&[Stmt]> {
         Stmt::Match(m) => m.cases.iter().map(|c| &c.body[..]).collect(),
         _ => Vec::new(),
     }
+}
+
+/// The arguments of one call: whether each positional one is `None`, the
+/// keywords given (and whether each is `None`), and whether `*args` or
+/// `**kwargs` hide the rest.
+#[derive(Debug, Clone, Default)]
+pub(super) struct CallShape {
+    pub(super) positional: Vec<bool>,
+    pub(super) keywords: Vec<(String, bool)>,
+    pub(super) unpacked: bool,
+}
+
+/// Every call `name(...)` of a plain name in `body`, by name.
+pub(super) fn call_shapes(body: &[Stmt]) -> HashMap<String, Vec<CallShape>> {
+    struct Finder(HashMap<String, Vec<CallShape>>);
+    impl<'a> Visitor<'a> for Finder {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Call(c) = expr {
+                if let Expr::Name(n) = c.func.as_ref() {
+                    let none = |e: &Expr| matches!(e, Expr::NoneLiteral(_));
+                    let args = &c.arguments;
+                    let shape = CallShape {
+                        positional: args.args.iter().map(none).collect(),
+                        keywords: args
+                            .keywords
+                            .iter()
+                            .filter_map(|k| Some((k.arg.as_ref()?.to_string(), none(&k.value))))
+                            .collect(),
+                        unpacked: args.args.iter().any(|a| matches!(a, Expr::Starred(_)))
+                            || args.keywords.iter().any(|k| k.arg.is_none()),
+                    };
+                    self.0.entry(n.id.to_string()).or_default().push(shape);
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let mut f = Finder(HashMap::default());
+    for stmt in body {
+        ruff_python_ast::visitor::walk_stmt(&mut f, stmt);
+    }
+    f.0
 }
