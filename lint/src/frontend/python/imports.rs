@@ -1,7 +1,7 @@
 //! Imports: the import statements of a file, and the names it imports from
 //! other files of the invocation, resolved.
 
-use ruff_python_ast::Stmt;
+use ruff_python_ast::{self as ast, Stmt};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::syntax::nested_bodies;
@@ -59,11 +59,7 @@ pub(super) fn import_statements(body: &[Stmt], out: &mut Vec<Import>, depth: usi
         match stmt {
             Stmt::Import(i) => {
                 for alias in &i.names {
-                    let module = alias.name.id.to_string();
-                    let local = alias
-                        .asname
-                        .as_ref()
-                        .map_or_else(|| module.clone(), |a| a.id.to_string());
+                    let (module, local) = name_and_local(alias);
                     out.push(Import::Module { module, local });
                 }
             }
@@ -73,11 +69,7 @@ pub(super) fn import_statements(body: &[Stmt], out: &mut Vec<Import>, depth: usi
                     .as_ref()
                     .map_or_else(String::new, |m| m.id.to_string());
                 for alias in &f.names {
-                    let name = alias.name.id.to_string();
-                    let local = alias
-                        .asname
-                        .as_ref()
-                        .map_or_else(|| name.clone(), |a| a.id.to_string());
+                    let (name, local) = name_and_local(alias);
                     out.push(Import::From {
                         level: f.level,
                         module: module.clone(),
@@ -95,4 +87,15 @@ pub(super) fn import_statements(body: &[Stmt], out: &mut Vec<Import>, depth: usi
             }
         }
     }
+}
+
+/// The name an import alias imports, and the name it binds (`as local`, or
+/// the same).
+fn name_and_local(alias: &ast::Alias) -> (String, String) {
+    let name = alias.name.id.to_string();
+    let local = alias
+        .asname
+        .as_ref()
+        .map_or_else(|| name.clone(), |a| a.id.to_string());
+    (name, local)
 }
