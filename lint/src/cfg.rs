@@ -978,30 +978,7 @@ impl Builder<'_> {
             ) if ctx.accumulate
                 && !(self.program.deepspeed && matches!(event, Event::Reset(_))) =>
             {
-                let sync = Test {
-                    cond: crate::ir::Cond {
-                        key: "<accelerate sync>".into(),
-                        class: CondClass::Counter {
-                            counter: crate::ir::ACCELERATE_COUNTER.into(),
-                            modulus: crate::ir::ACCELERATE_WINDOW.into(),
-                            residue: Residue::High(1),
-                            at_one: true,
-                            whole_run: false,
-                        },
-                    },
-                    negated: false,
-                };
-                let group = self.cfg.events.len();
-                let (start, _) = self.alternatives(&[vec![sync.clone()]], &frontier, true, group);
-                let (mut out, _) =
-                    self.alternatives(&[vec![sync.flipped()]], &frontier, true, group);
-                let assumed = self.cond(&sync);
-                self.guard_stack.push(assumed);
-                let n = self.node(Some((event.clone(), *span)), true);
-                self.guard_stack.pop();
-                self.edges(&start, n);
-                out.push(n);
-                out
+                self.window_closing_event(event, span, &frontier)
             }
             Node::Event(event, span) => {
                 let n = self.node(Some((event.clone(), *span)), ctx.accumulate);
@@ -1012,59 +989,13 @@ impl Builder<'_> {
                 branches,
                 exhaustive,
                 tests,
-            } => {
-                let group = self.cfg.events.len();
-                // Branch i runs when its test holds and the tests above failed.
-                let failed = |upto: usize| -> Vec<Vec<Test>> {
-                    tests[..upto.min(tests.len())]
-                        .iter()
-                        .fold(vec![Vec::new()], |acc, t| Tested::both(&acc, &t.fails))
-                };
-                let mut out = if *exhaustive {
-                    Vec::new()
-                } else {
-                    let skipped = failed(branches.len());
-                    self.alternatives(&skipped, &frontier, ctx.accumulate, group)
-                        .0
-                };
-                for (i, branch) in branches.iter().enumerate() {
-                    let holds = tests.get(i).map_or(vec![Vec::new()], |t| t.holds.clone());
-                    let assumes = Tested::both(&failed(i), &holds);
-                    let depth = self.guard_stack.len();
-                    let (start, common) =
-                        self.alternatives(&assumes, &frontier, ctx.accumulate, group);
-                    self.guard_stack.extend(common);
-                    out.extend(self.seq(branch, start, ctx));
-                    self.guard_stack.truncate(depth);
-                }
-                out.sort_unstable();
-                out.dedup();
-                out
-            }
+            } => self.branches(branches, *exhaustive, tests, &frontier, ctx),
             Node::Loop {
                 body,
                 assigned,
                 counters,
                 ..
-            } => {
-                self.assigned.extend(assigned.iter().cloned());
-                let head = self.node(None, ctx.accumulate);
-                self.cfg.heads[head] = Some(counters.clone());
-                self.edges(&frontier, head);
-                let mut inner = Ctx {
-                    head: Some(head),
-                    breaks: Vec::new(),
-                    returns: ctx.returns.take(),
-                    accumulate: ctx.accumulate,
-                };
-                self.loop_stack.push(head);
-                let mut out = self.seq(body, vec![head], &mut inner);
-                self.loop_stack.pop();
-                ctx.returns = inner.returns.take();
-                self.back_edges(&out, head);
-                out.extend(inner.breaks);
-                out
-            }
+            } => self.loop_node(body, assigned, counters, frontier, ctx),
             Node::Accumulate(body) => {
                 let outer = ctx.accumulate;
                 ctx.accumulate = true;
@@ -1107,6 +1038,105 @@ impl Builder<'_> {
                 vec![n]
             }
         }
+    }
+
+    /// A prepared optimizer's step or reset in `accelerator.accumulate`: it
+    /// acts only on the micro-step that closes the window (a sync test).
+    fn window_closing_event(
+        &mut self,
+        event: &Event,
+        span: &Span,
+        frontier: &[usize],
+    ) -> Vec<usize> {
+        let sync = Test {
+            cond: crate::ir::Cond {
+                key: "<accelerate sync>".into(),
+                class: CondClass::Counter {
+                    counter: crate::ir::ACCELERATE_COUNTER.into(),
+                    modulus: crate::ir::ACCELERATE_WINDOW.into(),
+                    residue: Residue::High(1),
+                    at_one: true,
+                    whole_run: false,
+                },
+            },
+            negated: false,
+        };
+        let group = self.cfg.events.len();
+        let (start, _) = self.alternatives(&[vec![sync.clone()]], frontier, true, group);
+        let (mut out, _) = self.alternatives(&[vec![sync.flipped()]], frontier, true, group);
+        let assumed = self.cond(&sync);
+        self.guard_stack.push(assumed);
+        let n = self.node(Some((event.clone(), *span)), true);
+        self.guard_stack.pop();
+        self.edges(&start, n);
+        out.push(n);
+        out
+    }
+
+    /// An `if` and its `elif`s and `else`: branch i runs when its test holds
+    /// and the tests above failed.
+    fn branches(
+        &mut self,
+        branches: &[Vec<Node>],
+        exhaustive: bool,
+        tests: &[Tested],
+        frontier: &[usize],
+        ctx: &mut Ctx,
+    ) -> Vec<usize> {
+        let group = self.cfg.events.len();
+        // Branch i runs when its test holds and the tests above failed.
+        let failed = |upto: usize| -> Vec<Vec<Test>> {
+            tests[..upto.min(tests.len())]
+                .iter()
+                .fold(vec![Vec::new()], |acc, t| Tested::both(&acc, &t.fails))
+        };
+        let mut out = if exhaustive {
+            Vec::new()
+        } else {
+            let skipped = failed(branches.len());
+            self.alternatives(&skipped, frontier, ctx.accumulate, group)
+                .0
+        };
+        for (i, branch) in branches.iter().enumerate() {
+            let holds = tests.get(i).map_or(vec![Vec::new()], |t| t.holds.clone());
+            let assumes = Tested::both(&failed(i), &holds);
+            let depth = self.guard_stack.len();
+            let (start, common) = self.alternatives(&assumes, frontier, ctx.accumulate, group);
+            self.guard_stack.extend(common);
+            out.extend(self.seq(branch, start, ctx));
+            self.guard_stack.truncate(depth);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// A nested loop: its head, its body, the way back and the breaks out.
+    fn loop_node(
+        &mut self,
+        body: &[Node],
+        assigned: &[String],
+        counters: &[Counter],
+        frontier: Vec<usize>,
+        ctx: &mut Ctx,
+    ) -> Vec<usize> {
+        self.assigned.extend(assigned.iter().cloned());
+        let head = self.node(None, ctx.accumulate);
+        self.cfg.heads[head] = Some(counters.to_vec());
+        self.edges(&frontier, head);
+        let mut inner = Ctx {
+            head: Some(head),
+            breaks: Vec::new(),
+            returns: ctx.returns.take(),
+            accumulate: ctx.accumulate,
+        };
+        self.loop_stack.push(head);
+        let mut out = self.seq(body, vec![head], &mut inner);
+        self.loop_stack.pop();
+        ctx.returns = inner.returns.take();
+        self.back_edges(&out, head);
+        out.extend(inner.breaks);
+        out
     }
 
     /// Inlines a function of the file, or of another file of the invocation;

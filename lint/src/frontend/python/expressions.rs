@@ -116,96 +116,7 @@ impl<'s> Lowerer<'s> {
             }
         }
         match call.func.as_ref() {
-            Expr::Attribute(a) => {
-                let method = a.attr.id.as_str();
-                let receiver = dotted(&a.value).or_else(|| unwrapped_optimizer(&a.value));
-                let receiver_text = || {
-                    receiver
-                        .clone()
-                        .unwrap_or_else(|| self.text(a.value.as_ref()))
-                };
-                let imported = receiver
-                    .as_ref()
-                    .and_then(|r| self.imports.functions.get(&format!("{r}.{method}")));
-                match method {
-                    _ if imported.is_some() => imported.cloned().map(Event::Call),
-                    _ if self.method_of(receiver.as_deref(), method).is_some() => {
-                        self.method_of(receiver.as_deref(), method).map(Event::Call)
-                    }
-                    "backward" | "manual_backward" => Some(Event::Backward),
-                    "zero_grad" => {
-                        let r = self.canonical(receiver_text());
-                        Some(Event::Reset(if self.is_optimizer(&r) {
-                            Reset::Optimizer(r)
-                        } else {
-                            Reset::Model(r)
-                        }))
-                    }
-                    "zero_grads" if !self.functions.contains(method) => {
-                        Some(Event::Reset(Reset::Parameters))
-                    }
-                    // `p.grad.zero_()`, `p.grad.data.fill_(0)`.
-                    "fill_"
-                        if is_grad_attribute(&a.value)
-                            && args.args.first().is_some_and(|v| {
-                                matches!(v, Expr::NumberLiteral(n) if matches!(&n.value, ast::Number::Int(i) if i.as_u8() == Some(0))
-                                    || matches!(&n.value, ast::Number::Float(f) if *f == 0.0))
-                            }) =>
-                    {
-                        self.grad_reset(grad_owner(&a.value)?)
-                    }
-                    "zero_" if is_grad_attribute(&a.value) => self.grad_reset(grad_owner(&a.value)?),
-                    "step" => {
-                        let r = self.canonical(receiver_text());
-                        if self.is_optimizer(&r) {
-                            // `opt.step(closure)` (LBFGS) runs its own backward and reset.
-                            (args.args.is_empty() && args.keywords.is_empty())
-                                .then_some(Event::Step(Updater::Optimizer(r)))
-                        } else if r.to_ascii_lowercase().contains("scaler") {
-                            if args.find_keyword("closure").is_some() || args.args.len() > 1 {
-                                // The closure runs its own backward and reset.
-                                return None;
-                            }
-                            let opt = args
-                                .args
-                                .first()
-                                .map(|e| dotted(e).unwrap_or_else(|| self.text(e)))?;
-                            Some(Event::Step(Updater::Optimizer(opt)))
-                        } else {
-                            None
-                        }
-                    }
-                    "optimizer_step" => {
-                        let opt = args
-                            .args
-                            .first()
-                            .map(|e| dotted(e).unwrap_or_else(|| self.text(e)))?;
-                        Some(Event::Step(Updater::Optimizer(opt)))
-                    }
-                    "add_" | "sub_" | "copy_" => {
-                        let updates = !mentions_grad(&a.value)
-                            && (args.args.iter().any(mentions_grad)
-                                || args.keywords.iter().any(|k| mentions_grad(&k.value)));
-                        if !updates {
-                            return None;
-                        }
-                        let own = data_owner(&a.value).and_then(dotted).filter(|w| {
-                            args.args
-                                .iter()
-                                .chain(args.keywords.iter().map(|k| &k.value))
-                                .any(|v| self.reads_grad_of(v, w))
-                        });
-                        Some(Event::Step(match own {
-                            Some(w) => self.manual_updater_of(w),
-                            None => Updater::Manual,
-                        }))
-                    }
-                    // `obj.m()` on an unknown object: some class's method `m`,
-                    // never a module-level function `m` (`model.train()`).
-                    name if self.functions.contains(name) => Some(Event::Call(format!("*.{name}"))),
-                    _ => None,
-                }
-            }
+            Expr::Attribute(a) => self.method_call(a, args),
             Expr::Name(n) if self.classes.contains_key(n.id.as_str()) => None,
             // `zero_grads(params)` (pyro) and such helpers clear `.grad`.
             func if dotted(func).is_some_and(|f| {
@@ -232,6 +143,100 @@ impl<'s> Lowerer<'s> {
                 .get(n.id.as_str())
                 .cloned()
                 .map(Event::Call),
+            _ => None,
+        }
+    }
+
+    /// The gradient event of a method call `receiver.method(args)`: a
+    /// backward pass, a reset, a step, an update by hand, or a method or
+    /// imported function followed.
+    fn method_call(&self, a: &ast::ExprAttribute, args: &ast::Arguments) -> Option<Event> {
+        let method = a.attr.id.as_str();
+        let receiver = dotted(&a.value).or_else(|| unwrapped_optimizer(&a.value));
+        let receiver_text = || {
+            receiver
+                .clone()
+                .unwrap_or_else(|| self.text(a.value.as_ref()))
+        };
+        let imported = receiver
+            .as_ref()
+            .and_then(|r| self.imports.functions.get(&format!("{r}.{method}")));
+        match method {
+            _ if imported.is_some() => imported.cloned().map(Event::Call),
+            _ if self.method_of(receiver.as_deref(), method).is_some() => {
+                self.method_of(receiver.as_deref(), method).map(Event::Call)
+            }
+            "backward" | "manual_backward" => Some(Event::Backward),
+            "zero_grad" => {
+                let r = self.canonical(receiver_text());
+                Some(Event::Reset(if self.is_optimizer(&r) {
+                    Reset::Optimizer(r)
+                } else {
+                    Reset::Model(r)
+                }))
+            }
+            "zero_grads" if !self.functions.contains(method) => {
+                Some(Event::Reset(Reset::Parameters))
+            }
+            // `p.grad.zero_()`, `p.grad.data.fill_(0)`.
+            "fill_"
+                if is_grad_attribute(&a.value)
+                    && args.args.first().is_some_and(|v| {
+                        matches!(v, Expr::NumberLiteral(n) if matches!(&n.value, ast::Number::Int(i) if i.as_u8() == Some(0))
+                            || matches!(&n.value, ast::Number::Float(f) if *f == 0.0))
+                    }) =>
+            {
+                self.grad_reset(grad_owner(&a.value)?)
+            }
+            "zero_" if is_grad_attribute(&a.value) => self.grad_reset(grad_owner(&a.value)?),
+            "step" => {
+                let r = self.canonical(receiver_text());
+                if self.is_optimizer(&r) {
+                    // `opt.step(closure)` (LBFGS) runs its own backward and reset.
+                    (args.args.is_empty() && args.keywords.is_empty())
+                        .then_some(Event::Step(Updater::Optimizer(r)))
+                } else if r.to_ascii_lowercase().contains("scaler") {
+                    if args.find_keyword("closure").is_some() || args.args.len() > 1 {
+                        // The closure runs its own backward and reset.
+                        return None;
+                    }
+                    let opt = args
+                        .args
+                        .first()
+                        .map(|e| dotted(e).unwrap_or_else(|| self.text(e)))?;
+                    Some(Event::Step(Updater::Optimizer(opt)))
+                } else {
+                    None
+                }
+            }
+            "optimizer_step" => {
+                let opt = args
+                    .args
+                    .first()
+                    .map(|e| dotted(e).unwrap_or_else(|| self.text(e)))?;
+                Some(Event::Step(Updater::Optimizer(opt)))
+            }
+            "add_" | "sub_" | "copy_" => {
+                let updates = !mentions_grad(&a.value)
+                    && (args.args.iter().any(mentions_grad)
+                        || args.keywords.iter().any(|k| mentions_grad(&k.value)));
+                if !updates {
+                    return None;
+                }
+                let own = data_owner(&a.value).and_then(dotted).filter(|w| {
+                    args.args
+                        .iter()
+                        .chain(args.keywords.iter().map(|k| &k.value))
+                        .any(|v| self.reads_grad_of(v, w))
+                });
+                Some(Event::Step(match own {
+                    Some(w) => self.manual_updater_of(w),
+                    None => Updater::Manual,
+                }))
+            }
+            // `obj.m()` on an unknown object: some class's method `m`,
+            // never a module-level function `m` (`model.train()`).
+            name if self.functions.contains(name) => Some(Event::Call(format!("*.{name}"))),
             _ => None,
         }
     }
