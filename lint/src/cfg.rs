@@ -702,7 +702,18 @@ impl Builder<'_> {
 
     /// Classifies the conditions once the whole graph is known.
     fn finish(&mut self) {
-        // Which conditions guard gradient events.
+        let guards_events = self.conditions_guarding_events();
+        let tracked = self.tracked_window(&guards_events);
+        let correlated = self.correlated_flags(&guards_events);
+        self.cfg.cap = self.classify_conditions(&guards_events, tracked.as_ref(), &correlated);
+        self.cfg.inner_bits = self.inner_loop_bits();
+        self.cfg.window_start = self.window_start();
+        self.fresh_optimizers_of_new_models();
+        self.cfg.tracked = tracked;
+    }
+
+    /// Which conditions guard gradient events.
+    fn conditions_guarding_events(&self) -> Vec<bool> {
         let mut guards_events = vec![false; self.raw.len()];
         for (n, event) in self.cfg.events.iter().enumerate() {
             if event.is_some() {
@@ -711,9 +722,14 @@ impl Builder<'_> {
                 }
             }
         }
-        // The counter window that guards gradient events and is tested most
-        // often is tracked (the first on a tie); a `%` window before a
-        // loop's whole run (`i == 0`, `i == n - 1`).
+        guards_events
+    }
+
+    /// The counter window (counter, modulus) that is tracked: the one that
+    /// guards gradient events and is tested most often (the first on a tie);
+    /// a `%` window before a loop's whole run (`i == 0`, `i == n - 1`). Sets
+    /// whether it is as long as the loop's run.
+    fn tracked_window(&mut self, guards_events: &[bool]) -> Option<(String, String)> {
         // (counter, modulus) -> (not a whole run, guards events, tests).
         type Weight = (bool, bool, usize);
         let mut counts: Vec<((String, String), Weight)> = Vec::new();
@@ -757,18 +773,21 @@ impl Builder<'_> {
             .as_ref()
             .and_then(|t| counts.iter().find(|(k, _)| k == t))
             .is_some_and(|(_, (windowed, _, _))| !windowed);
-        let mut bits = 0u32;
-        let mut iteration_bits = 0u32;
-        let mut cap = 0;
-        let assigned = &self.assigned;
-        let varies = |read: &String| {
-            assigned.iter().any(|a| {
-                a == read
-                    || read.starts_with(&format!("{a}."))
-                    || a.starts_with(&format!("{read}."))
-            })
-        };
-        // The flags tested most often get the state's bits.
+        tracked
+    }
+
+    /// Whether `read` (a name a test reads) changes in the loop: it, an
+    /// attribute of it or an object it is an attribute of is assigned.
+    fn varies(&self, read: &String) -> bool {
+        self.assigned.iter().any(|a| {
+            a == read || read.starts_with(&format!("{a}.")) || a.starts_with(&format!("{read}."))
+        })
+    }
+
+    /// The flags (none of whose names the loop changes) that guard gradient
+    /// events and get the state's bits: those tested most often.
+    fn correlated_flags(&self, guards_events: &[bool]) -> Vec<usize> {
+        let varies = |read: &String| self.varies(read);
         let mut order: Vec<usize> = (0..self.raw.len())
             .filter(|&i| {
                 matches!(&self.raw[i].class, CondClass::Flag(r) if !r.iter().any(varies))
@@ -779,8 +798,24 @@ impl Builder<'_> {
         order.retain(|&i| guards_events[i]);
         order.sort_by_key(|&i| std::cmp::Reverse(self.tested[i]));
         order.truncate(MAX_FLAGS as usize);
+        order
+    }
+
+    /// The kind of every condition (its bit in the state, if it gets one);
+    /// returns the cap of the tracked counter's residues.
+    fn classify_conditions(
+        &mut self,
+        guards_events: &[bool],
+        tracked: Option<&(String, String)>,
+        correlated: &[usize],
+    ) -> u32 {
+        let mut bits = 0u32;
+        let mut iteration_bits = 0u32;
+        let mut cap = 0;
+        let varies = |read: &String| self.varies(read);
+        let mut conds = Vec::with_capacity(self.raw.len());
         for (i, c) in self.raw.iter().enumerate() {
-            let correlates = order.contains(&i);
+            let correlates = correlated.contains(&i);
             let kind = match &c.class {
                 // A flag the loop sets (`skip = True`): known from the
                 // assignment on, within the iteration.
@@ -799,7 +834,7 @@ impl Builder<'_> {
                     residue,
                     at_one,
                     ..
-                } if tracked.as_ref() == Some(&(counter.clone(), modulus.clone())) => {
+                } if tracked == Some(&(counter.clone(), modulus.clone())) => {
                     cap = cap.max(residue.magnitude().saturating_add(1));
                     let bit =
                         (guards_events[i] && iteration_bits < MAX_ITERATION_BITS).then(|| {
@@ -816,7 +851,7 @@ impl Builder<'_> {
                     ..
                 } if iteration_bits < MAX_ITERATION_BITS => {
                     iteration_bits += 1;
-                    let multiple = tracked.as_ref().is_some_and(|(c, k)| {
+                    let multiple = tracked.is_some_and(|(c, k)| {
                         c == counter
                             && *residue == Residue::Low(0)
                             && modulus != k
@@ -843,7 +878,7 @@ impl Builder<'_> {
                 }
                 CondClass::NotNone(_) => Kind::Flag(None),
                 CondClass::WindowOne(modulus)
-                    if tracked.as_ref().is_some_and(|(_, m)| m == modulus) && !varies(modulus) =>
+                    if tracked.is_some_and(|(_, m)| m == modulus) && !varies(modulus) =>
                 {
                     Kind::WindowOne
                 }
@@ -855,12 +890,17 @@ impl Builder<'_> {
                 }
                 CondClass::WindowOne(_) => Kind::Flag(None),
             };
-            self.cfg.conds.push(Cond {
+            conds.push(Cond {
                 key: c.key.clone(),
                 kind,
             });
         }
-        // The iteration bits of the tests inside each nested loop.
+        self.cfg.conds.extend(conds);
+        cap
+    }
+
+    /// The iteration bits of the tests inside each nested loop.
+    fn inner_loop_bits(&self) -> Vec<u16> {
         let mut inner_bits = vec![0u16; self.cfg.events.len()];
         for (n, assumed) in self.cfg.assumes.iter().enumerate() {
             for &(c, _) in assumed {
@@ -873,8 +913,12 @@ impl Builder<'_> {
                 }
             }
         }
-        self.cfg.inner_bits = inner_bits;
-        // The residue of the tracked counter that guards a step.
+        inner_bits
+    }
+
+    /// Where the window opens: after the residue of the tracked counter
+    /// that guards a step.
+    fn window_start(&self) -> Option<Residue> {
         let step_residue = (0..self.cfg.events.len())
             .filter(|&n| matches!(self.cfg.events[n], Some((Event::Step(_), _))))
             .flat_map(|n| self.cfg.guards[n].iter())
@@ -882,21 +926,24 @@ impl Builder<'_> {
                 Kind::Counter(r, _, _) if v => Some(r),
                 _ => None,
             });
-        self.cfg.window_start = step_residue.map(|r| match r {
+        step_residue.map(|r| match r {
             Residue::Low(n) => Residue::Low(n.saturating_add(1)),
             Residue::High(1) | Residue::High(0) => Residue::Low(0),
             Residue::High(n) => Residue::High(n - 1),
-        });
-        // An optimizer over a model the loop builds anew starts fresh.
-        for event in self.cfg.events.iter_mut().flatten() {
+        })
+    }
+
+    /// An optimizer over a model the loop builds anew starts fresh.
+    fn fresh_optimizers_of_new_models(&mut self) {
+        let mut events = std::mem::take(&mut self.cfg.events);
+        for event in events.iter_mut().flatten() {
             if let (Event::Reset(Reset::NewModelOptimizer { optimizer, model }), _) = event {
-                if varies(model) {
+                if self.varies(model) {
                     event.0 = Event::Reset(Reset::NewOptimizer(optimizer.clone()));
                 }
             }
         }
-        self.cfg.tracked = tracked;
-        self.cfg.cap = cap;
+        self.cfg.events = events;
     }
 
     fn edges(&mut self, from: &[usize], to: usize) {
@@ -931,30 +978,7 @@ impl Builder<'_> {
             ) if ctx.accumulate
                 && !(self.program.deepspeed && matches!(event, Event::Reset(_))) =>
             {
-                let sync = Test {
-                    cond: crate::ir::Cond {
-                        key: "<accelerate sync>".into(),
-                        class: CondClass::Counter {
-                            counter: crate::ir::ACCELERATE_COUNTER.into(),
-                            modulus: crate::ir::ACCELERATE_WINDOW.into(),
-                            residue: Residue::High(1),
-                            at_one: true,
-                            whole_run: false,
-                        },
-                    },
-                    negated: false,
-                };
-                let group = self.cfg.events.len();
-                let (start, _) = self.alternatives(&[vec![sync.clone()]], &frontier, true, group);
-                let (mut out, _) =
-                    self.alternatives(&[vec![sync.flipped()]], &frontier, true, group);
-                let assumed = self.cond(&sync);
-                self.guard_stack.push(assumed);
-                let n = self.node(Some((event.clone(), *span)), true);
-                self.guard_stack.pop();
-                self.edges(&start, n);
-                out.push(n);
-                out
+                self.window_closing_event(event, span, &frontier)
             }
             Node::Event(event, span) => {
                 let n = self.node(Some((event.clone(), *span)), ctx.accumulate);
@@ -965,59 +989,13 @@ impl Builder<'_> {
                 branches,
                 exhaustive,
                 tests,
-            } => {
-                let group = self.cfg.events.len();
-                // Branch i runs when its test holds and the tests above failed.
-                let failed = |upto: usize| -> Vec<Vec<Test>> {
-                    tests[..upto.min(tests.len())]
-                        .iter()
-                        .fold(vec![Vec::new()], |acc, t| Tested::both(&acc, &t.fails))
-                };
-                let mut out = if *exhaustive {
-                    Vec::new()
-                } else {
-                    let skipped = failed(branches.len());
-                    self.alternatives(&skipped, &frontier, ctx.accumulate, group)
-                        .0
-                };
-                for (i, branch) in branches.iter().enumerate() {
-                    let holds = tests.get(i).map_or(vec![Vec::new()], |t| t.holds.clone());
-                    let assumes = Tested::both(&failed(i), &holds);
-                    let depth = self.guard_stack.len();
-                    let (start, common) =
-                        self.alternatives(&assumes, &frontier, ctx.accumulate, group);
-                    self.guard_stack.extend(common);
-                    out.extend(self.seq(branch, start, ctx));
-                    self.guard_stack.truncate(depth);
-                }
-                out.sort_unstable();
-                out.dedup();
-                out
-            }
+            } => self.branches(branches, *exhaustive, tests, &frontier, ctx),
             Node::Loop {
                 body,
                 assigned,
                 counters,
                 ..
-            } => {
-                self.assigned.extend(assigned.iter().cloned());
-                let head = self.node(None, ctx.accumulate);
-                self.cfg.heads[head] = Some(counters.clone());
-                self.edges(&frontier, head);
-                let mut inner = Ctx {
-                    head: Some(head),
-                    breaks: Vec::new(),
-                    returns: ctx.returns.take(),
-                    accumulate: ctx.accumulate,
-                };
-                self.loop_stack.push(head);
-                let mut out = self.seq(body, vec![head], &mut inner);
-                self.loop_stack.pop();
-                ctx.returns = inner.returns.take();
-                self.back_edges(&out, head);
-                out.extend(inner.breaks);
-                out
-            }
+            } => self.loop_node(body, assigned, counters, frontier, ctx),
             Node::Accumulate(body) => {
                 let outer = ctx.accumulate;
                 ctx.accumulate = true;
@@ -1060,6 +1038,105 @@ impl Builder<'_> {
                 vec![n]
             }
         }
+    }
+
+    /// A prepared optimizer's step or reset in `accelerator.accumulate`: it
+    /// acts only on the micro-step that closes the window (a sync test).
+    fn window_closing_event(
+        &mut self,
+        event: &Event,
+        span: &Span,
+        frontier: &[usize],
+    ) -> Vec<usize> {
+        let sync = Test {
+            cond: crate::ir::Cond {
+                key: "<accelerate sync>".into(),
+                class: CondClass::Counter {
+                    counter: crate::ir::ACCELERATE_COUNTER.into(),
+                    modulus: crate::ir::ACCELERATE_WINDOW.into(),
+                    residue: Residue::High(1),
+                    at_one: true,
+                    whole_run: false,
+                },
+            },
+            negated: false,
+        };
+        let group = self.cfg.events.len();
+        let (start, _) = self.alternatives(&[vec![sync.clone()]], frontier, true, group);
+        let (mut out, _) = self.alternatives(&[vec![sync.flipped()]], frontier, true, group);
+        let assumed = self.cond(&sync);
+        self.guard_stack.push(assumed);
+        let n = self.node(Some((event.clone(), *span)), true);
+        self.guard_stack.pop();
+        self.edges(&start, n);
+        out.push(n);
+        out
+    }
+
+    /// An `if` and its `elif`s and `else`: branch i runs when its test holds
+    /// and the tests above failed.
+    fn branches(
+        &mut self,
+        branches: &[Vec<Node>],
+        exhaustive: bool,
+        tests: &[Tested],
+        frontier: &[usize],
+        ctx: &mut Ctx,
+    ) -> Vec<usize> {
+        let group = self.cfg.events.len();
+        // Branch i runs when its test holds and the tests above failed.
+        let failed = |upto: usize| -> Vec<Vec<Test>> {
+            tests[..upto.min(tests.len())]
+                .iter()
+                .fold(vec![Vec::new()], |acc, t| Tested::both(&acc, &t.fails))
+        };
+        let mut out = if exhaustive {
+            Vec::new()
+        } else {
+            let skipped = failed(branches.len());
+            self.alternatives(&skipped, frontier, ctx.accumulate, group)
+                .0
+        };
+        for (i, branch) in branches.iter().enumerate() {
+            let holds = tests.get(i).map_or(vec![Vec::new()], |t| t.holds.clone());
+            let assumes = Tested::both(&failed(i), &holds);
+            let depth = self.guard_stack.len();
+            let (start, common) = self.alternatives(&assumes, frontier, ctx.accumulate, group);
+            self.guard_stack.extend(common);
+            out.extend(self.seq(branch, start, ctx));
+            self.guard_stack.truncate(depth);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// A nested loop: its head, its body, the way back and the breaks out.
+    fn loop_node(
+        &mut self,
+        body: &[Node],
+        assigned: &[String],
+        counters: &[Counter],
+        frontier: Vec<usize>,
+        ctx: &mut Ctx,
+    ) -> Vec<usize> {
+        self.assigned.extend(assigned.iter().cloned());
+        let head = self.node(None, ctx.accumulate);
+        self.cfg.heads[head] = Some(counters.to_vec());
+        self.edges(&frontier, head);
+        let mut inner = Ctx {
+            head: Some(head),
+            breaks: Vec::new(),
+            returns: ctx.returns.take(),
+            accumulate: ctx.accumulate,
+        };
+        self.loop_stack.push(head);
+        let mut out = self.seq(body, vec![head], &mut inner);
+        self.loop_stack.pop();
+        ctx.returns = inner.returns.take();
+        self.back_edges(&out, head);
+        out.extend(inner.breaks);
+        out
     }
 
     /// Inlines a function of the file, or of another file of the invocation;

@@ -91,7 +91,7 @@ pub struct Diagnostic {
     pub span: Span,
     /// What a fix needs beyond the span (see [`crate::fix`]).
     #[serde(skip)]
-    pub anchors: crate::fix::Anchors,
+    pub anchors: crate::anchors::Anchors,
 }
 
 /// Whether a `gradlint: ignore` comment on `line` or the line above covers `code`:

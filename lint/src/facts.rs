@@ -215,6 +215,7 @@ struct Scope<'a> {
     loop_span: Span,
 }
 
+/// The facts of `updater` in the loop whose graph is `cfg`.
 fn facts(
     program: &Program,
     cfg: &Cfg,
@@ -223,350 +224,21 @@ fn facts(
     updater: Updater,
     optimizers_in_loop: usize,
 ) -> LoopFacts {
-    let Scope {
-        function_events,
-        around_events,
-        loop_span,
-    } = *scope;
-    let steps = cfg.find(|e| matches!(e, Event::Step(u) if *u == updater));
-    // A reset of an optimizer this loop never steps, named like the one it
-    // steps (`self.opt.step()`, `self.learn.opt.zero_grad()`; a property
-    // `optimizer` over `self._optimizer`): the same object reached another
-    // way.
-    let stepped: Vec<&str> = cfg
-        .events
-        .iter()
-        .flatten()
-        .filter_map(|(e, _)| match e {
-            Event::Step(Updater::Optimizer(o)) => Some(o.as_str()),
-            _ => None,
-        })
-        .collect();
-    let last = |s: &str| {
-        let l = s.rsplit('.').next().unwrap_or(s);
-        l.trim_start_matches('_').to_string()
-    };
-    let own_reset = |e: &Event| {
-        resets(program, e, &updater)
-            || match (e, &updater) {
-                (Event::Reset(Reset::Optimizer(a)), Updater::Optimizer(b)) => {
-                    last(a) == last(b) && !stepped.contains(&a.as_str())
-                }
-                _ => false,
-            }
-    };
-    let reset_nodes = cfg.find(own_reset);
-    // Another optimizer's reset (a new tensor resets nobody else).
-    let others_reset = |e: &Event| {
-        matches!(e, Event::Reset(r) if !matches!(r, Reset::NewTensor(_))) && !own_reset(e)
-    };
-    let head = cfg.head;
-
-    // Resets that clear gradients the step would apply: a new optimizer
-    // (over fresh tensors) has none to clear, and `p.grad = None` on some
-    // parameters between backward and step drops them on purpose.
-    // A submodule's `zero_grad()` (`self.model.base.zero_grad()` between
-    // backward and step) freezes that part on purpose, like `p.grad = None`.
-    let clearing: Vec<usize> = reset_nodes
-        .iter()
-        .copied()
-        .filter(|&z| match &cfg.events[z] {
-            Some((
-                Event::Reset(
-                    Reset::NewOptimizer(_)
-                    | Reset::Parameters
-                    | Reset::Tensor(_)
-                    | Reset::NewTensor(_),
-                ),
-                _,
-            )) => false,
-            Some((Event::Reset(Reset::Model(m)), _)) => {
-                !m.strip_prefix("self.").unwrap_or(m).contains('.')
-            }
-            _ => true,
-        })
-        .collect();
-
-    // With several optimizers, which parameters a backward pass reaches is
-    // not known: a pass counts for this one unless another optimizer's
-    // reset or step lies on every way from it to this one's steps (it
-    // belongs to that optimizer's cycle).
-    let others_resets: Vec<usize> = if optimizers_in_loop >= 2 {
-        // Steps taken together (`opt_a.step(); opt_b.step()`, no backward
-        // pass or reset between) share the passes before them.
-        let all_resets = cfg.find(|e| matches!(e, Event::Reset(_)));
-        let between: Vec<usize> = all_resets.iter().chain(backwards).copied().collect();
-        // Always together: every way on from the first reaches the second
-        // before a backward pass, a reset or the end of the iteration (not
-        // only when some test holds).
-        let always = |from: usize, to: &[usize]| {
-            let escape: Vec<usize> = between.iter().copied().chain([head]).collect();
-            cfg.forward_path(from, to, &between)
-                && !cfg.ask(Query {
-                    blocked: to,
-                    ..Query::new(from, &escape)
-                })
-        };
-        let together = |t: usize| always(t, &steps) || steps.iter().any(|&s| always(s, &[t]));
-        cfg.find(|e| match e {
-            Event::Reset(_) => others_reset(e),
-            Event::Step(u) => *u != updater,
-            _ => false,
-        })
-        .into_iter()
-        .filter(|&t| !matches!(&cfg.events[t], Some((Event::Step(_), _))) || !together(t))
-        .collect()
-    } else {
-        Vec::new()
-    };
-    let own_backwards: Vec<usize> = backwards
-        .iter()
-        .copied()
-        .filter(|&b| {
-            others_resets.is_empty()
-                || cfg.ask(Query {
-                    blocked: &others_resets,
-                    ..Query::new(b, &steps)
-                })
-        })
-        .collect();
-    let backwards_for_accumulation: &[usize] = &own_backwards;
-
-    let pile_up = |window_of_one: bool| {
-        steps
-            .iter()
-            .find(|&&s| {
-                cfg.ask(Query {
-                    blocked: &reset_nodes,
-                    need: Some(&own_backwards),
-                    window_of_one,
-                    ..Query::new(s, &steps)
-                })
-            })
-            .copied()
-    };
-    // A window length that is a setting may be 1 (its usual default): then
-    // a reset tested off the window's boundary never runs.
-    let (pile_up_node, pile_up_window_of_one) = match (pile_up(false), cfg.window_setting()) {
-        (Some(s), _) => (Some(s), None),
-        (None, Some(k)) => match pile_up(true) {
-            Some(s) => (Some(s), Some(k.to_string())),
-            None => (None, None),
-        },
-        (None, None) => (None, None),
-    };
-
-    // In program order within one iteration (no loop closes): backward,
-    // reset, step, and no backward between the reset and the step; the same
-    // flags hold all the way.
-    // Only this optimizer's passes: a proximal optimizer reset and stepped
-    // after another optimizer's step applies no pass on purpose.
-    let reset_between_backward_and_step = clearing
-        .iter()
-        .find(|&&z| {
-            own_backwards.iter().any(|&b| {
-                // A step before the reset applied the pass already (a
-                // final step after the loop then has nothing to apply).
-                cfg.ask(Query {
-                    need: Some(&[z]),
-                    blocked_after_need: backwards,
-                    blocked_before_need: &steps,
-                    back: false,
-                    ..Query::new(b, &steps)
-                })
-            })
-        })
-        .map(|&z| cfg.span(z));
-
-    // After a step, a backward pass cleared before any step applied it,
-    // while some iteration passes a backward and no step: accumulation
-    // defeated. A pass a skip (non-finite loss) left out is meant to be
-    // dropped, `accelerator.accumulate` gates its resets, and a reset
-    // outside the loops of the step (once per fold, per epoch) starts a
-    // new run rather than cutting a window.
-    let step_is_conditional = cfg.ask(Query {
-        blocked: &steps,
-        need: Some(backwards_for_accumulation),
-        avoid_skips: true,
-        ..Query::new(head, &[head])
-    });
-    // An optimizer stepped in `accelerator.accumulate` is a prepared one.
-    let prepared = steps.iter().any(|&s| cfg.in_accumulate[s]);
-    // Passes meant to add up: some way takes them to a step with no reset
-    // on it (an attack's or a probe's pass, always cleared before this
-    // optimizer's own pass and step, is not accumulation).
-    let accumulating: Vec<usize> = backwards_for_accumulation
-        .iter()
-        .copied()
-        .filter(|&b| {
-            cfg.ask(Query {
-                blocked: &reset_nodes,
-                ..Query::new(b, &steps)
-            })
-        })
-        .collect();
-    let reset_discarding_accumulation = clearing
-        .iter()
-        .find(|&&z| {
-            // `accelerator.accumulate` skips a prepared optimizer's reset
-            // until the window closes (also right after the block: the
-            // window's state outlives it), not a model's or parameters' reset.
-            // (Inside the block the graph ties it to the window's end.)
-            // Under DeepSpeed it does nothing at all.
-            let gated = prepared
-                && (!cfg.in_accumulate[z] || program.deepspeed)
-                && matches!(&cfg.events[z], Some((Event::Reset(Reset::Optimizer(_)), _)));
-            // Some iteration of the loop around the reset passes a backward
-            // and no step (in a micro-batch loop, every one does).
-            let conditional = match cfg.loops[z].last() {
-                None => step_is_conditional,
-                Some(&l) => {
-                    cfg.ask(Query {
-                        blocked: &steps,
-                        need: Some(backwards_for_accumulation),
-                        avoid_skips: true,
-                        within: Some(l),
-                        ..Query::new(l, &[l])
-                    })
-                    // And a pass of that loop reaches a step with no reset
-                    // on the way: passes meant to add up, not probes (a
-                    // gradient read per objective, cleared before the
-                    // real backward pass).
-                    && backwards_for_accumulation.iter().any(|&b| {
-                        cfg.loops[b].contains(&l)
-                            && cfg.ask(Query {
-                                blocked: &reset_nodes,
-                                back: false,
-                                ..Query::new(b, &steps)
-                            })
-                    })
-                }
-            };
-            if !conditional || gated {
-                return false;
-            }
-            let outside = cfg.outside_loop_of(z);
-            // Over a window as long as the run, the run's start opens it:
-            // a pass of an earlier iteration cleared in a later one by a
-            // reset the window's tests do not guard.
-            let from_start = cfg.whole_run
-                && !cfg.guards[z]
-                    .iter()
-                    .any(|&(c, _)| matches!(cfg.conds[c].kind, crate::cfg::Kind::Counter(..)))
-                && cfg.ask(Query {
-                    blocked: &steps,
-                    need: Some(&accumulating),
-                    need_then_next_iteration: true,
-                    avoid_skips: true,
-                    ..Query::new(head, &[z])
-                });
-            from_start
-                || steps.iter().any(|&s| {
-                    cfg.within_loops_of(z, s)
-                        && cfg.ask(Query {
-                            blocked: &steps,
-                            need: Some(&accumulating),
-                            avoid_skips: true,
-                            // A new run of the loop (next epoch, next fold)
-                            // starts a new window.
-                            within: cfg.common_loop(s, z),
-                            blocked_after_need: &outside,
-                            ..Query::new(s, &[z])
-                        })
-                })
-        })
-        .map(|&z| cfg.span(z));
-
-    // A pass whose step a skip left out reaches the next iteration with no
-    // reset, and a step there applies it.
-    let skips = cfg.skip_nodes(&steps);
-    let skipped_pass_applied = if skips.is_empty() {
-        None
-    } else {
-        steps
-            .iter()
-            .find(|&&s| {
-                backwards.iter().any(|&b| {
-                    cfg.ask(Query {
-                        blocked: &reset_nodes,
-                        need: Some(&skips),
-                        blocked_before_need: &steps,
-                        // The skip leaves out this pass's own step.
-                        need_in_first_iteration: true,
-                        need_then_next_iteration: true,
-                        ..Query::new(b, &[s])
-                    })
-                })
-            })
-            .map(|&s| cfg.span(s))
-    };
-
-    let mut resets_in_loop: Vec<Span> = reset_nodes.iter().map(|&z| cfg.span(z)).collect();
-    let others_reset_in_loop = !cfg.find(others_reset).is_empty();
-    let mut resets_outside_loop: Vec<Span> = around_events
-        .iter()
-        .filter(|(e, s)| {
-            explicit_reset(e) && !loop_span.contains(*s) && resets(program, e, &updater)
-        })
-        .map(|(_, s)| *s)
-        .collect();
-    // A pile-up inside a nested loop (a helper's loop the analysed one
-    // calls) whose resets all lie outside it, in the analysed loop, and are
-    // real resets (not a new optimizer): reset only outside that loop
-    // (GL002), not nowhere.
-    if let Some((node, &inner)) = pile_up_node.and_then(|n| Some((n, cfg.loops[n].last()?))) {
-        let explicit = |z: usize| {
-            cfg.events[z]
-                .as_ref()
-                .is_some_and(|(e, _)| explicit_reset(e))
-        };
-        let inner_passes: Vec<usize> = backwards
-            .iter()
-            .copied()
-            .filter(|&b| cfg.loops[b].contains(&inner))
-            .collect();
-        let outside = !reset_nodes.is_empty()
-            && reset_nodes
-                .iter()
-                .all(|&z| explicit(z) && !cfg.loops[z].contains(&inner))
-            && !inner_passes.is_empty()
-            && cfg.ask(Query {
-                blocked: &reset_nodes,
-                need: Some(&inner_passes),
-                within: Some(inner),
-                ..Query::new(node, &steps)
-            })
-            // And those resets run between two runs of that loop (not in
-            // another branch of the analysed loop).
-            && cfg.ask(Query {
-                need: Some(&reset_nodes),
-                ..Query::new(node, &[node])
-            });
-        if outside {
-            resets_outside_loop.append(&mut resets_in_loop);
-        }
-    }
-
-    let store_extended_in_loop = match &updater {
-        Updater::Store(var) => !cfg
-            .find(|e| matches!(e, Event::Extend(v) if v == var))
-            .is_empty(),
-        _ => false,
-    };
-    let stale_store_step = match &updater {
-        Updater::Store(var) if resets_in_loop.is_empty() && !store_extended_in_loop => {
-            let bound_before = function_events.iter().any(|(e, s)| {
-                matches!(e, Event::BindStore(v) if v == var) && s.end <= loop_span.start
-            });
-            steps.first().filter(|_| bound_before).map(|&s| cfg.span(s))
-        }
-        _ => None,
-    };
-
+    let cycle = Cycle::new(program, cfg, backwards, &updater, optimizers_in_loop);
+    let (pile_up_node, pile_up_window_of_one) = cycle.pile_up();
+    let reset_between_backward_and_step = cycle.reset_between_backward_and_step();
+    let reset_discarding_accumulation = cycle.reset_discarding_accumulation();
+    let skipped_pass_applied = cycle.skipped_pass_applied();
+    let (resets_in_loop, resets_outside_loop) =
+        cycle.resets_in_and_outside_loop(scope, pile_up_node);
+    let others_reset_in_loop = cycle.others_reset_in_loop();
+    let store_extended_in_loop = cycle.store_extended_in_loop();
+    let stale_store_step = cycle.stale_store_step(scope, &resets_in_loop, store_extended_in_loop);
+    let steps = cycle.steps.iter().map(|&s| cfg.span(s)).collect();
     LoopFacts {
-        steps: steps.iter().map(|&s| cfg.span(s)).collect(),
+        steps,
         updater,
-        loop_span,
+        loop_span: scope.loop_span,
         pile_up_step: pile_up_node.map(|n| cfg.span(n)),
         pile_up_window_of_one,
         resets_in_loop,
@@ -578,5 +250,477 @@ fn facts(
         stale_store_step,
         store_extended_in_loop,
         skipped_pass_applied,
+    }
+}
+
+/// One updater's gradient cycle in one loop's graph: the nodes its facts
+/// are computed from.
+struct Cycle<'a> {
+    program: &'a Program,
+    cfg: &'a Cfg,
+    updater: &'a Updater,
+    /// The optimizers the loop steps, by name.
+    stepped: Vec<&'a str>,
+    /// Every backward pass of the loop (and `GradStore` extension).
+    backwards: &'a [usize],
+    /// The updater's steps.
+    steps: Vec<usize>,
+    /// Its resets ([`Cycle::own_reset`]).
+    resets: Vec<usize>,
+    /// Of `resets`, those that clear gradients a step would apply.
+    clearing: Vec<usize>,
+    /// The backward passes that count for this updater.
+    own_backwards: Vec<usize>,
+}
+
+/// The last part of a dotted name, without leading underscores
+/// (`self._optimizer` -> `optimizer`).
+fn last_name(s: &str) -> String {
+    let l = s.rsplit('.').next().unwrap_or(s);
+    l.trim_start_matches('_').to_string()
+}
+
+impl<'a> Cycle<'a> {
+    fn new(
+        program: &'a Program,
+        cfg: &'a Cfg,
+        backwards: &'a [usize],
+        updater: &'a Updater,
+        optimizers_in_loop: usize,
+    ) -> Self {
+        let stepped = cfg
+            .events
+            .iter()
+            .flatten()
+            .filter_map(|(e, _)| match e {
+                Event::Step(Updater::Optimizer(o)) => Some(o.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut cycle = Cycle {
+            program,
+            cfg,
+            updater,
+            stepped,
+            backwards,
+            steps: cfg.find(|e| matches!(e, Event::Step(u) if u == updater)),
+            resets: Vec::new(),
+            clearing: Vec::new(),
+            own_backwards: Vec::new(),
+        };
+        cycle.resets = cfg.find(|e| cycle.own_reset(e));
+        cycle.clearing = cycle.clearing_resets();
+        cycle.own_backwards = cycle.own_backwards(optimizers_in_loop);
+        cycle
+    }
+
+    /// Whether `e` resets this updater's gradients. A reset of an optimizer
+    /// this loop never steps, named like the one it steps
+    /// (`self.opt.step()`, `self.learn.opt.zero_grad()`; a property
+    /// `optimizer` over `self._optimizer`), is: the same object reached
+    /// another way.
+    fn own_reset(&self, e: &Event) -> bool {
+        resets(self.program, e, self.updater)
+            || match (e, self.updater) {
+                (Event::Reset(Reset::Optimizer(a)), Updater::Optimizer(b)) => {
+                    last_name(a) == last_name(b) && !self.stepped.contains(&a.as_str())
+                }
+                _ => false,
+            }
+    }
+
+    /// Whether `e` is another optimizer's reset (a new tensor resets nobody
+    /// else).
+    fn others_reset(&self, e: &Event) -> bool {
+        matches!(e, Event::Reset(r) if !matches!(r, Reset::NewTensor(_))) && !self.own_reset(e)
+    }
+
+    /// The resets that clear gradients the step would apply: a new optimizer
+    /// (over fresh tensors) has none to clear, and `p.grad = None` on some
+    /// parameters between backward and step drops them on purpose.
+    /// A submodule's `zero_grad()` (`self.model.base.zero_grad()` between
+    /// backward and step) freezes that part on purpose, like `p.grad = None`.
+    fn clearing_resets(&self) -> Vec<usize> {
+        self.resets
+            .iter()
+            .copied()
+            .filter(|&z| match &self.cfg.events[z] {
+                Some((
+                    Event::Reset(
+                        Reset::NewOptimizer(_)
+                        | Reset::Parameters
+                        | Reset::Tensor(_)
+                        | Reset::NewTensor(_),
+                    ),
+                    _,
+                )) => false,
+                Some((Event::Reset(Reset::Model(m)), _)) => {
+                    !m.strip_prefix("self.").unwrap_or(m).contains('.')
+                }
+                _ => true,
+            })
+            .collect()
+    }
+
+    /// The backward passes that count for this updater. With several
+    /// optimizers, which parameters a backward pass reaches is not known: a
+    /// pass counts for this one unless another optimizer's reset or step
+    /// lies on every way from it to this one's steps (it belongs to that
+    /// optimizer's cycle).
+    fn own_backwards(&self, optimizers_in_loop: usize) -> Vec<usize> {
+        let others = if optimizers_in_loop >= 2 {
+            self.other_cycles()
+        } else {
+            Vec::new()
+        };
+        self.backwards
+            .iter()
+            .copied()
+            .filter(|&b| {
+                others.is_empty()
+                    || self.cfg.ask(Query {
+                        blocked: &others,
+                        ..Query::new(b, &self.steps)
+                    })
+            })
+            .collect()
+    }
+
+    /// The resets and steps of the other optimizers' cycles: their resets,
+    /// and their steps not taken together with this one's.
+    fn other_cycles(&self) -> Vec<usize> {
+        let cfg = self.cfg;
+        let steps = &self.steps;
+        // Steps taken together (`opt_a.step(); opt_b.step()`, no backward
+        // pass or reset between) share the passes before them.
+        let all_resets = cfg.find(|e| matches!(e, Event::Reset(_)));
+        let between: Vec<usize> = all_resets.iter().chain(self.backwards).copied().collect();
+        // Always together: every way on from the first reaches the second
+        // before a backward pass, a reset or the end of the iteration (not
+        // only when some test holds).
+        let always = |from: usize, to: &[usize]| {
+            let escape: Vec<usize> = between.iter().copied().chain([cfg.head]).collect();
+            cfg.forward_path(from, to, &between)
+                && !cfg.ask(Query {
+                    blocked: to,
+                    ..Query::new(from, &escape)
+                })
+        };
+        let together = |t: usize| always(t, steps) || steps.iter().any(|&s| always(s, &[t]));
+        cfg.find(|e| match e {
+            Event::Reset(_) => self.others_reset(e),
+            Event::Step(u) => u != self.updater,
+            _ => false,
+        })
+        .into_iter()
+        .filter(|&t| !matches!(&cfg.events[t], Some((Event::Step(_), _))) || !together(t))
+        .collect()
+    }
+
+    /// A step after which a way reaches a step again through a backward
+    /// pass and no reset, and the window length setting that must be 1 for
+    /// it, if any: a window length that is a setting may be 1 (its usual
+    /// default), and then a reset tested off the window's boundary never
+    /// runs.
+    fn pile_up(&self) -> (Option<usize>, Option<String>) {
+        let pile_up = |window_of_one: bool| {
+            self.steps
+                .iter()
+                .find(|&&s| {
+                    self.cfg.ask(Query {
+                        blocked: &self.resets,
+                        need: Some(&self.own_backwards),
+                        window_of_one,
+                        ..Query::new(s, &self.steps)
+                    })
+                })
+                .copied()
+        };
+        match (pile_up(false), self.cfg.window_setting()) {
+            (Some(s), _) => (Some(s), None),
+            (None, Some(k)) => match pile_up(true) {
+                Some(s) => (Some(s), Some(k.to_string())),
+                None => (None, None),
+            },
+            (None, None) => (None, None),
+        }
+    }
+
+    /// A reset that runs, in program order within one iteration (no loop
+    /// closes), after a backward pass and before a step, with no backward
+    /// between the reset and the step; the same flags hold all the way.
+    /// Only this optimizer's passes: a proximal optimizer reset and stepped
+    /// after another optimizer's step applies no pass on purpose.
+    fn reset_between_backward_and_step(&self) -> Option<Span> {
+        self.clearing
+            .iter()
+            .find(|&&z| {
+                self.own_backwards.iter().any(|&b| {
+                    // A step before the reset applied the pass already (a
+                    // final step after the loop then has nothing to apply).
+                    self.cfg.ask(Query {
+                        need: Some(&[z]),
+                        blocked_after_need: self.backwards,
+                        blocked_before_need: &self.steps,
+                        back: false,
+                        ..Query::new(b, &self.steps)
+                    })
+                })
+            })
+            .map(|&z| self.cfg.span(z))
+    }
+
+    /// After a step, a backward pass cleared before any step applied it,
+    /// while some iteration passes a backward and no step: accumulation
+    /// defeated. A pass a skip (non-finite loss) left out is meant to be
+    /// dropped, `accelerator.accumulate` gates its resets, and a reset
+    /// outside the loops of the step (once per fold, per epoch) starts a
+    /// new run rather than cutting a window.
+    fn reset_discarding_accumulation(&self) -> Option<Span> {
+        let step_is_conditional = self.passes_without_step(self.cfg.head, None);
+        // An optimizer stepped in `accelerator.accumulate` is a prepared one.
+        let prepared = self.steps.iter().any(|&s| self.cfg.in_accumulate[s]);
+        let accumulating = self.accumulating_passes();
+        self.clearing
+            .iter()
+            .find(|&&z| {
+                !self.gated_by_accumulate(z, prepared)
+                    && self.window_open_around(z, step_is_conditional)
+                    && (self.clears_from_run_start(z, &accumulating)
+                        || self.clears_after_step(z, &accumulating))
+            })
+            .map(|&z| self.cfg.span(z))
+    }
+
+    /// Whether some iteration of the loop at `head` (within the loop
+    /// `within`) passes a backward and no step.
+    fn passes_without_step(&self, head: usize, within: Option<usize>) -> bool {
+        self.cfg.ask(Query {
+            blocked: &self.steps,
+            need: Some(&self.own_backwards),
+            avoid_skips: true,
+            within,
+            ..Query::new(head, &[head])
+        })
+    }
+
+    /// Passes meant to add up: some way takes them to a step with no reset
+    /// on it (an attack's or a probe's pass, always cleared before this
+    /// optimizer's own pass and step, is not accumulation).
+    fn accumulating_passes(&self) -> Vec<usize> {
+        self.own_backwards
+            .iter()
+            .copied()
+            .filter(|&b| {
+                self.cfg.ask(Query {
+                    blocked: &self.resets,
+                    ..Query::new(b, &self.steps)
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `accelerator.accumulate` skips the reset `z` until the window
+    /// closes: a prepared optimizer's reset (also right after the block: the
+    /// window's state outlives it), not a model's or parameters' reset.
+    /// (Inside the block the graph ties it to the window's end.) Under
+    /// DeepSpeed it does nothing at all.
+    fn gated_by_accumulate(&self, z: usize, prepared: bool) -> bool {
+        let cfg = self.cfg;
+        prepared
+            && (!cfg.in_accumulate[z] || self.program.deepspeed)
+            && matches!(&cfg.events[z], Some((Event::Reset(Reset::Optimizer(_)), _)))
+    }
+
+    /// Whether some iteration of the loop around the reset `z` passes a
+    /// backward and no step (in a micro-batch loop, every one does).
+    fn window_open_around(&self, z: usize, step_is_conditional: bool) -> bool {
+        let cfg = self.cfg;
+        match cfg.loops[z].last() {
+            None => step_is_conditional,
+            Some(&l) => {
+                self.passes_without_step(l, Some(l))
+                    // And a pass of that loop reaches a step with no reset
+                    // on the way: passes meant to add up, not probes (a
+                    // gradient read per objective, cleared before the
+                    // real backward pass).
+                    && self.own_backwards.iter().any(|&b| {
+                        cfg.loops[b].contains(&l)
+                            && cfg.ask(Query {
+                                blocked: &self.resets,
+                                back: false,
+                                ..Query::new(b, &self.steps)
+                            })
+                    })
+            }
+        }
+    }
+
+    /// Over a window as long as the run, the run's start opens it: whether
+    /// the reset `z`, which the window's tests do not guard, clears in a
+    /// later iteration a pass of an earlier one.
+    fn clears_from_run_start(&self, z: usize, accumulating: &[usize]) -> bool {
+        let cfg = self.cfg;
+        cfg.whole_run
+            && !cfg.guards[z]
+                .iter()
+                .any(|&(c, _)| matches!(cfg.conds[c].kind, crate::cfg::Kind::Counter(..)))
+            && cfg.ask(Query {
+                blocked: &self.steps,
+                need: Some(accumulating),
+                need_then_next_iteration: true,
+                avoid_skips: true,
+                ..Query::new(cfg.head, &[z])
+            })
+    }
+
+    /// Whether the reset `z` clears, after a step, passes meant to add up
+    /// before a step applied them, within one run of the loops around both.
+    fn clears_after_step(&self, z: usize, accumulating: &[usize]) -> bool {
+        let cfg = self.cfg;
+        let outside = cfg.outside_loop_of(z);
+        self.steps.iter().any(|&s| {
+            cfg.within_loops_of(z, s)
+                && cfg.ask(Query {
+                    blocked: &self.steps,
+                    need: Some(accumulating),
+                    avoid_skips: true,
+                    // A new run of the loop (next epoch, next fold)
+                    // starts a new window.
+                    within: cfg.common_loop(s, z),
+                    blocked_after_need: &outside,
+                    ..Query::new(s, &[z])
+                })
+        })
+    }
+
+    /// A step that applies a pass whose own step a skip left out: the pass
+    /// reaches the next iteration with no reset, and a step there applies it.
+    fn skipped_pass_applied(&self) -> Option<Span> {
+        let cfg = self.cfg;
+        let skips = cfg.skip_nodes(&self.steps);
+        if skips.is_empty() {
+            return None;
+        }
+        self.steps
+            .iter()
+            .find(|&&s| {
+                self.backwards.iter().any(|&b| {
+                    cfg.ask(Query {
+                        blocked: &self.resets,
+                        need: Some(&skips),
+                        blocked_before_need: &self.steps,
+                        // The skip leaves out this pass's own step.
+                        need_in_first_iteration: true,
+                        need_then_next_iteration: true,
+                        ..Query::new(b, &[s])
+                    })
+                })
+            })
+            .map(|&s| cfg.span(s))
+    }
+
+    /// The updater's resets in the loop and those around it, in its
+    /// function. A pile-up whose resets all run only around the loop it is
+    /// in ([`Cycle::reset_only_around_pile_up`]) counts them as outside.
+    fn resets_in_and_outside_loop(
+        &self,
+        scope: &Scope,
+        pile_up: Option<usize>,
+    ) -> (Vec<Span>, Vec<Span>) {
+        let mut resets_in_loop: Vec<Span> = self.resets.iter().map(|&z| self.cfg.span(z)).collect();
+        let mut resets_outside_loop: Vec<Span> = scope
+            .around_events
+            .iter()
+            .filter(|(e, s)| {
+                explicit_reset(e)
+                    && !scope.loop_span.contains(*s)
+                    && resets(self.program, e, self.updater)
+            })
+            .map(|(_, s)| *s)
+            .collect();
+        if self.reset_only_around_pile_up(pile_up) {
+            resets_outside_loop.append(&mut resets_in_loop);
+        }
+        (resets_in_loop, resets_outside_loop)
+    }
+
+    /// Whether the pile-up at `pile_up` lies inside a nested loop (a
+    /// helper's loop the analysed one calls) whose resets all lie outside
+    /// it, in the analysed loop, and are real resets (not a new optimizer):
+    /// reset only outside that loop (GL002), not nowhere.
+    fn reset_only_around_pile_up(&self, pile_up: Option<usize>) -> bool {
+        let cfg = self.cfg;
+        let Some((node, &inner)) = pile_up.and_then(|n| Some((n, cfg.loops[n].last()?))) else {
+            return false;
+        };
+        let explicit = |z: usize| {
+            cfg.events[z]
+                .as_ref()
+                .is_some_and(|(e, _)| explicit_reset(e))
+        };
+        let inner_passes: Vec<usize> = self
+            .backwards
+            .iter()
+            .copied()
+            .filter(|&b| cfg.loops[b].contains(&inner))
+            .collect();
+        !self.resets.is_empty()
+            && self
+                .resets
+                .iter()
+                .all(|&z| explicit(z) && !cfg.loops[z].contains(&inner))
+            && !inner_passes.is_empty()
+            && cfg.ask(Query {
+                blocked: &self.resets,
+                need: Some(&inner_passes),
+                within: Some(inner),
+                ..Query::new(node, &self.steps)
+            })
+            // And those resets run between two runs of that loop (not in
+            // another branch of the analysed loop).
+            && cfg.ask(Query {
+                need: Some(&self.resets),
+                ..Query::new(node, &[node])
+            })
+    }
+
+    /// Whether another optimizer's gradients are reset in the loop.
+    fn others_reset_in_loop(&self) -> bool {
+        !self.cfg.find(|e| self.others_reset(e)).is_empty()
+    }
+
+    /// Rust/candle: whether the loop sums backward passes into this
+    /// updater's `GradStore`.
+    fn store_extended_in_loop(&self) -> bool {
+        match self.updater {
+            Updater::Store(var) => !self
+                .cfg
+                .find(|e| matches!(e, Event::Extend(v) if v == var))
+                .is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Rust/candle: the first step of a `GradStore` bound before the loop
+    /// and never bound again (`resets_in_loop`) nor extended in it.
+    fn stale_store_step(
+        &self,
+        scope: &Scope,
+        resets_in_loop: &[Span],
+        store_extended_in_loop: bool,
+    ) -> Option<Span> {
+        match self.updater {
+            Updater::Store(var) if resets_in_loop.is_empty() && !store_extended_in_loop => {
+                let bound_before = scope.function_events.iter().any(|(e, s)| {
+                    matches!(e, Event::BindStore(v) if v == var) && s.end <= scope.loop_span.start
+                });
+                self.steps
+                    .first()
+                    .filter(|_| bound_before)
+                    .map(|&s| self.cfg.span(s))
+            }
+            _ => None,
+        }
     }
 }

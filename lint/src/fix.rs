@@ -29,40 +29,11 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+pub use crate::anchors::{anchors, Anchors};
 use crate::config::Config;
-use crate::facts::LoopFacts;
-use crate::ir::{Span, Updater};
+use crate::ir::Span;
 use crate::walk::{self, Report};
 use crate::{lint_source, Diagnostic, FileError, Language};
-
-/// What a fix needs to know beyond a finding's own span, taken from the
-/// analysis of the loop the finding is in.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Anchors {
-    /// The loop.
-    pub loop_span: Option<Span>,
-    /// Resets of the finding's updater outside the loop.
-    pub resets_outside_loop: Vec<Span>,
-    /// How many optimizers the loop steps.
-    pub optimizers_in_loop: usize,
-    /// Whether the updater is an optimizer (not a manual update, not a
-    /// Rust `GradStore`).
-    pub optimizer: bool,
-    /// Whether the finding's loop is in another file (the files of the
-    /// invocation analysed together): never fixed.
-    pub elsewhere: bool,
-}
-
-/// The anchors of a finding made from `facts`.
-pub fn anchors(facts: &LoopFacts) -> Anchors {
-    Anchors {
-        loop_span: Some(facts.loop_span),
-        resets_outside_loop: facts.resets_outside_loop.clone(),
-        optimizers_in_loop: facts.optimizers_in_loop,
-        optimizer: matches!(facts.updater, Updater::Optimizer(_)),
-        elsewhere: false,
-    }
-}
 
 /// Whether a fix may be applied with `--fix` alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,7 +270,7 @@ fn fix_file(
     enabled: &(dyn Fn(&str) -> bool + Sync),
 ) -> FileOutcome {
     // The same reading rules as linting (size, UTF-8, parse errors).
-    let found = walk::lint_file(path)?;
+    let found = crate::file::lint_file(path)?;
     // Only plain source files are rewritten: a notebook's findings are placed
     // in its cells, not in the JSON text, so notebooks are never fixed.
     let notebook = path.extension().is_some_and(|e| e == "ipynb");

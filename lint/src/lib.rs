@@ -21,10 +21,12 @@
 
 #![warn(missing_docs)]
 
+pub mod anchors;
 pub mod cfg;
 pub mod config;
 pub mod diagnostic;
 pub mod facts;
+pub mod file;
 pub mod fix;
 pub mod frontend;
 pub mod ir;
@@ -133,7 +135,7 @@ pub(crate) fn check(
     foreign: &Foreign<'_>,
 ) -> Vec<Diagnostic> {
     let active: Vec<Rule> = rules::ALL.into_iter().filter(|r| enabled(r.code)).collect();
-    let mut found: Vec<(Rule, rules::Violation, fix::Anchors)> = Vec::new();
+    let mut found: Vec<(Rule, rules::Violation, anchors::Anchors)> = Vec::new();
     for function in &program.functions {
         for f in facts::of_function(program, function) {
             let fired: Vec<(Rule, rules::Violation)> = active
@@ -151,7 +153,7 @@ pub(crate) fn check(
                         && (r.code == rule.code || (pile_up(r.code) && pile_up(rule.code)))
                 });
                 if !dup {
-                    found.push((*rule, v.clone(), fix::anchors(&f)));
+                    found.push((*rule, v.clone(), anchors::anchors(&f)));
                 }
             }
         }
@@ -204,6 +206,6 @@ fn diagnostic(
         message,
         help,
         span,
-        anchors: fix::Anchors::default(),
+        anchors: anchors::Anchors::default(),
     }
 }

@@ -30,10 +30,10 @@ use ruff_python_ast::ModModule;
 use ruff_python_parser::Parsed;
 
 use crate::config::Config;
+use crate::file::{is_notebook, lint_file_with, place_in_cell, read_source};
 use crate::frontend::python::{self, Import, Imports, Summary};
 use crate::ir::{map_nodes, Event, Function, Node, Program, Span, FOREIGN_BASE};
 use crate::notebook::Notebook;
-use crate::walk::{is_notebook, lint_file_with, place_in_cell, read_source};
 use crate::{check, Diagnostic, FileError, Language, LineIndex};
 
 /// How many re-exports are followed to find where a name is defined.
@@ -390,10 +390,31 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
             Stage::Done(_) => None,
         })
         .collect();
+    let (imports, edges) = resolve_imports(files, &loaded);
+    let lower = files_to_lower(&loaded, &edges);
+    let programs = lower_files(&loaded, &lower, &imports);
+    let pool = Arc::new(reached_functions(&edges, &programs));
+    let checked = check_files(&loaded, &programs, &edges, &pool, config);
+    drop(programs);
+    // Dropped in parallel, as when each file was linted alone.
+    stages
+        .into_par_iter()
+        .zip(checked)
+        .map(|(stage, found)| match stage {
+            Stage::Done(r) => r,
+            Stage::Python(_) => Ok(found.unwrap_or_default()),
+        })
+        .collect()
+}
+
+/// What each file imports from the others, and the files it takes something
+/// from (edges), only where a backward pass is anywhere.
+fn resolve_imports(
+    files: &[PathBuf],
+    loaded: &[Option<&Loaded>],
+) -> (Vec<Imports>, Vec<HashSet<usize>>) {
     let summaries: Vec<Option<&Summary>> = loaded.iter().map(|l| l.map(|l| &l.summary)).collect();
     let n = files.len();
-
-    // Imports, only where a backward pass is anywhere.
     let any_backward = loaded.iter().flatten().any(|l| l.backward);
     let any_import = loaded
         .iter()
@@ -401,48 +422,53 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
         .any(|l| !l.summary.imports.is_empty());
     let mut imports: Vec<Imports> = vec![Imports::default(); n];
     let mut edges: Vec<HashSet<usize>> = vec![HashSet::default(); n];
-    if any_backward && any_import {
-        let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-        let importable: Vec<bool> = (0..n)
-            .map(|i| loaded[i].is_some_and(|l| l.notebook.is_none()))
-            .collect();
-        let index = ModuleIndex::new(&paths, &importable);
-        // A file with no backward pass only imports, by name, a class or
-        // function with gradient events (or a module): the others' names
-        // are not resolved.
-        let wanted: HashSet<&str> = summaries
-            .iter()
-            .flatten()
-            .flat_map(|s| s.relevant.iter().map(String::as_str))
-            .collect();
-        let resolved: Vec<(Imports, HashSet<usize>)> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let backward = loaded[i].is_some_and(|l| l.backward);
-                imports_of(&index, &summaries, i, (!backward).then_some(&wanted))
-            })
-            .collect();
-        for (i, (im, mut e)) in resolved.into_iter().enumerate() {
-            // A file with no backward pass matters only where it calls what
-            // it imports (`Trainer(`, `train_step(`): type hints and
-            // arguments of an imported class are not followed.
-            if let Some(l) = loaded[i].filter(|l| !l.backward) {
-                let called: HashSet<usize> = im
-                    .classes
-                    .iter()
-                    .chain(im.functions.iter())
-                    .filter(|(local, _)| l.source.contains(&format!("{local}(")))
-                    .filter_map(|(_, key)| key.split_once("::")?.0.parse().ok())
-                    .collect();
-                e.retain(|j| called.contains(j));
-            }
-            imports[i] = im;
-            edges[i] = e;
-        }
+    if !(any_backward && any_import) {
+        return (imports, edges);
     }
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let importable: Vec<bool> = (0..n)
+        .map(|i| loaded[i].is_some_and(|l| l.notebook.is_none()))
+        .collect();
+    let index = ModuleIndex::new(&paths, &importable);
+    // A file with no backward pass only imports, by name, a class or
+    // function with gradient events (or a module): the others' names
+    // are not resolved.
+    let wanted: HashSet<&str> = summaries
+        .iter()
+        .flatten()
+        .flat_map(|s| s.relevant.iter().map(String::as_str))
+        .collect();
+    let resolved: Vec<(Imports, HashSet<usize>)> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let backward = loaded[i].is_some_and(|l| l.backward);
+            imports_of(&index, &summaries, i, (!backward).then_some(&wanted))
+        })
+        .collect();
+    for (i, (im, mut e)) in resolved.into_iter().enumerate() {
+        // A file with no backward pass matters only where it calls what
+        // it imports (`Trainer(`, `train_step(`): type hints and
+        // arguments of an imported class are not followed.
+        if let Some(l) = loaded[i].filter(|l| !l.backward) {
+            let called: HashSet<usize> = im
+                .classes
+                .iter()
+                .chain(im.functions.iter())
+                .filter(|(local, _)| l.source.contains(&format!("{local}(")))
+                .filter_map(|(_, key)| key.split_once("::")?.0.parse().ok())
+                .collect();
+            e.retain(|j| called.contains(j));
+        }
+        imports[i] = im;
+        edges[i] = e;
+    }
+    (imports, edges)
+}
 
-    // Files to lower: those with a backward pass, those that import them
-    // (transitively), and what all of these import (transitively).
+/// Files to lower: those with a backward pass, those that import them
+/// (transitively), and what all of these import (transitively).
+fn files_to_lower(loaded: &[Option<&Loaded>], edges: &[HashSet<usize>]) -> Vec<bool> {
+    let n = loaded.len();
     let mut lower: Vec<bool> = (0..n)
         .map(|i| loaded[i].is_some_and(|l| l.backward))
         .collect();
@@ -465,8 +491,16 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
             }
         }
     }
+    lower
+}
 
-    let programs: Vec<Option<(Program, LineIndex)>> = (0..n)
+/// The model of each file to lower, with its line index.
+fn lower_files(
+    loaded: &[Option<&Loaded>],
+    lower: &[bool],
+    imports: &[Imports],
+) -> Vec<Option<(Program, LineIndex)>> {
+    (0..loaded.len())
         .into_par_iter()
         .map(|i| {
             let l = loaded[i].filter(|_| lower[i])?;
@@ -479,9 +513,14 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
             drop(parsed);
             Some((program, LineIndex::new(&l.source)))
         })
-        .collect();
+        .collect()
+}
 
-    // The functions other files reach, qualified, spans moved.
+/// The functions other files reach, qualified, spans moved.
+fn reached_functions(
+    edges: &[HashSet<usize>],
+    programs: &[Option<(Program, LineIndex)>],
+) -> HashMap<String, Function> {
     let imported_files: HashSet<usize> = edges.iter().flatten().copied().collect();
     let mut pool: HashMap<String, Function> = HashMap::default();
     for &j in &imported_files {
@@ -501,8 +540,19 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
             );
         }
     }
-    let pool = Arc::new(pool);
+    pool
+}
 
+/// The findings of each loaded Python file (`None` for the others), with
+/// the functions of other files it reaches (`pool`) and its notebook
+/// findings placed in their cells.
+fn check_files(
+    loaded: &[Option<&Loaded>],
+    programs: &[Option<(Program, LineIndex)>],
+    edges: &[HashSet<usize>],
+    pool: &Arc<HashMap<String, Function>>,
+    config: &Config,
+) -> Vec<Option<Vec<Diagnostic>>> {
     let enabled = |code: &str| config.enabled(code);
     let foreign = |j: usize| -> Option<(&str, &LineIndex)> {
         let l = loaded.get(j).copied().flatten()?;
@@ -510,7 +560,7 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
         // Notebooks are never imported: no span is placed in one.
         l.notebook.is_none().then_some((l.name.as_str(), index))
     };
-    let checked: Vec<Option<Vec<Diagnostic>>> = (0..n)
+    (0..loaded.len())
         .into_par_iter()
         .map(|i| {
             let l = loaded[i]?;
@@ -521,7 +571,7 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
                 check(&l.name, index, program, &enabled, &foreign)
             } else {
                 let mut program = program.clone();
-                inherit(&mut program, &pool);
+                inherit(&mut program, pool);
                 program.imported = Some(pool.clone());
                 check(&l.name, index, &program, &enabled, &foreign)
             };
@@ -538,17 +588,6 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
                     .collect(),
                 None => found,
             })
-        })
-        .collect();
-
-    drop(programs);
-    // Dropped in parallel, as when each file was linted alone.
-    stages
-        .into_par_iter()
-        .zip(checked)
-        .map(|(stage, found)| match stage {
-            Stage::Done(r) => r,
-            Stage::Python(_) => Ok(found.unwrap_or_default()),
         })
         .collect()
 }

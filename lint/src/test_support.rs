@@ -31,8 +31,8 @@ pub fn assert_fixtures(code: &str) {
         let source = std::fs::read_to_string(&path).unwrap();
         let lang = Language::of(&path).unwrap();
         let name = path.display().to_string();
-        let found = if crate::walk::is_notebook(&path) {
-            crate::walk::lint_notebook(&name, &source)
+        let found = if crate::file::is_notebook(&path) {
+            crate::file::lint_notebook(&name, &source)
         } else {
             lint_source(&name, &source, lang)
         }
@@ -124,7 +124,7 @@ fn package(code: &str, dir: &Path, failures: &mut Vec<String>) {
         let (files, _) = crate::walk::collect(&[dir.to_path_buf()], &Default::default());
         let alone: usize = files
             .iter()
-            .flat_map(|f| crate::walk::lint_file(f).unwrap_or_default())
+            .flat_map(|f| crate::file::lint_file(f).unwrap_or_default())
             .filter(|d| d.code == code)
             .count();
         let together = report.diagnostics.iter().filter(|d| d.code == code).count();

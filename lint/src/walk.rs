@@ -1,13 +1,13 @@
 //! Finding files (`.gitignore` honoured) and linting them in parallel.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::notebook::Notebook;
-use crate::{lint_source_with, Diagnostic, FileError, Language};
-
-/// Files larger than this are reported, not read (generated code, data).
-pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
+use crate::file::error;
+pub use crate::file::{
+    is_notebook, lint_file, lint_file_with, lint_notebook, lint_notebook_with, MAX_FILE_BYTES,
+};
+use crate::{Diagnostic, FileError, Language};
 
 /// The outcome of linting many files.
 #[derive(Debug, Default)]
@@ -20,16 +20,6 @@ pub struct Report {
     pub files: usize,
     /// Findings fixed, when fixing (`--fix`, `--diff`).
     pub fixed: Option<usize>,
-}
-
-fn error(path: &Path, message: String) -> FileError {
-    FileError {
-        path: path.display().to_string(),
-        cell: None,
-        line: None,
-        column: None,
-        message,
-    }
 }
 
 /// The Python and Rust files under `paths`: directories are walked
@@ -83,115 +73,6 @@ pub fn collect(paths: &[PathBuf], config: &Config) -> (Vec<PathBuf>, Vec<FileErr
     files.sort();
     files.dedup();
     (files, errors)
-}
-
-/// Reads and lints one file with every rule.
-pub fn lint_file(path: &Path) -> Result<Vec<Diagnostic>, FileError> {
-    lint_file_with(path, &Config::default())
-}
-
-/// Reads and lints one file with the rules `config` enables.
-pub fn lint_file_with(path: &Path, config: &Config) -> Result<Vec<Diagnostic>, FileError> {
-    let language = Language::of(path).unwrap_or(Language::Python);
-    let source = read_source(path)?;
-    let name = path.display().to_string();
-    if is_notebook(path) {
-        return lint_notebook_with(&name, &source, config);
-    }
-    lint_source_with(&name, &source, language, &|code| config.enabled(code))
-}
-
-/// Reads a file's text: missing, unreadable, too large and non-UTF-8 files
-/// are errors.
-pub(crate) fn read_source(path: &Path) -> Result<String, FileError> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        let broken = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-        error(
-            path,
-            if broken {
-                "broken symbolic link".into()
-            } else {
-                e.to_string()
-            },
-        )
-    })?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(error(
-            path,
-            format!(
-                "file too large ({} bytes, limit {MAX_FILE_BYTES}); skipped",
-                meta.len()
-            ),
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| error(path, e.to_string()))?;
-    String::from_utf8(bytes).map_err(|e| {
-        error(
-            path,
-            format!(
-                "not valid UTF-8 (byte {}); skipped",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
-}
-
-/// Whether `path` is a Jupyter notebook (`.ipynb`).
-pub fn is_notebook(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "ipynb")
-}
-
-/// Lints a notebook's code cells as one module; findings and syntax errors
-/// are placed in their cells.
-pub fn lint_notebook(path: &str, text: &str) -> Result<Vec<Diagnostic>, FileError> {
-    lint_notebook_with(path, text, &Config::default())
-}
-
-/// Like [`lint_notebook`], with the rules `config` enables.
-pub fn lint_notebook_with(
-    path: &str,
-    text: &str,
-    config: &Config,
-) -> Result<Vec<Diagnostic>, FileError> {
-    let notebook = Notebook::parse(text).map_err(|message| FileError {
-        path: path.to_string(),
-        cell: None,
-        line: None,
-        column: None,
-        message,
-    })?;
-    match lint_source_with(path, &notebook.source, Language::Python, &|code| {
-        config.enabled(code)
-    }) {
-        Ok(found) => Ok(found
-            .into_iter()
-            .map(|d| place_in_cell(&notebook, d))
-            .collect()),
-        Err(mut e) => {
-            if let Some(l) = e.line {
-                let (cell, line) = notebook.locate(l);
-                e.cell = Some(cell);
-                e.line = Some(line);
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Places a finding of a notebook's joined code in its cell.
-pub(crate) fn place_in_cell(notebook: &Notebook, mut d: Diagnostic) -> Diagnostic {
-    let (cell, line) = notebook.locate(d.line);
-    let (end_cell, end_line) = notebook.locate(d.end_line);
-    d.cell = Some(cell);
-    d.line = line;
-    if end_cell == cell {
-        d.end_line = end_line;
-    } else {
-        // A span that crosses cells is shown on its first line.
-        d.end_line = line;
-        d.end_column = d.column + 1;
-    }
-    d
 }
 
 /// Lints every file under `paths` in parallel, keeping the rules `config`

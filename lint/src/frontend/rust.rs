@@ -224,52 +224,9 @@ impl Lowerer {
         }
         let d = depth + 1;
         match expr {
-            Expr::If(i) => {
-                self.expr(&i.cond, d, false, out);
-                let mut branches = vec![self.block(&i.then_branch, d)];
-                if let Some((_, e)) = &i.else_branch {
-                    let mut other = Vec::new();
-                    self.expr(e, d, true, &mut other);
-                    branches.push(other);
-                }
-                out.push(Node::If {
-                    exhaustive: i.else_branch.is_some(),
-                    tests: vec![Tested::default(); branches.len()],
-                    branches,
-                });
-            }
-            Expr::Match(m) => {
-                self.expr(&m.expr, d, false, out);
-                let branches: Vec<Vec<Node>> = m
-                    .arms
-                    .iter()
-                    .map(|arm| {
-                        let mut b = Vec::new();
-                        self.expr(&arm.body, d, true, &mut b);
-                        b
-                    })
-                    .collect();
-                out.push(Node::If {
-                    tests: vec![Tested::default(); branches.len()],
-                    branches,
-                    exhaustive: true,
-                });
-            }
-            Expr::ForLoop(f) => {
-                self.expr(&f.expr, d, false, out);
-                let mut bound = Vec::new();
-                pat_names(&f.pat, &mut bound);
-                let depth = self.loop_vars.borrow().len();
-                self.loop_vars.borrow_mut().extend(bound);
-                let body = self.block(&f.body, d);
-                self.loop_vars.borrow_mut().truncate(depth);
-                out.push(Node::Loop {
-                    body,
-                    span: self.span(f),
-                    assigned: Vec::new(),
-                    counters: Vec::new(),
-                });
-            }
+            Expr::If(i) => self.if_expr(i, d, out),
+            Expr::Match(m) => self.match_expr(m, d, out),
+            Expr::ForLoop(f) => self.for_loop(f, d, out),
             Expr::While(w) => {
                 let mut body = Vec::new();
                 self.expr(&w.cond, d, false, &mut body);
@@ -344,20 +301,7 @@ impl Lowerer {
                     out.push(Node::Event(event, self.span(m)));
                 }
             }
-            Expr::Call(c) => {
-                for a in &c.args {
-                    self.expr(a, d, false, out);
-                }
-                let callee = dotted(&c.func).unwrap_or_default();
-                let last = callee.rsplit("::").next().unwrap_or("").to_string();
-                if matches!(last.as_str(), "take" | "replace" | "drop") {
-                    if let Some(var) = c.args.first().and_then(|a| dotted(unwrapped(a))) {
-                        out.push(Node::Event(Event::Reset(Reset::Store(var)), self.span(c)));
-                    }
-                } else if self.functions.contains(&last) {
-                    out.push(Node::Event(Event::Call(last), self.span(c)));
-                }
-            }
+            Expr::Call(c) => self.call(c, d, out),
             Expr::Closure(_) | Expr::Macro(_) => {}
             other => {
                 // Calls inside any other expression (binary operators, struct
@@ -379,6 +323,75 @@ impl Lowerer {
                 };
                 syn::visit::visit_expr(&mut sub, other);
             }
+        }
+    }
+
+    /// `if` / `else`: a branch each.
+    fn if_expr(&self, i: &syn::ExprIf, d: usize, out: &mut Vec<Node>) {
+        self.expr(&i.cond, d, false, out);
+        let mut branches = vec![self.block(&i.then_branch, d)];
+        if let Some((_, e)) = &i.else_branch {
+            let mut other = Vec::new();
+            self.expr(e, d, true, &mut other);
+            branches.push(other);
+        }
+        out.push(Node::If {
+            exhaustive: i.else_branch.is_some(),
+            tests: vec![Tested::default(); branches.len()],
+            branches,
+        });
+    }
+
+    /// `match`: a branch per arm, one of which always runs.
+    fn match_expr(&self, m: &syn::ExprMatch, d: usize, out: &mut Vec<Node>) {
+        self.expr(&m.expr, d, false, out);
+        let branches: Vec<Vec<Node>> = m
+            .arms
+            .iter()
+            .map(|arm| {
+                let mut b = Vec::new();
+                self.expr(&arm.body, d, true, &mut b);
+                b
+            })
+            .collect();
+        out.push(Node::If {
+            tests: vec![Tested::default(); branches.len()],
+            branches,
+            exhaustive: true,
+        });
+    }
+
+    /// `for pat in expr { ... }`, with the names it binds known in the body.
+    fn for_loop(&self, f: &syn::ExprForLoop, d: usize, out: &mut Vec<Node>) {
+        self.expr(&f.expr, d, false, out);
+        let mut bound = Vec::new();
+        pat_names(&f.pat, &mut bound);
+        let depth = self.loop_vars.borrow().len();
+        self.loop_vars.borrow_mut().extend(bound);
+        let body = self.block(&f.body, d);
+        self.loop_vars.borrow_mut().truncate(depth);
+        out.push(Node::Loop {
+            body,
+            span: self.span(f),
+            assigned: Vec::new(),
+            counters: Vec::new(),
+        });
+    }
+
+    /// A function call: `take`/`replace`/`drop` of a store resets it; a
+    /// function of the file is followed.
+    fn call(&self, c: &syn::ExprCall, d: usize, out: &mut Vec<Node>) {
+        for a in &c.args {
+            self.expr(a, d, false, out);
+        }
+        let callee = dotted(&c.func).unwrap_or_default();
+        let last = callee.rsplit("::").next().unwrap_or("").to_string();
+        if matches!(last.as_str(), "take" | "replace" | "drop") {
+            if let Some(var) = c.args.first().and_then(|a| dotted(unwrapped(a))) {
+                out.push(Node::Event(Event::Reset(Reset::Store(var)), self.span(c)));
+            }
+        } else if self.functions.contains(&last) {
+            out.push(Node::Event(Event::Call(last), self.span(c)));
         }
     }
 

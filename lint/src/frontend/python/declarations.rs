@@ -1,0 +1,246 @@
+//! The first pass over every statement: what names stand for (optimizers,
+//! schedulers, instances of the file's classes, aliases, parameters).
+
+use ruff_python_ast::{self as ast, Expr, Stmt};
+
+use super::gradients::{
+    data_owner, grad_owners, is_optimizer_constructor, is_scheduler_constructor, parameters_owner,
+    updated_tensor,
+};
+use super::lowerer::Lowerer;
+use super::syntax::MAX_DEPTH;
+use super::syntax::{dotted, listed_names, names_read, nested_bodies, target_names};
+use crate::frontend::looks_like_optimizer;
+
+impl<'s> Lowerer<'s> {
+    /// Records functions, methods, optimizer, scheduler and instance
+    /// variables, aliases and parameter loop variables, anywhere.
+    pub(super) fn declarations(&mut self, body: &[Stmt], depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        for stmt in body {
+            match stmt {
+                Stmt::FunctionDef(f) => {
+                    self.functions.insert(f.name.id.to_string());
+                    self.declarations(&f.body, depth + 1);
+                }
+                Stmt::ClassDef(c) => self.declarations(&c.body, depth + 1),
+                Stmt::Assign(a) => self.assignment_declarations(a),
+                Stmt::Expr(e) => self.call_declarations(e),
+                // `w -= lr * w.grad` (or `w.data -= ...`): `w` is a parameter
+                // of a hand-written optimizer, so `w.grad.zero_()` resets it.
+                Stmt::AugAssign(a) if matches!(a.op, ast::Operator::Sub) => {
+                    let owner = data_owner(&a.target);
+                    if let Some(w) = owner.and_then(dotted) {
+                        if grad_owners(&a.value).contains(&w) {
+                            self.parameter_vars.insert(w);
+                        }
+                    }
+                }
+                Stmt::For(f) => {
+                    let iter = self.text(f.iter.as_ref()).to_ascii_lowercase();
+                    if iter.contains("param") || iter.contains("weight") {
+                        let mut names = Vec::new();
+                        target_names(&f.target, &mut names);
+                        self.parameter_vars.extend(names.iter().cloned());
+                        self.param_loop_vars.extend(names);
+                    }
+                    self.nested_declarations(stmt, depth);
+                }
+                _ => self.nested_declarations(stmt, depth),
+            }
+        }
+    }
+
+    /// What an assignment declares: parameters, gradient aliases, optimizer,
+    /// scheduler and instance variables, functions given to an `Engine`,
+    /// optimizer aliases.
+    fn assignment_declarations(&mut self, a: &ast::StmtAssign) {
+        // `w.data = w - lr * w.grad` (an adversarial example's
+        // `delta.data = ... delta.grad.sign()`): `w` is updated by
+        // hand, so `w.grad.zero_()` resets it.
+        // `params = [w, b]`: parameters by name.
+        for target in &a.targets {
+            if dotted(target).is_some_and(|t| t.to_ascii_lowercase().contains("param")) {
+                self.parameter_vars.extend(listed_names(&a.value));
+            }
+        }
+        // Only values that read a gradient, or an alias of one.
+        let reads_grads = self.mentions(a.value.as_ref(), ".grad") || !self.grad_aliases.is_empty();
+        for target in a.targets.iter().filter(|_| reads_grads) {
+            if let Some(w) = updated_tensor(target) {
+                if self.reads_grad_of(&a.value, &w) {
+                    self.parameter_vars.insert(w);
+                }
+            }
+            if let Expr::Name(n) = target {
+                // Through other aliases too (`grad_sum =
+                // allreduce(p.grad)`, `grad_mean = grad_sum / n`).
+                let mut owners = grad_owners(&a.value);
+                let mut names = Vec::new();
+                names_read(&a.value, &mut names);
+                for name in names {
+                    if let Some(Some(o)) = self.grad_aliases.get(&name) {
+                        owners.push(o.clone());
+                    }
+                }
+                owners.sort();
+                owners.dedup();
+                if let [owner] = owners.as_slice() {
+                    self.grad_aliases
+                        .entry(n.id.to_string())
+                        .and_modify(|o| {
+                            if o.as_deref() != Some(owner.as_str()) {
+                                *o = None;
+                            }
+                        })
+                        .or_insert_with(|| Some(owner.clone()));
+                }
+            }
+        }
+        for target in &a.targets {
+            let Some(t) = dotted(target) else { continue };
+            if is_optimizer_constructor(&a.value) {
+                if let Some(model) = parameters_owner(&a.value) {
+                    self.program.optimizer_models.push((t.clone(), model));
+                }
+                // `Adam([z], ...)`: the tensors listed are its
+                // parameters (`z.grad.zero_()` resets them).
+                if let Expr::Call(call) = a.value.as_ref() {
+                    let listed = call
+                        .arguments
+                        .args
+                        .first()
+                        .or_else(|| call.arguments.find_keyword("params").map(|k| &k.value));
+                    if let Some(first) = listed {
+                        self.parameter_vars.extend(listed_names(first));
+                    }
+                }
+                self.optimizers.insert(t.clone());
+            } else if is_scheduler_constructor(&a.value) {
+                self.schedulers.insert(t.clone());
+            }
+            if let Expr::Call(call) = a.value.as_ref() {
+                let callee = dotted(&call.func).unwrap_or_default();
+                let last = callee.rsplit('.').next().unwrap_or("");
+                if let Some(key) = self.latest_class.get(last) {
+                    self.instances.insert(t.clone(), key.clone());
+                } else if let Some(key) = self.imports.classes.get(&callee) {
+                    self.instances.insert(t.clone(), key.clone());
+                }
+                if last == "Engine" {
+                    if let Some(Expr::Name(n)) = call.arguments.args.first() {
+                        self.engine_functions.insert(n.id.to_string());
+                    }
+                }
+            }
+            if let Some(source) = dotted(&a.value) {
+                if !t.contains('.') && t != source && looks_like_optimizer(&source) {
+                    self.aliases.insert(t, source);
+                }
+            }
+        }
+    }
+
+    /// What a call statement declares: the tensors handed to an update or
+    /// updated from their own gradient are parameters, an optimizer given to
+    /// a privacy engine, a function given to an `Engine`.
+    fn call_declarations(&mut self, e: &ast::StmtExpr) {
+        // `sgd([w, b], lr, batch_size)`: the tensors handed to an
+        // update are parameters (`w.grad.zero_()` resets them).
+        if let Expr::Call(call) = e.value.as_ref() {
+            let callee = dotted(&call.func).unwrap_or_default().to_ascii_lowercase();
+            let last = callee.rsplit('.').next().unwrap_or("");
+            if ["sgd", "optim", "adam", "update", "step"]
+                .iter()
+                .any(|w| last.contains(w))
+            {
+                for arg in &call.arguments.args {
+                    self.parameter_vars.extend(listed_names(arg));
+                }
+            }
+        }
+        // `w.sub_(w.grad * lr)`, `w.data.add_(w.grad, alpha=-lr)`:
+        // `w` is a parameter of a hand-written optimizer too.
+        if let Expr::Call(call) = e.value.as_ref() {
+            if let Expr::Attribute(m) = call.func.as_ref() {
+                if matches!(m.attr.id.as_str(), "sub_" | "add_") {
+                    if let Some(w) = data_owner(&m.value).and_then(dotted) {
+                        let reads = call
+                            .arguments
+                            .args
+                            .iter()
+                            .chain(call.arguments.keywords.iter().map(|k| &k.value))
+                            .any(|a| grad_owners(a).contains(&w));
+                        if reads {
+                            self.parameter_vars.insert(w);
+                        }
+                    }
+                }
+            }
+        }
+        // `privacy_engine.attach(optimizer)`.
+        if let Expr::Call(call) = e.value.as_ref() {
+            if let Expr::Attribute(m) = call.func.as_ref() {
+                let engine =
+                    dotted(&m.value).is_some_and(|r| r.to_ascii_lowercase().contains("privacy"));
+                if m.attr.id.as_str() == "attach" && engine {
+                    // Its step builds `.grad` from the per-sample
+                    // gradients of the passes since the last step
+                    // and clears those (`Program::private`).
+                    if let Some(o) = call.arguments.args.first().and_then(dotted) {
+                        if !self.program.private.contains(&o) {
+                            self.program.private.push(o);
+                        }
+                    }
+                }
+            }
+        }
+        // `Engine(update)` used directly.
+        if let Expr::Call(call) = e.value.as_ref() {
+            if dotted(&call.func).is_some_and(|c| c.ends_with("Engine")) {
+                if let Some(Expr::Name(n)) = call.arguments.args.first() {
+                    self.engine_functions.insert(n.id.to_string());
+                }
+            }
+        }
+    }
+
+    /// The declarations in the blocks nested in `stmt`.
+    fn nested_declarations(&mut self, stmt: &Stmt, depth: usize) {
+        for body in nested_bodies(stmt) {
+            self.declarations(body, depth + 1);
+        }
+    }
+
+    /// Whether `text` names an optimizer (bound to a constructor, or named
+    /// like one), not a scheduler.
+    pub(super) fn is_optimizer(&self, text: &str) -> bool {
+        let scheduler =
+            text.to_ascii_lowercase().contains("sched") || self.schedulers.contains(text);
+        !scheduler && (self.optimizers.contains(text) || looks_like_optimizer(text))
+    }
+
+    /// The object an expression names: an alias resolved.
+    pub(super) fn canonical(&self, text: String) -> String {
+        self.aliases.get(&text).cloned().unwrap_or(text)
+    }
+
+    /// Whether `x.grad` belongs to a parameter: `x` iterates over parameters,
+    /// is an attribute path (`model.fc.weight`), or is named like one.
+    /// Input gradients (`images.grad`, `delta.grad`) are not the optimizer's.
+    pub(super) fn is_parameter(&self, owner: &Expr) -> bool {
+        let Some(text) = dotted(owner) else {
+            return true;
+        };
+        if text.contains('.') || self.parameter_vars.contains(&text) {
+            return true;
+        }
+        let lower = text.to_ascii_lowercase();
+        ["param", "weight", "bias"]
+            .iter()
+            .any(|w| lower.contains(w))
+            || lower == "p"
+    }
+}

@@ -1,0 +1,276 @@
+//! Expressions to gradient events: the calls of an expression, and what
+//! each call does to gradients.
+
+use ruff_python_ast::visitor::{walk_expr, Visitor};
+use ruff_python_ast::{self as ast, Expr};
+
+use super::gradients::{data_owner, grad_owner, grad_owners, is_grad_attribute, mentions_grad};
+use super::lowerer::Lowerer;
+use super::syntax::MAX_DEPTH;
+use super::syntax::{dotted, names_read, span};
+use crate::ir::{Event, Node, Reset, Updater};
+
+impl<'s> Lowerer<'s> {
+    /// Whether `value` reads `owner`'s gradient, directly or through a local
+    /// name bound to it.
+    pub(super) fn reads_grad_of(&self, value: &Expr, owner: &str) -> bool {
+        if grad_owners(value).iter().any(|o| o == owner) {
+            return true;
+        }
+        let mut names = Vec::new();
+        names_read(value, &mut names);
+        names
+            .iter()
+            .any(|n| matches!(self.grad_aliases.get(n), Some(Some(o)) if o == owner))
+    }
+
+    /// The updater of a hand-written update of `target` (`x`, `x.data`)
+    /// computed from `value`.
+    pub(super) fn manual_updater(&self, target: &Expr, value: &Expr) -> Updater {
+        match data_owner(target).and_then(dotted) {
+            Some(w) if self.reads_grad_of(value, &w) => self.manual_updater_of(w),
+            // `table[s] -= lr * q.grad`: the gradient of one named tensor
+            // applied to something else.
+            _ => match grad_owners(value).as_slice() {
+                [w] if !w.contains('.') => self.manual_updater_of(w.clone()),
+                _ => Updater::Manual,
+            },
+        }
+    }
+
+    /// A tensor updated from its own gradient is its own updater, unless it
+    /// is a loop variable over a model's parameters.
+    pub(super) fn manual_updater_of(&self, tensor: String) -> Updater {
+        if self.param_loop_vars.contains(&tensor) {
+            Updater::Manual
+        } else {
+            Updater::Tensor(tensor)
+        }
+    }
+
+    /// The reset of `owner.grad` (`= None`, `.zero_()`), if `owner` is a
+    /// parameter: of that tensor when it is named, of parameters when it is
+    /// a loop variable over them.
+    pub(super) fn grad_reset(&self, owner: &Expr) -> Option<Event> {
+        if !self.is_parameter(owner) {
+            return None;
+        }
+        Some(Event::Reset(match dotted(owner) {
+            Some(d) if !self.param_loop_vars.contains(&d) => Reset::Tensor(d),
+            _ => Reset::Parameters,
+        }))
+    }
+
+    /// The calls of an expression, innermost first (evaluation order).
+    pub(super) fn expr(&self, expr: &Expr, out: &mut Vec<Node>) {
+        struct Calls<'l, 'o> {
+            lowerer: &'l Lowerer<'l>,
+            out: &'o mut Vec<Node>,
+        }
+        impl<'a> Visitor<'a> for Calls<'_, '_> {
+            fn visit_expr(&mut self, expr: &'a Expr) {
+                if matches!(expr, Expr::Lambda(_)) {
+                    return;
+                }
+                walk_expr(self, expr);
+                if let Expr::Call(call) = expr {
+                    if let Some(event) = self.lowerer.call(call) {
+                        // A privacy engine's step consumes the passes.
+                        let private = match &event {
+                            Event::Step(Updater::Optimizer(o)) => {
+                                self.lowerer.program.private.contains(o).then(|| o.clone())
+                            }
+                            _ => None,
+                        };
+                        self.out.push(Node::Event(event, span(call)));
+                        if let Some(o) = private {
+                            let reset = Event::Reset(Reset::Optimizer(o));
+                            self.out.push(Node::Event(reset, span(call)));
+                        }
+                    }
+                }
+            }
+        }
+        // Safety net against deeply nested expressions.
+        if expression_depth(expr) > MAX_DEPTH {
+            return;
+        }
+        Calls { lowerer: self, out }.visit_expr(expr);
+    }
+
+    /// The gradient event of one call, if any: a backward pass, a step, a
+    /// reset, an update by hand, or a call of a function or method followed.
+    fn call(&self, call: &ast::ExprCall) -> Option<Event> {
+        let args = &call.arguments;
+        // `model(x)` on an instance of a class whose `forward` has gradient
+        // events (a model that resets its own gradients before the pass).
+        if let Some(f) = dotted(&call.func).filter(|f| self.instances.contains_key(f)) {
+            let run = ["forward", "__call__"].iter().find_map(|m| {
+                let class = &self.instances[&f];
+                let owner = self.method_owner(class, m)?;
+                (owner.contains("::") || self.event_methods.contains(&format!("{owner}.{m}")))
+                    .then(|| self.method_of(Some(&f), m))?
+            });
+            if run.is_some() {
+                return run.map(Event::Call);
+            }
+        }
+        match call.func.as_ref() {
+            Expr::Attribute(a) => self.method_call(a, args),
+            Expr::Name(n) if self.classes.contains_key(n.id.as_str()) => None,
+            // `zero_grads(params)` (pyro) and such helpers clear `.grad`.
+            func if dotted(func).is_some_and(|f| {
+                let last = f.rsplit('.').next().unwrap_or("");
+                matches!(last, "zero_grads" | "zero_grad_") && !self.functions.contains(last)
+            }) =>
+            {
+                Some(Event::Reset(Reset::Parameters))
+            }
+            // An imported function, even when a method of the file has its
+            // name (a bare name never calls a method).
+            Expr::Name(n) if self.imports.functions.contains_key(n.id.as_str()) => self
+                .imports
+                .functions
+                .get(n.id.as_str())
+                .cloned()
+                .map(Event::Call),
+            Expr::Name(n) if self.functions.contains(n.id.as_str()) => {
+                Some(Event::Call(n.id.to_string()))
+            }
+            Expr::Name(n) => self
+                .imports
+                .functions
+                .get(n.id.as_str())
+                .cloned()
+                .map(Event::Call),
+            _ => None,
+        }
+    }
+
+    /// The gradient event of a method call `receiver.method(args)`: a
+    /// backward pass, a reset, a step, an update by hand, or a method or
+    /// imported function followed.
+    fn method_call(&self, a: &ast::ExprAttribute, args: &ast::Arguments) -> Option<Event> {
+        let method = a.attr.id.as_str();
+        let receiver = dotted(&a.value).or_else(|| unwrapped_optimizer(&a.value));
+        let receiver_text = || {
+            receiver
+                .clone()
+                .unwrap_or_else(|| self.text(a.value.as_ref()))
+        };
+        let imported = receiver
+            .as_ref()
+            .and_then(|r| self.imports.functions.get(&format!("{r}.{method}")));
+        match method {
+            _ if imported.is_some() => imported.cloned().map(Event::Call),
+            _ if self.method_of(receiver.as_deref(), method).is_some() => {
+                self.method_of(receiver.as_deref(), method).map(Event::Call)
+            }
+            "backward" | "manual_backward" => Some(Event::Backward),
+            "zero_grad" => {
+                let r = self.canonical(receiver_text());
+                Some(Event::Reset(if self.is_optimizer(&r) {
+                    Reset::Optimizer(r)
+                } else {
+                    Reset::Model(r)
+                }))
+            }
+            "zero_grads" if !self.functions.contains(method) => {
+                Some(Event::Reset(Reset::Parameters))
+            }
+            // `p.grad.zero_()`, `p.grad.data.fill_(0)`.
+            "fill_"
+                if is_grad_attribute(&a.value)
+                    && args.args.first().is_some_and(|v| {
+                        matches!(v, Expr::NumberLiteral(n) if matches!(&n.value, ast::Number::Int(i) if i.as_u8() == Some(0))
+                            || matches!(&n.value, ast::Number::Float(f) if *f == 0.0))
+                    }) =>
+            {
+                self.grad_reset(grad_owner(&a.value)?)
+            }
+            "zero_" if is_grad_attribute(&a.value) => self.grad_reset(grad_owner(&a.value)?),
+            "step" => {
+                let r = self.canonical(receiver_text());
+                if self.is_optimizer(&r) {
+                    // `opt.step(closure)` (LBFGS) runs its own backward and reset.
+                    (args.args.is_empty() && args.keywords.is_empty())
+                        .then_some(Event::Step(Updater::Optimizer(r)))
+                } else if r.to_ascii_lowercase().contains("scaler") {
+                    if args.find_keyword("closure").is_some() || args.args.len() > 1 {
+                        // The closure runs its own backward and reset.
+                        return None;
+                    }
+                    let opt = args
+                        .args
+                        .first()
+                        .map(|e| dotted(e).unwrap_or_else(|| self.text(e)))?;
+                    Some(Event::Step(Updater::Optimizer(opt)))
+                } else {
+                    None
+                }
+            }
+            "optimizer_step" => {
+                let opt = args
+                    .args
+                    .first()
+                    .map(|e| dotted(e).unwrap_or_else(|| self.text(e)))?;
+                Some(Event::Step(Updater::Optimizer(opt)))
+            }
+            "add_" | "sub_" | "copy_" => {
+                let updates = !mentions_grad(&a.value)
+                    && (args.args.iter().any(mentions_grad)
+                        || args.keywords.iter().any(|k| mentions_grad(&k.value)));
+                if !updates {
+                    return None;
+                }
+                let own = data_owner(&a.value).and_then(dotted).filter(|w| {
+                    args.args
+                        .iter()
+                        .chain(args.keywords.iter().map(|k| &k.value))
+                        .any(|v| self.reads_grad_of(v, w))
+                });
+                Some(Event::Step(match own {
+                    Some(w) => self.manual_updater_of(w),
+                    None => Updater::Manual,
+                }))
+            }
+            // `obj.m()` on an unknown object: some class's method `m`,
+            // never a module-level function `m` (`model.train()`).
+            name if self.functions.contains(name) => Some(Event::Call(format!("*.{name}"))),
+            _ => None,
+        }
+    }
+}
+
+/// `accelerator.unwrap_optimizer(opt)`: the optimizer `opt` itself.
+fn unwrapped_optimizer(expr: &Expr) -> Option<String> {
+    let Expr::Call(call) = expr else { return None };
+    let Expr::Attribute(f) = call.func.as_ref() else {
+        return None;
+    };
+    if f.attr.id.as_str() != "unwrap_optimizer" {
+        return None;
+    }
+    dotted(call.arguments.args.first()?)
+}
+
+/// How deeply `expr` nests (counted up to a little past [`MAX_DEPTH`]).
+fn expression_depth(expr: &Expr) -> usize {
+    struct Depth {
+        now: usize,
+        max: usize,
+    }
+    impl<'a> Visitor<'a> for Depth {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            self.now += 1;
+            self.max = self.max.max(self.now);
+            if self.now <= MAX_DEPTH {
+                walk_expr(self, expr);
+            }
+            self.now -= 1;
+        }
+    }
+    let mut d = Depth { now: 0, max: 0 };
+    d.visit_expr(expr);
+    d.max
+}

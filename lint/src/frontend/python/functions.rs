@@ -1,0 +1,225 @@
+//! Functions and methods lowered one by one, and those the framework runs
+//! once per batch (a loop body).
+
+use ruff_python_ast::{self as ast, Stmt};
+
+use super::lowerer::Lowerer;
+use super::statements::named_tests;
+use super::syntax::MAX_DEPTH;
+use super::syntax::{assigned_names, nested_bodies, span};
+use crate::ir::{Event, Function, Inherited, Node, Reset};
+
+impl<'s> Lowerer<'s> {
+    /// Lowers every function and method, once all names are known.
+    /// Methods are named `Class.method`. A function the framework runs once
+    /// per batch (Lightning's `training_step` with manual optimization, an
+    /// ignite process function) becomes a loop body.
+    pub(super) fn definitions(&mut self, body: &'s [Stmt], depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        for stmt in body {
+            match stmt {
+                Stmt::FunctionDef(f) => {
+                    let function = self.function(f, depth);
+                    self.program.functions.push(function);
+                    let outer = self.class.take();
+                    self.definitions(&f.body, depth + 1);
+                    self.class = outer;
+                }
+                Stmt::ClassDef(c) => {
+                    let key = self.class_key(c.name.id.as_str());
+                    let outer = self.class.replace(key.clone());
+                    self.definitions(&c.body, depth + 1);
+                    // Each inherited method again, as the class's own: a
+                    // base class's loop calling `self.train_one_step()` runs
+                    // the subclass's override.
+                    for (owner, method) in self.inherited(&key) {
+                        if owner.contains("::") {
+                            // Copied once the other file is lowered.
+                            self.program.inherited.push(Inherited {
+                                class: key.clone(),
+                                method,
+                                from: owner,
+                            });
+                            continue;
+                        }
+                        let def = self.class_asts.get(owner.as_str()).and_then(|a| {
+                            a.body.iter().rev().find_map(|s| match s {
+                                Stmt::FunctionDef(f) if f.name.id.as_str() == method => Some(f),
+                                _ => None,
+                            })
+                        });
+                        if let Some(def) = def {
+                            let function = self.function(def, depth + 1);
+                            self.program.functions.push(function);
+                        }
+                    }
+                    self.class = outer;
+                }
+                _ => {
+                    for b in nested_bodies(stmt) {
+                        self.definitions(b, depth + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lowers one function or method (of `self.class`), named
+    /// `Class.method` for a method.
+    fn function(&mut self, f: &'s ast::StmtFunctionDef, depth: usize) -> Function {
+        let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
+        let none = self.params_none_in_every_call(f);
+        let outer_none = std::mem::replace(&mut self.none_params, none);
+        let mut lowered = self.stmts(&f.body, depth + 1);
+        self.none_params = outer_none;
+        self.named = outer_named;
+        let mut assigned = Vec::new();
+        assigned_names(&f.body, &mut assigned, 0);
+        let name = f.name.id.as_str();
+        if self.runs_per_batch(f) || self.owns_a_batch(f, &lowered) {
+            returns_end_iteration(&mut lowered);
+            if self.hf_training_step(f) {
+                // The trainer's own reset, between two calls.
+                let reset = Reset::Model("model".into());
+                lowered.insert(0, Node::Event(Event::Reset(reset), span(&f.name)));
+            }
+            lowered = vec![Node::Loop {
+                body: lowered,
+                span: span(f),
+                assigned: assigned.clone(),
+                counters: Vec::new(),
+            }];
+        }
+        let qualified = match &self.class {
+            Some(c) => format!("{c}.{name}"),
+            None => name.to_string(),
+        };
+        Function {
+            name: qualified,
+            body: lowered,
+            assigned,
+        }
+    }
+
+    /// A method named like a per-batch update (`step`, `train_step`,
+    /// `optimize_parameters`...) that itself runs a backward pass, a step and
+    /// a reset (or whose class never resets): it owns one batch's gradient
+    /// cycle, whoever calls it.
+    fn owns_a_batch(&self, f: &ast::StmtFunctionDef, body: &[Node]) -> bool {
+        const NAMES: [&str; 10] = [
+            "step",
+            "train_step",
+            "training_step",
+            "train_batch",
+            "train_on_batch",
+            "fit_batch",
+            "optimize",
+            "optimize_parameters",
+            "update",
+            "learn",
+        ];
+        if self.class.is_none() || !NAMES.contains(&f.name.id.as_str()) {
+            return false;
+        }
+        let mut seen = [false; 3];
+        fn walk(nodes: &[Node], seen: &mut [bool; 3]) {
+            for n in nodes {
+                match n {
+                    Node::Event(Event::Backward, _) => seen[0] = true,
+                    Node::Event(Event::Step(_), _) => seen[1] = true,
+                    Node::Event(Event::Reset(r), _)
+                        if !matches!(
+                            r,
+                            Reset::NewOptimizer(_)
+                                | Reset::NewModelOptimizer { .. }
+                                | Reset::NewTensor(_)
+                        ) =>
+                    {
+                        seen[2] = true
+                    }
+                    Node::If { branches, .. } => branches.iter().for_each(|b| walk(b, seen)),
+                    Node::Accumulate(b) => walk(b, seen),
+                    _ => {}
+                }
+            }
+        }
+        walk(body, &mut seen);
+        // A class that never resets gradients anywhere (no `zero_grad`, no
+        // `.grad` touched): its update piles them up whoever calls it.
+        let never_resets = || {
+            self.class
+                .as_ref()
+                .and_then(|c| self.class_asts.get(c))
+                .is_some_and(|c| {
+                    let text = self.text(*c);
+                    !text.contains("zero_grad") && !text.contains(".grad")
+                })
+        };
+        seen[0] && seen[1] && (seen[2] || never_resets())
+    }
+
+    /// Lightning's `training_step` that drives its optimizers itself
+    /// (`self.optimizers()`, `self.manual_backward`), or a function given
+    /// to ignite's `Engine`.
+    fn runs_per_batch(&self, f: &ast::StmtFunctionDef) -> bool {
+        let name = f.name.id.as_str();
+        if self.class.is_none() && self.engine_functions.contains(name) {
+            return true;
+        }
+        if self.ignite_process_function(f) {
+            return true;
+        }
+        if name != "training_step" || self.class.is_none() {
+            return false;
+        }
+        let text = self.text(f);
+        text.contains("self.optimizers(")
+            || text.contains("manual_backward(")
+            || self.hf_training_step(f)
+    }
+
+    /// An ignite process function defined in a file that uses ignite: its
+    /// parameters are `(engine, batch)` (an `Engine` subclass's static
+    /// `train(engine, mini_batch)`, handed to `super().__init__(func)`).
+    fn ignite_process_function(&self, f: &ast::StmtFunctionDef) -> bool {
+        let params = &f.parameters;
+        let positional: Vec<&str> = params
+            .posonlyargs
+            .iter()
+            .chain(&params.args)
+            .map(|p| p.parameter.name.id.as_str())
+            .collect();
+        positional.len() == 2
+            && positional[0] == "engine"
+            && self.source.contains("ignite")
+            && self.text(f).contains("backward")
+    }
+
+    /// A Hugging Face `Trainer.training_step` override (a method of a class
+    /// deriving from a `...Trainer`, with a backward pass): the trainer's
+    /// loop calls it once per batch and clears the model's gradients
+    /// (`model.zero_grad()`) around its own optimizer step.
+    fn hf_training_step(&self, f: &ast::StmtFunctionDef) -> bool {
+        f.name.id.as_str() == "training_step"
+            && self
+                .class
+                .as_ref()
+                .is_some_and(|c| self.hf_trainers.contains(c))
+            && self.text(f).contains("backward")
+    }
+}
+
+/// In a function run once per batch, `return` ends the iteration (outside
+/// nested loops, where it would also leave them).
+fn returns_end_iteration(nodes: &mut [Node]) {
+    for node in nodes {
+        match node {
+            Node::Return => *node = Node::Continue,
+            Node::If { branches, .. } => branches.iter_mut().for_each(|b| returns_end_iteration(b)),
+            Node::Accumulate(body) => returns_end_iteration(body),
+            _ => {}
+        }
+    }
+}

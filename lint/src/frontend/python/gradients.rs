@@ -1,0 +1,129 @@
+//! Shapes of expressions that touch gradients and optimizers (`x.grad`,
+//! `w.data`, `X.parameters()`, optimizer and scheduler constructors).
+
+use ruff_python_ast::visitor::{walk_expr, Visitor};
+use ruff_python_ast::Expr;
+
+use super::syntax::dotted;
+use crate::frontend::OPTIMIZER_TYPES;
+
+/// Whether `expr` reads a `.grad` anywhere.
+pub(super) fn mentions_grad(expr: &Expr) -> bool {
+    struct Finder(bool);
+    impl<'a> Visitor<'a> for Finder {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Attribute(a) = expr {
+                if a.attr.id.as_str() == "grad" {
+                    self.0 = true;
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let mut f = Finder(false);
+    f.visit_expr(expr);
+    f.0
+}
+
+/// `x.grad` or `x.grad.data`.
+pub(super) fn is_grad_attribute(expr: &Expr) -> bool {
+    match expr {
+        Expr::Attribute(a) if a.attr.id.as_str() == "grad" => true,
+        Expr::Attribute(a) if a.attr.id.as_str() == "data" => is_grad_attribute(&a.value),
+        _ => false,
+    }
+}
+
+/// The first `X` of an `X.parameters()` / `X.named_parameters()` inside `expr`.
+pub(super) fn parameters_owner(expr: &Expr) -> Option<String> {
+    struct Finder(Option<String>);
+    impl<'a> Visitor<'a> for Finder {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if self.0.is_some() {
+                return;
+            }
+            if let Expr::Call(call) = expr {
+                if let Expr::Attribute(a) = call.func.as_ref() {
+                    if matches!(a.attr.id.as_str(), "parameters" | "named_parameters") {
+                        self.0 = dotted(&a.value);
+                        return;
+                    }
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let mut f = Finder(None);
+    f.visit_expr(expr);
+    f.0
+}
+
+/// The tensor an assignment writes in place: `x.data` (`x`), `x[...]` and
+/// `x.data[...]` (`x`).
+pub(super) fn updated_tensor(target: &Expr) -> Option<String> {
+    match target {
+        Expr::Attribute(a) if a.attr.id.as_str() == "data" => dotted(&a.value),
+        Expr::Subscript(s) => dotted(data_owner(&s.value)?),
+        _ => None,
+    }
+}
+
+/// `w` of `w` or `w.data`.
+pub(super) fn data_owner(expr: &Expr) -> Option<&Expr> {
+    match expr {
+        Expr::Attribute(a) if a.attr.id.as_str() == "data" => Some(&a.value),
+        Expr::Name(_) | Expr::Attribute(_) => Some(expr),
+        _ => None,
+    }
+}
+
+/// The dotted owners `x` of every `x.grad` inside `expr`.
+pub(super) fn grad_owners(expr: &Expr) -> Vec<String> {
+    struct Finder(Vec<String>);
+    impl<'a> Visitor<'a> for Finder {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Attribute(a) = expr {
+                if a.attr.id.as_str() == "grad" {
+                    if let Some(owner) = dotted(&a.value) {
+                        self.0.push(owner);
+                    }
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let mut f = Finder(Vec::new());
+    f.visit_expr(expr);
+    f.0
+}
+
+/// The `x` of `x.grad` / `x.grad.data`.
+pub(super) fn grad_owner(expr: &Expr) -> Option<&Expr> {
+    match expr {
+        Expr::Attribute(a) if a.attr.id.as_str() == "grad" => Some(&a.value),
+        Expr::Attribute(a) if a.attr.id.as_str() == "data" => grad_owner(&a.value),
+        _ => None,
+    }
+}
+
+/// `get_linear_schedule_with_warmup(...)`, `StepLR(...)`, `WarmupScheduler(...)`.
+pub(super) fn is_scheduler_constructor(value: &Expr) -> bool {
+    let Expr::Call(call) = value else {
+        return false;
+    };
+    let callee = dotted(&call.func).unwrap_or_default();
+    let last = callee.rsplit('.').next().unwrap_or("");
+    let lower = callee.to_ascii_lowercase();
+    lower.contains("sched") || last.ends_with("LR") || lower.contains("warmup")
+}
+
+/// `torch.optim.AdamW(...)`, `optim.SGD(...)`, `Lion(...)`.
+pub(super) fn is_optimizer_constructor(value: &Expr) -> bool {
+    let Expr::Call(call) = value else {
+        return false;
+    };
+    let callee = dotted(&call.func).unwrap_or_default();
+    let last = callee.rsplit('.').next().unwrap_or("");
+    let scheduler = callee.to_ascii_lowercase().contains("sched") || last.ends_with("LR");
+    !scheduler && (OPTIMIZER_TYPES.contains(&last) || callee.contains("optim."))
+}

@@ -1,0 +1,120 @@
+//! Python (PyTorch) to the model, with ruff's parser.
+//!
+//! A file is lowered in passes over its statements, which share one state
+//! (`lowerer`): its classes (`classes`), what its names stand for
+//! (`declarations`), then every function and method (`functions`), whose
+//! statements and expressions become the model's nodes and gradient events
+//! (`statements`, `expressions`), with the tests whose value the file fixes
+//! (`constants`). `syntax` and `gradients` read shapes of the syntax tree.
+//! What other files may take from a file is its [`Summary`]; what it takes
+//! from them, its [`Imports`].
+
+mod classes;
+mod constants;
+mod declarations;
+mod expressions;
+mod functions;
+mod gradients;
+mod imports;
+mod lowerer;
+mod statements;
+mod summary;
+mod syntax;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use ruff_python_ast as ast;
+use ruff_python_parser::Parsed;
+
+pub use imports::{Import, Imports};
+pub use summary::{summarize, Summary};
+
+use super::SyntaxError;
+use crate::ir::{Function, Program};
+use constants::module_constants;
+use lowerer::Lowerer;
+use statements::named_tests;
+
+/// Parses and lowers a Python file.
+pub fn lower(source: &str) -> Result<Program, SyntaxError> {
+    let parsed = parse(source)?;
+    // Every rule needs a backward pass: a file without one is only checked
+    // for syntax.
+    if !calls_backward(source) {
+        return Ok(Program::default());
+    }
+    Ok(lower_module(source, parsed.syntax(), &Imports::default()))
+}
+
+/// Whether the text has a call of a backward pass (`backward(`, `backward
+/// (`), not just the word ("backward compatibility" in a docstring).
+///
+/// ```
+/// use gradlint::frontend::python::calls_backward;
+/// assert!(calls_backward("loss.backward()"));
+/// assert!(calls_backward("self.manual_backward (loss)"));
+/// assert!(!calls_backward("\"\"\"Kept for backward compatibility.\"\"\""));
+/// ```
+pub fn calls_backward(source: &str) -> bool {
+    source.match_indices("backward").any(|(i, w)| {
+        source[i + w.len()..]
+            .trim_start_matches([' ', '\t'])
+            .starts_with('(')
+    })
+}
+
+/// Parses a Python file.
+pub fn parse(source: &str) -> Result<Parsed<ast::ModModule>, SyntaxError> {
+    ruff_python_parser::parse_module(source).map_err(|e| SyntaxError {
+        message: e.error.to_string(),
+        offset: e.location.start().to_usize(),
+    })
+}
+
+/// Lowers a parsed Python file, with the names it imports from other files
+/// of the invocation (none for a file linted alone).
+pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) -> Program {
+    let mut lowerer = Lowerer {
+        source,
+        program: Program::default(),
+        optimizers: HashSet::default(),
+        functions: HashSet::default(),
+        classes: HashMap::default(),
+        instances: HashMap::default(),
+        schedulers: HashSet::default(),
+        aliases: HashMap::default(),
+        parameter_vars: HashSet::default(),
+        param_loop_vars: HashSet::default(),
+        grad_aliases: HashMap::default(),
+        class: None,
+        engine_functions: HashSet::default(),
+        named: HashMap::default(),
+        imports,
+        hf_trainers: HashSet::default(),
+        class_defs: HashMap::default(),
+        latest_class: HashMap::default(),
+        bases: HashMap::default(),
+        class_asts: HashMap::default(),
+        event_methods: HashSet::default(),
+        module_body: &module.body,
+        calls: std::cell::OnceCell::new(),
+        none_params: HashSet::default(),
+        constants: module_constants(&module.body),
+        run_lengths: std::cell::RefCell::new(Vec::new()),
+    };
+    lowerer.program.deepspeed =
+        source.contains("deepspeed.initialize(") || source.contains("get_global_grad_norm(");
+    lowerer.classes(&module.body, 0);
+    lowerer.declarations(&module.body, 0);
+    // The definitions pass numbers redefined classes again, in the same order.
+    lowerer.class_defs.clear();
+    lowerer.definitions(&module.body, 0);
+    lowerer.named = named_tests(&module.body);
+    let body = lowerer.stmts(&module.body, 0);
+    lowerer.program.functions.push(Function {
+        name: "<module>".into(),
+        body,
+        assigned: Vec::new(),
+    });
+    lowerer.program
+}

@@ -1,0 +1,435 @@
+//! Statements to nodes: blocks, loops, branches, assignments.
+
+use ruff_python_ast::{self as ast, Expr, Operator, Stmt};
+use rustc_hash::FxHashMap as HashMap;
+
+use super::gradients::{
+    data_owner, is_grad_attribute, is_optimizer_constructor, mentions_grad, parameters_owner,
+    updated_tensor,
+};
+use super::lowerer::Lowerer;
+use super::summary::raises_not_implemented;
+use super::syntax::MAX_DEPTH;
+use super::syntax::{assigned_names, dotted, nested_bodies, span, target_names};
+use crate::frontend::conditions::{classify, counting_iter, optimizer_exists};
+use crate::ir::{Counter, Event, Node, Reset, Tested};
+
+impl<'s> Lowerer<'s> {
+    /// Lowers a block (nothing deeper than [`MAX_DEPTH`]).
+    pub(super) fn stmts(&self, body: &[Stmt], depth: usize) -> Vec<Node> {
+        let mut out = Vec::new();
+        if depth > MAX_DEPTH {
+            return out;
+        }
+        for stmt in body {
+            self.stmt(stmt, depth, &mut out);
+        }
+        out
+    }
+
+    /// Lowers one statement into `out`.
+    fn stmt(&self, stmt: &Stmt, depth: usize, out: &mut Vec<Node>) {
+        match stmt {
+            Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
+            Stmt::Expr(e) => self.expr(&e.value, out),
+            Stmt::Assign(a) => self.assign(a, stmt, out),
+            Stmt::AnnAssign(a) => {
+                if let Some(v) = &a.value {
+                    self.expr(v, out);
+                    self.assignment(&a.target, v, stmt, out);
+                }
+            }
+            Stmt::AugAssign(a) => self.aug_assign(a, stmt, out),
+            Stmt::For(f) => self.for_loop(f, stmt, depth, out),
+            Stmt::While(w) => {
+                // The test runs at the start of every iteration.
+                let mut head = Vec::new();
+                self.expr(&w.test, &mut head);
+                self.looped(head, Vec::new(), &w.body, &w.orelse, stmt, depth, out);
+            }
+            Stmt::If(i)
+                if i.elif_else_clauses.is_empty()
+                    && optimizer_exists(&i.test, |t| self.is_optimizer(t)) =>
+            {
+                // The optimizer exists whenever it is stepped.
+                self.expr(&i.test, out);
+                out.extend(self.stmts(&i.body, depth + 1));
+            }
+            // A test on a parameter that every call of the file leaves `None`.
+            Stmt::If(i)
+                if (!self.none_params.is_empty() || !self.constants.is_empty())
+                    && i.elif_else_clauses.iter().all(|c| c.test.is_none())
+                    && self.constant_test(&i.test).is_some() =>
+            {
+                self.expr(&i.test, out);
+                if self.constant_test(&i.test) == Some(true) {
+                    out.extend(self.stmts(&i.body, depth + 1));
+                } else if let Some(orelse) = i.elif_else_clauses.first() {
+                    out.extend(self.stmts(&orelse.body, depth + 1));
+                }
+            }
+            Stmt::If(i) => self.branches(i, depth, out),
+            Stmt::With(w) => self.with_block(w, depth, out),
+            Stmt::Try(t) => {
+                out.extend(self.stmts(&t.body, depth + 1));
+                out.extend(self.stmts(&t.orelse, depth + 1));
+                out.extend(self.stmts(&t.finalbody, depth + 1));
+            }
+            Stmt::Match(m) => {
+                self.expr(&m.subject, out);
+                let branches: Vec<Vec<Node>> = m
+                    .cases
+                    .iter()
+                    .map(|c| self.stmts(&c.body, depth + 1))
+                    .collect();
+                out.push(Node::If {
+                    tests: vec![Tested::default(); branches.len()],
+                    branches,
+                    exhaustive: false,
+                });
+            }
+            Stmt::Return(r) => {
+                if let Some(v) = &r.value {
+                    self.expr(v, out);
+                }
+                out.push(Node::Return);
+            }
+            // `raise NotImplementedError` stands for a subclass's code: the
+            // caller goes on (a base class's loop calling it).
+            Stmt::Raise(r) if raises_not_implemented(r) => out.push(Node::Return),
+            Stmt::Raise(_) => out.push(Node::Raise),
+            Stmt::Break(_) => out.push(Node::Break),
+            Stmt::Continue(_) => out.push(Node::Continue),
+            _ => {}
+        }
+    }
+
+    /// `x = value`: the calls of the value, then what the assignment does
+    /// (a new leaf tensor, a flag set, a reset or update by hand, a new
+    /// optimizer).
+    fn assign(&self, a: &ast::StmtAssign, stmt: &Stmt, out: &mut Vec<Node>) {
+        self.expr(&a.value, out);
+        // `q = torch.tensor(..., requires_grad=True)`: a new leaf,
+        // with no gradient yet.
+        if let [target] = a.targets.as_slice() {
+            if let Some(t) =
+                dotted(target).filter(|_| self.mentions(a.value.as_ref(), "requires_grad"))
+            {
+                out.push(Node::Event(Event::Reset(Reset::NewTensor(t)), span(stmt)));
+            }
+        }
+        // `skip = True`: a flag later tests read.
+        if let (Expr::BooleanLiteral(b), [Expr::Name(n)]) = (a.value.as_ref(), a.targets.as_slice())
+        {
+            out.push(Node::Set(n.id.to_string(), b.value));
+        }
+        for target in &a.targets {
+            self.assignment(target, &a.value, stmt, out);
+            // A new optimizer over new tensors starts with no gradient
+            // history; one over a model's parameters clears nothing.
+            if let (Some(t), true) = (dotted(target), is_optimizer_constructor(&a.value)) {
+                let reset = match parameters_owner(&a.value) {
+                    None => Reset::NewOptimizer(t),
+                    Some(model) => Reset::NewModelOptimizer {
+                        optimizer: t,
+                        model,
+                    },
+                };
+                out.push(Node::Event(Event::Reset(reset), span(stmt)));
+            }
+        }
+    }
+
+    /// `w -= lr * w.grad` (an update by hand), `p.grad *= mom` (a reset).
+    fn aug_assign(&self, a: &ast::StmtAugAssign, stmt: &Stmt, out: &mut Vec<Node>) {
+        self.expr(&a.value, out);
+        let reads_own_grad = || {
+            data_owner(&a.target)
+                .and_then(dotted)
+                .is_some_and(|w| self.reads_grad_of(&a.value, &w))
+        };
+        if a.op == Operator::Sub
+            && (mentions_grad(&a.value) || reads_own_grad())
+            && !is_grad_attribute(&a.target)
+        {
+            let updater = self.manual_updater(&a.target, &a.value);
+            out.push(Node::Event(Event::Step(updater), span(stmt)));
+        }
+        // `p.grad *= mom` decays what the passes left on purpose
+        // (momentum kept in the gradients): managed by hand, like
+        // `p.grad = g`, so for the analysis a reset.
+        if a.op == Operator::Mult {
+            if let Expr::Attribute(t) = a.target.as_ref() {
+                if t.attr.id.as_str() == "grad" {
+                    if let Some(reset) = self.grad_reset(&t.value) {
+                        out.push(Node::Event(reset, span(stmt)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A `for` loop, with the counters it advances (`for i in range(n)`).
+    fn for_loop(&self, f: &ast::StmtFor, stmt: &Stmt, depth: usize, out: &mut Vec<Node>) {
+        self.expr(&f.iter, out);
+        let mut counters = Vec::new();
+        let mut pushed_run = false;
+        if let Expr::Call(call) = f.iter.as_ref() {
+            if let Some(start) = counting_iter(call) {
+                let first = match f.target.as_ref() {
+                    Expr::Tuple(t) => t.elts.first(),
+                    e => Some(e),
+                };
+                if let Some(name) = first.and_then(dotted) {
+                    // `for i in range(n)`: `i == 0` is the first
+                    // iteration, `i == n - 1` the last.
+                    if start == Some(0) {
+                        if let Some(n) = run_length(self.source, call) {
+                            self.run_lengths.borrow_mut().push((name.clone(), n));
+                            pushed_run = true;
+                        }
+                    }
+                    counters.push(Counter { name, start });
+                }
+            }
+        }
+        // Whatever the loop binds moves on each iteration
+        // (`step.number` of a step object).
+        let mut targets = Vec::new();
+        target_names(&f.target, &mut targets);
+        for name in targets {
+            if !counters.iter().any(|c| c.name == name) {
+                counters.push(Counter { name, start: None });
+            }
+        }
+        self.looped(Vec::new(), counters, &f.body, &f.orelse, stmt, depth, out);
+        if pushed_run {
+            self.run_lengths.borrow_mut().pop();
+        }
+    }
+
+    /// An `if` with its `elif`s and `else`, each test classified.
+    fn branches(&self, i: &ast::StmtIf, depth: usize, out: &mut Vec<Node>) {
+        self.expr(&i.test, out);
+        let named = |n: &str| self.named.get(n).copied();
+        // Borrowed only while a test is classified (no lowering then).
+        let run_length = |v: &str| {
+            self.run_lengths
+                .borrow()
+                .iter()
+                .rev()
+                .find(|(name, _)| name == v)
+                .map(|(_, n)| n.clone())
+        };
+        let mut branches = vec![self.stmts(&i.body, depth + 1)];
+        let mut tests = vec![classify(self.source, &i.test, &named, &run_length)];
+        let mut exhaustive = false;
+        for clause in &i.elif_else_clauses {
+            if let Some(test) = &clause.test {
+                // An elif's test runs only when the branches above did not.
+                let mut branch = Vec::new();
+                self.expr(test, &mut branch);
+                branch.extend(self.stmts(&clause.body, depth + 1));
+                branches.push(branch);
+                tests.push(classify(self.source, test, &named, &run_length));
+            } else {
+                exhaustive = true;
+                branches.push(self.stmts(&clause.body, depth + 1));
+                tests.push(Tested::default());
+            }
+        }
+        out.push(Node::If {
+            branches,
+            exhaustive,
+            tests,
+        });
+    }
+
+    /// A `with` block: `accelerator.accumulate(...)` makes it a window.
+    fn with_block(&self, w: &ast::StmtWith, depth: usize, out: &mut Vec<Node>) {
+        let mut accumulate = false;
+        for item in &w.items {
+            self.expr(&item.context_expr, out);
+            if let Expr::Call(call) = &item.context_expr {
+                if let Expr::Attribute(a) = call.func.as_ref() {
+                    accumulate |= a.attr.id.as_str() == "accumulate";
+                }
+            }
+        }
+        let body = self.stmts(&w.body, depth + 1);
+        if accumulate {
+            out.push(Node::Accumulate(body));
+        } else {
+            out.extend(body);
+        }
+    }
+
+    /// A `for` or `while`: the loop (`head` runs at the start of each
+    /// iteration), then its `else`.
+    #[allow(clippy::too_many_arguments)]
+    fn looped(
+        &self,
+        mut head: Vec<Node>,
+        mut counters: Vec<Counter>,
+        body: &[Stmt],
+        orelse: &[Stmt],
+        stmt: &Stmt,
+        depth: usize,
+        out: &mut Vec<Node>,
+    ) {
+        head.extend(self.stmts(body, depth + 1));
+        let mut assigned = Vec::new();
+        assigned_names(body, &mut assigned, 0);
+        if let Stmt::For(f) = stmt {
+            target_names(&f.target, &mut assigned);
+        }
+        incremented(body, &mut counters, 0);
+        // `with accelerator.accumulate(...)` in the body counts micro-steps:
+        // this loop advances accelerate's window.
+        if contains_accumulate(&head) {
+            // A new run of the loop starts a new window (accelerate closes
+            // one at the end of a dataloader).
+            counters.push(Counter {
+                name: crate::ir::ACCELERATE_COUNTER.into(),
+                start: Some(0),
+            });
+        }
+        out.push(Node::Loop {
+            body: head,
+            span: span(stmt),
+            assigned,
+            counters,
+        });
+        out.extend(self.stmts(orelse, depth + 1));
+    }
+
+    /// `p.grad = None` resets; `p.data = p.data - lr * p.grad` updates.
+    fn assignment(&self, target: &Expr, value: &Expr, stmt: &Stmt, out: &mut Vec<Node>) {
+        if let Expr::Attribute(a) = target {
+            let attr = a.attr.id.as_str();
+            // `p.grad = None` clears; `p.grad = g` replaces what backward
+            // passes left (a gradient summed or corrected by hand): for the
+            // analysis, a reset too.
+            if attr == "grad" {
+                if let Some(reset) = self.grad_reset(&a.value) {
+                    out.push(Node::Event(reset, span(stmt)));
+                }
+            } else if attr == "data" && !is_grad_attribute(target) && mentions_grad(value) {
+                let updater = self.manual_updater(&a.value, value);
+                out.push(Node::Event(Event::Step(updater), span(stmt)));
+            }
+        } else if let Some(w) = updated_tensor(target) {
+            // `x[:] = x + lr * x.grad.sign()`, `delta.data[i] = ... grad ...`.
+            if self.reads_grad_of(value, &w) {
+                let updater = self.manual_updater_of(w);
+                out.push(Node::Event(Event::Step(updater), span(stmt)));
+            }
+        }
+    }
+}
+
+/// The number of values `range(n)` (from 0) or `enumerate(x)` yields, as a
+/// condition key's text (`n`, `len(x)`).
+fn run_length(source: &str, call: &ast::ExprCall) -> Option<String> {
+    let Expr::Name(f) = call.func.as_ref() else {
+        return None;
+    };
+    let args = &call.arguments.args;
+    let strip = |e: &Expr| crate::frontend::conditions::key(source, e);
+    match f.id.as_str() {
+        "range" if args.len() == 1 => Some(strip(&args[0])),
+        "enumerate" if !args.is_empty() => Some(format!("len({})", strip(&args[0]))),
+        _ => None,
+    }
+}
+
+/// Whether `nodes` hold an `accelerator.accumulate` block outside nested
+/// loops.
+fn contains_accumulate(nodes: &[Node]) -> bool {
+    nodes.iter().any(|n| match n {
+        Node::Accumulate(_) => true,
+        Node::If { branches, .. } => branches.iter().any(|b| contains_accumulate(b)),
+        _ => false,
+    })
+}
+
+/// Local names bound exactly once in `body` (nested blocks included) to
+/// a comparison, a `not` or a boolean operation.
+pub(super) fn named_tests(body: &[Stmt]) -> HashMap<String, &Expr> {
+    fn walk<'e>(
+        body: &'e [Stmt],
+        counts: &mut HashMap<String, (usize, Option<&'e Expr>)>,
+        depth: usize,
+    ) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        for stmt in body {
+            match stmt {
+                Stmt::Assign(a) => {
+                    for t in &a.targets {
+                        let mut names = Vec::new();
+                        target_names(t, &mut names);
+                        let test = matches!(t, Expr::Name(_))
+                            && matches!(
+                                a.value.as_ref(),
+                                Expr::Compare(_) | Expr::BoolOp(_) | Expr::UnaryOp(_)
+                            );
+                        for n in names {
+                            let e = counts.entry(n).or_insert((0, None));
+                            e.0 += 1;
+                            e.1 = test.then_some(a.value.as_ref());
+                        }
+                    }
+                }
+                Stmt::AugAssign(a) => {
+                    let mut names = Vec::new();
+                    target_names(&a.target, &mut names);
+                    for n in names {
+                        counts.entry(n).or_insert((0, None)).0 += 2;
+                    }
+                }
+                Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
+                _ => {
+                    for b in nested_bodies(stmt) {
+                        walk(b, counts, depth + 1);
+                    }
+                }
+            }
+        }
+    }
+    let mut counts = HashMap::default();
+    walk(body, &mut counts, 0);
+    counts
+        .into_iter()
+        .filter_map(|(n, (count, e))| (count == 1).then_some((n, e?)))
+        .collect()
+}
+
+/// Counters `x += 1` in `body`, not in nested loops.
+fn incremented(body: &[Stmt], out: &mut Vec<Counter>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    for stmt in body {
+        match stmt {
+            Stmt::AugAssign(a)
+                if a.op == Operator::Add
+                    && matches!(a.value.as_ref(), Expr::NumberLiteral(n)
+                        if matches!(&n.value, ast::Number::Int(i) if i.as_i64() == Some(1))) =>
+            {
+                if let Some(name) = dotted(&a.target) {
+                    if !out.iter().any(|c| c.name == name) {
+                        out.push(Counter { name, start: None });
+                    }
+                }
+            }
+            Stmt::For(_) | Stmt::While(_) | Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
+            _ => {
+                for b in nested_bodies(stmt) {
+                    incremented(b, out, depth + 1);
+                }
+            }
+        }
+    }
+}

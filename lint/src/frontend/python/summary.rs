@@ -1,0 +1,172 @@
+//! What other files of the invocation may take from a file ([`Summary`]).
+
+use ruff_python_ast::visitor::{walk_expr, Visitor};
+use ruff_python_ast::{self as ast, Expr, Stmt};
+use ruff_text_size::Ranged;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use super::imports::{import_statements, Import};
+use super::syntax::span;
+
+/// What other files of the invocation may import from a file: its
+/// top-level classes (with their methods) and functions, and what it
+/// imports itself (for re-exports through `__init__.py`).
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Top-level classes -> their methods.
+    pub classes: HashMap<String, HashSet<String>>,
+    /// Top-level functions.
+    pub functions: HashSet<String>,
+    /// Its import statements, anywhere but in classes.
+    pub imports: Vec<Import>,
+    /// The classes and functions whose text has a gradient event
+    /// (`backward(`, `zero_grad`, `.step(`): the only ones worth following
+    /// from another file.
+    pub relevant: HashSet<String>,
+    /// Local name -> the first of `imports` that binds it.
+    pub bound: HashMap<String, usize>,
+}
+
+/// The names of a class's methods.
+pub(super) fn method_names<C: FromIterator<String>>(class: &ast::StmtClassDef) -> C {
+    class
+        .body
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::FunctionDef(f) => Some(f.name.id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether source text has a gradient event (`backward(`, `zero_grad`,
+/// `.step(`).
+pub(super) fn mentions_gradient_event(text: &str) -> bool {
+    text.contains("backward(") || text.contains("zero_grad") || text.contains(".step(")
+}
+
+/// `raise NotImplementedError` (or `NotImplementedError(...)`).
+pub(super) fn raises_not_implemented(r: &ast::StmtRaise) -> bool {
+    r.exc.as_deref().is_some_and(|e| {
+        let e = match e {
+            Expr::Call(c) => c.func.as_ref(),
+            e => e,
+        };
+        matches!(e, Expr::Name(n) if n.id.as_str() == "NotImplementedError")
+    })
+}
+
+/// Whether a method's body is only a docstring, `pass`, `...` or `raise
+/// NotImplementedError`: a method for subclasses to define.
+fn is_abstract(f: &ast::StmtFunctionDef) -> bool {
+    f.body.iter().all(|s| match s {
+        Stmt::Pass(_) => true,
+        Stmt::Expr(e) => matches!(
+            e.value.as_ref(),
+            Expr::StringLiteral(_) | Expr::EllipsisLiteral(_)
+        ),
+        Stmt::Raise(r) => raises_not_implemented(r),
+        _ => false,
+    })
+}
+
+/// Whether a method of `class` calls, in a loop, one of the class's
+/// methods left to subclasses (`self.train_one_step(batch)`): a base
+/// class's training loop, worth following for a subclass that defines it.
+fn loop_calls_abstract(class: &ast::StmtClassDef) -> bool {
+    struct Finder<'c> {
+        abstract_methods: Vec<&'c str>,
+        in_loop: usize,
+        found: bool,
+    }
+    impl<'a> Visitor<'a> for Finder<'_> {
+        fn visit_stmt(&mut self, stmt: &'a Stmt) {
+            if self.found {
+                return;
+            }
+            let looping = matches!(stmt, Stmt::For(_) | Stmt::While(_));
+            self.in_loop += usize::from(looping);
+            ruff_python_ast::visitor::walk_stmt(self, stmt);
+            self.in_loop -= usize::from(looping);
+        }
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if self.in_loop > 0 {
+                if let Expr::Call(c) = expr {
+                    if let Expr::Attribute(a) = c.func.as_ref() {
+                        if matches!(a.value.as_ref(), Expr::Name(n) if n.id.as_str() == "self")
+                            && self.abstract_methods.contains(&a.attr.id.as_str())
+                        {
+                            self.found = true;
+                        }
+                    }
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let abstract_methods: Vec<&str> = class
+        .body
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::FunctionDef(f) if is_abstract(f) => Some(f.name.id.as_str()),
+            _ => None,
+        })
+        .collect();
+    if abstract_methods.is_empty() {
+        return false;
+    }
+    let mut f = Finder {
+        abstract_methods,
+        in_loop: 0,
+        found: false,
+    };
+    for stmt in &class.body {
+        f.visit_stmt(stmt);
+    }
+    f.found
+}
+
+/// The [`Summary`] of a parsed file.
+pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
+    let relevant = |node: &dyn Ranged| {
+        let s = span(&node.range());
+        source
+            .get(s.start..s.end)
+            .is_some_and(mentions_gradient_event)
+    };
+    let mut summary = Summary::default();
+    // With no gradient event and no abstract method in the file, none of its
+    // classes or functions is worth following: only its imports (re-exports)
+    // are kept.
+    let any = mentions_gradient_event(source)
+        || source.contains("NotImplementedError")
+        || source.contains("pass")
+        || source.contains("...");
+    for stmt in module.body.iter().filter(|_| any) {
+        match stmt {
+            Stmt::ClassDef(c) => {
+                summary
+                    .classes
+                    .insert(c.name.id.to_string(), method_names(c));
+                if relevant(c) || loop_calls_abstract(c) {
+                    summary.relevant.insert(c.name.id.to_string());
+                }
+            }
+            Stmt::FunctionDef(f) => {
+                summary.functions.insert(f.name.id.to_string());
+                if relevant(f) {
+                    summary.relevant.insert(f.name.id.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    import_statements(&module.body, &mut summary.imports, 0);
+    for (i, import) in summary.imports.iter().enumerate() {
+        let local = match import {
+            Import::From { local, .. } | Import::Module { local, .. } => local,
+        };
+        summary.bound.entry(local.clone()).or_insert(i);
+    }
+    summary
+}

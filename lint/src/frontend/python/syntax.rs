@@ -1,0 +1,150 @@
+//! Helpers over ruff's syntax tree: spans, dotted names, nested blocks,
+//! names bound and read.
+
+use ruff_python_ast::visitor::{walk_expr, Visitor};
+use ruff_python_ast::{self as ast, Expr, Stmt};
+use ruff_text_size::Ranged;
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::ir::Span;
+
+/// Deeper statement nesting than this is not analysed (no stack overflow on
+/// generated code).
+pub(super) const MAX_DEPTH: usize = 100;
+
+/// A node's byte range in the file.
+pub(super) fn span(node: &impl Ranged) -> Span {
+    let r = node.range();
+    Span::new(r.start().to_usize(), r.end().to_usize())
+}
+
+/// `a.b.c` for names and attribute chains.
+pub(super) fn dotted(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Name(n) => Some(n.id.to_string()),
+        Expr::Attribute(a) => Some(format!("{}.{}", dotted(&a.value)?, a.attr.id)),
+        _ => None,
+    }
+}
+
+/// The names and attribute paths listed in a list or tuple literal.
+pub(super) fn listed_names(expr: &Expr) -> Vec<String> {
+    match expr {
+        Expr::List(l) => l.elts.iter().filter_map(dotted).collect(),
+        Expr::Tuple(t) => t.elts.iter().filter_map(dotted).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The plain names an expression reads.
+pub(super) fn names_read(expr: &Expr, out: &mut Vec<String>) {
+    struct Finder<'o>(&'o mut Vec<String>);
+    impl<'a> Visitor<'a> for Finder<'_> {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Name(n) = expr {
+                self.0.push(n.id.to_string());
+            }
+            walk_expr(self, expr);
+        }
+    }
+    Finder(out).visit_expr(expr);
+}
+
+/// Names bound by an assignment target.
+pub(super) fn target_names(target: &Expr, out: &mut Vec<String>) {
+    match target {
+        Expr::Tuple(t) => t.elts.iter().for_each(|e| target_names(e, out)),
+        Expr::List(l) => l.elts.iter().for_each(|e| target_names(e, out)),
+        Expr::Starred(s) => target_names(&s.value, out),
+        e => out.extend(dotted(e)),
+    }
+}
+
+/// Every name (dotted) assigned in `body`, nested blocks included, nested
+/// functions and classes not.
+pub(super) fn assigned_names(body: &[Stmt], out: &mut Vec<String>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    for stmt in body {
+        match stmt {
+            Stmt::Assign(a) => a.targets.iter().for_each(|t| target_names(t, out)),
+            Stmt::AugAssign(a) => target_names(&a.target, out),
+            Stmt::AnnAssign(a) => target_names(&a.target, out),
+            Stmt::For(f) => target_names(&f.target, out),
+            Stmt::With(w) => w
+                .items
+                .iter()
+                .filter_map(|i| i.optional_vars.as_deref())
+                .for_each(|t| target_names(t, out)),
+            _ => {}
+        }
+        if !matches!(stmt, Stmt::FunctionDef(_) | Stmt::ClassDef(_)) {
+            for b in nested_bodies(stmt) {
+                assigned_names(b, out, depth + 1);
+            }
+        }
+    }
+}
+
+/// The statement lists nested in a compound statement.
+pub(super) fn nested_bodies(stmt: &Stmt) -> Vec<&[Stmt]> {
+    match stmt {
+        Stmt::For(s) => vec![&s.body[..], &s.orelse[..]],
+        Stmt::While(s) => vec![&s.body[..], &s.orelse[..]],
+        Stmt::If(s) => std::iter::once(&s.body[..])
+            .chain(s.elif_else_clauses.iter().map(|c| &c.body[..]))
+            .collect(),
+        Stmt::With(s) => vec![&s.body[..]],
+        Stmt::Try(s) => std::iter::once(&s.body[..])
+            .chain(s.handlers.iter().map(|h| match h {
+                ast::ExceptHandler::ExceptHandler(h) => &h.body[..],
+            }))
+            .chain([&s.orelse[..], &s.finalbody[..]])
+            .collect(),
+        Stmt::Match(m) => m.cases.iter().map(|c| &c.body[..]).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The arguments of one call: whether each positional one is `None`, the
+/// keywords given (and whether each is `None`), and whether `*args` or
+/// `**kwargs` hide the rest.
+#[derive(Debug, Clone, Default)]
+pub(super) struct CallShape {
+    pub(super) positional: Vec<bool>,
+    pub(super) keywords: Vec<(String, bool)>,
+    pub(super) unpacked: bool,
+}
+
+/// Every call `name(...)` of a plain name in `body`, by name.
+pub(super) fn call_shapes(body: &[Stmt]) -> HashMap<String, Vec<CallShape>> {
+    struct Finder(HashMap<String, Vec<CallShape>>);
+    impl<'a> Visitor<'a> for Finder {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Call(c) = expr {
+                if let Expr::Name(n) = c.func.as_ref() {
+                    let none = |e: &Expr| matches!(e, Expr::NoneLiteral(_));
+                    let args = &c.arguments;
+                    let shape = CallShape {
+                        positional: args.args.iter().map(none).collect(),
+                        keywords: args
+                            .keywords
+                            .iter()
+                            .filter_map(|k| Some((k.arg.as_ref()?.to_string(), none(&k.value))))
+                            .collect(),
+                        unpacked: args.args.iter().any(|a| matches!(a, Expr::Starred(_)))
+                            || args.keywords.iter().any(|k| k.arg.is_none()),
+                    };
+                    self.0.entry(n.id.to_string()).or_default().push(shape);
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let mut f = Finder(HashMap::default());
+    for stmt in body {
+        ruff_python_ast::visitor::walk_stmt(&mut f, stmt);
+    }
+    f.0
+}
