@@ -93,40 +93,44 @@ fn median(times: &mut [Duration]) -> f64 {
     times[times.len() / 2].as_secs_f64()
 }
 
-/// Times `plain` and `guarded` round-robin over `rounds` rounds, each on its
-/// own fresh stores (`passes` per step); returns the two medians in seconds.
-fn paired(
+/// One side of a pair: `Some(store)` is a backward pass's store reaching it,
+/// `None` ends the step.
+type Twin<'a> = &'a mut dyn FnMut(Option<&GradStore>) -> candle_core::Result<()>;
+
+/// Times `plain` and `guarded` round-robin over `rounds` steps of `passes`
+/// passes each. Every pass gets a fresh store made just before it, untimed,
+/// as a backward pass leaves its gradients just before the optimizer reads
+/// them. Returns the two medians in seconds.
+fn paired<'a>(
     model: &Model,
     rounds: usize,
     passes: usize,
-    plain: &mut dyn FnMut(&[GradStore]) -> candle_core::Result<()>,
-    guarded: &mut dyn FnMut(&[GradStore]) -> candle_core::Result<()>,
+    plain: Twin<'a>,
+    guarded: Twin<'a>,
 ) -> candle_core::Result<(f64, f64)> {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut times = [Vec::new(), Vec::new()];
+    let mut twins = [plain, guarded];
     for round in 0..rounds + 2 {
-        let sa: Vec<GradStore> = (0..passes)
-            .map(|_| model.fresh_store())
-            .collect::<candle_core::Result<_>>()?;
-        let sb: Vec<GradStore> = (0..passes)
-            .map(|_| model.fresh_store())
-            .collect::<candle_core::Result<_>>()?;
-        let run = |f: &mut dyn FnMut(&[GradStore]) -> candle_core::Result<()>, s: &[GradStore]| {
+        for k in 0..2 {
+            let side = (round + k) % 2;
+            let twin = &mut twins[side];
+            let mut took = Duration::ZERO;
+            for _ in 0..passes {
+                let store = model.fresh_store()?;
+                let start = Instant::now();
+                twin(Some(&store))?;
+                took += start.elapsed();
+            }
             let start = Instant::now();
-            f(s).map(|_| start.elapsed())
-        };
-        let (ta, tb) = if round % 2 == 0 {
-            let ta = run(plain, &sa)?;
-            (ta, run(guarded, &sb)?)
-        } else {
-            let tb = run(guarded, &sb)?;
-            (run(plain, &sa)?, tb)
-        };
-        if round >= 2 {
-            a.push(ta);
-            b.push(tb);
+            twin(None)?;
+            took += start.elapsed();
+            if round >= 2 {
+                times[side].push(took);
+            }
         }
     }
-    Ok((median(&mut a), median(&mut b)))
+    let [a, b] = &mut times;
+    Ok((median(a), median(b)))
 }
 
 fn wrap(e: gradguard::Error) -> candle_core::Error {
@@ -169,9 +173,13 @@ fn main() -> candle_core::Result<()> {
 
         let mut plain = Noop;
         let mut guard = Guarded::<Noop>::from_varmap(&model.varmap, ())?;
-        let (p, g) = paired(&model, r, 1, &mut |s| plain.step(&s[0]), &mut |s| {
-            guard.step_with(&s[0]).map(drop).map_err(wrap)
-        })?;
+        let (p, g) = paired(
+            &model,
+            r,
+            1,
+            &mut |s| s.map_or(Ok(()), |s| plain.step(s)),
+            &mut |s| s.map_or(Ok(()), |s| guard.step_with(s).map(drop).map_err(wrap)),
+        )?;
         let own_with = g - p;
 
         // PyTorch style against the same accumulation written by hand.
@@ -186,10 +194,18 @@ fn main() -> candle_core::Result<()> {
         let mut recorded = metrics::with_local_recorder(&recorder, || {
             Guarded::<Noop>::from_varmap(&model.varmap, ()).map(|g| g.name("bench"))
         })?;
-        let (p, g) = paired(&model, r, 1, &mut |s| plain.step(&s[0]), &mut |s| {
-            metrics::with_local_recorder(&recorder, || recorded.step_with(&s[0]).map(drop))
+        let (p, g) = paired(
+            &model,
+            r,
+            1,
+            &mut |s| s.map_or(Ok(()), |s| plain.step(s)),
+            &mut |s| {
+                metrics::with_local_recorder(&recorder, || {
+                    s.map_or(Ok(()), |s| recorded.step_with(s).map(drop))
+                })
                 .map_err(wrap)
-        })?;
+            },
+        )?;
         let own_rec = g - p;
 
         let step = candle_step(&model, r)?;
@@ -232,18 +248,20 @@ fn main() -> candle_core::Result<()> {
     Ok(())
 }
 
-/// `k` accumulate calls, a step and a reset.
-fn torch_style(guard: &mut Guarded<Noop>, stores: &[GradStore]) -> candle_core::Result<()> {
-    for s in stores {
-        guard.accumulate(s).map_err(wrap)?;
+/// A pass is `accumulate`; the end of a step is `step` then `zero_grad`.
+fn torch_style(guard: &mut Guarded<Noop>, store: Option<&GradStore>) -> candle_core::Result<()> {
+    match store {
+        Some(s) => guard.accumulate(s).map(drop).map_err(wrap),
+        None => {
+            guard.step().map_err(wrap)?;
+            guard.zero_grad();
+            Ok(())
+        }
     }
-    guard.step().map_err(wrap)?;
-    guard.zero_grad();
-    Ok(())
 }
 
 /// What a candle user writes without the guard to accumulate passes: sum each
-/// variable's gradients, build a store, step, start again.
+/// variable's gradients; at the step, build a store, step, start again.
 struct HandAccumulation {
     vars: Vec<Var>,
     sums: Vec<Option<Tensor>>,
@@ -259,8 +277,8 @@ impl HandAccumulation {
         }
     }
 
-    fn run(&mut self, stores: &[GradStore]) -> candle_core::Result<()> {
-        for s in stores {
+    fn run(&mut self, store: Option<&GradStore>) -> candle_core::Result<()> {
+        if let Some(s) = store {
             for (v, sum) in self.vars.iter().zip(&mut self.sums) {
                 if let Some(g) = s.get(v) {
                     *sum = Some(match sum.take() {
@@ -269,6 +287,7 @@ impl HandAccumulation {
                     });
                 }
             }
+            return Ok(());
         }
         let mut store = GradStore::default();
         for (v, sum) in self.vars.iter().zip(&mut self.sums) {

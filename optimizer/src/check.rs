@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ledger::{Held, ParamEntry};
+use crate::ledger::ParamEntry;
 
 /// A runtime lint run at every step. The names ([`Check::as_str`]) are the
 /// `check` label of `gradguard_anomalies_total` and the `check` field of logs.
@@ -200,29 +200,58 @@ pub(crate) struct StepView<'a> {
 }
 
 impl StepView<'_> {
-    fn select(&self, keep: impl Fn(&ParamEntry) -> bool) -> Vec<usize> {
-        self.entries
-            .iter()
-            .zip(self.trainable)
-            .enumerate()
-            .filter(|(_, (e, &t))| t && keep(e))
-            .map(|(i, _)| i)
-            .collect()
-    }
-
-    fn most(&self, params: &[usize], count: impl Fn(Held) -> u32) -> u32 {
-        params
-            .iter()
-            .filter_map(|&i| self.entries[i].held.map(&count))
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Backward passes the step applies: the most any fresh trainable
-    /// gradient holds (0 when nothing is new).
-    pub fn passes_applied(&self) -> u32 {
-        let fresh = self.select(ParamEntry::is_fresh);
-        self.most(&fresh, |h| h.passes)
+    /// Runs every ledger-only check in one pass over the entries, in
+    /// [`Check::ALL`] order, and counts the backward passes the step applies:
+    /// the most any fresh trainable gradient holds (0 when nothing is new).
+    /// A clean step allocates nothing.
+    pub fn run(&self) -> (Vec<Finding>, u32) {
+        let count_off = self.declared.is_some_and(|k| self.passes != k);
+        let (mut accumulated, mut stale, mut missing, mut fresh) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut acc_passes, mut acc_reapplied, mut stale_passes, mut applied) = (0, 0, 0, 0);
+        for (i, (entry, &trainable)) in self.entries.iter().zip(self.trainable).enumerate() {
+            if !trainable {
+                continue;
+            }
+            let Some(held) = entry.held else {
+                missing.push(i);
+                continue;
+            };
+            if held.is_stale() {
+                stale.push(i);
+                stale_passes = stale_passes.max(held.passes);
+                continue;
+            }
+            applied = applied.max(held.passes);
+            if count_off {
+                fresh.push(i);
+            }
+            if held.reapplies() {
+                accumulated.push(i);
+                acc_passes = acc_passes.max(held.passes);
+                acc_reapplied = acc_reapplied.max(held.reapplied);
+            }
+        }
+        let mut findings = Vec::new();
+        findings.extend(finding(
+            Check::Accumulated,
+            accumulated,
+            acc_passes,
+            acc_reapplied,
+        ));
+        if let Some(k) = self.declared {
+            let check = if self.passes < k {
+                Some(Check::ShortAccumulation)
+            } else if self.passes > k {
+                Some(Check::ExcessAccumulation)
+            } else {
+                None
+            };
+            findings.extend(check.and_then(|c| finding(c, fresh, self.passes, 0)));
+        }
+        findings.extend(finding(Check::Stale, stale, stale_passes, stale_passes));
+        findings.extend(finding(Check::Missing, missing, 0, 0));
+        (findings, applied)
     }
 }
 
@@ -233,70 +262,6 @@ fn finding(check: Check, params: Vec<usize>, passes: u32, reapplied: u32) -> Opt
         passes,
         reapplied,
     })
-}
-
-/// Gradients that add new passes to passes an earlier step already applied:
-/// the missing `zero_grad`.
-fn accumulated(view: &StepView<'_>) -> Option<Finding> {
-    let params = view.select(|e| e.held.is_some_and(|h| h.reapplies()));
-    let passes = view.most(&params, |h| h.passes);
-    let reapplied = view.most(&params, |h| h.reapplied);
-    finding(Check::Accumulated, params, passes, reapplied)
-}
-
-/// A declared `k`, and fewer passes than `k` since the last reset.
-fn short_accumulation(view: &StepView<'_>) -> Option<Finding> {
-    let k = view.declared?;
-    if view.passes >= k {
-        return None;
-    }
-    finding(
-        Check::ShortAccumulation,
-        view.select(ParamEntry::is_fresh),
-        view.passes,
-        0,
-    )
-}
-
-/// A declared `k`, and more passes than `k` since the last reset.
-fn excess_accumulation(view: &StepView<'_>) -> Option<Finding> {
-    let k = view.declared?;
-    if view.passes <= k {
-        return None;
-    }
-    finding(
-        Check::ExcessAccumulation,
-        view.select(ParamEntry::is_fresh),
-        view.passes,
-        0,
-    )
-}
-
-/// Gradients that hold only passes an earlier step already applied.
-fn stale(view: &StepView<'_>) -> Option<Finding> {
-    let params = view.select(ParamEntry::is_stale);
-    let passes = view.most(&params, |h| h.passes);
-    finding(Check::Stale, params, passes, passes)
-}
-
-/// Trainable parameters without any gradient.
-fn missing(view: &StepView<'_>) -> Option<Finding> {
-    let params = view.select(|e| e.held.is_none());
-    finding(Check::Missing, params, 0, 0)
-}
-
-/// Runs every ledger-only check, in [`Check::ALL`] order.
-pub(crate) fn run(view: &StepView<'_>) -> Vec<Finding> {
-    [
-        accumulated,
-        short_accumulation,
-        excess_accumulation,
-        stale,
-        missing,
-    ]
-    .iter()
-    .filter_map(|check| check(view))
-    .collect()
 }
 
 #[cfg(test)]
@@ -320,12 +285,14 @@ mod tests {
     }
 
     fn checks(l: &Ledger, trainable: &[bool], declared: Option<u32>) -> Vec<Finding> {
-        run(&StepView {
+        StepView {
             entries: l.entries(),
             trainable,
             declared,
             passes: l.passes_since_reset(),
-        })
+        }
+        .run()
+        .0
     }
 
     #[test]

@@ -9,13 +9,13 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use candle_nn::{Optimizer, VarMap};
 
-use crate::check::{self, Check, Finding, Level, Levels, StepView};
+use crate::check::{Check, Finding, Level, Levels, StepView};
 use crate::error::{Error, Result};
 use crate::ledger::{self, Generation, Ledger, ParamEntry};
 use crate::params::{Params, Watched};
 use crate::passes::PassMemory;
 use crate::report::{Anomaly, StepReport};
-use crate::telemetry::{self, Registration};
+use crate::telemetry::{self, Series};
 use crate::warnings::{self, WarnLimiter};
 
 /// A sampling interval: run on steps `every, 2*every, ...`.
@@ -80,6 +80,8 @@ pub struct Guarded<O: Optimizer> {
     memory: PassMemory,
     /// The guard's gradient buffers (PyTorch's `.grad`), parameters only.
     grads: Vec<Option<Tensor>>,
+    /// The ledger entries a step checks, reused from step to step.
+    scratch: Vec<ParamEntry>,
     /// The `VarMap` given to `with_varmap` on a guard with no list:
     /// variables added to it later are watched from the next call.
     varmap: Option<WatchedVarMap>,
@@ -97,7 +99,7 @@ pub struct Guarded<O: Optimizer> {
     norm_every: Option<Every>,
     steps: u64,
     limiter: WarnLimiter,
-    series: Registration,
+    series: Series,
 }
 
 impl<O: Optimizer> Guarded<O> {
@@ -113,6 +115,7 @@ impl<O: Optimizer> Guarded<O> {
             ledger: Ledger::default(),
             memory: PassMemory::default(),
             grads: Vec::new(),
+            scratch: Vec::new(),
             varmap: None,
             listed: false,
             exact: false,
@@ -123,7 +126,7 @@ impl<O: Optimizer> Guarded<O> {
             norm_every: None,
             steps: 0,
             limiter: WarnLimiter::default(),
-            series: Registration::default(),
+            series: Series::default(),
         }
     }
 
@@ -491,8 +494,8 @@ impl<O: Optimizer> Guarded<O> {
         let pass = self.read_pass(grads);
         // Sum first, then commit: an error leaves buffers and ledger untouched.
         let mut sums = Vec::with_capacity(pass.grads.len());
-        for (i, grad, _) in &pass.grads {
-            let sum = match &self.grads[*i] {
+        for &(i, grad, _) in &pass.grads {
+            let sum = match &self.grads[i] {
                 Some(old) => old.add(grad)?.detach(),
                 None => grad.detach(),
             };
@@ -502,7 +505,7 @@ impl<O: Optimizer> Guarded<O> {
         // A known pass is buffered once more per store, not once per
         // parameter it covers.
         let mut known_passes = BTreeSet::new();
-        for ((i, _, known), sum) in pass.grads.into_iter().zip(sums) {
+        for (&(i, _, known), sum) in pass.grads.iter().zip(sums) {
             self.grads[i] = Some(sum);
             let (g, applied) = known.unwrap_or((generation, false));
             self.ledger.record(i, g, applied);
@@ -515,28 +518,29 @@ impl<O: Optimizer> Guarded<O> {
         }
         self.ledger.count_pass();
         if pass.new {
-            telemetry::backward_pass(&self.name);
+            self.series.backward_pass();
         }
         Ok(generation)
     }
 
     /// The watched gradients of `grads`, each with the pass that made it when
     /// the guard saw it before.
-    fn read_pass(&self, grads: &GradStore) -> PassRead {
+    fn read_pass<'g>(&self, grads: &'g GradStore) -> PassRead<'g> {
         let mut read = PassRead {
             grads: Vec::with_capacity(self.params.len()),
-            ..PassRead::default()
+            new: false,
+            next: self.ledger.generation() + 1,
+            only_watched: false,
         };
         for (i, var) in self.params.vars().iter().enumerate() {
             if let Some(g) = grads.get(var) {
                 let known = self.memory.lookup(i, g.id());
                 read.new |= known.is_none();
-                read.grads.push((i, g.clone(), known));
+                read.grads.push((i, g, known));
             }
         }
         // A store with no watched gradient is still a (new) backward pass.
         read.new |= read.grads.is_empty();
-        read.next = self.ledger.generation() + 1;
         // Counting the store's other gradients walks all of it: only needed
         // when the inner optimizer may hold variables the guard does not.
         read.only_watched = self.exact || grads.get_ids().count() == read.grads.len();
@@ -552,7 +556,7 @@ impl<O: Optimizer> Guarded<O> {
         self.grads.iter_mut().for_each(|g| *g = None);
         self.ledger.clear();
         self.memory.buffers_cleared();
-        telemetry::zero_grad(&self.name);
+        self.series.zero_grad();
     }
 
     /// Like `optimizer.step()`: checks the held gradients, then applies them
@@ -565,19 +569,27 @@ impl<O: Optimizer> Guarded<O> {
     pub fn step(&mut self) -> Result<StepReport> {
         self.require_params()?;
         self.series.used(&self.name, self.inner.learning_rate());
-        let held: Vec<(usize, Tensor)> = self
-            .grads
+        // The buffers are lent to the pipeline (which never reads them
+        // through `self`) and put back whatever the outcome.
+        let buffers = std::mem::take(&mut self.grads);
+        let held: Vec<(usize, &Tensor)> = buffers
             .iter()
             .enumerate()
-            .filter_map(|(i, g)| g.clone().map(|g| (i, g)))
+            .filter_map(|(i, g)| g.as_ref().map(|g| (i, g)))
             .collect();
+        let mut entries = std::mem::take(&mut self.scratch);
+        entries.clear();
+        entries.extend_from_slice(self.ledger.entries());
         let pending = Pending {
-            entries: self.ledger.entries().to_vec(),
+            entries: &entries,
             passes: self.ledger.passes_since_reset(),
             held,
             store: None,
         };
-        let report = self.check_and_apply(pending)?;
+        let report = self.check_and_apply(pending);
+        self.scratch = entries;
+        self.grads = buffers;
+        let report = report?;
         self.ledger.mark_applied();
         self.memory.buffers_applied();
         Ok(report)
@@ -601,25 +613,26 @@ impl<O: Optimizer> Guarded<O> {
         self.require_params()?;
         self.series.used(&self.name, self.inner.learning_rate());
         let pass = self.read_pass(grads);
-        let mut entries = self.ledger.entries().to_vec();
-        for e in &mut entries {
-            e.held = None;
-        }
-        for (i, _, known) in &pass.grads {
+        let mut entries = std::mem::take(&mut self.scratch);
+        entries.clear();
+        entries.extend(self.ledger.entries().iter().map(|e| e.applying(None)));
+        for &(i, _, known) in &pass.grads {
             let (g, applied) = known.unwrap_or((pass.next, false));
-            entries[*i] = entries[*i].applying(Some(ledger::single(g, applied)));
+            entries[i] = entries[i].applying(Some(ledger::single(g, applied)));
         }
         let pending = Pending {
-            held: pass.grads.iter().map(|(i, g, _)| (*i, g.clone())).collect(),
-            entries,
+            held: pass.grads.iter().map(|&(i, g, _)| (i, g)).collect(),
+            entries: &entries,
             passes: 1,
             store: pass.only_watched.then_some(grads),
         };
-        let report = self.check_and_apply(pending)?;
+        let report = self.check_and_apply(pending);
+        self.scratch = entries;
+        let report = report?;
         let generation = pass.commit(&mut self.ledger, &mut self.memory, true);
-        for (i, _, known) in &pass.grads {
+        for &(i, _, known) in &pass.grads {
             let (g, applied) = known.unwrap_or((generation, false));
-            self.ledger.mark_applied_one(*i, ledger::single(g, applied));
+            self.ledger.mark_applied_one(i, ledger::single(g, applied));
         }
         let known: BTreeSet<Generation> = pass
             .grads
@@ -637,7 +650,7 @@ impl<O: Optimizer> Guarded<O> {
             }
         }
         if pass.new {
-            telemetry::backward_pass(&self.name);
+            self.series.backward_pass();
         }
         Ok(report)
     }
@@ -652,35 +665,45 @@ impl<O: Optimizer> Guarded<O> {
         let _enter = span.enter();
 
         let view = StepView {
-            entries: &pending.entries,
+            entries: pending.entries,
             trainable: self.params.trainable(),
             declared: self.declared,
             passes: pending.passes,
         };
-        let passes = view.passes_applied();
+        let (findings, passes) = view.run();
         span.record("passes", passes);
-        let findings = check::run(&view);
 
-        let mut averaged = false;
-        let mut applied = Vec::with_capacity(pending.held.len());
-        for (i, grad) in pending.held {
-            let count = pending.entries[i].held.map_or(1, |h| h.passes);
-            if self.average && count > 1 {
-                averaged = true;
-                applied.push((i, (grad / f64::from(count))?));
-            } else {
-                applied.push((i, grad));
+        // Averaged gradients are new tensors, kept here while the step runs.
+        let averaged: Vec<(usize, Tensor)> = if self.average {
+            pending
+                .held
+                .iter()
+                .filter_map(|&(i, g)| {
+                    let count = pending.entries[i].held.map_or(1, |h| h.passes);
+                    (count > 1).then(|| Ok((i, (g / f64::from(count))?)))
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let mut applied = pending.held;
+        for (i, g) in &averaged {
+            if let Some(slot) = applied.iter_mut().find(|(j, _)| j == i) {
+                slot.1 = g;
             }
         }
         let (findings, grad_norm) = self.sample_values(step, findings, &applied)?;
-        let anomalies = self.judge(step, findings, &pending.entries)?;
+        if let Some(norm) = grad_norm {
+            self.series.grad_norm(norm);
+        }
+        let anomalies = self.judge(step, findings, pending.entries)?;
 
         match pending.store {
-            Some(store) if !averaged => self.inner.step(store)?,
+            Some(store) if averaged.is_empty() => self.inner.step(store)?,
             _ => {
                 let mut store = GradStore::default();
                 for (i, grad) in applied {
-                    store.insert(self.params.vars()[i].as_tensor(), grad);
+                    store.insert(self.params.vars()[i].as_tensor(), grad.clone());
                 }
                 self.inner.step(&store)?;
             }
@@ -707,7 +730,7 @@ impl<O: Optimizer> Guarded<O> {
         &self,
         step: u64,
         mut findings: Vec<Finding>,
-        applied: &[(usize, Tensor)],
+        applied: &[(usize, &Tensor)],
     ) -> Result<(Vec<Finding>, Option<f64>)> {
         let want_nonfinite = self.nonfinite_every.is_some_and(|e| e.due(step));
         let want_norm = self.norm_every.is_some_and(|e| e.due(step));
@@ -746,11 +769,7 @@ impl<O: Optimizer> Guarded<O> {
                 reapplied: 0,
             });
         }
-        let norm = want_norm.then(|| sq.sqrt());
-        if let Some(norm) = norm {
-            telemetry::grad_norm(&self.name, norm);
-        }
-        Ok((findings, norm))
+        Ok((findings, want_norm.then(|| sq.sqrt())))
     }
 
     /// Turns findings into anomalies: counts, logs, and refuses the step with
@@ -776,7 +795,7 @@ impl<O: Optimizer> Guarded<O> {
             })
             .collect();
         for (a, f) in anomalies.iter().zip(&findings) {
-            telemetry::anomaly(&self.name, a.check);
+            self.series.anomaly(a.check);
             let how = self.limiter.admit(a);
             warnings::emit(a, how);
             if a.check == Check::Missing && a.level != Level::Allow {
@@ -803,12 +822,8 @@ impl<O: Optimizer> Guarded<O> {
         grad_norm: Option<f64>,
     ) -> StepReport {
         self.steps += 1;
-        telemetry::step(
-            &self.name,
-            passes,
-            start.elapsed(),
-            self.inner.learning_rate(),
-        );
+        self.series
+            .step(passes, start.elapsed(), self.inner.learning_rate());
         StepReport {
             step: self.steps,
             passes,
@@ -821,12 +836,12 @@ impl<O: Optimizer> Guarded<O> {
 /// What a step applies, for the shared pipeline.
 struct Pending<'a> {
     /// Ledger entries holding what this step applies.
-    entries: Vec<ParamEntry>,
+    entries: &'a [ParamEntry],
     /// Backward passes counted for the whole guard since the last reset.
     passes: u32,
     /// The gradients to apply, by parameter index.
-    held: Vec<(usize, Tensor)>,
-    /// The caller's store, when it holds exactly the watched gradients.
+    held: Vec<(usize, &'a Tensor)>,
+    /// The caller's store, when it can reach the inner optimizer as it is.
     store: Option<&'a GradStore>,
 }
 
@@ -835,11 +850,10 @@ struct Pending<'a> {
 type Known = Option<(Generation, bool)>;
 
 /// One `GradStore` as the guard reads it.
-#[derive(Default)]
-struct PassRead {
+struct PassRead<'g> {
     /// Watched gradients: parameter index, tensor, and the pass that made it
     /// with whether a step applied it, when the guard saw it before.
-    grads: Vec<(usize, Tensor, Known)>,
+    grads: Vec<(usize, &'g Tensor, Known)>,
     /// Whether the store holds something the guard has not seen: a new pass.
     new: bool,
     /// The generation a new pass gets.
@@ -851,7 +865,7 @@ struct PassRead {
     only_watched: bool,
 }
 
-impl PassRead {
+impl PassRead<'_> {
     /// Numbers the pass (when new) and remembers its gradient tensors.
     fn commit(&self, ledger: &mut Ledger, memory: &mut PassMemory, applied: bool) -> Generation {
         if !self.new {

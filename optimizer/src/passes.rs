@@ -102,7 +102,8 @@ impl PassMemory {
         ids: impl Iterator<Item = (usize, TensorId)>,
         applied: bool,
     ) {
-        let mut list = if self.passes.len() >= REMEMBERED_PASSES {
+        let reused = self.passes.len() >= REMEMBERED_PASSES;
+        let mut list = if reused {
             self.passes.pop_front().map(|p| p.ids).unwrap_or_default()
         } else {
             Vec::new()
@@ -114,6 +115,10 @@ impl PassMemory {
             oldest = oldest.min(n);
             youngest = youngest.max(n);
             list.push((i as u32, id));
+        }
+        if !reused {
+            // A list lives as long as 64 passes: no slack from growing it.
+            list.shrink_to_fit();
         }
         if !list.is_empty() {
             self.youngest = Some(self.youngest.map_or(youngest, |y| y.max(youngest)));

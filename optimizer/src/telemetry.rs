@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
 };
 
 use crate::check::Check;
@@ -111,20 +112,61 @@ pub fn register_series(optimizer: &str, lr: f64) {
     gauge!(LEARNING_RATE, "optimizer" => optimizer.to_owned()).set(lr);
 }
 
-/// When a guard's series are registered: eagerly when it is named, and again
-/// at its first use (which also covers an unnamed guard, and a recorder
-/// installed after the guard was built). Never at construction, where the
-/// name is still `default`: a later [`crate::Guarded::name`] would leave a
-/// stray `default` series behind.
+/// A guard's series, as handles: emitting through a handle does no string
+/// work and no look-up, so a step costs the recorder a few atomic adds.
+#[derive(Debug, Clone)]
+struct Handles {
+    backward_passes: Counter,
+    steps: Counter,
+    zero_grad: Counter,
+    anomalies: [Counter; Check::ALL.len()],
+    generations: Histogram,
+    duration: Histogram,
+    learning_rate: Gauge,
+    /// Taken at the first sample: a registered gauge reads 0, a false norm.
+    grad_norm: Option<Gauge>,
+    optimizer: String,
+}
+
+impl Handles {
+    /// Registers every series of guard `optimizer` with the recorder in
+    /// place now (see [`register_series`]) and keeps the handles.
+    fn register(optimizer: &str, lr: f64) -> Self {
+        register_series(optimizer, lr);
+        let o = optimizer.to_owned();
+        Self {
+            backward_passes: counter!(BACKWARD_PASSES_TOTAL, "optimizer" => o.clone()),
+            steps: counter!(STEPS_TOTAL, "optimizer" => o.clone()),
+            zero_grad: counter!(ZERO_GRAD_TOTAL, "optimizer" => o.clone()),
+            anomalies: Check::ALL.map(|check| {
+                counter!(ANOMALIES_TOTAL, "optimizer" => o.clone(), "check" => check.as_str())
+            }),
+            generations: histogram!(STEP_GENERATIONS, "optimizer" => o.clone()),
+            duration: histogram!(STEP_DURATION_SECONDS, "optimizer" => o.clone()),
+            learning_rate: gauge!(LEARNING_RATE, "optimizer" => o.clone()),
+            grad_norm: None,
+            optimizer: o,
+        }
+    }
+}
+
+/// A guard's metrics. Its series are registered, and their handles taken,
+/// eagerly when the guard is named and again at its first use (which also
+/// covers an unnamed guard, and a recorder installed after the guard was
+/// built); never at construction, where the name is still `default`: a later
+/// [`crate::Guarded::name`] would leave a stray `default` series behind.
+/// From the first use on, the guard emits to the recorder that was in place
+/// then: install the recorder before training.
 #[derive(Debug, Default)]
-pub(crate) struct Registration {
+pub(crate) struct Series {
+    handles: Option<Handles>,
     used: bool,
 }
 
-impl Registration {
+impl Series {
     /// The guard was named `optimizer`.
     pub(crate) fn named(&mut self, optimizer: &str, lr: f64) {
-        register_series(optimizer, lr);
+        self.handles = Some(Handles::register(optimizer, lr));
     }
 
     /// The guard is used (a backward pass, a step, a `zero_grad`): registers
@@ -132,32 +174,43 @@ impl Registration {
     pub(crate) fn used(&mut self, optimizer: &str, lr: f64) {
         if !self.used {
             self.used = true;
-            register_series(optimizer, lr);
+            self.handles = Some(Handles::register(optimizer, lr));
         }
     }
-}
 
-pub(crate) fn backward_pass(optimizer: &str) {
-    counter!(BACKWARD_PASSES_TOTAL, "optimizer" => optimizer.to_owned()).increment(1);
-}
+    pub(crate) fn backward_pass(&self) {
+        if let Some(h) = &self.handles {
+            h.backward_passes.increment(1);
+        }
+    }
 
-pub(crate) fn zero_grad(optimizer: &str) {
-    counter!(ZERO_GRAD_TOTAL, "optimizer" => optimizer.to_owned()).increment(1);
-}
+    pub(crate) fn zero_grad(&self) {
+        if let Some(h) = &self.handles {
+            h.zero_grad.increment(1);
+        }
+    }
 
-pub(crate) fn anomaly(optimizer: &str, check: Check) {
-    counter!(ANOMALIES_TOTAL, "optimizer" => optimizer.to_owned(), "check" => check.as_str())
-        .increment(1);
-}
+    pub(crate) fn anomaly(&self, check: Check) {
+        if let Some(h) = &self.handles {
+            h.anomalies[check as usize].increment(1);
+        }
+    }
 
-pub(crate) fn step(optimizer: &str, passes: u32, elapsed: Duration, lr: f64) {
-    counter!(STEPS_TOTAL, "optimizer" => optimizer.to_owned()).increment(1);
-    histogram!(STEP_GENERATIONS, "optimizer" => optimizer.to_owned()).record(f64::from(passes));
-    histogram!(STEP_DURATION_SECONDS, "optimizer" => optimizer.to_owned())
-        .record(elapsed.as_secs_f64());
-    gauge!(LEARNING_RATE, "optimizer" => optimizer.to_owned()).set(lr);
-}
+    pub(crate) fn step(&self, passes: u32, elapsed: Duration, lr: f64) {
+        if let Some(h) = &self.handles {
+            h.steps.increment(1);
+            h.generations.record(f64::from(passes));
+            h.duration.record(elapsed.as_secs_f64());
+            h.learning_rate.set(lr);
+        }
+    }
 
-pub(crate) fn grad_norm(optimizer: &str, norm: f64) {
-    gauge!(GRAD_NORM, "optimizer" => optimizer.to_owned()).set(norm);
+    pub(crate) fn grad_norm(&mut self, norm: f64) {
+        if let Some(h) = &mut self.handles {
+            let optimizer = &h.optimizer;
+            h.grad_norm
+                .get_or_insert_with(|| gauge!(GRAD_NORM, "optimizer" => optimizer.clone()))
+                .set(norm);
+        }
+    }
 }
