@@ -41,10 +41,14 @@ fn prose_lines(text: &str) -> Vec<(usize, &str)> {
             .chars()
             .take_while(|&c| c == '`' || c == '~')
             .collect();
-        let is_fence = marker.len() >= 3 && marker.chars().all(|c| c == marker.as_bytes()[0] as char);
+        let is_fence =
+            marker.len() >= 3 && marker.chars().all(|c| c == marker.as_bytes()[0] as char);
         match &fence {
             Some(open) => {
-                if is_fence && marker.starts_with(open.as_str()) && trimmed[marker.len()..].trim().is_empty() {
+                if is_fence
+                    && marker.starts_with(open.as_str())
+                    && trimmed[marker.len()..].trim().is_empty()
+                {
                     fence = None;
                 }
             }
@@ -203,7 +207,10 @@ fn the_panel_table_of_dashboards_readme_matches_the_dashboard() {
         titles.push(title);
     }
     let documented: Vec<String> = rows.iter().map(|r| r[0].clone()).collect();
-    assert_eq!(documented, titles, "dashboards/README.md's panels, in order");
+    assert_eq!(
+        documented, titles,
+        "dashboards/README.md's panels, in order"
+    );
     for row in &rows {
         let names: BTreeSet<String> = code_spans(&row[1]).into_iter().collect();
         assert_eq!(names, used[&row[0]], "metrics of the panel `{}`", row[0]);
@@ -430,7 +437,10 @@ fn every_relative_link_and_anchor_in_the_markdown_resolves() {
                 resolve(dir, &path.replace("%20", " "))
             };
             let Some(resolved) = resolved.filter(|p| root().join(p).exists()) else {
-                broken.push(format!("{}:{line}: `{target}`: no such file", file.display()));
+                broken.push(format!(
+                    "{}:{line}: `{target}`: no such file",
+                    file.display()
+                ));
                 continue;
             };
             let shown = page(&resolved);
@@ -550,14 +560,19 @@ fn python_readme_is_generated_from_lint_readme() {
         "python/README.md is not lint/README.md as generated: edit lint/README.md and run \
          `GRADGUARD_BLESS=1 cargo test -p gradguard-tests --test docs`"
     );
-    assert!(!want.contains("](../"), "a relative link left in the PyPI page");
+    assert!(
+        !want.contains("](../"),
+        "a relative link left in the PyPI page"
+    );
 }
 
 #[test]
 fn the_pypi_package_takes_its_readme_from_python_readme() {
     let pyproject = read("pyproject.toml");
     assert!(
-        pyproject.lines().any(|l| l.trim() == r#"readme = "python/README.md""#),
+        pyproject
+            .lines()
+            .any(|l| l.trim() == r#"readme = "python/README.md""#),
         "pyproject.toml's readme is not python/README.md"
     );
 }
