@@ -394,11 +394,8 @@ fn resolve(base: &Path, relative: &str) -> Option<PathBuf> {
     };
     for part in start.join(relative.trim_start_matches('/')).components() {
         match part {
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
+            // `..` above the root leaves the repository.
+            Component::ParentDir => out.pop().then_some(())?,
             Component::Normal(p) => out.push(p),
             _ => {}
         }
@@ -575,4 +572,29 @@ fn the_pypi_package_takes_its_readme_from_python_readme() {
             .any(|l| l.trim() == r#"readme = "python/README.md""#),
         "pyproject.toml's readme is not python/README.md"
     );
+}
+
+#[test]
+fn the_configuration_example_of_lint_readme_is_read_by_gradlint() {
+    let text = read("lint/README.md");
+    let block = Regex::new(r"(?s)```toml\n(# gradlint\.toml.*?)```")
+        .unwrap()
+        .captures(&text)
+        .expect("lint/README.md: no ```toml block starting `# gradlint.toml`")[1]
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gradlint.toml");
+    std::fs::write(&path, &block).unwrap();
+    let config = gradlint::config::Config::read(&path)
+        .unwrap_or_else(|e| panic!("lint/README.md's configuration example: {e}"))
+        .unwrap();
+    assert_eq!(
+        config.select,
+        Some(vec!["GL001".into(), "GL002".into(), "GL003".into()])
+    );
+    assert!(config.enabled("GL001") && !config.enabled("GL004"));
+    // The same keys under [tool.gradlint] in pyproject.toml.
+    let path = dir.path().join("pyproject.toml");
+    std::fs::write(&path, format!("[tool.gradlint]\n{block}")).unwrap();
+    assert_eq!(gradlint::config::Config::read(&path).unwrap(), Some(config));
 }
