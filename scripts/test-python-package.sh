@@ -113,7 +113,7 @@ PY
   expect_out "Found 1 problem (1 fixed, 0 remaining) in 1 file"
   cmp -s "$buggy.fixed" "$work/train.py" || fail "$name: --fix differs from $buggy.fixed"
   expect_rc 0 "$bin" "$work/train.py"
-  # The README's CI commands: GitHub annotations and a schema-valid SARIF file.
+  # lint/README.md's CI commands: GitHub annotations and a schema-valid SARIF file.
   expect_rc 1 "$bin" --format github "$buggy"
   expect_out "::error title=gradlint GL001 missing-zero-grad,file=$buggy,line=6,col=9"
   expect_rc 1 "$bin" --format sarif --output "$work/gradlint.sarif" "$buggy"
@@ -133,8 +133,8 @@ PY
 check_install wheel "$wheel"
 check_install sdist "$sdist"
 
-echo "== the README's GitHub Actions snippet parses and runs these commands"
-expect_rc 0 "$tools_python" - README.md <<'PY'
+echo "== lint/README.md's GitHub Actions snippet (also on the PyPI page) parses and runs these commands"
+expect_rc 0 "$tools_python" - lint/README.md <<'PY'
 import re, sys, yaml
 text = open(sys.argv[1]).read()
 block = re.search(r"<!-- gradlint-workflow -->\s*```yaml\n(.*?)```", text, re.S)

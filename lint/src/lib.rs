@@ -44,6 +44,12 @@ pub use diagnostic::{Diagnostic, LineIndex};
 use ir::Span;
 use rules::Rule;
 
+/// The crate's README (its crates.io page, and the PyPI page it generates),
+/// run as doc-tests: any Rust code block in it must compile and run.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The languages gradlint reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {

@@ -84,3 +84,9 @@ pub use params::{vars_matching, vars_under, Watched, DEFAULT_BUFFER_NAMES};
 pub use passes::REMEMBERED_PASSES;
 pub use report::{Anomaly, StepReport};
 pub use telemetry::describe_metrics;
+
+/// The code blocks of the crate's README (its crates.io page), compiled and
+/// run as doc-tests so that the documentation cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
