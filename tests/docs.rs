@@ -250,14 +250,14 @@ fn the_alert_table_of_dashboards_readme_lists_exactly_the_alerts_of_alerts_yml()
     );
 }
 
-/// The example binary `cargo test --workspace` builds (as tests/example.rs
+/// An example binary `cargo test --workspace` builds (as tests/example.rs
 /// finds it).
-fn example() -> Command {
+fn example(name: &str) -> Command {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir
         .join("examples")
-        .join(format!("mnist{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
         "{} missing: run `cargo test --workspace`, which builds examples",
@@ -266,9 +266,9 @@ fn example() -> Command {
     Command::new(bin)
 }
 
-#[test]
-fn the_flag_table_of_the_mnist_readme_lists_exactly_the_flags_of_help() {
-    let out = example().arg("--help").output().unwrap();
+/// The flags of an example's `--help` and those of its README's flag table.
+fn flags(name: &str, readme: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let out = example(name).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     let flag = Regex::new(r"--[a-z][a-z-]*").unwrap();
@@ -277,7 +277,7 @@ fn the_flag_table_of_the_mnist_readme_lists_exactly_the_flags_of_help() {
         .filter(|l| l.trim_start().starts_with('-'))
         .filter_map(|l| flag.find(l).map(|m| m.as_str().to_string()))
         .collect();
-    let documented: BTreeSet<String> = table(&read("examples/mnist/README.md"), "flag")
+    let documented: BTreeSet<String> = table(&read(readme), "flag")
         .iter()
         .flat_map(|row| {
             flag.find_iter(&row[0])
@@ -285,11 +285,77 @@ fn the_flag_table_of_the_mnist_readme_lists_exactly_the_flags_of_help() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    assert!(from_help.contains("--epochs"), "{help}");
+    (documented, from_help)
+}
+
+#[test]
+fn the_flag_table_of_the_mnist_readme_lists_exactly_the_flags_of_help() {
+    let (documented, from_help) = flags("mnist", "examples/mnist/README.md");
+    assert!(from_help.contains("--epochs"), "{from_help:?}");
     assert_eq!(
         documented, from_help,
-        "examples/mnist/README.md's flag table differs from `mnist --help`:\n{help}"
+        "examples/mnist/README.md's flag table differs from `mnist --help`"
     );
+}
+
+#[test]
+fn the_flag_table_of_the_finetune_readme_lists_exactly_the_flags_of_help() {
+    let (documented, from_help) = flags("finetune", "examples/finetune/README.md");
+    assert!(from_help.contains("--fused-norm"), "{from_help:?}");
+    assert_eq!(
+        documented, from_help,
+        "examples/finetune/README.md's flag table differs from `finetune --help`"
+    );
+}
+
+/// The fenced blocks of a Markdown text tagged `lang` (exactly, or with
+/// attributes after a comma), as their lines.
+fn code_blocks(text: &str, lang: &str) -> Vec<Vec<String>> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        match &mut current {
+            Some(lines) if trimmed.starts_with("```") => {
+                blocks.push(std::mem::take(lines));
+                current = None;
+            }
+            Some(lines) => lines.push(line.to_string()),
+            None => {
+                if let Some(tag) = trimmed.strip_prefix("```") {
+                    if tag.split(',').next() == Some(lang) {
+                        current = Some(Vec::new());
+                    }
+                }
+            }
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_root_readme_rust_snippet_is_part_of_a_compiled_gradguard_readme_example() {
+    // The root README shows the adoption line bare; optimizer/README.md runs
+    // the same lines as a doc-test. Every line shown at the root must occur,
+    // in order, in one compiled block there.
+    let root_blocks = code_blocks(&read("README.md"), "rust");
+    assert!(!root_blocks.is_empty());
+    let compiled = code_blocks(&read("optimizer/README.md"), "rust");
+    for shown in root_blocks {
+        let shown: Vec<String> = shown
+            .iter()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let found = compiled.iter().any(|block| {
+            let mut lines = block.iter().map(|l| l.trim());
+            shown.iter().all(|want| lines.any(|l| l == want))
+        });
+        assert!(
+            found,
+            "the root README's block {shown:#?} is not in any compiled block of optimizer/README.md"
+        );
+    }
 }
 
 /// Every Markdown file of the repository (not under hidden folders or

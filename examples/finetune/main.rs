@@ -224,15 +224,16 @@ fn run(args: &Args) -> Result<(), Failure> {
         rows.push((name, reset, outcome));
     }
 
+    let loss_width = (6 * args.epochs).max(16);
     println!();
     println!(
-        "{:<13} {:<22} {:<24} {:<44} first flagged",
+        "{:<13} {:<22} {:<loss_width$} {:<45} first flagged",
         "run", "gradients", "validation loss", "anomalies"
     );
     for (name, reset, outcome) in &rows {
         let losses: Vec<String> = outcome.val_loss.iter().map(|l| format!("{l:.3}")).collect();
         println!(
-            "{name:<13} {:<22} {:<24} {:<44} {}",
+            "{name:<13} {:<22} {:<loss_width$} {:<45} {}",
             match reset {
                 Reset::AfterStep => "zero_grad after step",
                 Reset::Never => "no zero_grad (bug)",

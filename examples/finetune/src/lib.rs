@@ -10,3 +10,8 @@ pub mod train;
 pub use model::{Config, Kernels, Lm};
 pub use text::Corpus;
 pub use train::{Finetune, Outcome, Phase, Reset};
+
+/// The code blocks of this example's README, run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
