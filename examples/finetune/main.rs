@@ -224,13 +224,30 @@ fn run(args: &Args) -> Result<(), Failure> {
         rows.push((name, reset, outcome));
     }
 
+    print_table(args, &rows);
+    if let Some(server) = server {
+        if args.linger > 0 {
+            println!(
+                "serving metrics on http://{}/metrics for {}s",
+                server.addr(),
+                args.linger
+            );
+            std::thread::sleep(std::time::Duration::from_secs(args.linger));
+        }
+    }
+    Ok(())
+}
+
+/// The summary: validation loss per epoch, anomalies and the first flagged
+/// step of each fine-tuning run.
+fn print_table(args: &Args, rows: &[(&str, Reset, Outcome)]) {
     let loss_width = (6 * args.epochs).max(16);
     println!();
     println!(
         "{:<13} {:<22} {:<loss_width$} {:<45} first flagged",
         "run", "gradients", "validation loss", "anomalies"
     );
-    for (name, reset, outcome) in &rows {
+    for (name, reset, outcome) in rows {
         let losses: Vec<String> = outcome.val_loss.iter().map(|l| format!("{l:.3}")).collect();
         println!(
             "{name:<13} {:<22} {:<loss_width$} {:<45} {}",
@@ -252,15 +269,4 @@ fn run(args: &Args) -> Result<(), Failure> {
             r => r,
         }
     );
-    if let Some(server) = server {
-        if args.linger > 0 {
-            println!(
-                "serving metrics on http://{}/metrics for {}s",
-                server.addr(),
-                args.linger
-            );
-            std::thread::sleep(std::time::Duration::from_secs(args.linger));
-        }
-    }
-    Ok(())
 }
