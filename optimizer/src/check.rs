@@ -1,5 +1,5 @@
-//! The runtime lints: which checks exist, their levels, and the functions that
-//! find each one in the ledger.
+//! The runtime lints: which checks exist, their levels, and the one pass over
+//! the ledger that finds them.
 
 use std::fmt;
 use std::str::FromStr;

@@ -93,7 +93,8 @@ pub trait GuardExt: Optimizer {
     /// `Guarded::new(self)` watching exactly `vars`, the list this optimizer
     /// was built over, named from `varmap`: the one-line form for an
     /// optimizer over part of a `VarMap` (see [`Guarded::from_vars`]).
-    /// Variables of `varmap` outside `vars` are never `missing`.
+    /// Variables of `varmap` outside `vars` are never `missing`, and their
+    /// gradients never reach the optimizer, even if it was built over more.
     ///
     /// ```
     /// # use candle_core::{DType, Device};
@@ -110,10 +111,11 @@ pub trait GuardExt: Optimizer {
     /// # Ok(()) }
     /// ```
     fn guarded_over(self, vars: &[Var], varmap: &VarMap) -> Guarded<Self> {
+        // The guard cannot check that this optimizer was built over `vars`:
+        // only watched gradients reach it, in both styles.
         Guarded::new(self)
             .with_vars(vars.iter().cloned())
             .with_varmap(varmap)
-            .exact()
     }
 }
 

@@ -237,7 +237,7 @@ impl<O: Optimizer> Guarded<O> {
 
     /// How the guard learned its parameters: a list, or a whole `VarMap`.
     pub fn watched(&self) -> Watched {
-        if self.listed {
+        if self.listed && self.varmap.is_none() {
             Watched::List
         } else {
             Watched::VarMap
@@ -444,7 +444,10 @@ impl<O: Optimizer> Guarded<O> {
     /// passes and the parameter list (names included), not the gradient
     /// buffers (tensors the training holds anyway).
     pub fn bookkeeping_bytes(&self) -> usize {
-        self.ledger.bytes() + self.memory.bytes() + self.params.bytes()
+        self.ledger.bytes()
+            + self.scratch.capacity() * std::mem::size_of::<ParamEntry>()
+            + self.memory.bytes()
+            + self.params.bytes()
     }
 
     /// The gradient the guard holds for `var` (PyTorch's `p.grad`).
@@ -491,7 +494,7 @@ impl<O: Optimizer> Guarded<O> {
     pub fn accumulate(&mut self, grads: &GradStore) -> Result<u64> {
         self.require_params()?;
         self.series.used(&self.name, self.inner.learning_rate());
-        let pass = self.read_pass(grads);
+        let pass = self.read_pass(grads, false);
         // Sum first, then commit: an error leaves buffers and ledger untouched.
         let mut sums = Vec::with_capacity(pass.grads.len());
         for &(i, grad, _) in &pass.grads {
@@ -524,8 +527,8 @@ impl<O: Optimizer> Guarded<O> {
     }
 
     /// The watched gradients of `grads`, each with the pass that made it when
-    /// the guard saw it before.
-    fn read_pass<'g>(&self, grads: &'g GradStore) -> PassRead<'g> {
+    /// the guard saw it before; `applies` when a step applies the store.
+    fn read_pass<'g>(&self, grads: &'g GradStore, applies: bool) -> PassRead<'g> {
         let mut read = PassRead {
             grads: Vec::with_capacity(self.params.len()),
             new: false,
@@ -543,7 +546,7 @@ impl<O: Optimizer> Guarded<O> {
         read.new |= read.grads.is_empty();
         // Counting the store's other gradients walks all of it: only needed
         // when the inner optimizer may hold variables the guard does not.
-        read.only_watched = self.exact || grads.get_ids().count() == read.grads.len();
+        read.only_watched = applies && (self.exact || grads.get_ids().count() == read.grads.len());
         read
     }
 
@@ -601,18 +604,23 @@ impl<O: Optimizer> Guarded<O> {
     /// gradient tensors, among the latest [`REMEMBERED_PASSES`] passes; A, B,
     /// then A again) is `stale`. The guard's own buffers are not used.
     ///
-    /// Only the watched parameters' gradients reach the inner optimizer, as
-    /// with `step`: the guard's list of parameters is the one list, in both
-    /// styles. A `GradStore` also holds gradients of the input batch and of
-    /// any variable the guard was not told about, and cannot tell them apart,
-    /// so register every trainable variable: [`with_varmap`](Self::with_varmap)
-    /// and [`from_varmap`](Self::from_varmap) do.
+    /// Only the watched parameters' gradients are applied, as with `step`:
+    /// the guard's list of parameters is the one list, in both styles. A
+    /// `GradStore` also holds gradients of the input batch and of any
+    /// variable the guard was not told about, and cannot tell them apart, so
+    /// register every trainable variable: [`with_varmap`](Self::with_varmap)
+    /// and [`from_varmap`](Self::from_varmap) do. When the guard built the
+    /// inner optimizer itself over exactly its list
+    /// ([`from_vars`](Self::from_vars), [`from_varmap`](Self::from_varmap),
+    /// `Optimizer::new`), the store reaches it as it is (it reads only its
+    /// own variables' gradients); otherwise the guard builds a store of the
+    /// watched gradients.
     ///
     /// [`REMEMBERED_PASSES`]: crate::REMEMBERED_PASSES
     pub fn step_with(&mut self, grads: &GradStore) -> Result<StepReport> {
         self.require_params()?;
         self.series.used(&self.name, self.inner.learning_rate());
-        let pass = self.read_pass(grads);
+        let pass = self.read_pass(grads, true);
         let mut entries = std::mem::take(&mut self.scratch);
         entries.clear();
         entries.extend(self.ledger.entries().iter().map(|e| e.applying(None)));
@@ -686,9 +694,11 @@ impl<O: Optimizer> Guarded<O> {
         } else {
             Vec::new()
         };
+        // Both lists ascend by parameter index: one cursor merges them.
         let mut applied = pending.held;
-        for (i, g) in &averaged {
-            if let Some(slot) = applied.iter_mut().find(|(j, _)| j == i) {
+        let mut averages = averaged.iter().peekable();
+        for slot in &mut applied {
+            if let Some((_, g)) = averages.next_if(|(i, _)| *i == slot.0) {
                 slot.1 = g;
             }
         }

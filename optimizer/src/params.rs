@@ -25,7 +25,8 @@ pub enum Watched {
 }
 
 /// The variables of `varmap` under `prefix` (named `prefix` or
-/// `prefix.<...>`, as `VarBuilder::pp(prefix)` names them), sorted by name:
+/// `prefix.<...>`, as `VarBuilder::pp(prefix)` names them; a trailing `.` is
+/// ignored, and an empty prefix takes every variable), sorted by name:
 /// the list to build an optimizer over part of a `VarMap`.
 ///
 /// ```
@@ -41,6 +42,10 @@ pub enum Watched {
 /// # Ok(()) }
 /// ```
 pub fn vars_under(varmap: &VarMap, prefix: &str) -> Vec<Var> {
+    let prefix = prefix.trim_end_matches('.');
+    if prefix.is_empty() {
+        return vars_matching(varmap, |_| true);
+    }
     vars_matching(varmap, |name| {
         name.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))

@@ -433,7 +433,8 @@ impl Distill {
     /// detached: its gradients are computed and must not be applied.
     fn loss(&self, step: usize) -> Tensor {
         let x = batch(6, 5, step as f64);
-        let soft = candle_nn::ops::softmax_last_dim(&self.teacher.forward(&x).unwrap()).unwrap();
+        // A softmax with a backward pass: the teacher's gradients exist.
+        let soft = candle_nn::ops::softmax(&self.teacher.forward(&x).unwrap(), 1).unwrap();
         let log_p = candle_nn::ops::log_softmax(&self.student.forward(&x).unwrap(), 1).unwrap();
         (soft * log_p).unwrap().sum_all().unwrap().neg().unwrap()
     }
@@ -484,6 +485,53 @@ fn a_student_without_zero_grad_is_accumulated_at_step_2() {
         before_step_2,
         "a denied step changes nothing"
     );
+}
+
+#[test]
+fn guarded_over_a_list_applies_only_that_list_whatever_the_optimizer_holds() {
+    // The optimizer was built over the whole VarMap by mistake; the guard
+    // over the student's list applies the student's gradients only, in both
+    // styles, although the teacher's are in every store.
+    let m = Distill::new();
+    let student = vars_under(&m.varmap, "student");
+    let teacher_before: Vec<_> = snapshot(&m.varmap)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("teacher."))
+        .collect();
+    let mut opt = SGD::new(m.varmap.all_vars(), 0.1)
+        .unwrap()
+        .guarded_over(&student, &m.varmap)
+        .level_all(Level::Deny);
+    let grads = m.loss(0).backward().unwrap();
+    assert!(vars_under(&m.varmap, "teacher")
+        .iter()
+        .all(|v| grads.get(v).is_some()));
+    opt.step_with(&grads).unwrap();
+    opt.backward(&m.loss(1)).unwrap();
+    opt.step().unwrap();
+    let teacher_after: Vec<_> = snapshot(&m.varmap)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("teacher."))
+        .collect();
+    assert_eq!(teacher_after, teacher_before);
+    assert_eq!(opt.steps(), 2);
+}
+
+#[test]
+fn a_guard_over_a_varmap_with_extra_listed_vars_still_watches_the_varmap() {
+    let m = Distill::new();
+    let opt = Guarded::new(SGD::new(m.varmap.all_vars(), 0.1).unwrap())
+        .with_varmap(&m.varmap)
+        .with_vars(Vec::new());
+    assert_eq!(opt.watched(), Watched::VarMap);
+    assert_eq!(opt.param_names().len(), 8);
+}
+
+#[test]
+fn vars_under_ignores_a_trailing_dot_and_takes_everything_for_no_prefix() {
+    let m = Distill::new();
+    assert_eq!(vars_under(&m.varmap, "student.").len(), 4);
+    assert_eq!(vars_under(&m.varmap, "").len(), 8);
 }
 
 #[test]

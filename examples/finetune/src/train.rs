@@ -145,7 +145,8 @@ impl Finetune {
         for epoch in 1..=self.epochs {
             for micro in 0..self.micro_batches {
                 let (x, y) = train.batch(self.rows, model.config().ctx, &mut rng, dev)?;
-                // Each micro-batch's loss is scaled so a window sums to a mean.
+                // Each micro-batch's loss is scaled so a full window sums to
+                // a mean (a short last window to a part of one).
                 let loss = (model.loss(&x, &y)? / k as f64)?;
                 opt.backward(&loss)?;
                 let window_full = (micro + 1) % k == 0;
