@@ -59,8 +59,9 @@ struct Check {
     /// Fix what can be fixed with certainty, in place; report what remains.
     #[arg(long)]
     fix: bool,
-    /// Show the fixes as a unified diff on standard output; write nothing.
-    #[arg(long, conflicts_with = "fix")]
+    /// Show the fixes as a unified diff on standard output; write nothing
+    /// (with --fix too, as ruff does: preview the fix).
+    #[arg(long)]
     diff: bool,
     /// With --fix or --diff, apply the fixes that need a reader's judgement
     /// too (`gradlint rule CODE` says which).

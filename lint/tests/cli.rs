@@ -361,7 +361,13 @@ fn diff_shows_the_edit_and_writes_nothing() {
     let clean = tree(&[("train.py", GOOD.as_bytes())]);
     let out = gradlint(clean.path(), &["--diff", "."]);
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), ""));
-    assert!(gradlint(clean.path(), &["--diff", "--fix"]).status.code() == Some(2));
+    // With --fix, --diff previews the same edit and still writes nothing.
+    let out = gradlint(dir.path(), &["--fix", "--diff", "train.py"]);
+    assert_eq!((out.status.code(), stdout(&out)), (Some(1), diff));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("train.py")).unwrap(),
+        BAD
+    );
 }
 
 #[test]
