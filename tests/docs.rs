@@ -1,5 +1,6 @@
 //! The documentation, tested: every table that lists something the code
-//! defines lists exactly that, every relative link and `#anchor` in the
+//! defines lists exactly that, the root README's snippets and sample output
+//! are what the code compiles and prints, every relative link and `#anchor` in the
 //! Markdown resolves, every page is within two clicks of the root README, and
 //! the PyPI page (`python/README.md`) is generated from gradlint's README.
 //!
@@ -663,4 +664,68 @@ fn the_configuration_example_of_lint_readme_is_read_by_gradlint() {
     let path = dir.path().join("pyproject.toml");
     std::fs::write(&path, format!("[tool.gradlint]\n{block}")).unwrap();
     assert_eq!(gradlint::config::Config::read(&path).unwrap(), Some(config));
+}
+
+/// The text block of the root README that follows the paragraph starting
+/// with `lead`, its lines trimmed.
+fn root_block_after(lead: &str) -> Vec<String> {
+    let text = read("README.md");
+    let at = text
+        .find(lead)
+        .unwrap_or_else(|| panic!("no `{lead}` in README.md"));
+    code_blocks(&text[at..], "text")
+        .into_iter()
+        .next()
+        .expect("a text block after it")
+}
+
+#[test]
+fn the_root_readme_finding_is_what_gradlint_prints() {
+    // The five lines of a training loop whose frame the README shows.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("train.py");
+    std::fs::write(
+        &file,
+        "for x, y in loader:\n    out = model(x)\n    loss = loss_fn(out, y)\n    loss.backward()\n    optimizer.step()\n",
+    )
+    .unwrap();
+    let report = gradlint::walk::lint_paths(&[file], &gradlint::config::Config::default());
+    let printed = gradlint::output::render(&report, gradlint::output::Format::Text)
+        .replace(&format!("{}/", dir.path().display()), "");
+    let printed: Vec<&str> = printed.lines().map(str::trim_end).collect();
+    for line in root_block_after("**A finding**") {
+        assert!(
+            printed.contains(&line.trim_end()),
+            "README.md shows `{line}`, gradlint prints:\n{}",
+            printed.join("\n")
+        );
+    }
+}
+
+#[test]
+fn the_root_readme_log_line_is_the_message_the_seed_model_gets_at_step_2() {
+    // The seed's Model(5), two steps with no zero_grad: the WARN's message.
+    let (model, varmap) = gradguard_mnist::Model::seeded(5, 0, &Device::Cpu).unwrap();
+    let mut opt = Guarded::new(SGD::new(varmap.all_vars(), 0.1).unwrap())
+        .with_varmap(&varmap)
+        .name("m2");
+    let x = Tensor::ones((2, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
+    let mut anomaly = None;
+    for _ in 0..2 {
+        let loss = model
+            .forward_t(&x, true)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        opt.backward(&loss).unwrap();
+        anomaly = opt.step().unwrap().anomalies.into_iter().next();
+    }
+    let message = anomaly.expect("flagged at step 2").to_string();
+    let shown = root_block_after("**A log line**").join(" ");
+    assert!(
+        shown.contains(&message),
+        "README.md's log line does not hold the message\n{message}\nin\n{shown}"
+    );
 }
