@@ -148,9 +148,9 @@ impl<O: Optimizer> Guarded<O> {
     /// # Ok(()) }
     /// ```
     pub fn from_varmap(varmap: &VarMap, config: O::Config) -> candle_core::Result<Self> {
-        let mut guard = Self::new(O::new(varmap.all_vars(), config)?).with_varmap(varmap);
-        guard.exact = true;
-        Ok(guard)
+        Ok(Self::new(O::new(varmap.all_vars(), config)?)
+            .with_varmap(varmap)
+            .exact())
     }
 
     /// Builds the inner optimizer over exactly `vars` (as
