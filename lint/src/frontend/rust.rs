@@ -338,6 +338,7 @@ impl Lowerer {
         out.push(Node::If {
             exhaustive: i.else_branch.is_some(),
             tests: vec![Tested::default(); branches.len()],
+            at: self.span(&i.cond),
             branches,
         });
     }
@@ -356,6 +357,7 @@ impl Lowerer {
             .collect();
         out.push(Node::If {
             tests: vec![Tested::default(); branches.len()],
+            at: self.span(&m.expr),
             branches,
             exhaustive: true,
         });
