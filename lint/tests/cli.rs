@@ -255,7 +255,7 @@ fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     let run = &report["runs"][0];
-    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 8);
+    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 9);
     let result = &run["results"][0];
     assert_eq!(result["ruleId"], "GL001");
     let location = &result["locations"][0]["physicalLocation"];
@@ -282,7 +282,7 @@ fn rule_docs_and_rule_list() {
         assert!(out.contains(section), "{section} in {out}");
     }
     let list = stdout(&gradlint(dir.path(), &["rules"]));
-    assert_eq!(list.lines().count(), 8);
+    assert_eq!(list.lines().count(), 9);
     assert!(list.lines().all(|l| l.starts_with("GL00")));
     assert_eq!(
         gradlint(dir.path(), &["rule", "GL999"]).status.code(),
