@@ -41,6 +41,13 @@ Mutant kinds (expected codes, expected line):
   inserted right after the backward pass, in a loop whose only reset comes
   after the step (GL008 at the step or the inserted lines).
 
+With ``--functions``, per-batch functions are mutated too and reported apart:
+a function whose own body (outside its loops) runs backward, a step and the
+reset, called inside a loop of the tree (by a name that is not a common
+method name such as ``train`` or ``step``) and never from a loop that resets
+gradients itself. A reset deleted there piles up across the caller's
+iterations (``delete-reset``, ``one-of-several``; ``reset-before-step``).
+
 A mutant is skipped when a guard says the edit would not be a real bug or
 could not be made cleanly (each guard is counted): the reset inside a nested
 function or loop, several resets of one optimizer, a called function of the
@@ -59,11 +66,15 @@ loops mutants are drawn from, before the "gradlint leaves it clean" filter):
 the share of them where gradlint reports a finding inside the loop's lines on
 the untouched original, at the default tier and at all tiers.
 
+Files gradlint does not lint (hidden paths such as ``.ipynb_checkpoints``,
+``.gitignore``d ones) are not mutated. When the binary has no ``--confidence``
+option, the default output is all there is and both tiers read the same.
+
 Usage::
 
     python3 lint/corpus/mutate.py --repos /tmp/shared/wild-repos-A.tsv \\
         /tmp/shared/wild-repos-B.tsv --gradlint /tmp/mut/gradlint \\
-        --work /tmp/mut/work --jobs 2 --sample 30 --json /tmp/mut/out.json
+        --work /tmp/mut/work --jobs 2 --sample 30 --functions --json /tmp/mut/out.json
 
 Python 3.11+, standard library only.
 """
@@ -727,6 +738,7 @@ class Mutant:
     kind: str
     form: str  # the reset's form: opt | model | params
     opt: str
+    unit: str = "loop"  # loop | function (a per-batch function a loop calls)
     text: str = ""  # the mutated file
     expect_lines: list = field(default_factory=list)  # in the mutated file
     mapping: dict = field(default_factory=dict)
@@ -746,10 +758,11 @@ def diff_of(path: str, old: str, new: str) -> str:
 
 
 def make_mutants(repo: str, path: str, text: str, info: LoopInfo, opts: dict,
-                 helper_resets: set, skips: Counter) -> list[Mutant]:
+                 helper_resets: set, skips: Counter, unit: str = "loop") -> list[Mutant]:
     lines = split_lines(text)
     loop = info.node
     out = []
+    is_loop = unit == "loop"
 
     def attempt(kind: str, form: str, opt: str, build):
         try:
@@ -757,7 +770,7 @@ def make_mutants(repo: str, path: str, text: str, info: LoopInfo, opts: dict,
             expect = build(edit)
             new = edit.text()
             check_compiles(new, path)
-            m = Mutant(repo, path, loop.lineno, kind, form, opt)
+            m = Mutant(repo, path, loop.lineno, kind, form, opt, unit)
             m.text = new
             m.expect_lines = sorted(set(expect))
             m.mapping = edit.mapping()
@@ -778,7 +791,7 @@ def make_mutants(repo: str, path: str, text: str, info: LoopInfo, opts: dict,
             raise Skip("several-steps")
         if built_in_loop(loop, o.name):
             raise Skip("optimizer-built-in-loop")
-        if any(isinstance(s, (ast.Break, ast.Return, ast.Raise)) for s in loop.body):
+        if is_loop and any(isinstance(s, (ast.Break, ast.Return, ast.Raise)) for s in loop.body):
             raise Skip("loop-runs-once")  # an unconditional break: nothing piles up
         called = info.calls & helper_resets
         if called:
@@ -881,7 +894,12 @@ def make_mutants(repo: str, path: str, text: str, info: LoopInfo, opts: dict,
             m = edit.mapping()
             return [m[step.stmt.line]] + edit.marked()
 
-        if single:
+        if single and not is_loop:
+            # a per-batch function: no loop to hoist out of, no window, and a
+            # skip would be a `return`
+            attempt("delete-reset", form, o.name, delete)
+            attempt("reset-before-step", form, o.name, before_step)
+        elif single:
             attempt("delete-reset", form, o.name, delete)
             attempt("hoist-reset", form, o.name, hoist)
             attempt("reset-before-step", form, o.name, before_step)
@@ -907,6 +925,34 @@ class LoopRecord:
     flagged_high: list  # original findings in the loop (default tier)
     flagged_all: list  # original findings in the loop (all tiers)
     mutated: bool = False
+    unit: str = "loop"  # loop | function
+
+
+# Method names too common to tell a call of the tree's function from another
+# object's (`model.train()` is nn.Module's).
+AMBIGUOUS = {"train", "eval", "forward", "__call__", "step", "update", "__init__", "run", "fit", "backward"}
+
+
+def called_in_loops(trees: dict[str, ast.AST]) -> tuple[set[str], set[str]]:
+    """Names called inside a for/while body of the tree; and those of them
+    called in a loop that resets gradients itself (the callee's reset is then
+    not the only one)."""
+    called, by_resetting = set(), set()
+    for tree in trees.values():
+        for n in ast.walk(tree):
+            if not isinstance(n, LOOPS):
+                continue
+            names = set()
+            for c in ast.walk(n):
+                if isinstance(c, ast.Call):
+                    if isinstance(c.func, ast.Name):
+                        names.add(c.func.id)
+                    elif isinstance(c.func, ast.Attribute):
+                        names.add(c.func.attr)
+            called |= names
+            if mentions_reset(n):
+                by_resetting |= names
+    return called, by_resetting
 
 
 def helper_reset_names(trees: dict[str, ast.AST]) -> set[str]:
@@ -999,7 +1045,8 @@ def process_repo(job: dict) -> dict:
         for rel in skipped:
             trees.pop(rel)
         helpers = helper_reset_names(trees)
-        candidates = []  # (rel, info, opts)
+        candidates = []  # (rel, info, opts, unit)
+        in_loops, in_resetting_loops = called_in_loops(trees) if job["functions"] else (set(), set())
         for rel, tree in trees.items():
             if "backward" not in texts[rel]:
                 continue
@@ -1012,7 +1059,23 @@ def process_repo(job: dict) -> dict:
                     if opts is None:
                         res["not_pattern"][why] += 1
                         continue
-                    candidates.append((rel, info, opts))
+                    candidates.append((rel, info, opts, "loop"))
+                elif job["functions"] and isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    # a per-batch function: backward, step and reset in its own
+                    # body (not in a loop of its own), called in a loop of the tree
+                    info = scan_loop(n)
+                    if not info.backwards or not info.steps:
+                        continue
+                    opts, why = loop_pattern(info)
+                    if opts is None:
+                        continue
+                    if n.name in AMBIGUOUS or n.name not in in_loops:
+                        res["not_pattern"]["function: not called in a loop (or a common name)"] += 1
+                        continue
+                    if n.name in in_resetting_loops:
+                        res["not_pattern"]["function: its calling loop resets too"] += 1
+                        continue
+                    candidates.append((rel, info, opts, "function"))
         res["timing"]["analyse_s"] = time.monotonic() - t0
         if not candidates:
             return res
@@ -1025,7 +1088,7 @@ def process_repo(job: dict) -> dict:
         for f in orig:
             orig_by_file[f.path].append(f)
         clean = []
-        for rel, info, opts in candidates:
+        for rel, info, opts, unit in candidates:
             lo, hi = info.node.lineno, info.node.end_lineno or info.node.lineno
             inside = [f for f in orig_by_file.get(rel, []) if f.cell is None and lo <= f.line <= hi]
             rec = LoopRecord(
@@ -1034,19 +1097,25 @@ def process_repo(job: dict) -> dict:
                 sorted({r.form for o in opts.values() for r in o.resets}),
                 [f"{f.line} {f.code}" for f in inside if f.confidence == "high"],
                 [f"{f.line} {f.code} {f.confidence}" for f in inside],
+                unit=unit,
             )
             res["loops"].append(rec)
             if not inside:
-                clean.append((rec, rel, info, opts))
+                clean.append((rec, rel, info, opts, unit))
         # a fair share per repository
         rng = random.Random(f"{job['seed']}:{repo}")
-        if job["max_loops"] and len(clean) > job["max_loops"]:
-            clean = rng.sample(clean, job["max_loops"])
-            clean.sort(key=lambda c: (c[1], c[0].line))
+        if job["max_loops"]:
+            capped = []
+            for unit in ("loop", "function"):
+                these = [c for c in clean if c[4] == unit]
+                if len(these) > job["max_loops"]:
+                    these = rng.sample(these, job["max_loops"])
+                capped += these
+            clean = sorted(capped, key=lambda c: (c[1], c[0].line))
         mutants = []
-        for rec, rel, info, opts in clean:
+        for rec, rel, info, opts, unit in clean:
             rec.mutated = True
-            ms = make_mutants(repo, rel, texts[rel], info, opts, helpers, res["skips"])
+            ms = make_mutants(repo, rel, texts[rel], info, opts, helpers, res["skips"], unit)
             mutants.extend(ms)
         # lint each mutant: the file rewritten, the whole tree, the file restored
         lint_times = []
@@ -1130,6 +1199,9 @@ def main() -> int:
     ap.add_argument("--max-loops-per-repo", type=int, default=20,
                     help="mutate at most this many loops of one repository (seed-fixed sample; 0: all)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N repositories (0: all)")
+    ap.add_argument("--functions", action="store_true",
+                    help="also mutate per-batch functions (backward, step and reset in a function's own "
+                         "body, the function called in a loop of the tree): reported apart from loops")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per gradlint run")
     ap.add_argument("--keep", action="store_true", help="keep the exported trees")
     args = ap.parse_args()
@@ -1147,7 +1219,7 @@ def main() -> int:
             "repo": r, "commit": c, "gitdir": g, "gradlint": binary,
             "confidence_all": confidence_all, "threads": threads, "timeout": args.timeout,
             "work": str(work), "seed": args.seed, "max_loops": args.max_loops_per_repo,
-            "keep": args.keep,
+            "keep": args.keep, "functions": args.functions,
         }
         for r, c, g in repos
     ]
@@ -1192,77 +1264,45 @@ def main() -> int:
 
 def report(results: list[dict], args, wall: float, confidence_all: bool) -> dict:
     errors = [r for r in results if r["error"]]
-    loops = [l for r in results for l in r["loops"]]
-    mutants = [m for r in results for m in r["mutants"]]
-    linted = [m for m in mutants if not m.lint_error]
-    repos_with_loops = {l.repo for l in loops}
-    repos_with_mutants = {m.repo for m in mutants}
-    mutated_loops = [l for l in loops if l.mutated]
+    units = [l for r in results for l in r["loops"]]
+    all_mutants = [m for r in results for m in r["mutants"]]
+    summary = {
+        "repos_listed": len(results),
+        "repos_errors": len(errors),
+        "tiers": "high, medium, low" if confidence_all else "default output only (no --confidence)",
+    }
 
     print()
     print("== repositories")
-    print(f"listed {len(results)}, errors {len(errors)}, with a loop of the pattern {len(repos_with_loops)}, "
-          f"with a mutant {len(repos_with_mutants)}")
+    print(f"listed {len(results)}, errors {len(errors)}, "
+          f"with a loop of the pattern {len({l.repo for l in units if l.unit == 'loop'})}, "
+          f"with a mutant (loops or functions) {len({m.repo for m in all_mutants})}")
     for r in errors[:20]:
         print(f"  error {r['repo']}: {r['error'][:200]}")
-    print()
-    print("== loops")
-    print(f"loops with the pattern: {len(loops)}; clean on the original (all tiers) and mutated: {len(mutated_loops)}")
     np = Counter()
     for r in results:
         np.update(r["not_pattern"])
-    print("loops with backward/step but not the pattern: " + ", ".join(f"{k} {v}" for k, v in np.most_common()))
+    print("loops/functions with backward or a step but not the pattern: "
+          + ", ".join(f"{k} {v}" for k, v in np.most_common()))
 
-    fp_high = [l for l in loops if l.flagged_high]
-    fp_all = [l for l in loops if l.flagged_all]
-    print()
-    print("== false positives on the originals (loops with the pattern that gradlint flags inside)")
-    print(f"default tier (high): {rate(len(fp_high), len(loops))}")
-    print(f"all tiers:           {rate(len(fp_all), len(loops))}")
-    for l in fp_all[:60]:
-        print(f"  {l.repo} {l.path}:{l.line}-{l.end}: {', '.join(l.flagged_all)}")
-
-    print()
-    print("== recall per kind")
-    header = f"{'kind':<22}{'mutants':>8}{'linted':>8}{'high':>20}{'all tiers':>20}"
-    print(header)
-    print("-" * len(header))
-    summary_kinds = {}
-    for kind in KINDS:
-        ms = [m for m in linted if m.kind == kind]
-        n_all = sum(1 for m in mutants if m.kind == kind)
-        hi = sum(1 for m in ms if m.detected.get("high"))
-        al = sum(1 for m in ms if m.detected.get("all"))
-        summary_kinds[kind] = {"mutants": n_all, "linted": len(ms), "detected_high": hi, "detected_all": al}
-        print(f"{kind:<22}{n_all:>8}{len(ms):>8}{rate(hi, len(ms)):>20}{rate(al, len(ms)):>20}")
-    hi = sum(1 for m in linted if m.detected.get("high"))
-    al = sum(1 for m in linted if m.detected.get("all"))
-    print(f"{'all':<22}{len(mutants):>8}{len(linted):>8}{rate(hi, len(linted)):>20}{rate(al, len(linted)):>20}")
-    print()
-    print("recall by the reset's form (all kinds, all tiers):")
-    by_form = {}
-    for form in sorted({m.form for m in linted}):
-        ms = [m for m in linted if m.form == form]
-        d = sum(1 for m in ms if m.detected.get("all"))
-        by_form[form] = {"linted": len(ms), "detected_all": d}
-        print(f"  {form:<8} {rate(d, len(ms))}")
-    missed = [m for m in linted if not m.detected.get("all")]
-    near = Counter("some other new finding in the file" if m.new_findings else "no new finding in the file" for m in missed)
-    print("misses (all tiers): " + ", ".join(f"{k}: {v}" for k, v in near.items()))
-    for m in missed[:100]:
-        print(f"  MISS {m.kind:<20} {m.repo} {m.path}:{','.join(map(str, m.expect_lines))} "
-              f"({m.form} reset of `{m.opt}`, loop at {m.loop_line}); new: {', '.join(m.new_findings) or 'none'}")
+    for unit in ("loop", "function"):
+        loops = [l for l in units if l.unit == unit]
+        if not loops:
+            continue
+        mutants = [m for m in all_mutants if m.unit == unit]
+        summary[unit] = report_unit(unit, loops, mutants)
 
     print()
-    print("== skipped mutants per guard")
+    print("== skipped mutants per guard (n/a: the loop lacks what the kind needs)")
     skips = Counter()
     for r in results:
         skips.update(r["skips"])
     for k, v in sorted(skips.items()):
-        print(f"  {k:<55}{v:>6}")
-    lint_errors = [m for m in mutants if m.lint_error]
+        print(f"  {k:<60}{v:>6}")
+    lint_errors = [m for m in all_mutants if m.lint_error]
     if lint_errors:
         print(f"  (lint failed on {len(lint_errors)} mutants: {lint_errors[0].lint_error[:100]})")
+    summary["skips"] = dict(skips)
 
     print()
     print("== timing")
@@ -1271,14 +1311,17 @@ def report(results: list[dict], args, wall: float, confidence_all: bool) -> dict
         for k, v in r["timing"].items():
             t[k] += v
     n_lints = t["mutants_linted"]
-    print(f"wall {wall:.0f}s with --jobs {args.jobs}; summed per repository: export {t['export_s']:.0f}s, "
+    print(f"wall {wall:.0f}s with --jobs {args.jobs}; summed over repositories: export {t['export_s']:.0f}s, "
           f"analysis {t['analyse_s']:.0f}s, original lints {t['lint_original_s']:.0f}s, "
           f"mutant lints {t['lint_mutants_s']:.0f}s ({int(n_lints)} runs, "
           f"{(t['lint_mutants_s'] / n_lints if n_lints else 0):.2f}s each)")
     slow = sorted(results, key=lambda r: -r["timing"].get("total_s", 0))[:5]
     print("slowest: " + ", ".join(f"{r['repo']} {r['timing'].get('total_s', 0):.0f}s" for r in slow))
+    summary["wall_s"] = wall
+    summary["timing"] = dict(t)
 
-    if args.sample and mutants:
+    linted = [m for m in all_mutants if not m.lint_error]
+    if args.sample and linted:
         rng = random.Random(args.seed)
         pick = rng.sample(linted, min(args.sample, len(linted)))
         print()
@@ -1287,24 +1330,72 @@ def report(results: list[dict], args, wall: float, confidence_all: bool) -> dict
             verdict = "DETECTED (high)" if m.detected.get("high") else (
                 "DETECTED (lower tier)" if m.detected.get("all") else "MISSED")
             print()
-            print(f"--- [{i}] {m.kind} ({m.form} reset of `{m.opt}`) in {m.repo} {m.path}, loop at line {m.loop_line}")
+            print(f"--- [{i}] {m.kind} ({m.form} reset of `{m.opt}`) in {m.repo} {m.path}, {m.unit} at line {m.loop_line}")
             print(f"    expected {'|'.join(sorted(ACCEPT[m.kind]))} at line {', '.join(map(str, m.expect_lines))}; "
                   f"gradlint: {verdict}; new findings in the file: {', '.join(m.new_findings) or 'none'}")
             print(m.diff.rstrip("\n"))
+    return summary
+
+
+def report_unit(unit: str, loops: list, mutants: list) -> dict:
+    """Loops (or per-batch functions): counts, false positives, recall."""
+    linted = [m for m in mutants if not m.lint_error]
+    mutated = [l for l in loops if l.mutated]
+    what = "loops" if unit == "loop" else "per-batch functions (called in a loop of the tree)"
+    print()
+    print(f"== {what}")
+    print(f"with the pattern: {len(loops)} in {len({l.repo for l in loops})} repositories; "
+          f"clean on the original and mutated: {len(mutated)}; "
+          f"mutants: {len(mutants)} in {len({m.repo for m in mutants})} repositories")
+
+    fp_high = [l for l in loops if l.flagged_high]
+    fp_all = [l for l in loops if l.flagged_all]
+    print()
+    print(f"false positives on the originals ({what} with the pattern that gradlint flags inside):")
+    print(f"  default tier (high): {rate(len(fp_high), len(loops))}")
+    print(f"  all tiers:           {rate(len(fp_all), len(loops))}")
+    for l in fp_all[:60]:
+        print(f"    {l.repo} {l.path}:{l.line}-{l.end}: {', '.join(l.flagged_all)}")
+
+    print()
+    print(f"recall per kind ({what}):")
+    header = f"  {'kind':<22}{'mutants':>8}{'linted':>8}{'high (default)':>22}{'all tiers':>22}"
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    kinds = {}
+    for kind in KINDS:
+        ms = [m for m in linted if m.kind == kind]
+        n_all = sum(1 for m in mutants if m.kind == kind)
+        if not n_all:
+            continue
+        hi = sum(1 for m in ms if m.detected.get("high"))
+        al = sum(1 for m in ms if m.detected.get("all"))
+        kinds[kind] = {"mutants": n_all, "linted": len(ms), "detected_high": hi, "detected_all": al}
+        print(f"  {kind:<22}{n_all:>8}{len(ms):>8}{rate(hi, len(ms)):>22}{rate(al, len(ms)):>22}")
+    hi = sum(1 for m in linted if m.detected.get("high"))
+    al = sum(1 for m in linted if m.detected.get("all"))
+    print(f"  {'all':<22}{len(mutants):>8}{len(linted):>8}{rate(hi, len(linted)):>22}{rate(al, len(linted)):>22}")
+    print("  by the reset's form (all kinds, all tiers): " + ", ".join(
+        f"{form} {rate(sum(1 for m in linted if m.form == form and m.detected.get('all')), sum(1 for m in linted if m.form == form))}"
+        for form in sorted({m.form for m in linted})))
+    missed = [m for m in linted if not m.detected.get("all")]
+    near = Counter("another new finding in the file" if m.new_findings else "no new finding in the file" for m in missed)
+    print("  misses (all tiers): " + (", ".join(f"{k}: {v}" for k, v in near.items()) or "none"))
+    for m in missed[:150]:
+        print(f"    MISS {m.kind:<20} {m.repo} {m.path}:{','.join(map(str, m.expect_lines))} "
+              f"({m.form} reset of `{m.opt}`, {unit} at {m.loop_line}); new: {', '.join(m.new_findings) or 'none'}")
     return {
-        "repos_listed": len(results),
-        "repos_errors": len(errors),
-        "repos_with_loops": len(repos_with_loops),
-        "repos_with_mutants": len(repos_with_mutants),
-        "loops": len(loops),
-        "loops_mutated": len(mutated_loops),
+        "units": len(loops),
+        "repos": len({l.repo for l in loops}),
+        "mutated": len(mutated),
+        "mutants": len(mutants),
+        "repos_with_mutants": len({m.repo for m in mutants}),
         "fp_high": len(fp_high),
         "fp_all": len(fp_all),
-        "kinds": summary_kinds,
-        "by_form": by_form,
-        "skips": dict(skips),
-        "wall_s": wall,
-        "timing": dict(t),
+        "kinds": kinds,
+        "detected_high": hi,
+        "detected_all": al,
+        "linted": len(linted),
     }
 
 
