@@ -135,6 +135,7 @@ class Finding:
     line: int
     confidence: str  # high | medium | low (missing: high)
     cell: int | None = None
+    help: str = ""
 
     def key(self) -> tuple:
         return (self.code, self.path, self.line, self.cell)
@@ -180,9 +181,15 @@ class Lint:
                     line=int(d.get("line", 0)),
                     confidence=d.get("confidence") or "high",
                     cell=d.get("cell"),
+                    help=d.get("help", ""),
                 )
             )
         return out, dt, ""
+
+
+def norm_help(text: str) -> str:
+    """A help text with `./` dropped from the paths it names."""
+    return re.sub(r"(?<![\w.])\./", "", text.replace("\\", "/"))
 
 
 def norm(path: str) -> str:
@@ -745,6 +752,11 @@ class Mutant:
     diff: str = ""
     # results
     detected: dict = field(default_factory=dict)  # tier -> bool
+    # tier -> bool: an accepted finding in another file (the step of a class
+    # the loop calls, e.g. an optimizer wrapper's `step()`) whose help names
+    # the mutated file as the loop's ("The loop that runs it is at PATH:LINE")
+    elsewhere: dict = field(default_factory=dict)
+    elsewhere_findings: list = field(default_factory=list)
     new_findings: list = field(default_factory=list)  # in the mutated file
     lint_error: str = ""
 
@@ -1141,6 +1153,15 @@ def process_repo(job: dict) -> dict:
                 if f.path == m.path and f.cell is None and (f.code, f.line) not in before
             ]
             m.new_findings = [f"{f.line} {f.code} {f.confidence}" for f in new]
+            orig_keys = {f.key() for f in orig}
+            moved = [
+                f for f in found
+                if f.path != m.path and f.key() not in orig_keys
+                and f.code in ACCEPT[m.kind] and f"{m.path}:" in norm_help(f.help)
+            ]
+            m.elsewhere_findings = [f"{f.path}:{f.line} {f.code} {f.confidence}" for f in moved]
+            for tier, accepted in TIERS.items():
+                m.elsewhere[tier] = any(f.confidence in accepted for f in moved)
             for tier, accepted in TIERS.items():
                 m.detected[tier] = any(
                     f.code in ACCEPT[m.kind]
@@ -1328,11 +1349,12 @@ def report(results: list[dict], args, wall: float, confidence_all: bool) -> dict
         print(f"== {len(pick)} random mutants (seed {args.seed})")
         for i, m in enumerate(pick, 1):
             verdict = "DETECTED (high)" if m.detected.get("high") else (
-                "DETECTED (lower tier)" if m.detected.get("all") else "MISSED")
+                "DETECTED (lower tier)" if m.detected.get("all") else (
+                    "MISSED here, reported in a callee's file" if m.elsewhere.get("all") else "MISSED"))
             print()
             print(f"--- [{i}] {m.kind} ({m.form} reset of `{m.opt}`) in {m.repo} {m.path}, {m.unit} at line {m.loop_line}")
             print(f"    expected {'|'.join(sorted(ACCEPT[m.kind]))} at line {', '.join(map(str, m.expect_lines))}; "
-                  f"gradlint: {verdict}; new findings in the file: {', '.join(m.new_findings) or 'none'}")
+                  f"gradlint: {verdict}; new findings: {', '.join(m.new_findings + m.elsewhere_findings) or 'none'}")
             print(m.diff.rstrip("\n"))
     return summary
 
@@ -1359,7 +1381,8 @@ def report_unit(unit: str, loops: list, mutants: list) -> dict:
 
     print()
     print(f"recall per kind ({what}):")
-    header = f"  {'kind':<22}{'mutants':>8}{'linted':>8}{'high (default)':>22}{'all tiers':>22}"
+    header = (f"  {'kind':<22}{'mutants':>8}{'linted':>8}{'high (default)':>22}{'all tiers':>22}"
+              f"{'+ callee file':>15}")
     print(header)
     print("  " + "-" * (len(header) - 2))
     kinds = {}
@@ -1370,20 +1393,29 @@ def report_unit(unit: str, loops: list, mutants: list) -> dict:
             continue
         hi = sum(1 for m in ms if m.detected.get("high"))
         al = sum(1 for m in ms if m.detected.get("all"))
-        kinds[kind] = {"mutants": n_all, "linted": len(ms), "detected_high": hi, "detected_all": al}
-        print(f"  {kind:<22}{n_all:>8}{len(ms):>8}{rate(hi, len(ms)):>22}{rate(al, len(ms)):>22}")
+        el = sum(1 for m in ms if not m.detected.get("all") and m.elsewhere.get("all"))
+        kinds[kind] = {"mutants": n_all, "linted": len(ms), "detected_high": hi, "detected_all": al,
+                       "elsewhere_only_all": el}
+        print(f"  {kind:<22}{n_all:>8}{len(ms):>8}{rate(hi, len(ms)):>22}{rate(al, len(ms)):>22}{'+' + str(el):>15}")
     hi = sum(1 for m in linted if m.detected.get("high"))
     al = sum(1 for m in linted if m.detected.get("all"))
-    print(f"  {'all':<22}{len(mutants):>8}{len(linted):>8}{rate(hi, len(linted)):>22}{rate(al, len(linted)):>22}")
+    el = sum(1 for m in linted if not m.detected.get("all") and m.elsewhere.get("all"))
+    print(f"  {'all':<22}{len(mutants):>8}{len(linted):>8}{rate(hi, len(linted)):>22}{rate(al, len(linted)):>22}{'+' + str(el):>15}")
+    print("  (+ callee file: misses in the mutated file whose finding gradlint reports at the step of a")
+    print("   class the loop calls, in another file, its help naming the mutated file as the loop's)")
     print("  by the reset's form (all kinds, all tiers): " + ", ".join(
         f"{form} {rate(sum(1 for m in linted if m.form == form and m.detected.get('all')), sum(1 for m in linted if m.form == form))}"
         for form in sorted({m.form for m in linted})))
     missed = [m for m in linted if not m.detected.get("all")]
-    near = Counter("another new finding in the file" if m.new_findings else "no new finding in the file" for m in missed)
+    near = Counter(
+        "reported in a callee's file" if m.elsewhere.get("all")
+        else "another new finding in the file" if m.new_findings
+        else "no new finding" for m in missed)
     print("  misses (all tiers): " + (", ".join(f"{k}: {v}" for k, v in near.items()) or "none"))
     for m in missed[:150]:
         print(f"    MISS {m.kind:<20} {m.repo} {m.path}:{','.join(map(str, m.expect_lines))} "
-              f"({m.form} reset of `{m.opt}`, {unit} at {m.loop_line}); new: {', '.join(m.new_findings) or 'none'}")
+              f"({m.form} reset of `{m.opt}`, {unit} at {m.loop_line}); "
+              f"new: {', '.join(m.new_findings + m.elsewhere_findings) or 'none'}")
     return {
         "units": len(loops),
         "repos": len({l.repo for l in loops}),
@@ -1395,6 +1427,7 @@ def report_unit(unit: str, loops: list, mutants: list) -> dict:
         "kinds": kinds,
         "detected_high": hi,
         "detected_all": al,
+        "elsewhere_only_all": el,
         "linted": len(linted),
     }
 
