@@ -293,9 +293,10 @@ fn fix_file(
         cell: None,
         message: e.to_string(),
     };
-    if !found.iter().any(|d| {
-        shown(d) && matches!(d.code, "GL001" | "GL002" | "GL003" | "GL005" | "GL009")
-    }) {
+    if !found
+        .iter()
+        .any(|d| shown(d) && matches!(d.code, "GL001" | "GL002" | "GL003" | "GL005" | "GL009"))
+    {
         return Ok((found, None));
     }
     let before = std::fs::read_to_string(path).map_err(io_error)?;
