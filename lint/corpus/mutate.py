@@ -72,9 +72,9 @@ option, the default output is all there is and both tiers read the same.
 
 Usage::
 
-    python3 lint/corpus/mutate.py --repos /tmp/shared/wild-repos-A.tsv \\
-        /tmp/shared/wild-repos-B.tsv --gradlint /tmp/mut/gradlint \\
-        --work /tmp/mut/work --jobs 2 --sample 30 --functions --json /tmp/mut/out.json
+    python3 lint/corpus/mutate.py --repos lint/corpus/wild.toml --mirrors DIR \\
+        --gradlint target/release/gradlint --work /tmp/mut/work --jobs 2 \\
+        --sample 30 --functions --max-loops-per-repo 0 --json /tmp/mut/out.json
 
 Python 3.11+, standard library only.
 """
@@ -1195,9 +1195,24 @@ def rate(n: int, d: int) -> str:
     return f"{n}/{d} = {n / d:.3f}" if d else "0/0"
 
 
-def read_repos(files: list[str]) -> list[tuple[str, str, str]]:
+def read_repos(files: list[str], mirrors: str | None = None) -> list[tuple[str, str, str]]:
+    """Repositories from TSV files, or from a manifest (``wild.toml``: its
+    ``[[repo]]`` entries) whose git copies are found under ``mirrors``."""
     seen = {}
     for f in files:
+        if f.endswith(".toml"):
+            import tomllib
+
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            import evaluate
+
+            for r in tomllib.loads(Path(f).read_text()).get("repo", []):
+                gd = evaluate.git_dir(Path(mirrors), r["repo"]) if mirrors else None
+                if gd is not None and (gd / ".git").is_dir():
+                    gd = gd / ".git"  # a copy with a work tree
+                if gd is not None and r["repo"] not in seen:
+                    seen[r["repo"]] = (r["repo"], r["commit"], str(gd))
+            continue
         for line in Path(f).read_text().splitlines():
             parts = line.rstrip("\n").split("\t")
             if len(parts) < 3 or not parts[0].strip() or parts[0].startswith("#"):
@@ -1210,7 +1225,13 @@ def read_repos(files: list[str]) -> list[tuple[str, str, str]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repos", nargs="+", required=True, help="TSV files: OWNER/NAME, COMMIT, GITDIR")
+    ap.add_argument(
+        "--repos",
+        nargs="+",
+        required=True,
+        help="TSV files (OWNER/NAME, COMMIT, GITDIR) or a manifest such as lint/corpus/wild.toml",
+    )
+    ap.add_argument("--mirrors", help="with a manifest: the folder of git copies (as for evaluate.py)")
     ap.add_argument("--gradlint", required=True, help="the gradlint binary")
     ap.add_argument("--work", required=True, help="scratch folder")
     ap.add_argument("--jobs", type=int, default=2)
@@ -1229,7 +1250,7 @@ def main() -> int:
 
     binary = str(Path(args.gradlint).resolve())
     confidence_all = probe_confidence(binary)
-    repos = read_repos(args.repos)
+    repos = read_repos(args.repos, args.mirrors)
     if args.limit:
         repos = repos[: args.limit]
     work = Path(args.work).resolve()

@@ -683,3 +683,69 @@ fn visit(nodes: &[Node], f: &mut dyn FnMut(&Node)) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Confidence;
+    use crate::{lint_source, Language};
+
+    /// The findings of a Python snippet: (code, confidence, kinds of guesses).
+    fn weighed(source: &str) -> Vec<(&'static str, Confidence, Vec<&'static str>)> {
+        lint_source("t.py", source, Language::Python)
+            .unwrap()
+            .into_iter()
+            .map(|d| {
+                let kinds = d.assumptions.iter().map(|a| a.kind).collect();
+                (d.code, d.confidence, kinds)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_finding_on_visible_code_alone_is_high() {
+        let found = weighed(
+            "for x, y in loader:\n    loss = model(x).sum()\n    loss.backward()\n    opt.step()\n",
+        );
+        assert_eq!(found, vec![("GL001", Confidence::High, vec![])]);
+    }
+
+    #[test]
+    fn a_call_handed_the_optimizer_could_reset_it() {
+        let found = weighed(
+            "for x, y in loader:\n    loss = model(x).sum()\n    loss.backward()\n    opt.step()\n    utils.after_step(opt)\n",
+        );
+        assert_eq!(
+            found,
+            vec![("GL001", Confidence::Medium, vec!["opaque-call"])]
+        );
+    }
+
+    #[test]
+    fn a_setting_is_no_guess_but_an_object_test_is() {
+        let setting = "for x in loader:\n    if args.reset:\n        opt.zero_grad()\n    model(x).sum().backward()\n    opt.step()\n";
+        assert_eq!(weighed(setting), vec![("GL001", Confidence::High, vec![])]);
+        let object = "for x in loader:\n    if opt:\n        opt.zero_grad()\n    model(x).sum().backward()\n    opt.step()\n";
+        assert_eq!(
+            weighed(object),
+            vec![("GL001", Confidence::Medium, vec!["unclassified-condition"])]
+        );
+    }
+
+    #[test]
+    fn a_step_gradlint_cannot_see_is_found_at_low() {
+        let found =
+            weighed("for x in loader:\n    model(x).sum().backward()\n    train_utils.run(opt)\n");
+        assert_eq!(
+            found,
+            vec![("GL001", Confidence::Low, vec!["opaque-step", "opaque-step"])]
+        );
+    }
+
+    #[test]
+    fn tiers_parse_and_order() {
+        assert!(Confidence::High > Confidence::Medium && Confidence::Medium > Confidence::Low);
+        assert_eq!("all".parse::<Confidence>(), Ok(Confidence::Low));
+        assert_eq!("MEDIUM".parse::<Confidence>(), Ok(Confidence::Medium));
+        assert!("sure".parse::<Confidence>().is_err());
+    }
+}

@@ -100,6 +100,14 @@ mod tests {
     }
 
     #[test]
+    fn confidence_setting() {
+        let c: Config = toml::from_str("confidence = \"medium\"").unwrap();
+        assert_eq!(c.confidence, Some(Confidence::Medium));
+        let bad = toml::from_str::<Config>("confidence = \"sure\"").unwrap_err();
+        assert!(bad.to_string().contains("unknown confidence"));
+    }
+
+    #[test]
     fn pyproject_table() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pyproject.toml");

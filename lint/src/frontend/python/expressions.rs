@@ -262,7 +262,35 @@ impl Lowerer<'_> {
         // A constructor (`DataParallel(model)`, `SGD(model.parameters())`)
         // and a model's forward pass (`self.model(x)`) reset nothing.
         let constructor = method.starts_with(|c: char| c.is_ascii_uppercase());
+        // Calls into logging and plotting libraries and the standard
+        // library (`wandb.watch(model)`, `os.path.join`).
+        let first = callee.split('.').next().unwrap_or("");
+        let library = matches!(
+            first,
+            "wandb"
+                | "mlflow"
+                | "neptune"
+                | "logging"
+                | "logger"
+                | "writer"
+                | "tb_writer"
+                | "summary_writer"
+                | "plt"
+                | "np"
+                | "numpy"
+                | "os"
+                | "sys"
+                | "json"
+                | "pickle"
+                | "random"
+                | "time"
+                | "math"
+                | "tqdm"
+                | "shutil"
+                | "copy"
+        );
         if constructor
+            || library
             || inert_call(method)
             || self.functions.contains(method)
             || self.is_model(&callee)
@@ -419,7 +447,8 @@ fn inert_call(method: &str) -> bool {
         "record",
         "track",
         "state_dict",
-        "param_group",
+        "param",
+        "watch",
         "scale",
         "toggle",
         "prepare",
