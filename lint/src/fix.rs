@@ -14,10 +14,11 @@
 //! | rule | fix | applicability |
 //! |---|---|---|
 //! | GL001 | insert `opt.zero_grad()` on the line after the step | safe (one optimizer in the loop); unsafe with several, or when the step is in a helper the loop calls |
-//! | GL002 | move the reset to the top of the loop body | safe when the reset is before the loop and the step directly in the loop body; unsafe otherwise (reset after the loop: inserted after the step) |
-//! | GL003 | move the reset before the backward pass | safe when both are statements of the same block; unsafe when the backward pass is in another block |
+//! | GL001, manual update | `p.grad = None` after `p -= lr * p.grad` in its `for p in ...` loop; `w.grad = None` after a named tensor's update; `model.zero_grad()` after the loop holding an update with no loop over parameters (`fix/manual_update.rs`) | safe over `model.parameters()` (or a name with `param`) with no later read of a gradient, and for a tensor's plain update; unsafe otherwise |
+//! | GL002 | move the reset to the top of the loop body (several resets outside: copy the nearest) | safe when the reset is before the loop and the step runs every iteration in the body; unsafe otherwise (reset after the loop: inserted after the step; step in a helper: to the top of the body) |
+//! | GL003 | move the reset before the backward pass; with the pass out of sight, to the top of the loop body; in a helper, after its step | safe when both are in the same block, or the reset is in the body of a loop stepping one optimizer; unsafe otherwise |
 //! | GL005 | insert the missing reset after the never-reset optimizer's step | unsafe (several optimizers) |
-//! | GL004, GL006, GL007, manual updates | none | |
+//! | GL004, GL006, GL007, GL008 | none | |
 //!
 //! Fixes are computed one file at a time: a finding whose step lies in
 //! another file than its loop (found by analysing the files together) is
@@ -29,9 +30,11 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+mod manual_update;
+
 pub use crate::anchors::{anchors, Anchors};
 use crate::config::Config;
-use crate::ir::Span;
+use crate::ir::{Span, Updater};
 use crate::walk::{self, Report};
 use crate::{lint_source, Diagnostic, FileError, Language};
 
@@ -71,15 +74,22 @@ pub fn fixes_of(source: &str, language: Language, finding: &Diagnostic) -> Vec<F
         return Vec::new();
     }
     let text = Text { source, language };
-    match finding.code {
-        "GL001" => insert_reset_after_step(&text, finding, finding.anchors.optimizers_in_loop > 1)
+    let manual = match &finding.anchors.updater {
+        Some(u @ (Updater::Manual | Updater::Tensor(_))) => Some(u),
+        _ => None,
+    };
+    match (finding.code, manual) {
+        ("GL001", Some(updater)) => manual_update::fixes(&text, finding, updater),
+        ("GL001", None) => {
+            insert_reset_after_step(&text, finding, finding.anchors.optimizers_in_loop > 1)
+                .into_iter()
+                .collect()
+        }
+        ("GL002", _) => move_reset_into_loop(&text, finding),
+        ("GL003", _) => move_reset_before_backward(&text, finding)
             .into_iter()
             .collect(),
-        "GL002" => move_reset_into_loop(&text, finding),
-        "GL003" => move_reset_before_backward(&text, finding)
-            .into_iter()
-            .collect(),
-        "GL005" => insert_reset_after_step(&text, finding, true)
+        ("GL005", _) => insert_reset_after_step(&text, finding, true)
             .into_iter()
             .collect(),
         _ => Vec::new(),
@@ -533,7 +543,7 @@ fn reset_statement(text: &Text, receiver: &str) -> String {
 
 /// GL001, GL005: `opt.zero_grad()` on the line after `opt.step()`.
 fn insert_reset_after_step(text: &Text, finding: &Diagnostic, uncertain: bool) -> Option<Fix> {
-    if !finding.anchors.optimizer {
+    if !matches!(finding.anchors.updater, Some(Updater::Optimizer(_))) {
         return None;
     }
     // A step in a helper called from the loop: the helper may serve other
@@ -563,20 +573,25 @@ fn insert_reset_after_step(text: &Text, finding: &Diagnostic, uncertain: bool) -
 
 /// GL002: the reset outside the loop moves to the top of the loop body;
 /// when removing it would hurt another loop (the check refuses the move), a
-/// copy goes there instead.
+/// copy goes there instead. With several resets outside the loop, the one
+/// nearest before it is copied and all are kept.
 fn move_reset_into_loop(text: &Text, finding: &Diagnostic) -> Vec<Fix> {
     let anchors = &finding.anchors;
-    let [reset_span] = anchors.resets_outside_loop.as_slice() else {
+    let Some(loop_span) = anchors.loop_span else {
         return Vec::new();
     };
-    let (Some(loop_span), Some(reset), Some(step)) = (
-        anchors.loop_span,
-        text.statement(*reset_span),
-        text.statement(finding.span),
-    ) else {
+    let outside = &anchors.resets_outside_loop;
+    let nearest_before = outside
+        .iter()
+        .filter(|r| r.end <= loop_span.start)
+        .max_by_key(|r| r.start);
+    let Some(reset_span) = nearest_before.or(outside.first()) else {
         return Vec::new();
     };
-    let Some((body, body_indent)) = text.loop_body(loop_span) else {
+    let several = outside.len() > 1;
+    let (Some(reset), Some((body, body_indent))) =
+        (text.statement(*reset_span), text.loop_body(loop_span))
+    else {
         return Vec::new();
     };
     let remove = Edit {
@@ -584,47 +599,101 @@ fn move_reset_into_loop(text: &Text, finding: &Diagnostic) -> Vec<Fix> {
         end: reset.next_line,
         text: String::new(),
     };
-    let before_loop = reset_span.end <= loop_span.start;
-    let step_in_body = step.indent == body_indent;
-    if before_loop && step_in_body && anchors.optimizers_in_loop <= 1 {
-        let insert = Edit {
-            start: body,
-            end: body,
-            text: format!("{body_indent}{}{}", reset.text, reset.newline),
-        };
-        return vec![
-            Fix {
-                applicability: Applicability::Safe,
-                edits: vec![remove, insert.clone()],
-            },
-            Fix {
-                applicability: Applicability::Safe,
-                edits: vec![insert],
-            },
-        ];
-    }
-    // After the loop, or the step nested in the body: right after the step.
-    let insert = Edit {
-        start: step.content_end,
-        end: step.content_end,
-        text: format!("{}{}{}", step.newline, step.indent, reset.text),
+    let insert_at_top = Edit {
+        start: body,
+        end: body,
+        text: format!("{body_indent}{}{}", reset.text, reset.newline),
     };
-    vec![
-        Fix {
-            applicability: Applicability::Unsafe,
-            edits: vec![remove, insert.clone()],
-        },
-        Fix {
+    // The move, then the copy (the move alone when the others stay).
+    let moves = |applicability| {
+        let mut out = Vec::new();
+        if !several {
+            out.push(Fix {
+                applicability,
+                edits: vec![remove.clone(), insert_at_top.clone()],
+            });
+        }
+        out.push(Fix {
+            applicability,
+            edits: vec![insert_at_top.clone()],
+        });
+        out
+    };
+    let before_loop = reset_span.end <= loop_span.start;
+    let in_helper = !loop_span.contains(finding.span);
+    let manual = matches!(anchors.updater, Some(Updater::Manual | Updater::Tensor(_)));
+    let step = text.statement(finding.span);
+    // A manual update in `with torch.no_grad():` and `for p in
+    // model.parameters():` runs every iteration as a step in the body does.
+    let step_in_body = !in_helper
+        && (step.as_ref().is_some_and(|s| s.indent == body_indent)
+            || (manual && manual_update::runs_every_iteration(text, finding.span, loop_span)));
+    if before_loop && step_in_body && anchors.optimizers_in_loop <= 1 {
+        return moves(Applicability::Safe);
+    }
+    // A manual update nested in a loop over parameters: its own fixes (a
+    // model's reset right after `p -= ...` would clear the parameters the
+    // loop has not updated yet), never safe here.
+    if let Some(updater) = anchors.updater.as_ref().filter(|_| manual) {
+        let mut fixes = manual_update::fixes(text, finding, updater);
+        for f in &mut fixes {
+            f.applicability = Applicability::Unsafe;
+        }
+        return fixes;
+    }
+    // The step in a helper the loop calls: the reset, written in the loop's
+    // own scope, goes to the top of the loop body (the call may be
+    // conditional, or the helper serve other loops: unsafe).
+    let mut out = if in_helper && before_loop {
+        moves(Applicability::Unsafe)
+    } else {
+        Vec::new()
+    };
+    // After the loop, or the step nested in the body: right after the step.
+    if let Some(step) = step {
+        let insert = Edit {
+            start: step.content_end,
+            end: step.content_end,
+            text: format!("{}{}{}", step.newline, step.indent, reset.text),
+        };
+        if !several {
+            out.push(Fix {
+                applicability: Applicability::Unsafe,
+                edits: vec![remove, insert.clone()],
+            });
+        }
+        out.push(Fix {
             applicability: Applicability::Unsafe,
             edits: vec![insert],
-        },
-    ]
+        });
+    }
+    out
 }
 
 /// GL003: the reset between backward and step moves before the backward
-/// pass (the nearest line above it in the loop that calls `backward(`).
-fn move_reset_before_backward(text: &Text, finding: &Diagnostic) -> Option<Fix> {
-    let reset = text.statement(finding.span)?;
+/// pass (the nearest line above it in the loop that calls `backward(`);
+/// with the backward pass out of sight (in a function the loop calls), to
+/// the top of the loop body; in a helper, right after the step.
+fn move_reset_before_backward(text: &Text, finding: &Diagnostic) -> Vec<Fix> {
+    let Some(reset) = text.statement(finding.span) else {
+        return Vec::new();
+    };
+    let mut fixes: Vec<Fix> = [
+        before_backward_line(text, finding, &reset),
+        to_top_of_loop(text, finding, &reset),
+        after_its_step(text, &reset),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    // A safe fix first, even with `--unsafe-fixes` (the sort is stable).
+    fixes.sort_by_key(|f| f.applicability == Applicability::Unsafe);
+    fixes
+}
+
+/// The reset moved before the nearest line above it in the loop that calls
+/// `backward(`: safe when both are in the same block.
+fn before_backward_line(text: &Text, finding: &Diagnostic, reset: &Statement) -> Option<Fix> {
     let loop_start = finding.anchors.loop_span.map_or(0, |s| s.start);
     let mut at = reset.line_start;
     let backward_line = loop {
@@ -666,6 +735,98 @@ fn move_reset_before_backward(text: &Text, finding: &Diagnostic) -> Option<Fix> 
             },
         ],
     })
+}
+
+/// The reset, a statement of the loop body, moved to the top of the body:
+/// before everything the iteration runs, the backward pass included. Safe
+/// with one optimizer in the loop (the check refuses it when the backward
+/// pass is not between the two places: the finding would remain).
+fn to_top_of_loop(text: &Text, finding: &Diagnostic, reset: &Statement) -> Option<Fix> {
+    let loop_span = finding
+        .anchors
+        .loop_span
+        .filter(|l| l.contains(finding.span))?;
+    let (body, body_indent) = text.loop_body(loop_span)?;
+    if reset.indent != body_indent || reset.line_start == body {
+        return None;
+    }
+    Some(Fix {
+        applicability: if finding.anchors.optimizers_in_loop <= 1 {
+            Applicability::Safe
+        } else {
+            Applicability::Unsafe
+        },
+        edits: vec![
+            Edit {
+                start: body,
+                end: body,
+                text: format!("{body_indent}{}{}", reset.text, reset.newline),
+            },
+            Edit {
+                start: reset.line_start,
+                end: reset.next_line,
+                text: String::new(),
+            },
+        ],
+    })
+}
+
+/// The reset moved right after the step of its own optimizer that follows
+/// it in the same block (`opt.zero_grad()` ... `opt.step()` or
+/// `scaler.step(opt)`): unsafe (the first pass of a run is then applied
+/// with whatever gradients were there before it).
+fn after_its_step(text: &Text, reset: &Statement) -> Option<Fix> {
+    let receiver = reset.text.split(".zero_grad(").next()?.trim();
+    let plain = !receiver.is_empty()
+        && receiver
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.');
+    if !plain || !reset.text.contains(".zero_grad(") {
+        return None;
+    }
+    let mut at = reset.next_line;
+    while at < text.source.len() {
+        let code = text.code_of_line(at);
+        if !code.is_empty() {
+            let indent = text.indent_of(at);
+            if indent.len() < reset.indent.len() {
+                return None;
+            }
+            let steps = code.starts_with(&format!("{receiver}.step("))
+                || code.contains(&format!(".step({receiver})"))
+                || code.contains(&format!(".step({receiver},"));
+            if steps && indent == reset.indent {
+                // A whole statement on its line: not a header, not the
+                // start of a call continued below.
+                let balanced = code.matches('(').count() == code.matches(')').count();
+                let whole = match text.language {
+                    Language::Python => !code.ends_with(':'),
+                    Language::Rust => code.ends_with(';'),
+                };
+                if !(balanced && whole) {
+                    return None;
+                }
+                let end = text.content_end(at);
+                return Some(Fix {
+                    applicability: Applicability::Unsafe,
+                    edits: vec![
+                        Edit {
+                            start: end,
+                            end,
+                            text: format!("{}{}{}", reset.newline, reset.indent, reset.text),
+                        },
+                        Edit {
+                            start: reset.line_start,
+                            end: reset.next_line,
+                            text: String::new(),
+                        },
+                    ],
+                });
+            }
+        }
+        at = text.next_line(at);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -728,10 +889,12 @@ mod tests {
     }
 
     #[test]
-    fn manual_updates_and_syntax_errors_are_not_touched() {
-        let manual = "for x in data:\n    loss(x).backward()\n    for p in params:\n        p -= 0.1 * p.grad\n";
-        let out = fix(manual, true);
-        assert_eq!((out.fixed, out.source.as_str()), (0, manual));
+    fn findings_without_a_fix_and_syntax_errors_are_not_touched() {
+        // GL004: where the reset belongs is the reader's call.
+        let accumulation = "for i, x in enumerate(data):\n    loss(x).backward()\n    if (i + 1) % 4 == 0:\n        opt.step()\n    opt.zero_grad()\n";
+        let out = fix(accumulation, true);
+        assert_eq!(out.remaining[0].code, "GL004");
+        assert_eq!((out.fixed, out.source.as_str()), (0, accumulation));
         assert!(fix_source("t.py", "for x in:\n", Language::Python, true, &|_| true).is_err());
     }
 
