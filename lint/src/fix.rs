@@ -20,9 +20,12 @@
 //! | GL005 | insert the missing reset after the never-reset optimizer's step | unsafe (several optimizers) |
 //! | GL004, GL006, GL007, GL008 | none | |
 //!
-//! Fixes are computed one file at a time: a finding whose step lies in
-//! another file than its loop (found by analysing the files together) is
-//! never fixed, since its anchors would lie in two files.
+//! Fixes are computed one file at a time. A finding whose step (or reset)
+//! lies in another file than its loop (found by analysing the files
+//! together) carries no anchors: with `--unsafe-fixes` it is fixed from that
+//! file's text alone (the reset after the step, in the file's own names; a
+//! GL003 reset moved after its step), and the check lints the files
+//! together again.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -232,8 +235,8 @@ pub fn fix_paths(
         .expect("thread pool");
     let enabled = |code: &str| config.enabled(code);
     // Fixes are made one file at a time; the findings of the files analysed
-    // together (a step in another file than its loop) are reported, never
-    // fixed.
+    // together (a step in another file than its loop) are fixed after, with
+    // `--unsafe-fixes` only.
     let (results, together) = pool.install(|| {
         let results: Vec<FileOutcome> = files
             .par_iter()
@@ -257,6 +260,18 @@ pub fn fix_paths(
             Err(e) => errors.push(e),
         }
     }
+    // Findings placed in another file than their loop, with
+    // `--unsafe-fixes`: fixed in that file, each checked against the files
+    // analysed together.
+    let elsewhere = |d: &Diagnostic| d.anchors.elsewhere && config.enabled(d.code);
+    if unsafe_fixes && diagnostics.iter().any(elsewhere) {
+        let outcome = pool.install(|| fix_elsewhere(&files, config, &mut changed, write));
+        fixed += outcome.fixed;
+        errors.extend(outcome.errors);
+        let touched = |d: &Diagnostic| outcome.touched.iter().any(|p| Path::new(&d.path) == p);
+        diagnostics.retain(|d| !touched(d));
+        diagnostics.extend(outcome.found.into_iter().filter(touched));
+    }
     diagnostics.retain(|d| config.enabled(d.code));
     walk::sort_and_dedup(&mut diagnostics);
     errors.sort_by(|a, b| a.path.cmp(&b.path));
@@ -268,6 +283,163 @@ pub fn fix_paths(
         fixed: Some(fixed),
     };
     (report, changed)
+}
+
+/// What fixing the findings placed in another file than their loop did.
+struct ElsewhereOutcome {
+    /// Findings fixed.
+    fixed: usize,
+    /// The files changed.
+    touched: Vec<PathBuf>,
+    /// The findings of all files, linted together after the fixes.
+    found: Vec<Diagnostic>,
+    /// Files that could not be written.
+    errors: Vec<FileError>,
+}
+
+/// Fixes, one at a time, the findings placed in another file than their
+/// loop (a step in a method of a class defined there): in that file, in its
+/// own names (`self.optimizer.zero_grad()` after `self.optimizer.step()`),
+/// always unsafe (the method may serve other callers). Each fix is checked
+/// as every fix is, but against the files analysed together: the new text
+/// parses, and linting all files again gives the same findings minus the
+/// one fixed. `changed` holds the files already fixed one by one (their new
+/// texts are read from there); the files changed here join it.
+fn fix_elsewhere(
+    files: &[PathBuf],
+    config: &Config,
+    changed: &mut Vec<FileFix>,
+    write: bool,
+) -> ElsewhereOutcome {
+    let mut sources: crate::project::Sources = changed
+        .iter()
+        .map(|f| (f.path.clone(), f.after.clone()))
+        .collect();
+    let lint_all = |sources: &crate::project::Sources| -> Vec<Diagnostic> {
+        crate::project::lint_files_with(files, config, sources)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|d| config.enabled(d.code))
+            .collect()
+    };
+    let mut found = lint_all(&sources);
+    let mut fixes_by_file: Vec<(PathBuf, usize)> = Vec::new();
+    'rounds: loop {
+        for finding in found.iter().filter(|d| d.anchors.elsewhere) {
+            let path = PathBuf::from(&finding.path);
+            let notebook = path.extension().is_some_and(|e| e == "ipynb");
+            if notebook || Language::of(&path) != Some(Language::Python) {
+                continue;
+            }
+            let current = match sources.get(&path) {
+                Some(t) => t.clone(),
+                None => match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(_) => continue,
+                },
+            };
+            for fix in elsewhere_fixes(&current, Language::Python, finding) {
+                let candidate = apply(&current, &fix.edits);
+                if lint_source(&finding.path, &candidate, Language::Python).is_err() {
+                    continue;
+                }
+                let mut next = sources.clone();
+                next.insert(path.clone(), candidate);
+                let after = lint_all(&next);
+                if same_findings_minus(&found, &after, finding) {
+                    sources = next;
+                    found = after;
+                    match fixes_by_file.iter_mut().find(|(p, _)| *p == path) {
+                        Some((_, n)) => *n += 1,
+                        None => fixes_by_file.push((path, 1)),
+                    }
+                    continue 'rounds;
+                }
+            }
+        }
+        break;
+    }
+    let mut errors = Vec::new();
+    let mut touched = Vec::new();
+    for (path, n) in &fixes_by_file {
+        let after = sources[path].clone();
+        let name = path.display().to_string();
+        if write {
+            if let Err(e) = write_atomically(path, &after) {
+                errors.push(FileError {
+                    path: name,
+                    line: None,
+                    column: None,
+                    cell: None,
+                    message: format!("cannot write the fixed file (left unchanged): {e}"),
+                });
+                continue;
+            }
+        }
+        match changed.iter_mut().find(|f| f.path == *path) {
+            Some(f) => {
+                f.after = after;
+                f.fixed += n;
+            }
+            None => changed.push(FileFix {
+                path: path.clone(),
+                before: std::fs::read_to_string(path).unwrap_or_default(),
+                after,
+                fixed: *n,
+            }),
+        }
+        touched.push(path.clone());
+    }
+    // A file that could not be written keeps its findings.
+    if !errors.is_empty() {
+        found = lint_all(
+            &changed
+                .iter()
+                .map(|f| (f.path.clone(), f.after.clone()))
+                .collect(),
+        );
+    }
+    ElsewhereOutcome {
+        fixed: fixes_by_file
+            .iter()
+            .filter(|(p, _)| touched.contains(p))
+            .map(|(_, n)| n)
+            .sum(),
+        touched,
+        found,
+        errors,
+    }
+}
+
+/// Whether `after` is `before` without `fixed`, findings compared by file,
+/// rule and message (positions move).
+fn same_findings_minus(before: &[Diagnostic], after: &[Diagnostic], fixed: &Diagnostic) -> bool {
+    let key = |d: &Diagnostic| (d.path.clone(), d.code, d.message.clone());
+    let mut count: HashMap<(String, &str, String), i64> = HashMap::new();
+    for d in before {
+        *count.entry(key(d)).or_default() += 1;
+    }
+    *count.entry(key(fixed)).or_default() -= 1;
+    for d in after {
+        *count.entry(key(d)).or_default() -= 1;
+    }
+    count.values().all(|&n| n == 0)
+}
+
+/// The fixes of a finding placed in another file than its loop, made from
+/// that file's text alone: the reset after an optimizer's step (GL001,
+/// GL002, GL005), a reset moved after its step (GL003). Unsafe.
+fn elsewhere_fixes(source: &str, language: Language, finding: &Diagnostic) -> Vec<Fix> {
+    let text = Text { source, language };
+    let fix = match finding.code {
+        "GL001" | "GL002" | "GL005" => reset_after_step(&text, finding.span, Applicability::Unsafe),
+        "GL003" => text
+            .statement(finding.span)
+            .and_then(|reset| after_its_step(&text, &reset)),
+        _ => None,
+    };
+    fix.into_iter().collect()
 }
 
 /// A file's findings after fixing, and its change if any.
@@ -553,16 +725,22 @@ fn insert_reset_after_step(text: &Text, finding: &Diagnostic, uncertain: bool) -
         .loop_span
         .is_some_and(|l| !l.contains(finding.span));
     let uncertain = uncertain || in_helper;
-    let step = text.statement(finding.span)?;
-    let call = &text.source[finding.span.start..finding.span.end];
+    let applicability = if uncertain {
+        Applicability::Unsafe
+    } else {
+        Applicability::Safe
+    };
+    reset_after_step(text, finding.span, applicability)
+}
+
+/// `opt.zero_grad()` on the line after the step `opt.step()` at `span`.
+fn reset_after_step(text: &Text, span: Span, applicability: Applicability) -> Option<Fix> {
+    let step = text.statement(span)?;
+    let call = &text.source[span.start..span.end];
     let receiver = step_receiver(call)?;
     let reset = reset_statement(text, receiver);
     Some(Fix {
-        applicability: if uncertain {
-            Applicability::Unsafe
-        } else {
-            Applicability::Safe
-        },
+        applicability,
         edits: vec![Edit {
             start: step.content_end,
             end: step.content_end,
@@ -937,14 +1115,14 @@ mod tests {
     }
 
     #[test]
-    fn a_finding_in_another_file_than_its_loop_is_reported_not_fixed() {
+    fn a_finding_in_another_file_than_its_loop_is_fixed_there_only_unsafely() {
         let dir = tempfile::tempdir().unwrap();
         let train = "from .trainer import Trainer\n\ndef main(m, data):\n    t = Trainer(m)\n    for b in data:\n        t.run_batch(b)\n";
         let trainer = "import torch\n\nclass Trainer:\n    def __init__(self, m):\n        self.optimizer = torch.optim.SGD(m.parameters(), lr=0.1)\n\n    def run_batch(self, b):\n        loss(b).backward()\n        self.optimizer.step()\n";
         std::fs::write(dir.path().join("train.py"), train).unwrap();
         std::fs::write(dir.path().join("trainer.py"), trainer).unwrap();
         let root = vec![dir.path().to_path_buf()];
-        let (report, changed) = fix_paths(&root, &Config::default(), true, true);
+        let (report, changed) = fix_paths(&root, &Config::default(), false, true);
         assert!(changed.is_empty());
         assert_eq!(report.fixed, Some(0));
         let found: Vec<_> = report
@@ -960,6 +1138,47 @@ mod tests {
             .collect();
         assert_eq!(found, vec![("trainer.py".into(), 9, "GL001")]);
         assert!(report.diagnostics[0].anchors.elsewhere);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("trainer.py")).unwrap(),
+            trainer
+        );
+        // With --unsafe-fixes: the reset after the step, in the method's names.
+        let (report, changed) = fix_paths(&root, &Config::default(), true, true);
+        assert_eq!(report.fixed, Some(1));
+        assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("trainer.py")).unwrap(),
+            format!("{trainer}        self.optimizer.zero_grad()\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("train.py")).unwrap(),
+            train
+        );
+    }
+
+    #[test]
+    fn a_reset_before_the_step_in_another_file_moves_after_it_with_a_diff_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let train = "from .trainer import Trainer\n\ndef main(m, data):\n    t = Trainer(m)\n    for b in data:\n        loss(t.model(b)).backward()\n        t.update()\n";
+        let trainer = "import torch\n\nclass Trainer:\n    def __init__(self, m):\n        self.model = m\n        self.optimizer = torch.optim.SGD(m.parameters(), lr=0.1)\n\n    def update(self):\n        self.optimizer.zero_grad()\n        self.optimizer.step()\n";
+        std::fs::write(dir.path().join("train.py"), train).unwrap();
+        std::fs::write(dir.path().join("trainer.py"), trainer).unwrap();
+        let root = vec![dir.path().to_path_buf()];
+        let (before, _) = fix_paths(&root, &Config::default(), false, false);
+        assert_eq!(before.diagnostics.len(), 1, "{:?}", before.diagnostics);
+        assert_eq!(before.diagnostics[0].code, "GL003");
+        // Not written (a diff), but the change is the move.
+        let (report, changed) = fix_paths(&root, &Config::default(), true, false);
+        assert_eq!(report.fixed, Some(1));
+        assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
+        assert_eq!(
+            changed[0].after,
+            trainer.replace(
+                "        self.optimizer.zero_grad()\n        self.optimizer.step()\n",
+                "        self.optimizer.step()\n        self.optimizer.zero_grad()\n"
+            )
+        );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("trainer.py")).unwrap(),
             trainer

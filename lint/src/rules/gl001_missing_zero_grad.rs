@@ -85,7 +85,10 @@ of the loop body (only `with` blocks around it) and nothing after it reads
 `w.grad`, unsafe under a condition or in a nested loop. An update in a
 helper function the loop calls is fixed there, only with `--unsafe-fixes`.
 A finding whose step lies in another file than its loop (a method of a
-class defined in another file of the invocation) has no automatic fix.
+class defined in another file of the invocation) gets the reset after the
+step in that file, in its own names (`self.optimizer.zero_grad()`), only
+with `--unsafe-fixes` (the method may serve other callers), checked by
+linting the files together again.
 
 ## References
 - PyTorch: `torch.optim.Optimizer.zero_grad`, `torch.autograd.grad`

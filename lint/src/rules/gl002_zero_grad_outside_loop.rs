@@ -53,7 +53,9 @@ the body gets GL001's fix instead, `p.grad = None` in its loop). A step in a
 helper function the loop calls: the reset, in the loop's own names, moves to
 the top of the loop body, only with `--unsafe-fixes`.
 A finding whose step lies in another file than its loop (a method of a
-class defined in another file of the invocation) has no automatic fix.
+class defined in another file of the invocation) gets the reset after the
+step in that file, in its own names, only with `--unsafe-fixes`, checked by
+linting the files together again.
 "#;
 
 /// Gradients pile up, the loop has no reset, but the function resets outside it.

@@ -49,8 +49,10 @@ optimizer in the loop, unsafe with several. A reset in a helper function,
 followed in its block by its optimizer's step, moves right after that step,
 only with `--unsafe-fixes`. Every move is checked: one that leaves the
 backward pass after the reset is refused.
-A finding whose step lies in another file than its loop (a method of a
-class defined in another file of the invocation) has no automatic fix.
+A finding whose reset lies in another file than its loop (a method of a
+class defined in another file of the invocation) has the reset moved after
+its step there when the step follows it in the same block, only with
+`--unsafe-fixes`, checked by linting the files together again.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {
