@@ -433,7 +433,9 @@ fn same_findings_minus(before: &[Diagnostic], after: &[Diagnostic], fixed: &Diag
 fn elsewhere_fixes(source: &str, language: Language, finding: &Diagnostic) -> Vec<Fix> {
     let text = Text { source, language };
     let fix = match finding.code {
-        "GL001" | "GL002" | "GL005" => reset_after_step(&text, finding.span, Applicability::Unsafe),
+        "GL001" | "GL002" | "GL005" => {
+            reset_after_step(&text, finding.span, None, Applicability::Unsafe)
+        }
         "GL003" => text
             .statement(finding.span)
             .and_then(|reset| after_its_step(&text, &reset)),
@@ -684,16 +686,33 @@ impl Text<'_> {
     }
 }
 
-/// The receiver of a step call: `opt` in `opt.step()`, `self.opt` in
-/// `self.opt.step(closure)`.
-fn step_receiver(call: &str) -> Option<&str> {
+/// The optimizer of a step call: `opt` in `opt.step()`, `self.opt` in
+/// `self.opt.step(closure)`, and `opt` in `scaler.step(opt)` (AMP's grad
+/// scaler steps the optimizer it is given): the argument when it is the
+/// finding's optimizer `updater`, or, with none known, when the receiver is
+/// a scaler.
+fn step_receiver<'c>(call: &'c str, updater: Option<&str>) -> Option<&'c str> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+    };
     let at = call.rfind(".step(")?;
     let receiver = call[..at].trim();
-    let plain = !receiver.is_empty()
-        && receiver
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '.');
-    plain.then_some(receiver)
+    let argument = call[at + ".step(".len()..]
+        .split([',', ')'])
+        .next()
+        .map(str::trim)
+        .filter(|a| plain(a) && !a.contains('='));
+    let scaler = receiver
+        .rsplit('.')
+        .next()
+        .is_some_and(|r| r.to_ascii_lowercase().contains("scaler"));
+    match (argument, updater) {
+        (Some(a), Some(u)) if a == u && receiver != u => Some(a),
+        (Some(a), None) if scaler => Some(a),
+        _ => plain(receiver).then_some(receiver),
+    }
 }
 
 /// `opt.zero_grad()` in the file's style: Python keeps the first
@@ -730,14 +749,24 @@ fn insert_reset_after_step(text: &Text, finding: &Diagnostic, uncertain: bool) -
     } else {
         Applicability::Safe
     };
-    reset_after_step(text, finding.span, applicability)
+    let optimizer = match &finding.anchors.updater {
+        Some(Updater::Optimizer(o)) => Some(o.as_str()),
+        _ => None,
+    };
+    reset_after_step(text, finding.span, optimizer, applicability)
 }
 
-/// `opt.zero_grad()` on the line after the step `opt.step()` at `span`.
-fn reset_after_step(text: &Text, span: Span, applicability: Applicability) -> Option<Fix> {
+/// `opt.zero_grad()` on the line after the step `opt.step()` (or
+/// `scaler.step(opt)`) at `span`, of the optimizer `updater` when known.
+fn reset_after_step(
+    text: &Text,
+    span: Span,
+    updater: Option<&str>,
+    applicability: Applicability,
+) -> Option<Fix> {
     let step = text.statement(span)?;
     let call = &text.source[span.start..span.end];
-    let receiver = step_receiver(call)?;
+    let receiver = step_receiver(call, updater)?;
     let reset = reset_statement(text, receiver);
     Some(Fix {
         applicability,
@@ -1038,6 +1067,22 @@ mod tests {
             out.source,
             "for x in data:\r\n    opt.zero_grad(set_to_none=True)\r\n    loss(x).backward()\r\n    opt.step()\r\n\r\nfor x in data:\r\n    opt.zero_grad(set_to_none=True)\r\n    loss(x).backward()\r\n    opt.step()"
         );
+    }
+
+    #[test]
+    fn a_scaler_step_gets_the_reset_of_the_optimizer_it_steps() {
+        let src = "for x in data:\n    scaler.scale(loss(x)).backward()\n    scaler.step(optimizer)\n    scaler.update()\n";
+        let out = fix(src, false);
+        assert_eq!(
+            out.source,
+            "for x in data:\n    scaler.scale(loss(x)).backward()\n    scaler.step(optimizer)\n    optimizer.zero_grad()\n    scaler.update()\n"
+        );
+        assert_eq!(step_receiver("opt.step(closure)", Some("opt")), Some("opt"));
+        assert_eq!(
+            step_receiver("self.scaler.step(self.opt)", None),
+            Some("self.opt")
+        );
+        assert_eq!(step_receiver("opt.step(lr=0.1)", None), Some("opt"));
     }
 
     #[test]

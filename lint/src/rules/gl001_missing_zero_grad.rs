@@ -65,7 +65,8 @@ or fresh gradients: `grads = torch.autograd.grad(loss, model.parameters())`.
 
 ## Fix
 `--fix` inserts `optimizer.zero_grad()` on the line after the step: the
-step's indentation, the optimizer's own name, and the file's `set_to_none=`
+step's indentation, the optimizer's own name (`opt` of AMP's
+`scaler.step(opt)`), and the file's `set_to_none=`
 argument when it uses one (Rust: `opt.zero_grad();`). Safe when the loop steps
 one optimizer; with several optimizers, or a step in a helper function the
 loop calls, only with `--unsafe-fixes`.
