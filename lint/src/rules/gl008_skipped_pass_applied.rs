@@ -55,6 +55,11 @@ and gradguard (`opt.backward(&loss)?`, a skip on `loss_val.is_nan()`, then
 behind (tch resets before its pass; candle and gradguard step with a fresh
 `GradStore`), and neither does a candle loop whose `loss.backward()?`
 returns a fresh store: a skip there drops the pass.
+
+## Fix
+No automatic fix: whether to reset at the top of the iteration or in the
+skip branch (and whether the test belongs before `backward()`) is the
+reader's call.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {
