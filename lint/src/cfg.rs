@@ -989,7 +989,10 @@ impl Builder<'_> {
                 branches,
                 exhaustive,
                 tests,
+                ..
             } => self.branches(branches, *exhaustive, tests, &frontier, ctx),
+            // Read as doing nothing to gradients (see `crate::assumptions`).
+            Node::Opaque(_) => frontier,
             Node::Loop {
                 body,
                 assigned,

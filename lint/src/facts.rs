@@ -124,7 +124,12 @@ fn events_around(nodes: &[Node], around: Option<Span>, out: &mut Vec<(Event, Spa
             }
             Node::Loop { .. } => {}
             Node::Accumulate(body) => events_around(body, around, out),
-            Node::Break | Node::Continue | Node::Return | Node::Raise | Node::Set(..) => {}
+            Node::Break
+            | Node::Continue
+            | Node::Return
+            | Node::Raise
+            | Node::Set(..)
+            | Node::Opaque(_) => {}
         }
     }
 }

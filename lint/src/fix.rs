@@ -123,20 +123,21 @@ pub struct Fixed {
 
 /// Fixes what can be fixed in one file's text, one finding at a time, each
 /// checked: the result parses and its findings are the previous ones minus
-/// the one fixed. `enabled` says which rules to fix; unsafe fixes only with
+/// the one fixed. `shown` says which findings to fix (by rule and
+/// confidence, as the report shows them); unsafe fixes only with
 /// `unsafe_fixes`. A file that does not parse is an error and is not changed.
 pub fn fix_source(
     path: &str,
     source: &str,
     language: Language,
     unsafe_fixes: bool,
-    enabled: &dyn Fn(&str) -> bool,
+    shown: &dyn Fn(&Diagnostic) -> bool,
 ) -> Result<Fixed, FileError> {
     let mut current = source.to_string();
     let mut findings = lint_source(path, &current, language)?;
     let mut fixed = 0;
     'rounds: loop {
-        for finding in findings.iter().filter(|d| enabled(d.code)) {
+        for finding in findings.iter().filter(|d| shown(d)) {
             for fix in fixes_of(&current, language, finding) {
                 if fix.applicability == Applicability::Unsafe && !unsafe_fixes {
                     continue;
@@ -233,14 +234,14 @@ pub fn fix_paths(
         .stack_size(64 * 1024 * 1024)
         .build()
         .expect("thread pool");
-    let enabled = |code: &str| config.enabled(code);
+    let shown = |d: &Diagnostic| config.shows(d);
     // Fixes are made one file at a time; the findings of the files analysed
     // together (a step in another file than its loop) are fixed after, with
     // `--unsafe-fixes` only.
     let (results, together) = pool.install(|| {
         let results: Vec<FileOutcome> = files
             .par_iter()
-            .map(|p| fix_file(p, unsafe_fixes, write, &enabled))
+            .map(|p| fix_file(p, unsafe_fixes, write, &shown))
             .collect();
         (results, crate::project::lint_files(&files, config))
     });
@@ -250,7 +251,7 @@ pub fn fix_paths(
     for (r, t) in results.into_iter().zip(together) {
         match r {
             Ok((d, Some(f))) => {
-                diagnostics.extend(d.into_iter().filter(|d| config.enabled(d.code)));
+                diagnostics.extend(d.into_iter().filter(|d| config.shows(d)));
                 let elsewhere = t.unwrap_or_default().into_iter();
                 diagnostics.extend(elsewhere.filter(|d| d.anchors.elsewhere));
                 fixed += f.fixed;
@@ -263,7 +264,7 @@ pub fn fix_paths(
     // Findings placed in another file than their loop, with
     // `--unsafe-fixes`: fixed in that file, each checked against the files
     // analysed together.
-    let elsewhere = |d: &Diagnostic| d.anchors.elsewhere && config.enabled(d.code);
+    let elsewhere = |d: &Diagnostic| d.anchors.elsewhere && config.shows(d);
     if unsafe_fixes && diagnostics.iter().any(elsewhere) {
         let outcome = pool.install(|| fix_elsewhere(&files, config, &mut changed, write));
         fixed += outcome.fixed;
@@ -272,7 +273,7 @@ pub fn fix_paths(
         diagnostics.retain(|d| !touched(d));
         diagnostics.extend(outcome.found.into_iter().filter(touched));
     }
-    diagnostics.retain(|d| config.enabled(d.code));
+    diagnostics.retain(|d| config.shows(d));
     walk::sort_and_dedup(&mut diagnostics);
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     changed.sort_by(|a, b| a.path.cmp(&b.path));
@@ -291,7 +292,8 @@ struct ElsewhereOutcome {
     fixed: usize,
     /// The files changed.
     touched: Vec<PathBuf>,
-    /// The findings of all files, linted together after the fixes.
+    /// The findings of all files (of the rules enabled, whatever their
+    /// confidence), linted together after the fixes.
     found: Vec<Diagnostic>,
     /// Files that could not be written.
     errors: Vec<FileError>,
@@ -326,7 +328,10 @@ fn fix_elsewhere(
     let mut found = lint_all(&sources);
     let mut fixes_by_file: Vec<(PathBuf, usize)> = Vec::new();
     'rounds: loop {
-        for finding in found.iter().filter(|d| d.anchors.elsewhere) {
+        for finding in found
+            .iter()
+            .filter(|d| d.anchors.elsewhere && config.shows(d))
+        {
             let path = PathBuf::from(&finding.path);
             let notebook = path.extension().is_some_and(|e| e == "ipynb");
             if notebook || Language::of(&path) != Some(Language::Python) {
@@ -451,7 +456,7 @@ fn fix_file(
     path: &Path,
     unsafe_fixes: bool,
     write: bool,
-    enabled: &(dyn Fn(&str) -> bool + Sync),
+    shown: &(dyn Fn(&Diagnostic) -> bool + Sync),
 ) -> FileOutcome {
     // The same reading rules as linting (size, UTF-8, parse errors).
     let found = crate::file::lint_file(path)?;
@@ -471,12 +476,12 @@ fn fix_file(
     };
     if !found
         .iter()
-        .any(|d| enabled(d.code) && matches!(d.code, "GL001" | "GL002" | "GL003" | "GL005"))
+        .any(|d| shown(d) && matches!(d.code, "GL001" | "GL002" | "GL003" | "GL005"))
     {
         return Ok((found, None));
     }
     let before = std::fs::read_to_string(path).map_err(io_error)?;
-    let result = fix_source(&name, &before, language, unsafe_fixes, enabled)?;
+    let result = fix_source(&name, &before, language, unsafe_fixes, shown)?;
     if result.fixed == 0 {
         return Ok((result.remaining, None));
     }

@@ -166,6 +166,7 @@ pub fn map_nodes(
                 branches,
                 exhaustive,
                 tests,
+                at,
             } => Node::If {
                 branches: branches
                     .iter()
@@ -173,6 +174,7 @@ pub fn map_nodes(
                     .collect(),
                 exhaustive: *exhaustive,
                 tests: tests.clone(),
+                at: span(*at),
             },
             Node::Loop {
                 body,
@@ -342,6 +344,9 @@ pub enum Node {
         /// What the test of each branch tells (an `elif` runs only when the
         /// tests above it failed; an `else` tells nothing).
         tests: Vec<Tested>,
+        /// The first test (or the matched value): where a finding that
+        /// rests on an unclassified test points.
+        at: Span,
     },
     /// A loop (`for`, `while`, `loop`).
     Loop {
@@ -369,6 +374,23 @@ pub enum Node {
     /// (or not) from here on in this iteration (`skip = True` in a branch,
     /// `if not skip: opt.step()` after it).
     Set(String, bool),
+    /// A call the analysis cannot follow that is handed an optimizer, a
+    /// model or `self` (`train_utils.step(model, opt)`): it could reset or
+    /// step. The rules read it as doing neither; [`crate::assumptions`]
+    /// checks what a finding owes to that reading.
+    Opaque(Opaque),
+}
+
+/// A call the analysis cannot see into, and what it is handed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opaque {
+    /// The call.
+    pub span: Span,
+    /// The callee as written (`utils.train_step`).
+    pub callee: String,
+    /// The optimizers it is handed (as receiver or argument): it could
+    /// step them.
+    pub optimizers: Vec<String>,
 }
 
 /// A function (or the module's top level) of a file.
@@ -416,6 +438,10 @@ pub struct Program {
     /// Methods classes of the file inherit from classes of other files,
     /// copied in when those files are lowered.
     pub inherited: Vec<Inherited>,
+    /// Functions read as run once per batch only because of their name
+    /// (a method `train_step` that runs backward, step and reset): the
+    /// span of the loop made of each body, and the function's name.
+    pub per_batch_by_name: Vec<(Span, String)>,
 }
 
 /// A method a class of the file inherits from a class of another file: the

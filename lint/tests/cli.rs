@@ -538,7 +538,9 @@ fn a_manual_update_is_fixed_safely_over_parameters_and_unsafely_otherwise() {
         ("seed.py", seed.as_bytes()),
         ("indexed.py", indexed.as_bytes()),
     ]);
-    let out = gradlint(dir.path(), &["--fix", "."]);
+    // The indexed update is a medium-confidence finding (`list(...)` is
+    // read as not resetting): shown, and so fixed, from `medium` on.
+    let out = gradlint(dir.path(), &["--confidence", "medium", "--fix", "."]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
         stdout(&out).contains("Found 2 problems (1 fixed, 1 remaining) in 2 files"),
@@ -553,7 +555,16 @@ fn a_manual_update_is_fixed_safely_over_parameters_and_unsafely_otherwise() {
         std::fs::read_to_string(dir.path().join("indexed.py")).unwrap(),
         indexed
     );
-    let out = gradlint(dir.path(), &["--fix", "--unsafe-fixes", "indexed.py"]);
+    let out = gradlint(
+        dir.path(),
+        &[
+            "--confidence",
+            "medium",
+            "--fix",
+            "--unsafe-fixes",
+            "indexed.py",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("indexed.py")).unwrap(),

@@ -109,12 +109,13 @@ fn classify_within<'e>(
 }
 
 /// An operand's tests that the analysis relates across a boolean operator:
-/// counter and window tests (flags are correlated as whole tests).
+/// counter and window tests, and tests always true for the analysis (flags
+/// are correlated as whole tests).
 fn operands_tests(mut tested: Tested) -> Tested {
     let keep = |t: &Test| {
         matches!(
             t.cond.class,
-            CondClass::Counter { .. } | CondClass::WindowOne(_)
+            CondClass::Counter { .. } | CondClass::WindowOne(_) | CondClass::Always
         )
     };
     for alternative in tested.holds.iter_mut().chain(tested.fails.iter_mut()) {
@@ -196,6 +197,20 @@ fn classify_one<'e>(
                     negated: negated ^ (c.ops[0] == CmpOp::Is),
                 });
             }
+        }
+    }
+    // `p.requires_grad`: a parameter that does not require a gradient has
+    // none to reset or apply, so, like `p.grad is not None`, always true
+    // for the analysis.
+    if let Expr::Attribute(a) = expr {
+        if a.attr.id.as_str() == "requires_grad" {
+            return Some(Test {
+                cond: Cond {
+                    key: format!("{}requires_grad", key(source, &a.value)),
+                    class: CondClass::Always,
+                },
+                negated,
+            });
         }
     }
     if let Some(abnormal_when_true) = skip(expr) {

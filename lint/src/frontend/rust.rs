@@ -368,6 +368,7 @@ impl Lowerer {
         out.push(Node::If {
             exhaustive: i.else_branch.is_some(),
             tests,
+            at: self.span(&i.cond),
             branches,
         });
     }
@@ -386,6 +387,7 @@ impl Lowerer {
             .collect();
         out.push(Node::If {
             tests: vec![Tested::default(); branches.len()],
+            at: self.span(&m.expr),
             branches,
             exhaustive: true,
         });

@@ -78,7 +78,15 @@ impl<'s> Lowerer<'s> {
         let mut assigned = Vec::new();
         assigned_names(&f.body, &mut assigned, 0);
         let name = f.name.id.as_str();
-        if self.runs_per_batch(f) || self.owns_a_batch(f, &lowered) {
+        let by_framework = self.runs_per_batch(f);
+        if by_framework || self.owns_a_batch(f, &lowered) {
+            if !by_framework {
+                let name = match &self.class {
+                    Some(c) => format!("{c}.{name}"),
+                    None => name.to_string(),
+                };
+                self.program.per_batch_by_name.push((span(f), name));
+            }
             returns_end_iteration(&mut lowered);
             if self.hf_training_step(f) {
                 // The trainer's own reset, between two calls.

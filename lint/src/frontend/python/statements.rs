@@ -84,6 +84,7 @@ impl<'s> Lowerer<'s> {
                     .collect();
                 out.push(Node::If {
                     tests: vec![Tested::default(); branches.len()],
+                    at: span(m.subject.as_ref()),
                     branches,
                     exhaustive: false,
                 });
@@ -242,6 +243,7 @@ impl<'s> Lowerer<'s> {
             branches,
             exhaustive,
             tests,
+            at: span(i.test.as_ref()),
         });
     }
 

@@ -1,0 +1,477 @@
+//! How much a finding rests on: the analysis reads what it cannot know one
+//! way (a call it cannot see into does nothing to gradients, a test it
+//! cannot classify can go either way, a method named `train_step` runs once
+//! per batch, a file that mentions DeepSpeed drives its engine). Each
+//! finding is checked against the same program with each such reading
+//! turned the other way: a finding that survives every turn rests on no
+//! guess (`high`); one that disappears under one turn rests on that guess
+//! (`medium`), under two or more (`low`). Readings that keep the analysis
+//! silent (a call handed an optimizer might be its step) are turned too,
+//! and what appears only then is reported at `low`.
+//!
+//! Only files with a finding, or with a silent reading to turn, pay for the
+//! extra runs of the rules; each is one more run over the lowered file.
+
+use serde::Serialize;
+
+use crate::ir::{Event, Node, Program, Reset, Span, Updater, FOREIGN_BASE};
+
+/// The tiers, as `gradlint rule CODE` ends its page.
+pub const TIERS: &str = r#"## Confidence
+Every finding has a confidence. `high`: it holds whichever way every call
+gradlint cannot see into and every test it cannot classify goes (the
+default output shows only these). `medium`: it rests on one guess (a call
+handed the optimizer, the model or `self` read as not resetting; a test
+read as able to go either way; a method run once per batch by its name;
+DeepSpeed read from the file's text). `low`: two or more guesses, or a
+finding that appears only when a reading that keeps gradlint silent is
+turned around (a call handed the optimizer read as its step). Widen with
+`--confidence medium|low|all` (or `confidence = "medium"` in
+`[tool.gradlint]`); the text output names each guess under the finding,
+JSON and SARIF carry `confidence` and `assumptions`.
+"#;
+
+/// How sure a finding is: what it rests on beyond the code it can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    /// Rests on two or more guesses, or appears only when a reading that
+    /// keeps the analysis silent is turned around.
+    Low,
+    /// Rests on one guess.
+    Medium,
+    /// Rests on no guess: it holds whichever way every call the analysis
+    /// cannot see and every test it cannot classify goes.
+    High,
+}
+
+impl Confidence {
+    /// `high`, `medium`, `low`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        }
+    }
+}
+
+impl std::str::FromStr for Confidence {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "high" => Ok(Confidence::High),
+            "medium" => Ok(Confidence::Medium),
+            "low" | "all" => Ok(Confidence::Low),
+            other => Err(format!(
+                "unknown confidence `{other}` (high, medium, low or all)"
+            )),
+        }
+    }
+}
+
+/// What kind of guess a finding rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A call the analysis cannot see into, handed an optimizer, a model
+    /// or `self`, read as doing nothing to gradients.
+    OpaqueCall,
+    /// The same, read as a step of the optimizer it is handed (a finding
+    /// that appears only then).
+    OpaqueStep,
+    /// A test the analysis cannot classify, read as able to go either way.
+    UnclassifiedCondition,
+    /// A method read as run once per batch because of its name.
+    PerBatchName,
+    /// A framework read from the file's text (DeepSpeed).
+    FrameworkFlag,
+}
+
+impl Kind {
+    /// `opaque-call`, ... (as in JSON and SARIF).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::OpaqueCall => "opaque-call",
+            Kind::OpaqueStep => "opaque-step",
+            Kind::UnclassifiedCondition => "unclassified-condition",
+            Kind::PerBatchName => "per-batch-name",
+            Kind::FrameworkFlag => "framework-flag",
+        }
+    }
+}
+
+/// One guess a finding rests on, before it is placed in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guess {
+    /// Its kind.
+    pub kind: Kind,
+    /// Where it was made (the call, the test, the function), if anywhere.
+    pub span: Option<Span>,
+    /// What was read, in words; `{}` stands for the source text at `span`.
+    pub note: String,
+}
+
+/// What a finding of the default reading rests on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Weight {
+    /// The guesses that, turned, make it disappear.
+    pub guesses: Vec<Guess>,
+}
+
+impl Weight {
+    /// The confidence these guesses leave.
+    pub fn confidence(&self) -> Confidence {
+        match self.guesses.len() {
+            0 => Confidence::High,
+            1 => Confidence::Medium,
+            _ => Confidence::Low,
+        }
+    }
+}
+
+/// A finding's identity across runs: its rule and where it points.
+pub type Key = (&'static str, Span);
+
+/// One reading turned the other way.
+#[derive(Debug, Clone)]
+enum Turn {
+    /// These opaque calls (by span; all when empty... never empty) clear
+    /// every gradient.
+    OpaqueResets(Vec<Span>),
+    /// Every opaque call handed an optimizer steps it.
+    OpaqueSteps,
+    /// The `if` at this span always runs this branch (`None`: none).
+    Force(Span, Option<usize>),
+    /// The function whose body became a loop at this span is not run
+    /// once per batch.
+    NotPerBatch(Span),
+    /// The file does (not) drive a DeepSpeed engine.
+    DeepSpeed(bool),
+}
+
+/// Most extra runs of the rules for one file; past it the readings not
+/// turned count as guesses of the findings they could touch.
+const MAX_TURNS: usize = 96;
+/// Opaque calls turned one by one; past it, together.
+const MAX_SINGLE_OPAQUE: usize = 16;
+
+/// Weighs the findings `base` that `run` reports on `program`, and finds
+/// those that appear only when a silent reading is turned: returns a weight
+/// per finding of `base` (same order) and the extra findings (with what
+/// they rest on). `run` reports one program's findings, each with its key.
+pub fn weigh<T>(
+    program: &Program,
+    base: &[Key],
+    run: &dyn Fn(&Program) -> Vec<(Key, T)>,
+) -> (Vec<Weight>, Vec<(T, Weight)>) {
+    let mut weights = vec![Weight::default(); base.len()];
+    let mut extra: Vec<(Key, T, Weight)> = Vec::new();
+    let opaque = opaque_calls(program);
+
+    // Readings that keep the analysis silent, turned: what appears is new.
+    let mut silent = Vec::new();
+    if opaque.iter().any(|(_, handed)| *handed) {
+        silent.push((
+            Turn::OpaqueSteps,
+            Guess {
+                kind: Kind::OpaqueStep,
+                span: None,
+                note:
+                    "a call the analysis cannot see into, handed the optimizer, is read as its step"
+                        .into(),
+            },
+        ));
+    }
+    if program.deepspeed {
+        silent.push((Turn::DeepSpeed(false), deepspeed_guess()));
+    }
+    for (turn, guess) in silent {
+        let turned = apply(program, &turn);
+        for (key, item) in run(&turned) {
+            if base.contains(&key) || extra.iter().any(|(k, _, _)| *k == key) {
+                continue;
+            }
+            let mut guess = guess.clone();
+            if matches!(turn, Turn::OpaqueSteps) && opaque.iter().any(|(s, _)| *s == key.1) {
+                guess.span = Some(key.1);
+                guess.note = "`{}` is read as a step of the optimizer it is handed".into();
+            }
+            // Never `high`; `low`, as a finding only a turned reading shows.
+            let shown_only = Guess {
+                kind: guess.kind,
+                span: None,
+                note: "found only when that reading is turned around".into(),
+            };
+            extra.push((
+                key,
+                item,
+                Weight {
+                    guesses: vec![guess, shown_only],
+                },
+            ));
+        }
+    }
+    let extra: Vec<(T, Weight)> = extra.into_iter().map(|(_, t, w)| (t, w)).collect();
+    if base.is_empty() {
+        return (weights, extra);
+    }
+
+    // Readings the findings may rest on, turned one at a time.
+    let mut turns: Vec<(Turn, Guess)> = Vec::new();
+    if opaque.len() <= MAX_SINGLE_OPAQUE {
+        for (span, _) in &opaque {
+            turns.push((
+                Turn::OpaqueResets(vec![*span]),
+                Guess {
+                    kind: Kind::OpaqueCall,
+                    span: Some(*span),
+                    note: "`{}` is read as not resetting the gradients".into(),
+                },
+            ));
+        }
+    } else {
+        turns.push((
+            Turn::OpaqueResets(opaque.iter().map(|(s, _)| *s).collect()),
+            Guess {
+                kind: Kind::OpaqueCall,
+                span: None,
+                note: format!(
+                    "{} calls the analysis cannot see into are read as not resetting the gradients",
+                    opaque.len()
+                ),
+            },
+        ));
+    }
+    for (at, branches, exhaustive) in unclassified_ifs(program) {
+        let guess = Guess {
+            kind: Kind::UnclassifiedCondition,
+            span: Some(at),
+            note: "the test `{}` is read as able to go either way".into(),
+        };
+        for b in 0..branches {
+            turns.push((Turn::Force(at, Some(b)), guess.clone()));
+        }
+        if !exhaustive {
+            turns.push((Turn::Force(at, None), guess));
+        }
+    }
+    for (span, name) in &program.per_batch_by_name {
+        turns.push((
+            Turn::NotPerBatch(*span),
+            Guess {
+                kind: Kind::PerBatchName,
+                span: None,
+                note: format!("`{name}` is read as run once per batch, because of its name"),
+            },
+        ));
+    }
+    if program.deepspeed {
+        turns.push((Turn::DeepSpeed(false), deepspeed_guess()));
+    }
+
+    let untried = turns.len().saturating_sub(MAX_TURNS);
+    for (turn, guess) in turns.into_iter().take(MAX_TURNS) {
+        let turned = apply(program, &turn);
+        let found: Vec<Key> = run(&turned).into_iter().map(|(k, _)| k).collect();
+        let anchors = matches!(turn, Turn::Force(..)).then(|| event_spans(&turned));
+        for (i, key) in base.iter().enumerate() {
+            if found.contains(key) {
+                continue;
+            }
+            // A forced branch that drops the finding's own event says
+            // nothing of it.
+            if anchors
+                .as_ref()
+                .is_some_and(|a| key.1.start < FOREIGN_BASE && !a.contains(&key.1))
+            {
+                continue;
+            }
+            if !weights[i].guesses.contains(&guess) {
+                weights[i].guesses.push(guess.clone());
+            }
+        }
+    }
+    if untried > 0 {
+        for w in &mut weights {
+            w.guesses.push(Guess {
+                kind: Kind::UnclassifiedCondition,
+                span: None,
+                note: format!("{untried} more readings of the file were not checked"),
+            });
+        }
+    }
+    (weights, extra)
+}
+
+fn deepspeed_guess() -> Guess {
+    Guess {
+        kind: Kind::FrameworkFlag,
+        span: None,
+        note: "the file is read as driving a DeepSpeed engine, from its text".into(),
+    }
+}
+
+/// The program with one reading turned.
+fn apply(program: &Program, turn: &Turn) -> Program {
+    let mut out = program.clone();
+    match turn {
+        Turn::DeepSpeed(on) => out.deepspeed = *on,
+        _ => {
+            for f in &mut out.functions {
+                f.body = rewrite(&f.body, turn);
+            }
+        }
+    }
+    out
+}
+
+fn rewrite(nodes: &[Node], turn: &Turn) -> Vec<Node> {
+    let mut out = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        match (node, turn) {
+            (Node::Opaque(o), Turn::OpaqueResets(spans)) if spans.contains(&o.span) => {
+                out.push(Node::Event(Event::Reset(Reset::Parameters), o.span));
+            }
+            (Node::Opaque(o), Turn::OpaqueSteps) => {
+                for opt in &o.optimizers {
+                    out.push(Node::Event(
+                        Event::Step(Updater::Optimizer(opt.clone())),
+                        o.span,
+                    ));
+                }
+            }
+            (Node::If { at, branches, .. }, Turn::Force(s, which)) if at == s => {
+                if let Some(b) = which {
+                    out.extend(rewrite(&branches[*b], turn));
+                }
+            }
+            (Node::Loop { span, body, .. }, Turn::NotPerBatch(s)) if span == s => {
+                out.extend(rewrite(body, turn));
+            }
+            (
+                Node::If {
+                    branches,
+                    exhaustive,
+                    tests,
+                    at,
+                },
+                _,
+            ) => out.push(Node::If {
+                branches: branches.iter().map(|b| rewrite(b, turn)).collect(),
+                exhaustive: *exhaustive,
+                tests: tests.clone(),
+                at: *at,
+            }),
+            (
+                Node::Loop {
+                    body,
+                    span,
+                    assigned,
+                    counters,
+                },
+                _,
+            ) => out.push(Node::Loop {
+                body: rewrite(body, turn),
+                span: *span,
+                assigned: assigned.clone(),
+                counters: counters.clone(),
+            }),
+            (Node::Accumulate(body), _) => out.push(Node::Accumulate(rewrite(body, turn))),
+            (other, _) => out.push(other.clone()),
+        }
+    }
+    out
+}
+
+/// Every opaque call of the program's functions, and whether it is handed
+/// an optimizer.
+fn opaque_calls(program: &Program) -> Vec<(Span, bool)> {
+    let mut out = Vec::new();
+    for f in &program.functions {
+        visit(&f.body, &mut |n| {
+            if let Node::Opaque(o) = n {
+                if !out.iter().any(|(s, _)| *s == o.span) {
+                    out.push((o.span, !o.optimizers.is_empty()));
+                }
+            }
+        });
+    }
+    out
+}
+
+/// The `if`s whose tests the analysis could not (wholly) classify and
+/// whose branches touch gradients or the path (events, calls, jumps): their
+/// span, branch count and whether one branch always runs.
+fn unclassified_ifs(program: &Program) -> Vec<(Span, usize, bool)> {
+    let mut out = Vec::new();
+    for f in &program.functions {
+        visit(&f.body, &mut |n| {
+            if let Node::If {
+                branches,
+                exhaustive,
+                tests,
+                at,
+            } = n
+            {
+                let unknown = tests.iter().enumerate().any(|(i, t)| {
+                    // An `else` tells nothing by design.
+                    let is_else = *exhaustive && i + 1 == tests.len() && i > 0;
+                    !is_else
+                        && (t.holds.iter().any(Vec::is_empty) || t.fails.iter().any(Vec::is_empty))
+                });
+                if unknown
+                    && branches.iter().any(|b| matters(b))
+                    && !out.iter().any(|(s, _, _)| s == at)
+                {
+                    out.push((*at, branches.len(), *exhaustive));
+                }
+            }
+        });
+    }
+    out
+}
+
+/// Whether nodes hold anything the rules read (not only quiet code).
+fn matters(nodes: &[Node]) -> bool {
+    let mut found = false;
+    visit(nodes, &mut |n| {
+        found |= matches!(
+            n,
+            Node::Event(..)
+                | Node::Opaque(_)
+                | Node::Break
+                | Node::Continue
+                | Node::Return
+                | Node::Raise
+                | Node::Set(..)
+        );
+    });
+    found
+}
+
+/// The spans of every event of the program's functions.
+fn event_spans(program: &Program) -> Vec<Span> {
+    let mut out = Vec::new();
+    for f in &program.functions {
+        visit(&f.body, &mut |n| match n {
+            Node::Event(_, s) => out.push(*s),
+            Node::Loop { span, .. } => out.push(*span),
+            _ => {}
+        });
+    }
+    out
+}
+
+/// Calls `f` on every node, depth first.
+fn visit(nodes: &[Node], f: &mut dyn FnMut(&Node)) {
+    for n in nodes {
+        f(n);
+        match n {
+            Node::If { branches, .. } => branches.iter().for_each(|b| visit(b, f)),
+            Node::Loop { body, .. } | Node::Accumulate(body) => visit(body, f),
+            _ => {}
+        }
+    }
+}
