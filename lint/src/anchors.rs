@@ -21,6 +21,14 @@ pub struct Anchors {
     /// Whether the finding's loop is in another file (the files of the
     /// invocation analysed together): never fixed.
     pub elsewhere: bool,
+    /// The optimizer's own name (`opt_d`), when the updater is one.
+    pub optimizer_name: Option<String>,
+    /// GL009: the optimizer's own backward pass before which a reset
+    /// clears the stray pass (the first one it meets).
+    pub reset_before: Option<Span>,
+    /// GL009: whether a reset there is certain to clear none of the
+    /// optimizer's own passes.
+    pub reset_before_certain: bool,
 }
 
 /// The anchors of a finding made from `facts`.
@@ -31,5 +39,14 @@ pub fn anchors(facts: &LoopFacts) -> Anchors {
         optimizers_in_loop: facts.optimizers_in_loop,
         updater: Some(facts.updater.clone()),
         elsewhere: false,
+        optimizer_name: match &facts.updater {
+            Updater::Optimizer(o) => Some(o.clone()),
+            _ => None,
+        },
+        reset_before: facts.stray_pass.as_ref().and_then(|s| s.own_backward),
+        reset_before_certain: facts
+            .stray_pass
+            .as_ref()
+            .is_some_and(|s| s.reset_there_is_certain),
     }
 }

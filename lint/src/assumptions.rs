@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use crate::ir::{Event, Node, Program, Reset, Span, Updater, FOREIGN_BASE};
+use crate::ir::{CondClass, Event, Node, Program, Reset, Span, Updater, FOREIGN_BASE};
 
 /// The tiers, as `gradlint rule CODE` ends its page.
 pub const TIERS: &str = r#"## Confidence
@@ -81,12 +81,17 @@ pub enum Kind {
     /// The same, read as a step of the optimizer it is handed (a finding
     /// that appears only then).
     OpaqueStep,
-    /// A test the analysis cannot classify, read as able to go either way.
+    /// A test the analysis cannot classify, or a flag it takes as an
+    /// independent setting, read as able to go either way.
     UnclassifiedCondition,
     /// A method read as run once per batch because of its name.
     PerBatchName,
     /// A framework read from the file's text (DeepSpeed).
     FrameworkFlag,
+    /// A model's reset read as not clearing an optimizer's parameters
+    /// because their names differ (`D.zero_grad()` in a helper handed the
+    /// discriminator, whose optimizer was built over `discriminator`).
+    ModelName,
 }
 
 impl Kind {
@@ -98,6 +103,7 @@ impl Kind {
             Kind::UnclassifiedCondition => "unclassified-condition",
             Kind::PerBatchName => "per-batch-name",
             Kind::FrameworkFlag => "framework-flag",
+            Kind::ModelName => "model-name",
         }
     }
 }
@@ -149,6 +155,9 @@ enum Turn {
     NotPerBatch(Span),
     /// The file does (not) drive a DeepSpeed engine.
     DeepSpeed(bool),
+    /// The resets of this model (not one an optimizer of the file is built
+    /// over) also clear these models (those optimizers are built over).
+    ModelResetsAll(String, Vec<String>),
 }
 
 /// Most extra runs of the rules for one file; past it the readings not
@@ -218,7 +227,10 @@ pub fn weigh<T>(
         return (weights, extra);
     }
 
-    // Readings the findings may rest on, turned one at a time.
+    // Readings the findings may rest on, turned one at a time: those of
+    // the functions the findings lie in and the functions they call.
+    let relevant = relevant_functions(program, base);
+    let opaque: Vec<(Span, bool)> = opaque_calls_in(program, &relevant);
     let mut turns: Vec<(Turn, Guess)> = Vec::new();
     if opaque.len() <= MAX_SINGLE_OPAQUE {
         for (span, _) in &opaque {
@@ -244,7 +256,7 @@ pub fn weigh<T>(
             },
         ));
     }
-    for (at, branches, exhaustive) in unclassified_ifs(program) {
+    for (at, branches, exhaustive) in unclassified_ifs(program, &relevant) {
         let guess = Guess {
             kind: Kind::UnclassifiedCondition,
             span: Some(at),
@@ -257,7 +269,29 @@ pub fn weigh<T>(
             turns.push((Turn::Force(at, None), guess));
         }
     }
+    let mut known_models: Vec<String> = Vec::new();
+    for (_, m) in &program.optimizer_models {
+        if !known_models.contains(m) {
+            known_models.push(m.clone());
+        }
+    }
+    for model in unknown_model_resets(program, &relevant) {
+        turns.push((
+            Turn::ModelResetsAll(model.clone(), known_models.clone()),
+            Guess {
+                kind: Kind::ModelName,
+                span: None,
+                note: format!(
+                    "`{model}.zero_grad()` is read as not clearing the parameters of optimizers built over models of other names"
+                ),
+            },
+        ));
+    }
     for (span, name) in &program.per_batch_by_name {
+        // A call of it inside a loop of the file is evidence, not a guess.
+        if called_in_a_loop(program, name) {
+            continue;
+        }
         turns.push((
             Turn::NotPerBatch(*span),
             Guess {
@@ -334,6 +368,15 @@ fn rewrite(nodes: &[Node], turn: &Turn) -> Vec<Node> {
             (Node::Opaque(o), Turn::OpaqueResets(spans)) if spans.contains(&o.span) => {
                 out.push(Node::Event(Event::Reset(Reset::Parameters), o.span));
             }
+            (
+                Node::Event(Event::Reset(Reset::Model(m)), at),
+                Turn::ModelResetsAll(model, known),
+            ) if m == model => {
+                out.push(node.clone());
+                for k in known {
+                    out.push(Node::Event(Event::Reset(Reset::Model(k.clone())), *at));
+                }
+            }
             (Node::Opaque(o), Turn::OpaqueSteps) => {
                 for opt in &o.optimizers {
                     out.push(Node::Event(
@@ -388,8 +431,14 @@ fn rewrite(nodes: &[Node], turn: &Turn) -> Vec<Node> {
 /// Every opaque call of the program's functions, and whether it is handed
 /// an optimizer.
 fn opaque_calls(program: &Program) -> Vec<(Span, bool)> {
+    opaque_calls_in(program, &vec![true; program.functions.len()])
+}
+
+/// The opaque calls of the functions `relevant` marks.
+fn opaque_calls_in(program: &Program, relevant: &[bool]) -> Vec<(Span, bool)> {
     let mut out = Vec::new();
-    for f in &program.functions {
+    let functions = program.functions.iter().zip(relevant).filter(|(_, r)| **r);
+    for (f, _) in functions {
         visit(&f.body, &mut |n| {
             if let Node::Opaque(o) = n {
                 if !out.iter().any(|(s, _)| *s == o.span) {
@@ -404,22 +453,139 @@ fn opaque_calls(program: &Program) -> Vec<(Span, bool)> {
 /// The `if`s whose tests the analysis could not (wholly) classify and
 /// whose branches touch gradients or the path (events, calls, jumps): their
 /// span, branch count and whether one branch always runs.
-fn unclassified_ifs(program: &Program) -> Vec<(Span, usize, bool)> {
+fn unclassified_ifs(program: &Program, relevant: &[bool]) -> Vec<(Span, usize, bool)> {
+    let objects = event_objects(program);
+    let mut out = Vec::new();
+    let functions = program.functions.iter().zip(relevant).filter(|(_, r)| **r);
+    for (f, _) in functions {
+        guessed_ifs(&f.body, &f.assigned, &objects, &mut out);
+    }
+    out
+}
+
+/// The models reset in the relevant functions that no optimizer of the
+/// file is known to be built over (a helper's parameter `D`).
+fn unknown_model_resets(program: &Program, relevant: &[bool]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let functions = program.functions.iter().zip(relevant).filter(|(_, r)| **r);
+    for (f, _) in functions {
+        visit(&f.body, &mut |node| {
+            if let Node::Event(Event::Reset(Reset::Model(m)), _) = node {
+                let known = program
+                    .optimizer_models
+                    .iter()
+                    .any(|(_, model)| crate::ir::same_name(model, m));
+                if !known && !out.contains(m) {
+                    out.push(m.clone());
+                }
+            }
+        });
+    }
+    out
+}
+
+/// Whether a function or method called `name` (`Class.method`) is called
+/// inside a loop of the file.
+fn called_in_a_loop(program: &Program, name: &str) -> bool {
+    let method = name.rsplit('.').next().unwrap_or(name);
+    fn walk(nodes: &[Node], in_loop: bool, method: &str) -> bool {
+        nodes.iter().any(|n| match n {
+            Node::Event(Event::Call(c), _) => {
+                in_loop && c.rsplit('.').next().unwrap_or(c) == method
+            }
+            Node::If { branches, .. } => branches.iter().any(|b| walk(b, in_loop, method)),
+            Node::Loop { body, .. } => walk(body, true, method),
+            Node::Accumulate(body) => walk(body, in_loop, method),
+            _ => false,
+        })
+    }
+    program
+        .functions
+        .iter()
+        .filter(|f| f.name != name)
+        .any(|f| walk(&f.body, false, method))
+}
+
+/// The functions a finding may owe something to: those whose code holds a
+/// finding's event, and the functions of the file they call (transitively).
+fn relevant_functions(program: &Program, base: &[Key]) -> Vec<bool> {
+    let n = program.functions.len();
+    let mut relevant = vec![false; n];
+    let mut stack = Vec::new();
+    for (i, f) in program.functions.iter().enumerate() {
+        let mut holds = false;
+        visit(&f.body, &mut |node| match node {
+            Node::Event(_, s) | Node::Loop { span: s, .. } => {
+                holds |= base.iter().any(|(_, b)| b == s || s.contains(*b));
+            }
+            _ => {}
+        });
+        if holds {
+            relevant[i] = true;
+            stack.push(i);
+        }
+    }
+    while let Some(i) = stack.pop() {
+        visit(&program.functions[i].body, &mut |node| {
+            if let Node::Event(Event::Call(name), _) = node {
+                let callee = program.functions.iter().position(|f| {
+                    f.name == *name || f.name.rsplit('.').next() == name.rsplit('.').next()
+                });
+                if let Some(j) = callee.filter(|&j| !relevant[j]) {
+                    relevant[j] = true;
+                    stack.push(j);
+                }
+            }
+        });
+    }
+    relevant
+}
+
+/// The objects the file's events act on (`opt` of `opt.step()`, `net` of
+/// `net.zero_grad()`): a test of whether one of them exists (`if opt:`)
+/// depends on how the program was set up, not on a setting.
+fn event_objects(program: &Program) -> Vec<String> {
     let mut out = Vec::new();
     for f in &program.functions {
-        visit(&f.body, &mut |n| {
-            if let Node::If {
+        visit(&f.body, &mut |node| {
+            let name = match node {
+                Node::Event(Event::Step(Updater::Optimizer(o) | Updater::Tensor(o)), _) => o,
+                Node::Event(
+                    Event::Reset(Reset::Optimizer(o) | Reset::Model(o) | Reset::Tensor(o)),
+                    _,
+                ) => o,
+                _ => return,
+            };
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
+        });
+    }
+    out
+}
+
+/// The guessed `if`s of `nodes`; `varying` names what the enclosing loops
+/// (or the function) assign.
+fn guessed_ifs(
+    nodes: &[Node],
+    varying: &[String],
+    objects: &[String],
+    out: &mut Vec<(Span, usize, bool)>,
+) {
+    for n in nodes {
+        match n {
+            Node::If {
                 branches,
                 exhaustive,
                 tests,
                 at,
-            } = n
-            {
+            } => {
                 let unknown = tests.iter().enumerate().any(|(i, t)| {
                     // An `else` tells nothing by design.
                     let is_else = *exhaustive && i + 1 == tests.len() && i > 0;
                     !is_else
-                        && (t.holds.iter().any(Vec::is_empty) || t.fails.iter().any(Vec::is_empty))
+                        && (guessed(&t.holds, varying, objects)
+                            || guessed(&t.fails, varying, objects))
                 });
                 if unknown
                     && branches.iter().any(|b| matters(b))
@@ -427,10 +593,38 @@ fn unclassified_ifs(program: &Program) -> Vec<(Span, usize, bool)> {
                 {
                     out.push((*at, branches.len(), *exhaustive));
                 }
+                for b in branches {
+                    guessed_ifs(b, varying, objects, out);
+                }
             }
-        });
+            Node::Loop { body, assigned, .. } => {
+                let mut inner = varying.to_vec();
+                inner.extend(assigned.iter().cloned());
+                guessed_ifs(body, &inner, objects, out);
+            }
+            Node::Accumulate(body) => guessed_ifs(body, varying, objects, out),
+            _ => {}
+        }
     }
-    out
+}
+
+/// Whether one side of a test rests on a guess: an alternative that knows
+/// nothing, or one that only tests whether objects the events act on exist
+/// (`if self.net:`, `if opt is not None:`, names nothing around assigns):
+/// the analysis takes such tests as independent, where the program's setup
+/// ties them together. A setting (`if args.amp:`) is no guess: a bug under
+/// one value of it is a bug.
+fn guessed(side: &[Vec<crate::ir::Test>], varying: &[String], objects: &[String]) -> bool {
+    let fixed = |r: &String| !varying.contains(r);
+    let object = |r: &String| objects.iter().any(|o| crate::ir::same_name(o, r));
+    side.iter().any(|alternative| {
+        alternative.is_empty()
+            || alternative.iter().all(|t| match &t.cond.class {
+                CondClass::Flag(reads) => reads.iter().all(fixed) && reads.iter().any(object),
+                CondClass::NotNone(name) => fixed(name),
+                _ => false,
+            })
+    })
 }
 
 /// Whether nodes hold anything the rules read (not only quiet code).

@@ -135,10 +135,16 @@ impl Assumption {
             }
             _ => (None, String::new()),
         };
+        let note = if text.is_empty() {
+            // A call in a method inherited from another file.
+            guess.note.replace("`{}`", "a call in another file")
+        } else {
+            guess.note.replace("{}", &text)
+        };
         Assumption {
             kind: guess.kind.as_str(),
             line,
-            note: guess.note.replace("{}", &text),
+            note,
         }
     }
 }

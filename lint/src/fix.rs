@@ -18,6 +18,7 @@
 //! | GL002 | move the reset to the top of the loop body (several resets outside: copy the nearest) | safe when the reset is before the loop and the step runs every iteration in the body; unsafe otherwise (reset after the loop: inserted after the step; step in a helper: to the top of the body) |
 //! | GL003 | move the reset before the backward pass; with the pass out of sight, to the top of the loop body; in a helper, after its step | safe when both are in the same block, or the reset is in the body of a loop stepping one optimizer; unsafe otherwise |
 //! | GL005 | insert the missing reset after the never-reset optimizer's step | unsafe (several optimizers) |
+//! | GL009 | insert the optimizer's reset before its own backward pass (the first the stray pass meets) | safe when that pass and the step are statements of one block in the loop and none of the optimizer's own passes is pending there; unsafe otherwise |
 //! | GL004, GL006, GL007, GL008 | none | |
 //!
 //! Fixes are computed one file at a time. A finding whose step (or reset)
@@ -92,7 +93,13 @@ pub fn fixes_of(source: &str, language: Language, finding: &Diagnostic) -> Vec<F
         ("GL003", _) => move_reset_before_backward(&text, finding)
             .into_iter()
             .collect(),
+        // After the step; else (when another loss's pass would then reach
+        // the step, GL009) before the backward pass above the step.
         ("GL005", _) => insert_reset_after_step(&text, finding, true)
+            .into_iter()
+            .chain(insert_reset_before_backward_above_step(&text, finding))
+            .collect(),
+        ("GL009", _) => insert_reset_before_own_backward(&text, finding)
             .into_iter()
             .collect(),
         _ => Vec::new(),
@@ -476,7 +483,7 @@ fn fix_file(
     };
     if !found
         .iter()
-        .any(|d| shown(d) && matches!(d.code, "GL001" | "GL002" | "GL003" | "GL005"))
+        .any(|d| shown(d) && matches!(d.code, "GL001" | "GL002" | "GL003" | "GL005" | "GL009"))
     {
         return Ok((found, None));
     }
@@ -779,6 +786,78 @@ fn reset_after_step(
             start: step.content_end,
             end: step.content_end,
             text: format!("{}{}{reset}", step.newline, step.indent),
+        }],
+    })
+}
+
+/// GL005's second choice: `opt.zero_grad()` on the line before the nearest
+/// backward pass above the step in its block (unsafe; the check refuses it
+/// when it clears a pass the step needs).
+fn insert_reset_before_backward_above_step(text: &Text, finding: &Diagnostic) -> Option<Fix> {
+    let name = finding.anchors.optimizer_name.as_ref()?;
+    let step = text.statement(finding.span)?;
+    let loop_start = finding.anchors.loop_span?.start;
+    if !finding.anchors.loop_span?.contains(finding.span) {
+        return None;
+    }
+    let mut at = step.line_start;
+    let backward_line = loop {
+        if at == 0 || at <= loop_start {
+            return None;
+        }
+        at = text.line_start(at - 1);
+        let code = text.code_of_line(at);
+        if code.is_empty() {
+            continue;
+        }
+        let indent = text.indent_of(at);
+        if indent.len() < step.indent.len() {
+            return None;
+        }
+        if indent == step.indent && code.contains("backward(") {
+            break at;
+        }
+    };
+    if backward_line <= text.line_start(loop_start) {
+        return None;
+    }
+    let reset = reset_statement(text, name);
+    Some(Fix {
+        applicability: Applicability::Unsafe,
+        edits: vec![Edit {
+            start: backward_line,
+            end: backward_line,
+            text: format!("{}{reset}{}", step.indent, step.newline),
+        }],
+    })
+}
+
+/// GL009: `opt.zero_grad()` on the line before the optimizer's own
+/// backward pass that the stray pass meets first. Safe when that pass and
+/// the step are statements of the same block of the loop (not in a helper)
+/// and none of the optimizer's own passes is pending there.
+fn insert_reset_before_own_backward(text: &Text, finding: &Diagnostic) -> Option<Fix> {
+    let anchors = &finding.anchors;
+    let (Some(name), Some(backward)) = (&anchors.optimizer_name, anchors.reset_before) else {
+        return None;
+    };
+    let pass = text.statement(backward)?;
+    let step = text.statement(finding.span)?;
+    let in_loop = anchors
+        .loop_span
+        .is_some_and(|l| l.contains(backward) && l.contains(finding.span));
+    let certain = anchors.reset_before_certain && in_loop && pass.indent == step.indent;
+    let reset = reset_statement(text, name);
+    Some(Fix {
+        applicability: if certain {
+            Applicability::Safe
+        } else {
+            Applicability::Unsafe
+        },
+        edits: vec![Edit {
+            start: pass.line_start,
+            end: pass.line_start,
+            text: format!("{}{reset}{}", pass.indent, pass.newline),
         }],
     })
 }
@@ -1114,6 +1193,29 @@ mod tests {
         assert!(unsafe_
             .source
             .contains("opt_g.step()\n    opt_g.zero_grad()\n"));
+    }
+
+    #[test]
+    fn a_stray_pass_is_cleared_before_the_optimizers_own_pass() {
+        let head =
+            "opt_d = Adam(net_d.parameters())\nopt_g = Adam(net_g.parameters())\nfor x in data:\n";
+        let g = "    opt_g.zero_grad()\n    g_loss = crit(net_d(net_g(z)))\n    g_loss.backward()\n    opt_g.step()\n";
+        let src = format!("{head}    d_loss = crit(net_d(x))\n    d_loss.backward()\n    opt_d.step()\n    opt_d.zero_grad()\n{g}");
+        let out = fix(&src, false);
+        assert_eq!(out.fixed, 1, "{}", out.source);
+        assert!(out.remaining.is_empty());
+        assert!(out
+            .source
+            .contains("    opt_d.zero_grad()\n    d_loss.backward()\n    opt_d.step()\n"));
+        // The own pass in a branch, the step after it: only with
+        // --unsafe-fixes.
+        let src = format!("{head}    if c:\n        crit(net_d(x)).backward()\n    opt_d.step()\n    opt_d.zero_grad()\n{g}");
+        assert_eq!(fix(&src, false).fixed, 0);
+        let out = fix(&src, true);
+        assert_eq!(out.fixed, 1, "{}", out.source);
+        assert!(out
+            .source
+            .contains("        opt_d.zero_grad()\n        crit(net_d(x)).backward()\n"));
     }
 
     #[test]

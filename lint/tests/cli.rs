@@ -255,7 +255,7 @@ fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     let run = &report["runs"][0];
-    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 8);
+    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 9);
     let result = &run["results"][0];
     assert_eq!(result["ruleId"], "GL001");
     let location = &result["locations"][0]["physicalLocation"];
@@ -282,7 +282,7 @@ fn rule_docs_and_rule_list() {
         assert!(out.contains(section), "{section} in {out}");
     }
     let list = stdout(&gradlint(dir.path(), &["rules"]));
-    assert_eq!(list.lines().count(), 8);
+    assert_eq!(list.lines().count(), 9);
     assert!(list.lines().all(|l| l.starts_with("GL00")));
     assert_eq!(
         gradlint(dir.path(), &["rule", "GL999"]).status.code(),
@@ -538,9 +538,7 @@ fn a_manual_update_is_fixed_safely_over_parameters_and_unsafely_otherwise() {
         ("seed.py", seed.as_bytes()),
         ("indexed.py", indexed.as_bytes()),
     ]);
-    // The indexed update is a medium-confidence finding (`list(...)` is
-    // read as not resetting): shown, and so fixed, from `medium` on.
-    let out = gradlint(dir.path(), &["--confidence", "medium", "--fix", "."]);
+    let out = gradlint(dir.path(), &["--fix", "."]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
         stdout(&out).contains("Found 2 problems (1 fixed, 1 remaining) in 2 files"),
@@ -555,16 +553,7 @@ fn a_manual_update_is_fixed_safely_over_parameters_and_unsafely_otherwise() {
         std::fs::read_to_string(dir.path().join("indexed.py")).unwrap(),
         indexed
     );
-    let out = gradlint(
-        dir.path(),
-        &[
-            "--confidence",
-            "medium",
-            "--fix",
-            "--unsafe-fixes",
-            "indexed.py",
-        ],
-    );
+    let out = gradlint(dir.path(), &["--fix", "--unsafe-fixes", "indexed.py"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("indexed.py")).unwrap(),

@@ -274,6 +274,11 @@ impl Lowerer<'_> {
         let mut handed = false;
         let mut hand = |text: String| {
             let text = self.canonical(text);
+            // `OPTIMIZER_NAME`: a constant, not an object.
+            let last = text.rsplit('.').next().unwrap_or(&text);
+            if !last.chars().any(|c| c.is_ascii_lowercase()) {
+                return;
+            }
             if text == "self" || self.is_model(&text) {
                 handed = true;
             } else if self.is_optimizer(&text) {
@@ -337,7 +342,28 @@ impl Lowerer<'_> {
 /// methods named for logging, saving, evaluating, clipping, moving or
 /// averaging weights (by the words of their name).
 fn inert_call(method: &str) -> bool {
-    const EXACT: [&str; 30] = [
+    const EXACT: &[&str] = &[
+        "enumerate",
+        "zip",
+        "list",
+        "tuple",
+        "range",
+        "iter",
+        "next",
+        "sorted",
+        "reversed",
+        "map",
+        "filter",
+        "dict",
+        "set",
+        "min",
+        "max",
+        "sum",
+        "any",
+        "all",
+        "print",
+        "format",
+        "callable",
         "isinstance",
         "getattr",
         "hasattr",
@@ -369,7 +395,7 @@ fn inert_call(method: &str) -> bool {
         "modules",
         "children",
     ];
-    const WORDS: [&str; 34] = [
+    const WORDS: &[&str] = &[
         "log",
         "print",
         "save",
@@ -404,6 +430,7 @@ fn inert_call(method: &str) -> bool {
         "broadcast",
         "requires_grad",
         "freeze",
+        "accumulate",
     ];
     let lower = method.to_ascii_lowercase();
     EXACT.contains(&method)

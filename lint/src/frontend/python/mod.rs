@@ -17,6 +17,7 @@ mod functions;
 mod gradients;
 mod imports;
 mod lowerer;
+mod reach;
 mod statements;
 mod summary;
 mod syntax;
@@ -116,5 +117,6 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         body,
         assigned: Vec::new(),
     });
+    lowerer.program.reach = reach::reach(source, &module.body);
     lowerer.program
 }
