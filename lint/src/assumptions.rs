@@ -155,6 +155,9 @@ enum Turn {
     NotPerBatch(Span),
     /// The file does (not) drive a DeepSpeed engine.
     DeepSpeed(bool),
+    /// A pass through two models whose optimizers were reset together is
+    /// meant for both.
+    JointLoss,
     /// The resets of this model (not one an optimizer of the file is built
     /// over) also clear these models (those optimizers are built over).
     ModelResetsAll(String, Vec<String>),
@@ -304,6 +307,16 @@ pub fn weigh<T>(
     if program.deepspeed {
         turns.push((Turn::DeepSpeed(false), deepspeed_guess()));
     }
+    if base.iter().any(|(code, _)| *code == "GL009") {
+        turns.push((
+            Turn::JointLoss,
+            Guess {
+                kind: Kind::ModelName,
+                span: None,
+                note: "a loss through both models, after both optimizers were reset together, is read as stray, not as meant for both".into(),
+            },
+        ));
+    }
 
     let untried = turns.len().saturating_sub(MAX_TURNS);
     for (turn, guess) in turns.into_iter().take(MAX_TURNS) {
@@ -352,6 +365,7 @@ fn apply(program: &Program, turn: &Turn) -> Program {
     let mut out = program.clone();
     match turn {
         Turn::DeepSpeed(on) => out.deepspeed = *on,
+        Turn::JointLoss => out.reach.joint_loss_shared = true,
         _ => {
             for f in &mut out.functions {
                 f.body = rewrite(&f.body, turn);

@@ -705,6 +705,28 @@ impl<'a> Cycle<'a> {
                 }) else {
                     continue;
                 };
+                // Both optimizers reset together at the top of the iteration
+                // (`opt_e.zero_grad(); opt_g.zero_grad()`, before any pass)
+                // and then a pass through both models: maybe a
+                // joint loss both are meant to step on (BicycleGAN), not a
+                // stray one.
+                let other_resets = cfg.find(
+                    |e| matches!(e, Event::Reset(Reset::Optimizer(x)) if same_name(x, other)),
+                );
+                let first_in_iteration = |z: usize| {
+                    self.backwards
+                        .iter()
+                        .all(|&x| !cfg.forward_path(x, &[z], &[]))
+                };
+                let joint = self.resets.iter().any(|&z| {
+                    first_in_iteration(z)
+                        && other_resets
+                            .iter()
+                            .any(|&w| cfg.succ[z].contains(&w) || cfg.succ[w].contains(&z))
+                });
+                if joint && self.program.reach.joint_loss_shared {
+                    continue;
+                }
                 let blocked = cfg.find(|e| self.may_clear(e, model));
                 // From the stray pass to the step `s` through one of `via`
                 // (none of `before` and no step before it), nothing that

@@ -467,6 +467,11 @@ pub struct Reach {
     /// Whether the file may freeze parameters it does not name (Lightning's
     /// `toggle_optimizer`, `p.requires_grad = False` over a list).
     pub freezes_unnamed: bool,
+    /// Whether a pass through two models whose optimizers were reset
+    /// together at the top of the iteration is read as meant for both (a
+    /// joint loss) rather than as a stray pass: the analysis reads it as
+    /// stray; [`crate::assumptions`] turns the reading.
+    pub joint_loss_shared: bool,
 }
 
 /// What one backward pass's loss reaches.
