@@ -15,9 +15,9 @@ pub struct Anchors {
     pub resets_outside_loop: Vec<Span>,
     /// How many optimizers the loop steps.
     pub optimizers_in_loop: usize,
-    /// Whether the updater is an optimizer (not a manual update, not a
-    /// Rust `GradStore`).
-    pub optimizer: bool,
+    /// The finding's updater: an optimizer, a manual update (over a loop's
+    /// parameters, or of a named tensor), a Rust `GradStore`.
+    pub updater: Option<Updater>,
     /// Whether the finding's loop is in another file (the files of the
     /// invocation analysed together): never fixed.
     pub elsewhere: bool,
@@ -37,7 +37,7 @@ pub fn anchors(facts: &LoopFacts) -> Anchors {
         loop_span: Some(facts.loop_span),
         resets_outside_loop: facts.resets_outside_loop.clone(),
         optimizers_in_loop: facts.optimizers_in_loop,
-        optimizer: matches!(facts.updater, Updater::Optimizer(_)),
+        updater: Some(facts.updater.clone()),
         elsewhere: false,
         optimizer_name: match &facts.updater {
             Updater::Optimizer(o) => Some(o.clone()),

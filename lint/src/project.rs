@@ -56,11 +56,14 @@ enum Stage {
     Python(Box<Loaded>),
 }
 
-fn load(path: &Path, config: &Config) -> Stage {
+fn load(path: &Path, config: &Config, sources: &Sources) -> Stage {
     if Language::of(path) != Some(Language::Python) {
         return Stage::Done(lint_file_with(path, config));
     }
-    let text = match read_source(path) {
+    let text = match sources
+        .get(path)
+        .map_or_else(|| read_source(path), |t| Ok(t.clone()))
+    {
         Ok(t) => t,
         Err(e) => return Stage::Done(Err(e)),
     };
@@ -379,10 +382,25 @@ fn inherit(program: &mut Program, pool: &HashMap<String, Function>) {
     }
 }
 
+/// Texts that replace files' contents on disk (`--fix` checking a fix in
+/// one file against the files analysed together), by path as listed.
+pub type Sources = std::collections::HashMap<PathBuf, String>;
+
 /// Lints `files` with the rules `config` enables, the Python files together;
 /// one result per file, in order.
 pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnostic>, FileError>> {
-    let stages: Vec<Stage> = files.par_iter().map(|p| load(p, config)).collect();
+    lint_files_with(files, config, &Sources::new())
+}
+
+/// [`lint_files`], with the Python files of `sources` read from there
+/// rather than from disk (their notebooks, syntax errors and other
+/// languages are still read from disk).
+pub fn lint_files_with(
+    files: &[PathBuf],
+    config: &Config,
+    sources: &Sources,
+) -> Vec<Result<Vec<Diagnostic>, FileError>> {
+    let stages: Vec<Stage> = files.par_iter().map(|p| load(p, config, sources)).collect();
     let loaded: Vec<Option<&Loaded>> = stages
         .iter()
         .map(|s| match s {
