@@ -7,6 +7,7 @@ use super::lowerer::Lowerer;
 use super::statements::named_tests;
 use super::syntax::MAX_DEPTH;
 use super::syntax::{assigned_names, nested_bodies, span};
+use super::windows::Runs;
 use crate::ir::{Event, Function, Inherited, Node, Reset};
 
 impl<'s> Lowerer<'s> {
@@ -72,7 +73,13 @@ impl<'s> Lowerer<'s> {
         let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
         let none = self.params_none_in_every_call(f);
         let outer_none = std::mem::replace(&mut self.none_params, none);
+        // A method that keeps an equality counter on `self` (`self.accum
+        // += 1`, reset when it reaches `k`) runs once per iteration of the
+        // loop that calls it: its tests are counter tests of that loop.
+        let windows = self.equality_windows(&f.body, Runs::Function);
+        self.equality_windows.borrow_mut().push(windows);
         let mut lowered = self.stmts(&f.body, depth + 1);
+        self.equality_windows.borrow_mut().pop();
         self.none_params = outer_none;
         self.named = outer_named;
         let mut assigned = Vec::new();

@@ -21,6 +21,7 @@ mod reach;
 mod statements;
 mod summary;
 mod syntax;
+mod windows;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -102,6 +103,7 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         none_params: HashSet::default(),
         constants: module_constants(&module.body),
         run_lengths: std::cell::RefCell::new(Vec::new()),
+        equality_windows: std::cell::RefCell::new(Vec::new()),
     };
     lowerer.program.deepspeed =
         source.contains("deepspeed.initialize(") || source.contains("get_global_grad_norm(");
