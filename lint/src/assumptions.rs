@@ -259,6 +259,7 @@ pub fn weigh<T>(
             },
         ));
     }
+    let leaves = leaving_branches(program);
     for (at, branches, exhaustive) in unclassified_ifs(program, &relevant) {
         let guess = Guess {
             kind: Kind::UnclassifiedCondition,
@@ -266,6 +267,12 @@ pub fn weigh<T>(
             note: "the test `{}` is read as able to go either way".into(),
         };
         for b in 0..branches {
+            // A branch that leaves the iteration (`if done: break`, `if
+            // bad: continue`) is a guard: taking it every time would leave
+            // a loop that does nothing, a world not worth a guess.
+            if leaves.get(&(at, b)).copied().unwrap_or(false) {
+                continue;
+            }
             turns.push((Turn::Force(at, Some(b)), guess.clone()));
         }
         if !exhaustive {
@@ -639,6 +646,26 @@ fn guessed(side: &[Vec<crate::ir::Test>], varying: &[String], objects: &[String]
                 _ => false,
             })
     })
+}
+
+/// Per `if` (by span) and branch, whether the branch ends by leaving the
+/// iteration or the function (`break`, `continue`, `return`, `raise`).
+fn leaving_branches(program: &Program) -> std::collections::HashMap<(Span, usize), bool> {
+    let mut out = std::collections::HashMap::new();
+    for f in &program.functions {
+        visit(&f.body, &mut |n| {
+            if let Node::If { branches, at, .. } = n {
+                for (i, b) in branches.iter().enumerate() {
+                    let leaves = matches!(
+                        b.last(),
+                        Some(Node::Break | Node::Continue | Node::Return | Node::Raise)
+                    );
+                    out.insert((*at, i), leaves);
+                }
+            }
+        });
+    }
+    out
 }
 
 /// Whether nodes hold anything the rules read (not only quiet code).

@@ -288,6 +288,8 @@ impl Lowerer<'_> {
                 | "tqdm"
                 | "shutil"
                 | "copy"
+                | "itertools"
+                | "functools"
         );
         if constructor
             || library
@@ -316,10 +318,14 @@ impl Lowerer<'_> {
                 }
             }
         };
-        // `self.x(...)` alone is a module's forward or an inherited method:
-        // only what it is handed counts.
+        // Only an optimizer counts as a receiver: `self.x(...)` is a
+        // module's forward or an inherited method, `model.encode(x)` the
+        // model's own code; what they are handed counts.
         if let Some(r) = receiver.filter(|r| *r != "self") {
-            hand(r.to_string());
+            let r = self.canonical(r.to_string());
+            if self.is_optimizer(&r) {
+                hand(r);
+            }
         }
         let args = &call.arguments;
         for value in args
@@ -343,7 +349,12 @@ impl Lowerer<'_> {
         let named_for_gradients = method.to_ascii_lowercase().contains("grad")
             && !matches!(
                 method,
-                "no_grad" | "enable_grad" | "set_grad_enabled" | "grad" | "inference_mode"
+                "no_grad"
+                    | "enable_grad"
+                    | "set_grad_enabled"
+                    | "grad"
+                    | "inference_mode"
+                    | "retain_grad"
             );
         (handed || named_for_gradients).then(|| Opaque {
             span: span(call),
@@ -392,6 +403,7 @@ fn inert_call(method: &str) -> bool {
         "print",
         "format",
         "callable",
+        "functional_call",
         "isinstance",
         "getattr",
         "hasattr",
@@ -449,6 +461,7 @@ fn inert_call(method: &str) -> bool {
         "state_dict",
         "param",
         "watch",
+        "loss",
         "scale",
         "toggle",
         "prepare",
