@@ -92,6 +92,9 @@ pub enum Kind {
     /// because their names differ (`D.zero_grad()` in a helper handed the
     /// discriminator, whose optimizer was built over `discriminator`).
     ModelName,
+    /// A loss through a whole model read as reaching the optimizer built
+    /// over a part of it.
+    ModelPart,
 }
 
 impl Kind {
@@ -104,6 +107,7 @@ impl Kind {
             Kind::PerBatchName => "per-batch-name",
             Kind::FrameworkFlag => "framework-flag",
             Kind::ModelName => "model-name",
+            Kind::ModelPart => "model-part",
         }
     }
 }
@@ -158,6 +162,8 @@ enum Turn {
     /// A pass through two models whose optimizers were reset together is
     /// meant for both.
     JointLoss,
+    /// A pass through a whole model does not reach a part of it.
+    PartsUnreached,
     /// The resets of this model (not one an optimizer of the file is built
     /// over) also clear these models (those optimizers are built over).
     ModelResetsAll(String, Vec<String>),
@@ -323,6 +329,14 @@ pub fn weigh<T>(
                 note: "a loss through both models, after both optimizers were reset together, is read as stray, not as meant for both".into(),
             },
         ));
+        turns.push((
+            Turn::PartsUnreached,
+            Guess {
+                kind: Kind::ModelPart,
+                span: None,
+                note: "a loss computed through a whole model is read as reaching the optimizer built over a part of it".into(),
+            },
+        ));
     }
 
     let untried = turns.len().saturating_sub(MAX_TURNS);
@@ -373,6 +387,7 @@ fn apply(program: &Program, turn: &Turn) -> Program {
     match turn {
         Turn::DeepSpeed(on) => out.deepspeed = *on,
         Turn::JointLoss => out.reach.joint_loss_shared = true,
+        Turn::PartsUnreached => out.reach.parts_unreached = true,
         _ => {
             for f in &mut out.functions {
                 f.body = rewrite(&f.body, turn);

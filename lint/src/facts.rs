@@ -75,6 +75,10 @@ pub struct StrayPass {
     /// Whether a reset right before `own_backward` clears nothing of this
     /// optimizer's own passes (none is pending there, in any iteration).
     pub reset_there_is_certain: bool,
+    /// Whether the stray pass runs after this optimizer's own pass and
+    /// before its step, in the same iteration (its reset comes too early
+    /// to help: the step belongs before the stray pass).
+    pub after_own: bool,
 }
 
 /// Whether `event` clears the gradients that `updater` applies.
@@ -682,7 +686,7 @@ impl<'a> Cycle<'a> {
         others.sort_unstable();
         others.dedup();
         for &b in self.backwards {
-            if self.own_backwards.contains(&b)
+            if self.own_backwards.contains(&b) && !self.claimed_by_other(b)
                 || !matches!(cfg.events[b], Some((Event::Backward, _)))
             {
                 continue;
@@ -691,16 +695,23 @@ impl<'a> Cycle<'a> {
                 continue;
             };
             for model in &models {
-                if !pass.calls.contains(model) || reach.may_freeze(model) {
+                if !reach.pass_reaches(pass, model, &models) || reach.may_freeze(model) {
                     continue;
                 }
                 // Whose pass it is: an optimizer over other models only,
-                // stepped after it before this one is.
+                // stepped after it before this one is, or reset before it
+                // in the iteration and stepped after it (`opt_d.zero_grad();
+                // d_loss.backward(); opt_g.step(); opt_d.step()`).
                 let Some(other) = others.iter().find(|o| {
                     reach.only_other_models(o, model) && {
                         let steps = cfg
                             .find(|e| matches!(e, Event::Step(Updater::Optimizer(x)) if x == *o));
+                        let resets = cfg.find(
+                            |e| matches!(e, Event::Reset(Reset::Optimizer(x)) if same_name(x, o)),
+                        );
                         cfg.forward_path(b, &steps, &self.steps)
+                            || cfg.forward_path(b, &steps, &[])
+                                && resets.iter().any(|&z| cfg.forward_path(z, &[b], &steps))
                     }
                 }) else {
                     continue;
@@ -742,13 +753,29 @@ impl<'a> Cycle<'a> {
                         ..Query::new(b, &[s])
                     })
                 };
-                let Some(&step) = self
+                // Or, within the iteration, after this optimizer's own pass
+                // and before its step, with no reset of it in between
+                // (`opt_g.zero_grad(); g_loss.backward(); opt_d.zero_grad();
+                // d_loss.backward(); opt_g.step()`).
+                let after_own = |s: usize| {
+                    let stops: Vec<usize> = blocked.iter().chain(&self.steps).copied().collect();
+                    let rest: Vec<usize> = self.steps.iter().copied().filter(|&t| t != s).collect();
+                    let between: Vec<usize> = blocked.iter().chain(&rest).copied().collect();
+                    self.backwards
+                        .iter()
+                        .any(|&o| o != b && self.after_own_reset(o) && cfg.forward_path(o, &[b], &stops))
+                        && cfg.forward_path(b, &[s], &between)
+                };
+                let carried = self
                     .steps
                     .iter()
-                    .find(|&&s| reaches(s, &self.own_backwards, &[]))
+                    .find(|&&s| reaches(s, &self.own_backwards, &[]));
+                let Some(&step) =
+                    carried.or_else(|| self.steps.iter().find(|&&s| after_own(s)))
                 else {
                     continue;
                 };
+                let after_own = carried.is_none();
                 // The own passes met first on such a way.
                 let first: Vec<usize> = self
                     .own_backwards
@@ -765,7 +792,7 @@ impl<'a> Cycle<'a> {
                     })
                     .collect();
                 let own_backward = match first.as_slice() {
-                    [o] => Some(*o),
+                    [o] if !after_own => Some(*o),
                     _ => None,
                 };
                 let stops: Vec<usize> = self.steps.iter().chain(&self.resets).copied().collect();
@@ -784,11 +811,41 @@ impl<'a> Cycle<'a> {
                     model: model.clone(),
                     other: other.to_string(),
                     own_backward: own_backward.map(|o| cfg.span(o)),
+                    after_own,
                     reset_there_is_certain,
                 });
             }
         }
         None
+    }
+
+    /// Whether the last reset before pass `b` in the iteration may be
+    /// another stepped optimizer's, reset after this one's (`opt_g.zero_grad();
+    /// g_loss.backward(); opt_d.zero_grad(); d_loss.backward();
+    /// opt_g.step()`: `d_loss` is the discriminator's pass, though it lies
+    /// between the generator's reset and step).
+    fn claimed_by_other(&self, b: usize) -> bool {
+        let cfg = self.cfg;
+        let theirs = cfg.find(|e| {
+            matches!(e, Event::Reset(Reset::Optimizer(o))
+                if !self.own_reset(e) && self.stepped.iter().any(|s| same_name(s, o)))
+        });
+        theirs.iter().any(|&z| {
+            cfg.forward_path(z, &[b], &self.resets)
+                && self.resets.iter().any(|&r| cfg.forward_path(r, &[z], &self.steps))
+        })
+    }
+
+    /// Whether a reset of this optimizer is the last reset before pass `o`
+    /// on some way within the iteration.
+    fn after_own_reset(&self, o: usize) -> bool {
+        let cfg = self.cfg;
+        let stops: Vec<usize> = cfg
+            .find(|e| matches!(e, Event::Reset(_)))
+            .into_iter()
+            .chain(self.steps.iter().copied())
+            .collect();
+        self.resets.iter().any(|&r| cfg.forward_path(r, &[o], &stops))
     }
 
     /// Whether `e` may clear the gradients of `model`'s parameters: anything

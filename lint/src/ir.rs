@@ -472,6 +472,14 @@ pub struct Reach {
     /// joint loss) rather than as a stray pass: the analysis reads it as
     /// stray; [`crate::assumptions`] turns the reading.
     pub joint_loss_shared: bool,
+    /// Whether a pass through a whole model is read as reaching an
+    /// optimizer built over a part of it (`self.vqgan(x)` for an optimizer
+    /// over `self.vqgan.encoder`): the analysis reads it so (a forward
+    /// pass may skip a part); [`crate::assumptions`] turns the reading.
+    pub parts_unreached: bool,
+    /// Names bound to the optimizers a function of the file builds and
+    /// returns (`self.opt_g, self.opt_d = self.configure_optimizers()`).
+    pub returned: Vec<String>,
 }
 
 /// What one backward pass's loss reaches.
@@ -539,9 +547,32 @@ impl Reach {
             })
     }
 
-    /// Whether the file may freeze `model`'s parameters (or a part of it).
+    /// Whether `pass` goes through `model`, one of the models `built` an
+    /// optimizer is built over: a call of it or of a part of it, or of a
+    /// model it is a part of, when the optimizer takes two or more of its
+    /// parts (a forward pass uses some of them) or unless
+    /// [`Reach::parts_unreached`].
+    pub fn pass_reaches(&self, pass: &Pass, model: &str, built: &[String]) -> bool {
+        pass.calls.iter().any(|c| {
+            let whole = format!("{c}.");
+            c == model
+                || c.starts_with(&format!("{model}."))
+                || model.starts_with(&whole)
+                    && (!self.parts_unreached
+                        || built.iter().filter(|m| m.starts_with(&whole)).count() >= 2)
+        })
+    }
+
+    /// Whether the file may freeze `model`'s parameters: the model, or
+    /// what holds it. A frozen part of it (`net_d.backbone`) leaves the
+    /// rest to receive gradients; `net_d.module` is the whole of a wrapped
+    /// model.
     pub fn may_freeze(&self, model: &str) -> bool {
-        self.freezes_unnamed || self.frozen.iter().any(|f| related(f, model))
+        self.freezes_unnamed
+            || self.frozen.iter().any(|f| {
+                let f = f.strip_suffix(".module").unwrap_or(f);
+                related(f, model) && !f.starts_with(&format!("{model}."))
+            })
     }
 }
 

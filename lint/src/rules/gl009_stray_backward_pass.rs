@@ -119,10 +119,17 @@ fn check(f: &LoopFacts) -> Option<Violation> {
             "`{name}` applies another loss's gradients: the backward pass of `{loss}` (for `{}`) goes through `{}` after `{name}`'s last reset",
             stray.other, stray.model
         ),
-        help: format!(
-            "call `{name}.zero_grad()` before `{name}`'s own backward pass (not only after its step), or freeze `{}` during that pass",
-            stray.model
-        ),
+        help: if stray.after_own {
+            format!(
+                "call `{name}.step()` before the backward pass of `{loss}` (or compute `{loss}` from detached outputs of `{}`)",
+                stray.model
+            )
+        } else {
+            format!(
+                "call `{name}.zero_grad()` before `{name}`'s own backward pass (not only after its step), or freeze `{}` during that pass",
+                stray.model
+            )
+        },
     })
 }
 

@@ -434,6 +434,11 @@ fn inert_call(method: &str) -> bool {
         "named_parameters",
         "modules",
         "children",
+        // A container's views (`self.optims.values()`): the objects are
+        // handed on, not used.
+        "values",
+        "items",
+        "keys",
     ];
     const WORDS: &[&str] = &[
         "log",

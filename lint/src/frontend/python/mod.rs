@@ -105,6 +105,9 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         run_lengths: std::cell::RefCell::new(Vec::new()),
         equality_windows: std::cell::RefCell::new(Vec::new()),
     };
+    // What optimizers are built over is read from the syntax alone.
+    let reach = reach::reach(source, &module.body);
+    lowerer.optimizers.extend(reach.returned.iter().cloned());
     lowerer.program.deepspeed =
         source.contains("deepspeed.initialize(") || source.contains("get_global_grad_norm(");
     lowerer.classes(&module.body, 0);
@@ -119,6 +122,6 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         body,
         assigned: Vec::new(),
     });
-    lowerer.program.reach = reach::reach(source, &module.body);
+    lowerer.program.reach = reach;
     lowerer.program
 }

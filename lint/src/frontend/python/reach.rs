@@ -10,6 +10,7 @@
 //! the truth. Also here: the models each optimizer is built over, and the
 //! models the file may freeze (`requires_grad_(False)`).
 
+use rustc_hash::FxHashMap as HashMap;
 use ruff_python_ast::visitor::{walk_expr, walk_stmt, Visitor};
 use ruff_python_ast::{self as ast, Expr, Stmt, UnaryOp};
 
@@ -68,11 +69,14 @@ pub(super) fn reach(source: &str, module: &[Stmt]) -> Reach {
         loops: Vec::new(),
         params: Vec::new(),
         others: Vec::new(),
+        returns: HashMap::default(),
+        from_calls: Vec::new(),
         depth: 0,
     };
     for stmt in module {
         finder.visit_stmt(stmt);
     }
+    finder.optimizers_returned();
     let mut others = std::mem::take(&mut finder.others);
     others.sort();
     others.dedup();
@@ -499,6 +503,13 @@ struct Finder<'r> {
     params: Vec<Vec<String>>,
     /// Names bound to something else than an optimizer constructor.
     others: Vec<String>,
+    /// Functions (by their own name) -> what their one `return` gives, by
+    /// position (`return opt_g, opt_d`: the names, `None` for another
+    /// expression).
+    returns: HashMap<String, Vec<Option<String>>>,
+    /// `self.opt_g, self.opt_d = self.configure_optimizers()`: each name
+    /// bound, the function called, and the position taken.
+    from_calls: Vec<(String, String, usize)>,
     depth: usize,
 }
 
@@ -519,10 +530,13 @@ impl<'a> Visitor<'a> for Finder<'_> {
                     self.assigned(&a.target, v);
                 }
             }
-            Stmt::AugAssign(a) => self.freeze_target(&a.target),
+            Stmt::AugAssign(a) => self.freeze_target(&a.target, None),
             _ => {}
         }
         if let Stmt::FunctionDef(f) = stmt {
+            if let Some(r) = one_return(&f.body) {
+                self.returns.insert(f.name.id.to_string(), r);
+            }
             let p = &f.parameters;
             let names = p
                 .posonlyargs
@@ -567,10 +581,29 @@ impl Finder<'_> {
     /// `target = value`: an optimizer built, or a freeze
     /// (`p.requires_grad = False`).
     fn assigned(&mut self, target: &Expr, value: &Expr) {
-        self.freeze_target(target);
+        self.freeze_target(target, Some(value));
         let mut names = Vec::new();
         target_names(target, &mut names);
         let built = is_optimizer_constructor(value).then(|| built_over(value));
+        if built.is_none() {
+            if let Some(function) = called_function(value) {
+                if let Expr::Tuple(_) | Expr::List(_) | Expr::Name(_) | Expr::Attribute(_) = target {
+                    let single = !matches!(target, Expr::Tuple(_) | Expr::List(_));
+                    let whole = names.len() == 1 && single;
+                    let positions = match target {
+                        Expr::Tuple(t) => t.elts.iter().map(dotted).collect(),
+                        Expr::List(l) => l.elts.iter().map(dotted).collect(),
+                        _ => vec![names.first().cloned()],
+                    };
+                    if whole || positions.iter().all(Option::is_some) {
+                        for (i, name) in positions.into_iter().flatten().enumerate() {
+                            self.from_calls.push((name, function.clone(), if whole { usize::MAX } else { i }));
+                        }
+                        return;
+                    }
+                }
+            }
+        }
         for name in names {
             match &built {
                 Some(b) if matches!(target, Expr::Name(_) | Expr::Attribute(_)) => {
@@ -589,9 +622,40 @@ impl Finder<'_> {
         }
     }
 
+    /// The optimizers bound to what a function of the file returns
+    /// (`self.opt_g, self.opt_d = self.configure_optimizers()` with
+    /// `return opt_g, opt_d`) are the optimizers it built; the other names
+    /// bound so are bound to something else.
+    fn optimizers_returned(&mut self) {
+        for (name, function, at) in std::mem::take(&mut self.from_calls) {
+            let returned = self.returns.get(&function).and_then(|r| match (at, r.as_slice()) {
+                (usize::MAX, [one]) => one.clone(),
+                (usize::MAX, _) => None,
+                (i, r) if r.len() > 1 => r.get(i).cloned().flatten(),
+                _ => None,
+            });
+            let built: Vec<Built> = returned
+                .iter()
+                .flat_map(|r| self.reach.optimizers.iter().filter(move |(o, _)| o == r))
+                .map(|(_, b)| b.clone())
+                .collect();
+            if built.is_empty() {
+                self.others.push(name);
+            } else {
+                for b in built {
+                    self.reach.optimizers.push((name.clone(), b));
+                }
+                self.reach.returned.push(name);
+            }
+        }
+    }
+
     /// `x.requires_grad = ...`: `x` (or what a loop variable `x` runs over)
-    /// may be frozen.
-    fn freeze_target(&mut self, target: &Expr) {
+    /// may be frozen (`= True` unfreezes).
+    fn freeze_target(&mut self, target: &Expr, value: Option<&Expr>) {
+        if value.is_some_and(|v| matches!(v, Expr::BooleanLiteral(b) if b.value)) {
+            return;
+        }
         if let Expr::Attribute(a) = target {
             if a.attr.id.as_str() == "requires_grad" {
                 match dotted(&a.value) {
@@ -613,6 +677,11 @@ impl Finder<'_> {
         }
         if last.contains("toggle_optimizer") {
             self.reach.freezes_unnamed = true;
+            return;
+        }
+        // `m.requires_grad_()`, `m.requires_grad_(True)`,
+        // `set_requires_grad(net_d, True)`: unfrozen.
+        if last.contains("requires_grad") && unfreezes(call) {
             return;
         }
         let mut named = Vec::new();
@@ -684,6 +753,71 @@ impl Finder<'_> {
             self.frozen_within(o, at);
         }
     }
+}
+
+/// The function a call calls, by its own name: `f(...)` or
+/// `self.f(...)`.
+fn called_function(value: &Expr) -> Option<String> {
+    let Expr::Call(call) = value else {
+        return None;
+    };
+    let callee = dotted(&call.func)?;
+    let name = callee.strip_prefix("self.").unwrap_or(&callee);
+    (!name.contains('.')).then(|| name.to_string())
+}
+
+/// What a function body's only `return` gives, by position (a tuple's
+/// elements, or the one value), when it has exactly one (nested functions
+/// and classes not searched).
+fn one_return(body: &[Stmt]) -> Option<Vec<Option<String>>> {
+    struct Returns<'a>(Vec<&'a Expr>, bool);
+    impl<'a> Visitor<'a> for Returns<'a> {
+        fn visit_stmt(&mut self, stmt: &'a Stmt) {
+            match stmt {
+                Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
+                Stmt::Return(r) => match &r.value {
+                    Some(v) => self.0.push(v),
+                    None => self.1 = true,
+                },
+                _ => walk_stmt(self, stmt),
+            }
+        }
+    }
+    let mut returns = Returns(Vec::new(), false);
+    for stmt in body {
+        returns.visit_stmt(stmt);
+    }
+    match (returns.0.as_slice(), returns.1) {
+        ([Expr::Tuple(t)], false) => Some(t.elts.iter().map(dotted).collect()),
+        ([v], false) => Some(vec![dotted(v)]),
+        _ => None,
+    }
+}
+
+/// Whether a `requires_grad` call surely turns gradients on: a literal
+/// `True` and no other literal (`requires_grad_()` defaults to `True`).
+fn unfreezes(call: &ast::ExprCall) -> bool {
+    let literal = |e: &Expr| match e {
+        Expr::BooleanLiteral(b) => Some(b.value),
+        _ => None,
+    };
+    let args = &call.arguments;
+    let flags: Vec<Option<bool>> = args
+        .args
+        .iter()
+        .map(literal)
+        .chain(
+            args.keywords
+                .iter()
+                .filter(|k| k.arg.as_ref().is_some_and(|a| a.as_str().contains("requires_grad")))
+                .map(|k| literal(&k.value)),
+        )
+        .collect();
+    let method = matches!(call.func.as_ref(), Expr::Attribute(a) if a.attr.id.as_str() == "requires_grad_");
+    if method && args.args.is_empty() && args.keywords.is_empty() {
+        return true;
+    }
+    flags.contains(&Some(true)) && !flags.contains(&Some(false))
 }
 
 /// Whether a loop's iterable names modules or their parameters
