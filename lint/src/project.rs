@@ -1,16 +1,28 @@
 //! The Python files of one invocation analysed together.
 //!
-//! Each file is read and parsed once, in parallel, and summarised (its
-//! top-level classes with their methods, its functions, its imports). The
-//! imports are resolved within the linted tree (`from .trainer import
+//! Each file is read, in parallel, and its bytes scanned for gradient
+//! events ([`prefilter`]); a file is parsed only when the analysis needs it,
+//! and summarised then (its top-level classes with their methods, its
+//! functions, its imports). Most files of a tree have no gradient event
+//! and are never parsed: parsing is most of the cost of a tree. The files
+//! parsed are those with a gradient event (`backward(`, `zero_grad`,
+//! `.step(`), those whose import statements may bind a class or function
+//! of these and call it ([`prefilter::ImportText`]), and those the
+//! imports of all these lead to, until no more is needed. A file never
+//! parsed has no finding, and a syntax error in it is not reported. A Rust
+//! file is parsed only when it names `backward`
+//! ([`prefilter::rust_needs_parse`]).
+//!
+//! The imports are resolved within the linted tree (`from .trainer import
 //! Trainer`, `from pkg.trainer import Trainer`, `import pkg.trainer as t`,
 //! re-exports through `__init__.py`), by module path: a file
 //! `a/pkg/trainer.py` is the module `a.pkg.trainer`, `pkg.trainer` and
 //! `trainer`; when several files share a name, the one nearest the importer
-//! is taken. Only classes and functions whose text has a gradient event
-//! (`backward(`, `zero_grad`, `.step(`) are followed. Only files with a backward pass, the files that import them
-//! (transitively) and the files those import are lowered; the others are
-//! only checked for syntax, as when a file is linted alone.
+//! (among those that parse) is taken. Only classes and functions whose text
+//! has a gradient event (`backward(`, `zero_grad`, `.step(`), and base
+//! classes whose loop calls a method left to subclasses, are followed. Only
+//! files with a backward pass, the files that import them (transitively)
+//! and the files those import are lowered.
 //!
 //! A file that imports a class or function of another file sees it when it
 //! is lowered (instances, `self.x = Trainer(...)` attributes, calls of its
@@ -21,34 +33,125 @@
 //! the step), never in the loop's file; its help names the loop, and it has
 //! no automatic fix.
 
+mod prefilter;
+
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 use ruff_python_ast::ModModule;
 use ruff_python_parser::Parsed;
 
 use crate::config::Config;
-use crate::file::{is_notebook, lint_file_with, place_in_cell, read_source};
+use crate::file::{is_notebook, lint_file_with, not_utf8, place_in_cell, read_bytes, read_source};
 use crate::frontend::python::{self, Import, Imports, Summary};
 use crate::ir::{map_nodes, Event, Function, Node, Program, Span, FOREIGN_BASE};
 use crate::notebook::Notebook;
-use crate::{check, Diagnostic, FileError, Language, LineIndex};
+use crate::{check, lint_source_with, Diagnostic, FileError, Language, LineIndex};
+use prefilter::{EventFinder, ImportText};
 
 /// How many re-exports are followed to find where a name is defined.
 const MAX_REEXPORTS: usize = 4;
 
-/// A Python file read and parsed.
+/// A Python file read, and parsed once something needs it.
 struct Loaded {
+    path: PathBuf,
     name: String,
-    source: String,
-    notebook: Option<Notebook>,
-    summary: Summary,
-    /// The syntax tree, kept for files with a backward pass until they are
-    /// lowered (then dropped there, in parallel).
-    parsed: Mutex<Option<Parsed<ModModule>>>,
+    notebook: bool,
+    /// Whether the text calls a backward pass.
     backward: bool,
+    /// Whether the text has a gradient event (`backward(`, `zero_grad`,
+    /// `.step(`): only then may its classes and functions be followed.
+    mentioned: bool,
+    /// For a file with no gradient event (the others are parsed anyway):
+    /// its import statements as the text reads.
+    import_texts: Vec<ImportText>,
+    /// For a file with no gradient event: the classes its text may define
+    /// at the top level.
+    classes: Vec<String>,
+    /// The text: kept from the first reading for a file with a gradient
+    /// event; for the others, dropped then (most are never needed, and the
+    /// memory of one file's text is reused for the next) and read again
+    /// when needed (`None`: it can no longer be read).
+    source: OnceLock<Option<Source>>,
+    /// The parse, once made (`None` in it: a syntax error).
+    parse: OnceLock<Option<Parse>>,
+}
+
+/// The Python text of a file, and its notebook if it is one.
+struct Source {
+    text: String,
+    notebook: Option<Notebook>,
+}
+
+impl Source {
+    /// The Python text of `text`, the contents of `path`.
+    fn new(path: &Path, text: Cow<'_, str>) -> Result<Source, FileError> {
+        if !is_notebook(path) {
+            return Ok(Source {
+                text: text.into_owned(),
+                notebook: None,
+            });
+        }
+        let notebook =
+            Notebook::parse(&text).map_err(|message| crate::file::error(path, message))?;
+        Ok(Source {
+            text: notebook.source.clone(),
+            notebook: Some(notebook),
+        })
+    }
+}
+
+/// A Python file parsed.
+struct Parse {
+    summary: Summary,
+    /// The syntax tree of a file with a backward pass, kept until the file
+    /// is lowered (then dropped there, in parallel).
+    parsed: Mutex<Option<Parsed<ModModule>>>,
+}
+
+impl Loaded {
+    /// The file's text, read again if it was dropped.
+    fn source(&self) -> Option<&Source> {
+        self.source
+            .get_or_init(|| {
+                let text = read_source(&self.path).ok()?;
+                Source::new(&self.path, Cow::Owned(text)).ok()
+            })
+            .as_ref()
+    }
+
+    /// The file parsed and summarised, on first use (`None`: a syntax
+    /// error, or a file that can no longer be read).
+    fn parse(&self) -> Option<&Parse> {
+        self.parse
+            .get_or_init(|| {
+                let text = &self.source()?.text;
+                let parsed = python::parse(text).ok()?;
+                let summary = python::summarize(text, parsed.syntax());
+                // The other files parsed are only summarised: their trees
+                // are dropped at once, and their memory reused.
+                Some(Parse {
+                    summary,
+                    parsed: Mutex::new(self.backward.then_some(parsed)),
+                })
+            })
+            .as_ref()
+    }
+
+    /// Whether the file was parsed (without parsing it).
+    fn is_parsed(&self) -> bool {
+        self.parse.get().is_some()
+    }
+
+    /// Whether the file was parsed without a syntax error (without parsing
+    /// it).
+    fn parsed_ok(&self) -> bool {
+        self.parse.get().is_some_and(Option::is_some)
+    }
 }
 
 enum Stage {
@@ -56,37 +159,79 @@ enum Stage {
     Python(Box<Loaded>),
 }
 
-fn load(path: &Path, config: &Config) -> Stage {
-    if Language::of(path) != Some(Language::Python) {
-        return Stage::Done(lint_file_with(path, config));
+/// What the first reading of a Python file keeps: its events, for a file
+/// with none its import statements and classes, for the others its text.
+type Scanned = (
+    prefilter::Events,
+    Vec<ImportText>,
+    Vec<String>,
+    Option<Source>,
+);
+
+fn load(path: &Path, config: &Config, events: &EventFinder) -> Stage {
+    match Language::of(path) {
+        Some(Language::Python) => {}
+        Some(Language::Rust) => return Stage::Done(lint_rust(path, config)),
+        None => return Stage::Done(lint_file_with(path, config)),
     }
-    let text = match read_source(path) {
-        Ok(t) => t,
+    thread_local! {
+        // Most files' text is dropped once scanned: one buffer a thread
+        // holds them in turn.
+        static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    let scanned = BUFFER.with_borrow_mut(|buffer| -> Result<Scanned, FileError> {
+        read_bytes(path, buffer)?;
+        let text = std::str::from_utf8(buffer).map_err(|e| not_utf8(path, e))?;
+        let notebook = if is_notebook(path) {
+            Some(Source::new(path, Cow::Borrowed(text))?)
+        } else {
+            None
+        };
+        let text = notebook.as_ref().map_or(text, |s| s.text.as_str());
+        let found = events.find(text);
+        if found.backward || found.mentioned {
+            let source = match notebook {
+                Some(s) => s,
+                None => Source::new(path, Cow::Borrowed(text))?,
+            };
+            return Ok((found, Vec::new(), Vec::new(), Some(source)));
+        }
+        let imports = prefilter::import_texts(text);
+        let classes = prefilter::top_level_classes(text);
+        Ok((found, imports, classes, None))
+    });
+    let (found, import_texts, classes, source) = match scanned {
+        Ok(s) => s,
+        // The single-file path reports a notebook's error.
+        Err(_) if is_notebook(path) => return Stage::Done(lint_file_with(path, config)),
         Err(e) => return Stage::Done(Err(e)),
     };
-    let (source, notebook) = if is_notebook(path) {
-        match Notebook::parse(&text) {
-            Ok(n) => (n.source.clone(), Some(n)),
-            // The single-file path reports the error.
-            Err(_) => return Stage::Done(lint_file_with(path, config)),
-        }
-    } else {
-        (text, None)
-    };
-    let Ok(parsed) = python::parse(&source) else {
-        // A syntax error, placed by the single-file path.
-        return Stage::Done(lint_file_with(path, config));
-    };
-    let summary = python::summarize(&source, parsed.syntax());
-    let backward = python::calls_backward(&source);
+    let kept = OnceLock::new();
+    if let Some(source) = source {
+        let _ = kept.set(Some(source));
+    }
     Stage::Python(Box::new(Loaded {
+        path: path.to_path_buf(),
         name: path.display().to_string(),
-        summary,
-        parsed: Mutex::new(backward.then_some(parsed)),
-        backward,
-        source,
-        notebook,
+        notebook: is_notebook(path),
+        backward: found.backward,
+        mentioned: found.mentioned,
+        import_texts,
+        classes,
+        source: kept,
+        parse: OnceLock::new(),
     }))
+}
+
+/// A Rust file, as [`lint_file_with`] lints it, parsed only when it can
+/// have a finding.
+fn lint_rust(path: &Path, config: &Config) -> Result<Vec<Diagnostic>, FileError> {
+    let source = read_source(path)?;
+    if !prefilter::rust_needs_parse(&source) {
+        return Ok(Vec::new());
+    }
+    let name = path.display().to_string();
+    lint_source_with(&name, &source, Language::Rust, &|code| config.enabled(code))
 }
 
 /// The module path of a file, as components (`a`, `pkg`, `trainer`);
@@ -135,15 +280,16 @@ impl ModuleIndex {
         Self { by_name, parts }
     }
 
-    /// The file `module` names from `importer` (`level` leading dots).
-    fn resolve(&self, importer: usize, level: u32, module: &str) -> Option<usize> {
+    /// The files `module` may name from `importer` (`level` leading dots),
+    /// in no order.
+    fn candidates(&self, importer: usize, level: u32, module: &str) -> Vec<usize> {
         let name = if level == 0 {
             module.to_string()
         } else {
             let own = &self.parts[importer];
             let drop = level as usize;
             if drop > own.len() {
-                return None;
+                return Vec::new();
             }
             let mut package = own[..own.len() - drop].to_vec();
             package.extend(
@@ -154,7 +300,22 @@ impl ModuleIndex {
             );
             package.join(".")
         };
-        let candidates = self.by_name.get(&name)?;
+        self.by_name.get(&name).map_or_else(Vec::new, |c| {
+            c.iter().copied().filter(|&i| i != importer).collect()
+        })
+    }
+
+    /// The file `module` names from `importer` (`level` leading dots): the
+    /// nearest of the files it may name that `parses` (a file with a syntax
+    /// error is no module).
+    fn resolve(
+        &self,
+        importer: usize,
+        level: u32,
+        module: &str,
+        parses: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let mut candidates = self.candidates(importer, level, module);
         let shared = |i: usize| {
             self.parts[i]
                 .iter()
@@ -162,11 +323,111 @@ impl ModuleIndex {
                 .take_while(|(a, b)| a == b)
                 .count()
         };
-        candidates
-            .iter()
-            .copied()
-            .filter(|&i| i != importer)
-            .max_by_key(|&i| (shared(i), std::cmp::Reverse(i)))
+        // Nearest first: only what it takes to find one that parses is
+        // parsed.
+        candidates.sort_unstable_by_key(|&i| std::cmp::Reverse((shared(i), std::cmp::Reverse(i))));
+        candidates.into_iter().find(|&i| parses(i))
+    }
+}
+
+/// The files of an invocation as imports see them: their module paths, and
+/// their summaries, each made when first asked for.
+struct Tree<'a> {
+    loaded: &'a [Option<&'a Loaded>],
+    index: ModuleIndex,
+}
+
+impl<'a> Tree<'a> {
+    /// The summary of a Python file that parses (parsing it now if need
+    /// be).
+    fn summary(&self, file: usize) -> Option<&'a Summary> {
+        let l = self.loaded.get(file).copied().flatten()?;
+        l.parse().map(|p| &p.summary)
+    }
+
+    /// [`ModuleIndex::resolve`], among the files that parse.
+    fn resolve(&self, importer: usize, level: u32, module: &str) -> Option<usize> {
+        self.index
+            .resolve(importer, level, module, &|i| self.summary(i).is_some())
+    }
+
+    /// Whether `from <module> import <name>` in `file` surely binds nothing
+    /// worth following, known without parsing: `<module>.<name>` (`sub`)
+    /// is no module of the tree, and every file `module` may be is one not
+    /// parsed yet (so with no gradient event) that neither imports `name`
+    /// (a re-export) nor may define a class `name` (a base class whose loop
+    /// calls a method left to subclasses is followed). Whichever file it
+    /// is, and whether it parses, the name then binds a class or function
+    /// with no gradient event, or nothing.
+    fn binds_nothing(&self, file: usize, level: u32, module: &str, sub: &str, name: &str) -> bool {
+        let index = &self.index;
+        index.candidates(file, level, sub).is_empty()
+            && index.candidates(file, level, module).into_iter().all(|c| {
+                self.loaded[c].is_some_and(|l| {
+                    !l.is_parsed()
+                        && !l
+                            .import_texts
+                            .iter()
+                            .any(|t| t.names.iter().any(|(_, local)| local == name))
+                        && !l.classes.iter().any(|c| c == name)
+                })
+            })
+    }
+
+    /// Whether `file`, with no gradient event, may import and call a class
+    /// or function with gradient events (`wanted`: their names), by its
+    /// import statements' text: by name from a module of the tree (`from
+    /// .trainer import Trainer`, then `Trainer(`), or with a module or `*`
+    /// of the tree that has some. Every file a module may be counts; none
+    /// is parsed here.
+    fn may_import(&self, file: usize, texts: &[ImportText], wanted: &HashSet<&str>) -> bool {
+        let Some(l) = self.loaded[file] else {
+            return false;
+        };
+        let index = &self.index;
+        let in_tree = |level: u32, module: &str| !index.candidates(file, level, module).is_empty();
+        // A file not parsed yet has no gradient event (those are parsed
+        // first): if it is a module with classes worth following, it is
+        // parsed for a reason of its own, and then read in a later round.
+        let has_events = |level: u32, module: &str| {
+            index.candidates(file, level, module).into_iter().any(|j| {
+                self.loaded[j]
+                    .and_then(|l| l.parse.get()?.as_ref())
+                    .is_some_and(|p| !p.summary.relevant.is_empty())
+            })
+        };
+        // The linker follows what such a file calls (`local(`), or what a
+        // module imported by name calls through (`local.Trainer(`).
+        let called = |local: &str| {
+            // The text, read again: only for names worth following.
+            l.source().is_none_or(|s| {
+                let text = s.text.as_bytes();
+                memchr::memmem::find_iter(text, local.as_bytes())
+                    .any(|at| matches!(text.get(at + local.len()), Some(b'(' | b'.')))
+            })
+        };
+        texts.iter().any(|t| match &t.from {
+            Some((level, module)) => {
+                (t.star && has_events(*level, module))
+                    || t.names.iter().any(|(name, local)| {
+                        let sub = if module.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{module}.{name}")
+                        };
+                        wanted.contains(name.as_str())
+                            && called(local)
+                            && (in_tree(*level, module) || in_tree(*level, &sub))
+                    })
+            }
+            // Not read as `from ... import`: any reading.
+            None => {
+                t.star
+                    || t.names.iter().any(|(name, local)| {
+                        (wanted.contains(name.as_str()) && called(local)) || has_events(0, name)
+                    })
+            }
+        })
     }
 }
 
@@ -177,14 +438,8 @@ enum Target {
     Module(usize),
 }
 
-fn symbol(
-    index: &ModuleIndex,
-    summaries: &[Option<&Summary>],
-    file: usize,
-    name: &str,
-    depth: usize,
-) -> Option<Target> {
-    let summary = summaries[file]?;
+fn symbol(tree: &Tree, file: usize, name: &str, depth: usize) -> Option<Target> {
+    let summary = tree.summary(file)?;
     if summary.classes.contains_key(name) {
         return Some(Target::Class(file, name.to_string()));
     }
@@ -203,14 +458,14 @@ fn symbol(
             name: original,
             ..
         } => {
-            let from = index.resolve(file, *level, module)?;
-            symbol(index, summaries, from, original, depth + 1).or_else(|| {
+            let from = tree.resolve(file, *level, module)?;
+            symbol(tree, from, original, depth + 1).or_else(|| {
                 let sub = if module.is_empty() {
                     original.clone()
                 } else {
                     format!("{module}.{original}")
                 };
-                index.resolve(file, *level, &sub).map(Target::Module)
+                tree.resolve(file, *level, &sub).map(Target::Module)
             })
         }
         Import::Module { .. } => None,
@@ -220,22 +475,22 @@ fn symbol(
 /// The names `file` imports from other files, and the files they are
 /// defined in.
 fn imports_of(
-    index: &ModuleIndex,
-    summaries: &[Option<&Summary>],
+    tree: &Tree,
     file: usize,
     wanted: Option<&HashSet<&str>>,
 ) -> (Imports, HashSet<usize>) {
     let mut out = Imports::default();
     let mut files = HashSet::default();
-    let Some(summary) = summaries[file] else {
+    let Some(summary) = tree.summary(file) else {
         return (out, files);
     };
     // Only classes and functions with gradient events are followed.
-    let relevant = |j: usize, name: &str| summaries[j].is_some_and(|s| s.relevant.contains(name));
+    let relevant =
+        |j: usize, name: &str| tree.summary(j).is_some_and(|s| s.relevant.contains(name));
     let mut bind = |out: &mut Imports, local: &str, target: Target| match target {
         Target::Class(j, class) if j != file && relevant(j, &class) => {
             let key = format!("{j}::{class}");
-            if let Some(methods) = summaries[j].and_then(|s| s.classes.get(&class)) {
+            if let Some(methods) = tree.summary(j).and_then(|s| s.classes.get(&class)) {
                 out.methods.insert(key.clone(), methods.clone());
             }
             out.classes.insert(local.to_string(), key);
@@ -247,7 +502,7 @@ fn imports_of(
             files.insert(j);
         }
         Target::Module(j) if j != file => {
-            let Some(s) = summaries[j] else { return };
+            let Some(s) = tree.summary(j) else { return };
             if s.relevant.is_empty() {
                 return;
             }
@@ -274,10 +529,10 @@ fn imports_of(
             } => {
                 if name == "*" {
                     // Every class and function of the module worth following.
-                    let Some(j) = index.resolve(file, *level, module) else {
+                    let Some(j) = tree.resolve(file, *level, module) else {
                         continue;
                     };
-                    let Some(s) = summaries[j] else { continue };
+                    let Some(s) = tree.summary(j) else { continue };
                     for class in s.classes.keys().filter(|c| s.relevant.contains(*c)) {
                         bind(&mut out, class, Target::Class(j, class.clone()));
                     }
@@ -289,23 +544,24 @@ fn imports_of(
                 if wanted.is_some_and(|w| !w.contains(name.as_str())) {
                     continue;
                 }
-                let target = index
+                let sub = if module.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{module}.{name}")
+                };
+                if tree.binds_nothing(file, *level, module, &sub, name) {
+                    continue;
+                }
+                let target = tree
                     .resolve(file, *level, module)
-                    .and_then(|j| symbol(index, summaries, j, name, 0))
-                    .or_else(|| {
-                        let sub = if module.is_empty() {
-                            name.clone()
-                        } else {
-                            format!("{module}.{name}")
-                        };
-                        index.resolve(file, *level, &sub).map(Target::Module)
-                    });
+                    .and_then(|j| symbol(tree, j, name, 0))
+                    .or_else(|| tree.resolve(file, *level, &sub).map(Target::Module));
                 if let Some(t) = target {
                     bind(&mut out, local, t);
                 }
             }
             Import::Module { module, local } => {
-                if let Some(j) = index.resolve(file, 0, module) {
+                if let Some(j) = tree.resolve(file, 0, module) {
                     bind(&mut out, local, Target::Module(j));
                 }
             }
@@ -382,7 +638,8 @@ fn inherit(program: &mut Program, pool: &HashMap<String, Function>) {
 /// Lints `files` with the rules `config` enables, the Python files together;
 /// one result per file, in order.
 pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnostic>, FileError>> {
-    let stages: Vec<Stage> = files.par_iter().map(|p| load(p, config)).collect();
+    let events = EventFinder::new();
+    let stages: Vec<Stage> = files.par_iter().map(|p| load(p, config, &events)).collect();
     let loaded: Vec<Option<&Loaded>> = stages
         .iter()
         .map(|s| match s {
@@ -400,51 +657,83 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
     stages
         .into_par_iter()
         .zip(checked)
-        .map(|(stage, found)| match stage {
+        .zip(files)
+        .map(|((stage, found), path)| match stage {
             Stage::Done(r) => r,
+            // A syntax error, placed by the single-file path.
+            Stage::Python(l) if l.is_parsed() && !l.parsed_ok() => lint_file_with(path, config),
             Stage::Python(_) => Ok(found.unwrap_or_default()),
         })
         .collect()
 }
 
 /// What each file imports from the others, and the files it takes something
-/// from (edges), only where a backward pass is anywhere.
+/// from (edges), only where a backward pass is anywhere. The files are
+/// parsed here, as few as the imports need: those with gradient events,
+/// those that may import and call their classes and functions, and the
+/// files the imports of all these lead to.
 fn resolve_imports(
     files: &[PathBuf],
     loaded: &[Option<&Loaded>],
 ) -> (Vec<Imports>, Vec<HashSet<usize>>) {
-    let summaries: Vec<Option<&Summary>> = loaded.iter().map(|l| l.map(|l| &l.summary)).collect();
     let n = files.len();
-    let any_backward = loaded.iter().flatten().any(|l| l.backward);
-    let any_import = loaded
-        .iter()
-        .flatten()
-        .any(|l| !l.summary.imports.is_empty());
     let mut imports: Vec<Imports> = vec![Imports::default(); n];
     let mut edges: Vec<HashSet<usize>> = vec![HashSet::default(); n];
-    if !(any_backward && any_import) {
+    // With no backward pass anywhere nothing is lowered: nothing to parse.
+    if !loaded.iter().flatten().any(|l| l.backward) {
         return (imports, edges);
     }
     let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let importable: Vec<bool> = (0..n)
-        .map(|i| loaded[i].is_some_and(|l| l.notebook.is_none()))
+        .map(|i| loaded[i].is_some_and(|l| !l.notebook))
         .collect();
-    let index = ModuleIndex::new(&paths, &importable);
-    // A file with no backward pass only imports, by name, a class or
-    // function with gradient events (or a module): the others' names
-    // are not resolved.
-    let wanted: HashSet<&str> = summaries
-        .iter()
+    let tree = Tree {
+        loaded,
+        index: ModuleIndex::new(&paths, &importable),
+    };
+    // The files with gradient events: their classes and functions are the
+    // ones followed from other files.
+    loaded
+        .par_iter()
         .flatten()
-        .flat_map(|s| s.relevant.iter().map(String::as_str))
-        .collect();
-    let resolved: Vec<(Imports, HashSet<usize>)> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let backward = loaded[i].is_some_and(|l| l.backward);
-            imports_of(&index, &summaries, i, (!backward).then_some(&wanted))
-        })
-        .collect();
+        .filter(|l| l.backward || l.mentioned)
+        .for_each(|l| {
+            l.parse();
+        });
+    // Each round parses the files that may import and call what is wanted,
+    // then resolves the imports of every file parsed, parsing the files
+    // they lead to (a base class, a re-export in `__init__.py`). A file
+    // parsed may add to what is wanted: the last round parses nothing.
+    let parsed = || loaded.iter().flatten().filter(|l| l.is_parsed()).count();
+    let resolved = loop {
+        let before = parsed();
+        // A file with no backward pass only imports, by name, a class or
+        // function with gradient events (or a module): the others' names
+        // are not resolved.
+        let wanted: HashSet<&str> = loaded
+            .iter()
+            .flatten()
+            .filter_map(|l| l.parse.get()?.as_ref())
+            .flat_map(|p| p.summary.relevant.iter().map(String::as_str))
+            .collect();
+        (0..n).into_par_iter().for_each(|i| {
+            if let Some(l) = loaded[i].filter(|l| !l.is_parsed()) {
+                if tree.may_import(i, &l.import_texts, &wanted) {
+                    l.parse();
+                }
+            }
+        });
+        let resolved: Vec<(Imports, HashSet<usize>)> = (0..n)
+            .into_par_iter()
+            .map(|i| match loaded[i] {
+                Some(l) if l.is_parsed() => imports_of(&tree, i, (!l.backward).then_some(&wanted)),
+                _ => Default::default(),
+            })
+            .collect();
+        if parsed() == before {
+            break resolved;
+        }
+    };
     for (i, (im, mut e)) in resolved.into_iter().enumerate() {
         // A file with no backward pass matters only where it calls what
         // it imports (`Trainer(`, `train_step(`): type hints and
@@ -454,7 +743,10 @@ fn resolve_imports(
                 .classes
                 .iter()
                 .chain(im.functions.iter())
-                .filter(|(local, _)| l.source.contains(&format!("{local}(")))
+                .filter(|(local, _)| {
+                    l.source()
+                        .is_some_and(|s| s.text.contains(&format!("{local}(")))
+                })
                 .filter_map(|(_, key)| key.split_once("::")?.0.parse().ok())
                 .collect();
             e.retain(|j| called.contains(j));
@@ -469,14 +761,15 @@ fn resolve_imports(
 /// (transitively), and what all of these import (transitively).
 fn files_to_lower(loaded: &[Option<&Loaded>], edges: &[HashSet<usize>]) -> Vec<bool> {
     let n = loaded.len();
+    let ok = |i: usize| loaded[i].is_some_and(Loaded::parsed_ok);
     let mut lower: Vec<bool> = (0..n)
-        .map(|i| loaded[i].is_some_and(|l| l.backward))
+        .map(|i| loaded[i].is_some_and(|l| l.backward && l.parsed_ok()))
         .collect();
     let mut changed = true;
     while changed {
         changed = false;
         for i in 0..n {
-            if !lower[i] && loaded[i].is_some() && edges[i].iter().any(|&j| lower[j]) {
+            if !lower[i] && ok(i) && edges[i].iter().any(|&j| lower[j]) {
                 lower[i] = true;
                 changed = true;
             }
@@ -485,7 +778,7 @@ fn files_to_lower(loaded: &[Option<&Loaded>], edges: &[HashSet<usize>]) -> Vec<b
     let mut stack: Vec<usize> = (0..n).filter(|&i| lower[i]).collect();
     while let Some(i) = stack.pop() {
         for &j in &edges[i] {
-            if !lower[j] && loaded[j].is_some() {
+            if !lower[j] && ok(j) {
                 lower[j] = true;
                 stack.push(j);
             }
@@ -504,14 +797,15 @@ fn lower_files(
         .into_par_iter()
         .map(|i| {
             let l = loaded[i].filter(|_| lower[i])?;
-            let kept = l.parsed.lock().ok().and_then(|mut p| p.take());
+            let kept = l.parse()?.parsed.lock().ok().and_then(|mut p| p.take());
+            let text = &l.source()?.text;
             let parsed = match kept {
                 Some(p) => p,
-                None => python::parse(&l.source).ok()?,
+                None => python::parse(text).ok()?,
             };
-            let program = python::lower_module(&l.source, parsed.syntax(), &imports[i]);
+            let program = python::lower_module(text, parsed.syntax(), &imports[i]);
             drop(parsed);
-            Some((program, LineIndex::new(&l.source)))
+            Some((program, LineIndex::new(text)))
         })
         .collect()
 }
@@ -558,7 +852,7 @@ fn check_files(
         let l = loaded.get(j).copied().flatten()?;
         let (_, index) = programs.get(j)?.as_ref()?;
         // Notebooks are never imported: no span is placed in one.
-        l.notebook.is_none().then_some((l.name.as_str(), index))
+        (!l.notebook).then_some((l.name.as_str(), index))
     };
     (0..loaded.len())
         .into_par_iter()
@@ -575,7 +869,7 @@ fn check_files(
                 program.imported = Some(pool.clone());
                 check(&l.name, index, &program, &enabled, &foreign)
             };
-            Some(match &l.notebook {
+            Some(match l.source().and_then(|s| s.notebook.as_ref()) {
                 Some(nb) => found
                     .into_iter()
                     .map(|d| {

@@ -27,6 +27,8 @@ use ruff_python_ast as ast;
 use ruff_python_parser::Parsed;
 
 pub use imports::{Import, Imports};
+#[cfg(test)]
+pub(crate) use summary::mentions_gradient_event;
 pub use summary::{summarize, Summary};
 
 use super::SyntaxError;

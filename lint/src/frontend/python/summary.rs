@@ -41,7 +41,7 @@ pub(super) fn method_names<C: FromIterator<String>>(class: &ast::StmtClassDef) -
 
 /// Whether source text has a gradient event (`backward(`, `zero_grad`,
 /// `.step(`).
-pub(super) fn mentions_gradient_event(text: &str) -> bool {
+pub(crate) fn mentions_gradient_event(text: &str) -> bool {
     text.contains("backward(") || text.contains("zero_grad") || text.contains(".step(")
 }
 

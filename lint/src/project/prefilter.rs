@@ -1,0 +1,388 @@
+//! The byte-level pre-filter of whole-tree analysis: which files must be
+//! parsed at all. Parsing is most of the cost of a tree, and most files of
+//! a tree have no gradient event: a file is parsed only when its text has
+//! one ([`Events`]), when its imports ([`ImportText`]) may bind what
+//! another file's gradient code defines, or when a parsed file's imports
+//! lead to it (in [`super`]).
+
+use memchr::memmem::Finder;
+
+/// What the text of a Python file says about gradient events, read in one
+/// pass over its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Events {
+    /// A call of a backward pass: [`crate::frontend::python::calls_backward`].
+    pub backward: bool,
+    /// `backward(`, `zero_grad` or `.step(`: the text that makes a class or
+    /// function worth following from another file (its summary's
+    /// `relevant`).
+    pub mentioned: bool,
+}
+
+/// Finds [`Events`] in many texts.
+pub(super) struct EventFinder {
+    backward: Finder<'static>,
+    zero_grad: Finder<'static>,
+    step: Finder<'static>,
+}
+
+impl EventFinder {
+    pub(super) fn new() -> Self {
+        Self {
+            backward: Finder::new(b"backward"),
+            zero_grad: Finder::new(b"zero_grad"),
+            step: Finder::new(b".step("),
+        }
+    }
+
+    /// The events `source` has, read as
+    /// [`crate::frontend::python::calls_backward`] and the summary read it.
+    pub(super) fn find(&self, source: &str) -> Events {
+        let bytes = source.as_bytes();
+        let mut found = Events::default();
+        for at in self.backward.find_iter(bytes) {
+            // `backward(` is both; `backward (` only a call.
+            let rest = &bytes[at + b"backward".len()..];
+            let blank = rest
+                .iter()
+                .take_while(|&&c| c == b' ' || c == b'\t')
+                .count();
+            if rest.get(blank) == Some(&b'(') {
+                found.backward = true;
+                found.mentioned |= blank == 0;
+            }
+            if found.backward && found.mentioned {
+                return found;
+            }
+        }
+        found.mentioned = found.mentioned
+            || self.zero_grad.find(bytes).is_some()
+            || self.step.find(bytes).is_some();
+        found
+    }
+}
+
+/// An import statement as its text reads, found without parsing. The
+/// statements found are a superset of those the parser sees (a statement
+/// in a string is found too): a file with no gradient event is parsed only
+/// when one of these may bind a class or function with gradient events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct ImportText {
+    /// `from <dots><module> import ...`: the level and the module, when
+    /// the statement reads as one.
+    pub from: Option<(u32, String)>,
+    /// The names after `import` (dotted module paths, or imported names),
+    /// each with the name it binds (its alias, or itself).
+    pub names: Vec<(String, String)>,
+    /// `import *`.
+    pub star: bool,
+}
+
+fn is_identifier(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+}
+
+/// The length of the blank at `bytes[i..]` on one logical line: spaces,
+/// tabs, form feeds and escaped line ends.
+fn blank_at(bytes: &[u8], i: usize) -> usize {
+    let mut j = i;
+    loop {
+        match bytes.get(j..) {
+            Some([b' ' | b'\t' | b'\x0c', ..]) => j += 1,
+            Some([b'\\', b'\n', ..]) => j += 2,
+            Some([b'\\', b'\r', b'\n', ..]) => j += 3,
+            _ => return j - i,
+        }
+    }
+}
+
+/// Every import statement of `source`, read from its text.
+pub(super) fn import_texts(source: &str) -> Vec<ImportText> {
+    let bytes = source.as_bytes();
+    let mut out = Vec::new();
+    for at in memchr::memmem::find_iter(bytes, b"import") {
+        let end = at + b"import".len();
+        // A word: `.import` (`from .import x`) is one, `import_utils` not.
+        if at > 0 && is_identifier(bytes[at - 1])
+            || bytes.get(end).is_some_and(|&c| is_identifier(c))
+        {
+            continue;
+        }
+        let (names, star) = imported_names(bytes, end);
+        out.push(ImportText {
+            from: from_module(&bytes[..at]),
+            names,
+            star,
+        });
+    }
+    out
+}
+
+/// The names listed after `import` from `bytes[i..]` (in parentheses, on
+/// several lines), and whether one is `*`.
+fn imported_names(bytes: &[u8], mut i: usize) -> (Vec<(String, String)>, bool) {
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut star = false;
+    let mut alias = false;
+    let mut depth = 0usize;
+    loop {
+        let blank = blank_at(bytes, i);
+        if blank > 0 {
+            i += blank;
+            continue;
+        }
+        match bytes.get(i) {
+            Some(b'\r' | b'\n') if depth > 0 => i += 1,
+            Some(b'#') if depth > 0 => i += bytes[i..].iter().take_while(|&&c| c != b'\n').count(),
+            Some(b'(') => {
+                depth += 1;
+                i += 1;
+            }
+            Some(b')') if depth > 0 => {
+                depth -= 1;
+                i += 1;
+            }
+            Some(b',') => i += 1,
+            Some(b'*') => {
+                star = true;
+                i += 1;
+            }
+            Some(&c) if is_identifier(c) => {
+                // A dotted path (`a.b`, `a . b`).
+                let mut name = String::new();
+                loop {
+                    let word = bytes[i..].iter().take_while(|&&c| is_identifier(c)).count();
+                    name.push_str(&String::from_utf8_lossy(&bytes[i..i + word]));
+                    i += word;
+                    let after = i + blank_at(bytes, i);
+                    if bytes.get(after) != Some(&b'.') {
+                        break;
+                    }
+                    let next = after + 1 + blank_at(bytes, after + 1);
+                    if !bytes.get(next).is_some_and(|&c| is_identifier(c)) {
+                        break;
+                    }
+                    name.push('.');
+                    i = next;
+                }
+                match names.last_mut() {
+                    _ if name == "as" => alias = true,
+                    Some((_, local)) if alias => {
+                        *local = name;
+                        alias = false;
+                    }
+                    _ => names.push((name.clone(), name)),
+                }
+            }
+            _ => break,
+        }
+    }
+    (names, star)
+}
+
+/// The `from <dots><module>` that `before`, the text up to an `import`,
+/// ends with, if it does: its level and module.
+fn from_module(before: &[u8]) -> Option<(u32, String)> {
+    let mut k = before.len();
+    // Dots, names and blanks back to the start of the statement.
+    loop {
+        match before[..k] {
+            [.., c] if is_identifier(c) || matches!(c, b'.' | b' ' | b'\t' | b'\x0c') => k -= 1,
+            [.., b'\\', b'\n'] => k -= 2,
+            [.., b'\\', b'\r', b'\n'] => k -= 3,
+            _ => break,
+        }
+    }
+    let text: Vec<u8> = before[k..]
+        .iter()
+        .copied()
+        .filter(|c| !matches!(c, b' ' | b'\t' | b'\x0c' | b'\\' | b'\r' | b'\n'))
+        .collect();
+    let path = text.strip_prefix(b"from")?;
+    // `from` as a word: `fromage import x` is no `from`.
+    let words = before[k..].trim_ascii_start();
+    if words.get(4).is_some_and(|&c| is_identifier(c)) {
+        return None;
+    }
+    let level = path.iter().take_while(|&&c| c == b'.').count();
+    let module = String::from_utf8_lossy(&path[level..]).into_owned();
+    Some((level as u32, module))
+}
+
+/// The names of the classes `source` may define at the top level: each
+/// `class Name` at the start of a line (a top-level statement has no
+/// indentation).
+pub(super) fn top_level_classes(source: &str) -> Vec<String> {
+    let bytes = source.as_bytes();
+    memchr::memmem::find_iter(bytes, b"class")
+        .filter(|&at| at == 0 || bytes[at - 1] == b'\n')
+        .filter_map(|at| {
+            let start = at + b"class".len();
+            let blank = blank_at(bytes, start);
+            let name = &bytes[start + blank..];
+            let len = name.iter().take_while(|&&c| is_identifier(c)).count();
+            (blank > 0 && len > 0).then(|| String::from_utf8_lossy(&name[..len]).into_owned())
+        })
+        .collect()
+}
+
+/// Whether a Rust file can have a finding, and so must be parsed: every
+/// rule needs a backward pass, and every event that makes one (a
+/// `backward` call, a store bound from one, `extend` of one) names
+/// `backward`. Steps, resets and optimizer constructions alone make no
+/// finding.
+pub(super) fn rust_needs_parse(source: &str) -> bool {
+    memchr::memmem::find(source.as_bytes(), b"backward").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::python::{calls_backward, mentions_gradient_event};
+
+    #[test]
+    fn events_agree_with_the_frontend() {
+        let finder = EventFinder::new();
+        for text in [
+            "",
+            "loss.backward()",
+            "loss.backward ()",
+            "self.manual_backward\t(loss)",
+            "\"\"\"Kept for backward compatibility.\"\"\"",
+            "backward",
+            "x.backward",
+            "opt.zero_grad",
+            "scheduler.step()",
+            "step()",
+            "opt.step",
+            "backward compatible; then loss.backward (x); opt.zero_grad()",
+            "backward\n(",
+            "a .step( b",
+            "backwardbackward(",
+        ] {
+            let found = finder.find(text);
+            assert_eq!(found.backward, calls_backward(text), "{text:?}");
+            assert_eq!(found.mentioned, mentions_gradient_event(text), "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn events_agree_on_any_text(text in "(backward|zero_grad|\\.step|[ \t(.\n]|[a-z_]{1,3}){0,12}") {
+            let found = EventFinder::new().find(&text);
+            proptest::prop_assert_eq!(found.backward, calls_backward(&text));
+            proptest::prop_assert_eq!(found.mentioned, mentions_gradient_event(&text));
+        }
+    }
+
+    /// `a` or `a as b`.
+    fn named(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| match n.split_once(" as ") {
+                Some((name, local)) => (name.to_string(), local.to_string()),
+                None => (n.to_string(), n.to_string()),
+            })
+            .collect()
+    }
+
+    fn from(level: u32, module: &str, names: &[&str], star: bool) -> ImportText {
+        ImportText {
+            from: Some((level, module.to_string())),
+            names: named(names),
+            star,
+        }
+    }
+
+    fn plain(names: &[&str]) -> ImportText {
+        ImportText {
+            from: None,
+            names: named(names),
+            star: false,
+        }
+    }
+
+    #[test]
+    fn import_statements_read_from_text() {
+        let cases: [(&str, Vec<ImportText>); 12] = [
+            ("import os", vec![plain(&["os"])]),
+            (
+                "import pkg.trainer as t, b",
+                vec![plain(&["pkg.trainer as t", "b"])],
+            ),
+            ("if x: import a . b", vec![plain(&["a.b"])]),
+            (
+                "from .trainer import Trainer",
+                vec![from(1, "trainer", &["Trainer"], false)],
+            ),
+            (
+                "from . import (\n  a,  # the first\n  b as c,\n)",
+                vec![from(1, "", &["a", "b as c"], false)],
+            ),
+            ("from .import x", vec![from(1, "", &["x"], false)]),
+            (
+                "from.. pkg . mod import *",
+                vec![from(2, "pkg.mod", &[], true)],
+            ),
+            (
+                "    from pkg \\\n  import x \\\n    as y; z()",
+                vec![from(0, "pkg", &["x as y"], false)],
+            ),
+            (
+                "x = 1; from a import b\nimport c",
+                vec![from(0, "a", &["b"], false), plain(&["c"])],
+            ),
+            (
+                "from import_utils import important",
+                vec![from(0, "import_utils", &["important"], false)],
+            ),
+            ("fromage import x", vec![plain(&["x"])]),
+            ("\"\"\"Nothing to import.\"\"\"", vec![plain(&[])]),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(import_texts(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn import_texts_cover_the_parser() {
+        // Every import the parser sees is read from the text.
+        let source = "import a.b as c\nfrom .x import (y,\n  z as w)\ndef f():\n    from ..p import *\n    import q\nif t:\n    from r import s\n";
+        let parsed = crate::frontend::python::parse(source).unwrap();
+        let summary = crate::frontend::python::summarize(source, parsed.syntax());
+        let texts = import_texts(source);
+        for import in &summary.imports {
+            let found = texts.iter().any(|t| match import {
+                crate::frontend::python::Import::From {
+                    level,
+                    module,
+                    name,
+                    local,
+                } => {
+                    t.from == Some((*level, module.clone()))
+                        && (t.names.iter().any(|(n, l)| (n, l) == (name, local))
+                            || name == "*" && t.star)
+                }
+                crate::frontend::python::Import::Module { module, local } => {
+                    t.from.is_none() && t.names.iter().any(|(n, l)| (n, l) == (module, local))
+                }
+            });
+            assert!(found, "{import:?} not in {texts:?}");
+        }
+    }
+
+    #[test]
+    fn top_level_class_names() {
+        let source = "class Trainer(Base):\n    class Inner: ...\nclass \\\n  Other: pass\nsubclass = 1\nclassify(x)\n";
+        assert_eq!(top_level_classes(source), ["Trainer", "Other"]);
+    }
+
+    #[test]
+    fn rust_needs_a_backward_pass() {
+        assert!(rust_needs_parse("let grads = loss.backward()?;"));
+        assert!(rust_needs_parse("opt.backward_step(&loss)?;"));
+        assert!(!rust_needs_parse(
+            "fn main() { let mut opt = AdamW::new(vars)?; opt.step(&grads)?; }"
+        ));
+    }
+}
