@@ -885,3 +885,136 @@ fn check_files(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files under a fresh folder.
+    fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, Vec<PathBuf>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            paths.push(path);
+        }
+        paths.sort();
+        (dir, paths)
+    }
+
+    /// The files the imports parse, by name relative to `dir`.
+    fn parsed(dir: &Path, files: &[PathBuf]) -> Vec<String> {
+        let events = EventFinder::new();
+        let stages: Vec<Stage> = files
+            .iter()
+            .map(|p| load(p, &Config::default(), &events))
+            .collect();
+        let loaded: Vec<Option<&Loaded>> = stages
+            .iter()
+            .map(|s| match s {
+                Stage::Python(l) => Some(l.as_ref()),
+                Stage::Done(_) => None,
+            })
+            .collect();
+        resolve_imports(files, &loaded);
+        loaded
+            .iter()
+            .flatten()
+            .filter(|l| l.is_parsed())
+            .map(|l| l.path.strip_prefix(dir).unwrap().display().to_string())
+            .collect()
+    }
+
+    /// `(file, line, code)` of each finding of the files linted together.
+    fn findings(dir: &Path, files: &[PathBuf]) -> Vec<(String, usize, &'static str)> {
+        lint_files(files, &Config::default())
+            .into_iter()
+            .flat_map(|r| r.unwrap())
+            .map(|d| {
+                let file = Path::new(&d.path).strip_prefix(dir).unwrap();
+                (file.display().to_string(), d.line, d.code)
+            })
+            .collect()
+    }
+
+    const TRAINER: &str = "class Trainer:\n    def __init__(self, model, optimizer):\n        self.model = model\n        self.optimizer = optimizer\n\n    def run_batch(self, batch):\n        self.model(batch).backward()\n        self.optimizer.step()\n";
+
+    #[test]
+    fn a_file_that_only_imports_a_trainer_gets_its_findings_through_the_trainers_file() {
+        for train in [
+            "from trainer import Trainer\n\ndef main(model, opt, loader):\n    t = Trainer(model, opt)\n    for batch in loader:\n        t.run_batch(batch)\n",
+            "from trainer import Trainer as T\n\ndef main(model, opt, loader):\n    t = T(model, opt)\n    for batch in loader:\n        t.run_batch(batch)\n",
+            "import trainer\n\ndef main(model, opt, loader):\n    t = trainer.Trainer(model, opt)\n    for batch in loader:\n        t.run_batch(batch)\n",
+        ] {
+            let (dir, files) = tree(&[
+                ("train.py", train),
+                ("trainer.py", TRAINER),
+                ("utils.py", "def mean(xs):\n    return sum(xs) / len(xs)\n"),
+            ]);
+            // train.py has no gradient event of its own.
+            assert_eq!(EventFinder::new().find(train), Default::default());
+            assert_eq!(parsed(dir.path(), &files), ["train.py", "trainer.py"]);
+            assert_eq!(
+                findings(dir.path(), &files),
+                [("trainer.py".to_string(), 8, "GL001")],
+                "{train}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_with_no_gradient_event_is_not_parsed() {
+        let (dir, files) = tree(&[
+            ("train.py", "from trainer import Trainer\nfrom utils import mean\n\ndef main(model, opt, loader):\n    t = Trainer(model, opt)\n    for batch in loader:\n        t.run_batch(batch)\n    print(mean([1.0]))\n"),
+            ("trainer.py", TRAINER),
+            // Imported by name, defines no class of that name: not parsed.
+            ("utils.py", "def mean(xs):\n    return sum(xs) / len(xs)\n"),
+            // Imports nothing with gradient events: not parsed.
+            ("data.py", "import torch\nfrom utils import mean\n\nclass Data(torch.utils.data.Dataset):\n    pass\n"),
+            // Does not parse, and is not reported.
+            ("legacy.py", "print 'hello'\n"),
+        ]);
+        assert_eq!(parsed(dir.path(), &files), ["train.py", "trainer.py"]);
+        let results = lint_files(&files, &Config::default());
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(
+            findings(dir.path(), &files),
+            [("trainer.py".to_string(), 8, "GL001")]
+        );
+    }
+
+    #[test]
+    fn what_the_trainers_imports_need_is_parsed() {
+        // A re-export in `__init__.py` and a base class whose loop calls a
+        // method left to subclasses: no gradient event in either, both
+        // needed by the subclass's file.
+        let base = "class BaseTrainer:\n    def train_step(self, batch):\n        raise NotImplementedError\n\n    def fit(self, loader):\n        for batch in loader:\n            self.train_step(batch)\n";
+        let trainer = "from base import BaseTrainer\n\nclass Trainer(BaseTrainer):\n    def __init__(self, model, optimizer):\n        self.model = model\n        self.optimizer = optimizer\n\n    def train_step(self, batch):\n        self.model(batch).backward()\n        self.optimizer.step()\n";
+        let (dir, files) = tree(&[
+            ("base.py", base),
+            ("pkg/__init__.py", "from .trainer import Trainer\n"),
+            ("pkg/trainer.py", trainer),
+            ("run.py", "from pkg import Trainer\n\ndef main(model, opt, loader):\n    Trainer(model, opt).fit(loader)\n"),
+        ]);
+        assert_eq!(
+            parsed(dir.path(), &files),
+            ["base.py", "pkg/__init__.py", "pkg/trainer.py", "run.py"]
+        );
+        let found = findings(dir.path(), &files);
+        assert!(
+            found.contains(&("pkg/trainer.py".to_string(), 10, "GL001")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_in_a_file_that_is_parsed_is_reported() {
+        let (_dir, files) = tree(&[("train.py", "for x in loader\n    loss.backward()\n")]);
+        let results = lint_files(&files, &Config::default());
+        let e = results[0].as_ref().unwrap_err();
+        assert!(e.message.starts_with("syntax error"), "{}", e.message);
+        assert_eq!((e.line, e.column), (Some(1), Some(16)));
+    }
+}
