@@ -7,7 +7,8 @@
 #   TREE  a folder of Python files (default: the library corpus,
 #         .cache/corpus/src, downloaded by scripts/corpus.sh)
 #   RUNS  runs of each tool (default 7); `bench-lint.sh 5` alone is RUNS
-# The gradlint binary is built in $CARGO_TARGET_DIR (default target/).
+# The gradlint binary is built in $CARGO_TARGET_DIR (default target/);
+# GRADLINT=/path/to/gradlint times that one instead (another build).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tree=""
@@ -20,8 +21,12 @@ if [ -z "$tree" ]; then
   tree=$root/.cache/corpus/src
 fi
 [ -x .cache/venv/bin/ruff ] || { python3 -m venv .cache/venv && .cache/venv/bin/pip install -q ruff==0.8.4; }
-cargo build --release -q -p gradlint
-gradlint="${CARGO_TARGET_DIR:-$root/target}/release/gradlint"
+if [ -n "${GRADLINT:-}" ]; then
+  gradlint=$GRADLINT
+else
+  cargo build --release -q -p gradlint
+  gradlint="${CARGO_TARGET_DIR:-$root/target}/release/gradlint"
+fi
 py_files() { find "$tree" \( -name '*.py' -o -name '*.pyi' \) -type f; }
 files=$(py_files | wc -l)
 notebooks=$(find "$tree" -name '*.ipynb' -type f | wc -l)

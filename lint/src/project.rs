@@ -67,7 +67,8 @@ struct Loaded {
     /// `.step(`): only then may its classes and functions be followed.
     mentioned: bool,
     /// For a file with no gradient event (the others are parsed anyway):
-    /// its import statements as the text reads.
+    /// its import statements as the text reads, those that may name a
+    /// module of the tree.
     import_texts: Vec<ImportText>,
     /// For a file with no gradient event: the classes its text may define
     /// at the top level.
@@ -168,7 +169,15 @@ type Scanned = (
     Option<Source>,
 );
 
-fn load(path: &Path, config: &Config, events: &EventFinder) -> Stage {
+/// Reads file `file` (`path`): `modules` are the modules of the tree, to
+/// keep only the import statements that may name one.
+fn load(
+    file: usize,
+    path: &Path,
+    config: &Config,
+    events: &EventFinder,
+    modules: &ModuleIndex,
+) -> Stage {
     match Language::of(path) {
         Some(Language::Python) => {}
         Some(Language::Rust) => return Stage::Done(lint_rust(path, config)),
@@ -196,7 +205,10 @@ fn load(path: &Path, config: &Config, events: &EventFinder) -> Stage {
             };
             return Ok((found, Vec::new(), Vec::new(), Some(source)));
         }
-        let imports = prefilter::import_texts(text);
+        let imports = prefilter::import_texts(text)
+            .into_iter()
+            .filter(|t| modules.may_name(file, t))
+            .collect();
         let classes = prefilter::top_level_classes(text);
         Ok((found, imports, classes, None))
     });
@@ -305,6 +317,27 @@ impl ModuleIndex {
         })
     }
 
+    /// Whether the import statement `text` of `importer` may name a module
+    /// of the tree: one its names come from, or one of them is. The others
+    /// (`import torch`, `from os import path`) bind nothing of the tree.
+    fn may_name(&self, importer: usize, text: &ImportText) -> bool {
+        let some = |level: u32, module: &str| !self.candidates(importer, level, module).is_empty();
+        match &text.from {
+            Some((level, module)) => {
+                some(*level, module)
+                    || text.names.iter().any(|(name, _)| {
+                        let sub = if module.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{module}.{name}")
+                        };
+                        some(*level, &sub)
+                    })
+            }
+            None => text.names.iter().any(|(name, _)| some(0, name)),
+        }
+    }
+
     /// The file `module` names from `importer` (`level` leading dots): the
     /// nearest of the files it may name that `parses` (a file with a syntax
     /// error is no module).
@@ -378,8 +411,9 @@ impl<'a> Tree<'a> {
     /// or function with gradient events (`wanted`: their names), by its
     /// import statements' text: by name from a module of the tree (`from
     /// .trainer import Trainer`, then `Trainer(`), or with a module or `*`
-    /// of the tree that has some. Every file a module may be counts; none
-    /// is parsed here.
+    /// of the tree that has some (`texts`: the statements that may name a
+    /// module of the tree). Every file a module may be counts; none is
+    /// parsed here.
     fn may_import(&self, file: usize, texts: &[ImportText], wanted: &HashSet<&str>) -> bool {
         let Some(l) = self.loaded[file] else {
             return false;
@@ -420,13 +454,8 @@ impl<'a> Tree<'a> {
                             && (in_tree(*level, module) || in_tree(*level, &sub))
                     })
             }
-            // Not read as `from ... import`: any reading.
-            None => {
-                t.star
-                    || t.names.iter().any(|(name, local)| {
-                        (wanted.contains(name.as_str()) && called(local)) || has_events(0, name)
-                    })
-            }
+            // `import pkg.trainer as t`, then `t.Trainer(`.
+            None => t.names.iter().any(|(name, _)| has_events(0, name)),
         })
     }
 }
@@ -639,7 +668,18 @@ fn inherit(program: &mut Program, pool: &HashMap<String, Function>) {
 /// one result per file, in order.
 pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnostic>, FileError>> {
     let events = EventFinder::new();
-    let stages: Vec<Stage> = files.par_iter().map(|p| load(p, config, &events)).collect();
+    // Every Python file that may be a module (before reading them).
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let python: Vec<bool> = files
+        .iter()
+        .map(|p| Language::of(p) == Some(Language::Python) && !is_notebook(p))
+        .collect();
+    let modules = ModuleIndex::new(&paths, &python);
+    let stages: Vec<Stage> = files
+        .par_iter()
+        .enumerate()
+        .map(|(i, p)| load(i, p, config, &events, &modules))
+        .collect();
     let loaded: Vec<Option<&Loaded>> = stages
         .iter()
         .map(|s| match s {

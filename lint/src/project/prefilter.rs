@@ -69,7 +69,8 @@ impl EventFinder {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct ImportText {
     /// `from <dots><module> import ...`: the level and the module, when
-    /// the statement reads as one.
+    /// the statement reads as one (a statement the parser sees always
+    /// does: line continuations are read through).
     pub from: Option<(u32, String)>,
     /// The names after `import` (dotted module paths, or imported names),
     /// each with the name it binds (its alias, or itself).
