@@ -80,6 +80,10 @@ struct Loaded {
     source: OnceLock<Option<Source>>,
     /// The parse, once made (`None` in it: a syntax error).
     parse: OnceLock<Option<Parse>>,
+    /// For a file with no gradient event: whether its top-level classes of
+    /// a name may be followed from another file (a loop calling a method
+    /// left to subclasses), by name, as found.
+    followed: Mutex<HashMap<String, bool>>,
 }
 
 /// The Python text of a file, and its notebook if it is one.
@@ -232,6 +236,7 @@ fn load(
         classes,
         source: kept,
         parse: OnceLock::new(),
+        followed: Mutex::default(),
     }))
 }
 
@@ -396,15 +401,56 @@ impl<'a> Tree<'a> {
         let index = &self.index;
         index.candidates(file, level, sub).is_empty()
             && index.candidates(file, level, module).into_iter().all(|c| {
-                self.loaded[c].is_some_and(|l| {
-                    !l.is_parsed()
-                        && !l
-                            .import_texts
+                self.unparsed_without_events(c)
+                    && self.loaded[c].is_some_and(|l| {
+                        !l.import_texts
                             .iter()
                             .any(|t| t.names.iter().any(|(_, local)| local == name))
-                        && !l.classes.iter().any(|c| c == name)
-                })
+                    })
+                    && !self.may_follow_class(c, name)
             })
+    }
+
+    /// Whether `file` is a Python file not parsed yet with no gradient
+    /// event (its functions are never followed).
+    fn unparsed_without_events(&self, file: usize) -> bool {
+        self.loaded[file].is_some_and(|l| !l.is_parsed() && !l.backward && !l.mentioned)
+    }
+
+    /// Whether a top-level class `name` of `file`, a file with no gradient
+    /// event, may be followed from another file: it has one whose loop
+    /// calls a method left to subclasses. Only the class statements are
+    /// parsed (the whole file where they cannot be cut out of it).
+    fn may_follow_class(&self, file: usize, name: &str) -> bool {
+        let Some(l) = self.loaded[file] else {
+            return false;
+        };
+        if !l.classes.iter().any(|c| c == name) {
+            return false;
+        }
+        if let Some(&known) = l
+            .followed
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).copied())
+            .as_ref()
+        {
+            return known;
+        }
+        let follow = read_source(&l.path).map_or(true, |text| {
+            prefilter::class_statements(&text, name)
+                .into_iter()
+                .any(|class| python::class_loop_calls_abstract(class).unwrap_or(true))
+        });
+        // Unsure (a class that does not parse alone): the file is parsed.
+        let follow = follow
+            && self
+                .summary(file)
+                .is_some_and(|s| s.relevant.contains(name));
+        if let Ok(mut known) = l.followed.lock() {
+            known.insert(name.to_string(), follow);
+        }
+        follow
     }
 
     /// Whether `file`, with no gradient event, may import and call a class
@@ -557,7 +603,25 @@ fn imports_of(
                 local,
             } => {
                 if name == "*" {
-                    // Every class and function of the module worth following.
+                    // Every class and function of the module worth following:
+                    // none, if every file it may be has no gradient event and
+                    // no class worth following.
+                    let quiet = |c: usize| {
+                        tree.unparsed_without_events(c)
+                            && tree.loaded[c].is_some_and(|l| {
+                                l.classes
+                                    .iter()
+                                    .all(|class| !tree.may_follow_class(c, class))
+                            })
+                    };
+                    if tree
+                        .index
+                        .candidates(file, *level, module)
+                        .into_iter()
+                        .all(quiet)
+                    {
+                        continue;
+                    }
                     let Some(j) = tree.resolve(file, *level, module) else {
                         continue;
                     };
