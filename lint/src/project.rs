@@ -428,22 +428,18 @@ impl<'a> Tree<'a> {
         if !l.classes.iter().any(|c| c == name) {
             return false;
         }
-        if let Some(&known) = l
-            .followed
-            .lock()
-            .ok()
-            .and_then(|m| m.get(name).copied())
-            .as_ref()
-        {
+        let known = l.followed.lock().ok().and_then(|m| m.get(name).copied());
+        if let Some(known) = known {
             return known;
         }
-        let follow = read_source(&l.path).map_or(true, |text| {
+        // A class that may be one (or that does not parse alone, or a file
+        // that can no longer be read): the whole file is parsed to know.
+        let may = read_source(&l.path).map_or(true, |text| {
             prefilter::class_statements(&text, name)
                 .into_iter()
                 .any(|class| python::class_loop_calls_abstract(class).unwrap_or(true))
         });
-        // Unsure (a class that does not parse alone): the file is parsed.
-        let follow = follow
+        let follow = may
             && self
                 .summary(file)
                 .is_some_and(|s| s.relevant.contains(name));
@@ -728,9 +724,9 @@ fn inherit(program: &mut Program, pool: &HashMap<String, Function>) {
     }
 }
 
-/// Lints `files` with the rules `config` enables, the Python files together;
-/// one result per file, in order.
-pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnostic>, FileError>> {
+/// Reads every file of `files` (a Rust file or another file is linted
+/// alone there).
+fn load_all(files: &[PathBuf], config: &Config) -> Vec<Stage> {
     let events = EventFinder::new();
     // Every Python file that may be a module (before reading them).
     let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
@@ -739,11 +735,17 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
         .map(|p| Language::of(p) == Some(Language::Python) && !is_notebook(p))
         .collect();
     let modules = ModuleIndex::new(&paths, &python);
-    let stages: Vec<Stage> = files
+    files
         .par_iter()
         .enumerate()
         .map(|(i, p)| load(i, p, config, &events, &modules))
-        .collect();
+        .collect()
+}
+
+/// Lints `files` with the rules `config` enables, the Python files together;
+/// one result per file, in order.
+pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnostic>, FileError>> {
+    let stages = load_all(files, config);
     let loaded: Vec<Option<&Loaded>> = stages
         .iter()
         .map(|s| match s {
@@ -1010,11 +1012,7 @@ mod tests {
 
     /// The files the imports parse, by name relative to `dir`.
     fn parsed(dir: &Path, files: &[PathBuf]) -> Vec<String> {
-        let events = EventFinder::new();
-        let stages: Vec<Stage> = files
-            .iter()
-            .map(|p| load(p, &Config::default(), &events))
-            .collect();
+        let stages = load_all(files, &Config::default());
         let loaded: Vec<Option<&Loaded>> = stages
             .iter()
             .map(|s| match s {
@@ -1087,6 +1085,20 @@ mod tests {
             findings(dir.path(), &files),
             [("trainer.py".to_string(), 8, "GL001")]
         );
+    }
+
+    #[test]
+    fn what_the_trainer_imports_and_cannot_follow_is_not_parsed() {
+        // A class with no loop calling a method left to subclasses, and a
+        // module of functions with no gradient event: read as text only
+        // (the class alone is parsed, not its file).
+        let trainer = format!("from meters import AverageMeter\nfrom helpers import *\n{TRAINER}");
+        let (dir, files) = tree(&[
+            ("trainer.py", &trainer),
+            ("meters.py", "import math\n\nclass AverageMeter:\n    def __init__(self):\n        self.sum = 0.0\n\n    def update(self, x):\n        self.sum += x\n"),
+            ("helpers.py", "def seed(n):\n    return n\n"),
+        ]);
+        assert_eq!(parsed(dir.path(), &files), ["trainer.py"]);
     }
 
     #[test]
