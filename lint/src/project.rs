@@ -390,17 +390,18 @@ impl<'a> Tree<'a> {
     }
 
     /// Whether `from <module> import <name>` in `file` surely binds nothing
-    /// worth following, known without parsing: `<module>.<name>` (`sub`)
-    /// is no module of the tree, and every file `module` may be is one not
-    /// parsed yet (so with no gradient event) that neither imports `name`
-    /// (a re-export) nor may define a class `name` (a base class whose loop
-    /// calls a method left to subclasses is followed). Whichever file it
-    /// is, and whether it parses, the name then binds a class or function
-    /// with no gradient event, or nothing.
-    fn binds_nothing(&self, file: usize, level: u32, module: &str, sub: &str, name: &str) -> bool {
-        let index = &self.index;
-        index.candidates(file, level, sub).is_empty()
-            && index.candidates(file, level, module).into_iter().all(|c| {
+    /// worth following, known without parsing the files `module` may be:
+    /// each is one not parsed yet with no gradient event that neither
+    /// imports `name` from a module of the tree (a re-export) nor has a
+    /// class `name` worth following ([`Tree::may_follow_class`]). Whichever
+    /// file it is, and whether it parses, the name then binds a class or
+    /// function with no gradient event, or nothing (the same where no module
+    /// `<module>.<name>` would be taken instead).
+    fn binds_nothing_from(&self, file: usize, level: u32, module: &str, name: &str) -> bool {
+        self.index
+            .candidates(file, level, module)
+            .into_iter()
+            .all(|c| {
                 self.unparsed_without_events(c)
                     && self.loaded[c].is_some_and(|l| {
                         !l.import_texts
@@ -408,6 +409,23 @@ impl<'a> Tree<'a> {
                             .any(|t| t.names.iter().any(|(_, local)| local == name))
                     })
                     && !self.may_follow_class(c, name)
+            })
+    }
+
+    /// Whether the files `module` may be from `file` surely have no class
+    /// or function worth following: each is one not parsed yet with no
+    /// gradient event and no class worth following.
+    fn module_has_nothing(&self, file: usize, level: u32, module: &str) -> bool {
+        self.index
+            .candidates(file, level, module)
+            .into_iter()
+            .all(|c| {
+                self.unparsed_without_events(c)
+                    && self.loaded[c].is_some_and(|l| {
+                        l.classes
+                            .iter()
+                            .all(|class| !self.may_follow_class(c, class))
+                    })
             })
     }
 
@@ -509,7 +527,9 @@ enum Target {
     Module(usize),
 }
 
-fn symbol(tree: &Tree, file: usize, name: &str, depth: usize) -> Option<Target> {
+/// `fallback`: whether a lookup this one is part of would, finding nothing,
+/// take a module instead (`from pkg import trainer`).
+fn symbol(tree: &Tree, file: usize, name: &str, depth: usize, fallback: bool) -> Option<Target> {
     let summary = tree.summary(file)?;
     if summary.classes.contains_key(name) {
         return Some(Target::Class(file, name.to_string()));
@@ -529,15 +549,21 @@ fn symbol(tree: &Tree, file: usize, name: &str, depth: usize) -> Option<Target> 
             name: original,
             ..
         } => {
+            let sub = if module.is_empty() {
+                original.clone()
+            } else {
+                format!("{module}.{original}")
+            };
+            let own_fallback = !tree.index.candidates(file, *level, &sub).is_empty();
+            // Nothing worth following, whatever the file: with no module to
+            // take instead, finding nothing is the same.
+            if !fallback && !own_fallback && tree.binds_nothing_from(file, *level, module, original)
+            {
+                return None;
+            }
             let from = tree.resolve(file, *level, module)?;
-            symbol(tree, from, original, depth + 1).or_else(|| {
-                let sub = if module.is_empty() {
-                    original.clone()
-                } else {
-                    format!("{module}.{original}")
-                };
-                tree.resolve(file, *level, &sub).map(Target::Module)
-            })
+            symbol(tree, from, original, depth + 1, fallback || own_fallback)
+                .or_else(|| tree.resolve(file, *level, &sub).map(Target::Module))
         }
         Import::Module { .. } => None,
     }
@@ -599,23 +625,8 @@ fn imports_of(
                 local,
             } => {
                 if name == "*" {
-                    // Every class and function of the module worth following:
-                    // none, if every file it may be has no gradient event and
-                    // no class worth following.
-                    let quiet = |c: usize| {
-                        tree.unparsed_without_events(c)
-                            && tree.loaded[c].is_some_and(|l| {
-                                l.classes
-                                    .iter()
-                                    .all(|class| !tree.may_follow_class(c, class))
-                            })
-                    };
-                    if tree
-                        .index
-                        .candidates(file, *level, module)
-                        .into_iter()
-                        .all(quiet)
-                    {
+                    // Every class and function of the module worth following.
+                    if tree.module_has_nothing(file, *level, module) {
                         continue;
                     }
                     let Some(j) = tree.resolve(file, *level, module) else {
@@ -638,18 +649,22 @@ fn imports_of(
                 } else {
                     format!("{module}.{name}")
                 };
-                if tree.binds_nothing(file, *level, module, &sub, name) {
+                let has_sub = !tree.index.candidates(file, *level, &sub).is_empty();
+                if !has_sub && tree.binds_nothing_from(file, *level, module, name) {
                     continue;
                 }
                 let target = tree
                     .resolve(file, *level, module)
-                    .and_then(|j| symbol(tree, j, name, 0))
+                    .and_then(|j| symbol(tree, j, name, 0, has_sub))
                     .or_else(|| tree.resolve(file, *level, &sub).map(Target::Module));
                 if let Some(t) = target {
                     bind(&mut out, local, t);
                 }
             }
             Import::Module { module, local } => {
+                if tree.module_has_nothing(file, 0, module) {
+                    continue;
+                }
                 if let Some(j) = tree.resolve(file, 0, module) {
                     bind(&mut out, local, Target::Module(j));
                 }
