@@ -414,18 +414,15 @@ impl<'a> Tree<'a> {
 
     /// Whether the files `module` may be from `file` surely have no class
     /// or function worth following: each is one not parsed yet with no
-    /// gradient event and no class worth following.
+    /// gradient event and no class. (A module's classes are not read one by
+    /// one: parsing the file costs as much.)
     fn module_has_nothing(&self, file: usize, level: u32, module: &str) -> bool {
         self.index
             .candidates(file, level, module)
             .into_iter()
             .all(|c| {
                 self.unparsed_without_events(c)
-                    && self.loaded[c].is_some_and(|l| {
-                        l.classes
-                            .iter()
-                            .all(|class| !self.may_follow_class(c, class))
-                    })
+                    && self.loaded[c].is_some_and(|l| l.classes.is_empty())
             })
     }
 
@@ -452,8 +449,8 @@ impl<'a> Tree<'a> {
         }
         // A class that may be one (or that does not parse alone, or a file
         // that can no longer be read): the whole file is parsed to know.
-        let may = read_source(&l.path).map_or(true, |text| {
-            prefilter::class_statements(&text, name)
+        let may = l.source().is_none_or(|s| {
+            prefilter::class_statements(&s.text, name)
                 .into_iter()
                 .any(|class| python::class_loop_calls_abstract(class).unwrap_or(true))
         });
