@@ -80,10 +80,6 @@ struct Loaded {
     source: OnceLock<Option<Source>>,
     /// The parse, once made (`None` in it: a syntax error).
     parse: OnceLock<Option<Parse>>,
-    /// For a file with no gradient event: whether its top-level classes of
-    /// a name may be followed from another file (a loop calling a method
-    /// left to subclasses), by name, as found.
-    followed: Mutex<HashMap<String, bool>>,
 }
 
 /// The Python text of a file, and its notebook if it is one.
@@ -236,7 +232,6 @@ fn load(
         classes,
         source: kept,
         parse: OnceLock::new(),
-        followed: Mutex::default(),
     }))
 }
 
@@ -392,11 +387,12 @@ impl<'a> Tree<'a> {
     /// Whether `from <module> import <name>` in `file` surely binds nothing
     /// worth following, known without parsing the files `module` may be:
     /// each is one not parsed yet with no gradient event that neither
-    /// imports `name` from a module of the tree (a re-export) nor has a
-    /// class `name` worth following ([`Tree::may_follow_class`]). Whichever
-    /// file it is, and whether it parses, the name then binds a class or
-    /// function with no gradient event, or nothing (the same where no module
-    /// `<module>.<name>` would be taken instead).
+    /// imports `name` from a module of the tree (a re-export) nor defines a
+    /// class `name` (a base class whose loop calls a method left to
+    /// subclasses is followed). Whichever file it is, and whether it
+    /// parses, the name then binds a function with no gradient event, or
+    /// nothing (the same where no module `<module>.<name>` would be taken
+    /// instead).
     fn binds_nothing_from(&self, file: usize, level: u32, module: &str, name: &str) -> bool {
         self.index
             .candidates(file, level, module)
@@ -408,7 +404,7 @@ impl<'a> Tree<'a> {
                             .iter()
                             .any(|t| t.names.iter().any(|(_, local)| local == name))
                     })
-                    && !self.may_follow_class(c, name)
+                    && self.loaded[c].is_some_and(|l| !l.classes.iter().any(|c| c == name))
             })
     }
 
@@ -430,38 +426,6 @@ impl<'a> Tree<'a> {
     /// event (its functions are never followed).
     fn unparsed_without_events(&self, file: usize) -> bool {
         self.loaded[file].is_some_and(|l| !l.is_parsed() && !l.backward && !l.mentioned)
-    }
-
-    /// Whether a top-level class `name` of `file`, a file with no gradient
-    /// event, may be followed from another file: it has one whose loop
-    /// calls a method left to subclasses. Only the class statements are
-    /// parsed (the whole file where they cannot be cut out of it).
-    fn may_follow_class(&self, file: usize, name: &str) -> bool {
-        let Some(l) = self.loaded[file] else {
-            return false;
-        };
-        if !l.classes.iter().any(|c| c == name) {
-            return false;
-        }
-        let known = l.followed.lock().ok().and_then(|m| m.get(name).copied());
-        if let Some(known) = known {
-            return known;
-        }
-        // A class that may be one (or that does not parse alone, or a file
-        // that can no longer be read): the whole file is parsed to know.
-        let may = l.source().is_none_or(|s| {
-            prefilter::class_statements(&s.text, name)
-                .into_iter()
-                .any(|class| python::class_loop_calls_abstract(class).unwrap_or(true))
-        });
-        let follow = may
-            && self
-                .summary(file)
-                .is_some_and(|s| s.relevant.contains(name));
-        if let Ok(mut known) = l.followed.lock() {
-            known.insert(name.to_string(), follow);
-        }
-        follow
     }
 
     /// Whether `file`, with no gradient event, may import and call a class
@@ -1101,13 +1065,15 @@ mod tests {
 
     #[test]
     fn what_the_trainer_imports_and_cannot_follow_is_not_parsed() {
-        // A class with no loop calling a method left to subclasses, and a
-        // module of functions with no gradient event: read as text only
-        // (the class alone is parsed, not its file).
-        let trainer = format!("from meters import AverageMeter\nfrom helpers import *\n{TRAINER}");
+        // A function of a file with no gradient event, and a module of
+        // such functions: read as text only.
+        let trainer = format!("from meters import mean\nfrom helpers import *\n{TRAINER}");
         let (dir, files) = tree(&[
             ("trainer.py", &trainer),
-            ("meters.py", "import math\n\nclass AverageMeter:\n    def __init__(self):\n        self.sum = 0.0\n\n    def update(self, x):\n        self.sum += x\n"),
+            (
+                "meters.py",
+                "class AverageMeter:\n    pass\n\ndef mean(xs):\n    return sum(xs) / len(xs)\n",
+            ),
             ("helpers.py", "def seed(n):\n    return n\n"),
         ]);
         assert_eq!(parsed(dir.path(), &files), ["trainer.py"]);

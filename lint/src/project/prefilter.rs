@@ -215,14 +215,6 @@ fn from_module(before: &[u8]) -> Option<(u32, String)> {
 /// indentation; form feeds and a byte order mark may come first).
 pub(super) fn top_level_classes(source: &str) -> Vec<String> {
     let bytes = source.as_bytes();
-    top_level_class_starts(bytes)
-        .map(|(_, start, len)| String::from_utf8_lossy(&bytes[start..start + len]).into_owned())
-        .collect()
-}
-
-/// Each top-level `class Name`: where `class` is, and where its name is
-/// and how long.
-fn top_level_class_starts(bytes: &[u8]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
     // The start of a line, past form feeds (and a byte order mark).
     let line_start = |at: usize| {
         let start = at
@@ -234,39 +226,13 @@ fn top_level_class_starts(bytes: &[u8]) -> impl Iterator<Item = (usize, usize, u
         start == 0 || bytes[start - 1] == b'\n' || bytes[..start] == *"\u{feff}".as_bytes()
     };
     memchr::memmem::find_iter(bytes, b"class")
-        .filter(move |&at| line_start(at))
-        .filter_map(move |at| {
+        .filter(|&at| line_start(at))
+        .filter_map(|at| {
             let start = at + b"class".len();
             let blank = blank_at(bytes, start);
-            let len = bytes[start + blank..]
-                .iter()
-                .take_while(|&&c| is_identifier(c))
-                .count();
-            (blank > 0 && len > 0).then_some((at, start + blank, len))
-        })
-}
-
-/// The text of each top-level `class name` statement of `source`: from its
-/// line to the next line that starts a statement at the top level. A cut
-/// that falls inside a string or brackets of the class leaves text that
-/// does not parse.
-pub(super) fn class_statements<'s>(source: &'s str, name: &str) -> Vec<&'s str> {
-    let bytes = source.as_bytes();
-    top_level_class_starts(bytes)
-        .filter(|&(_, start, len)| &bytes[start..start + len] == name.as_bytes())
-        .map(|(at, _, _)| {
-            let mut end = at;
-            loop {
-                end += bytes[end..].iter().take_while(|&&c| c != b'\n').count() + 1;
-                // A closing bracket ends the header of a class on several
-                // lines; a blank line or a comment is not a statement.
-                match bytes.get(end) {
-                    None => break,
-                    Some(b' ' | b'\t' | b'\r' | b'\n' | b'#' | b')' | b']' | b'}') => {}
-                    Some(_) => break,
-                }
-            }
-            &source[at..end.min(bytes.len())]
+            let name = &bytes[start + blank..];
+            let len = name.iter().take_while(|&&c| is_identifier(c)).count();
+            (blank > 0 && len > 0).then(|| String::from_utf8_lossy(&name[..len]).into_owned())
         })
         .collect()
 }
@@ -452,25 +418,6 @@ mod tests {
             }
         }
         assert!(checked > 0);
-    }
-
-    #[test]
-    fn class_statements_alone() {
-        let source = "import x\n\nclass A(\n    Base,\n):\n    def f(self):\n        pass\n\n    # note\n\n    def g(self):\n        for b in x:\n            self.f()\n\nclass B: ...\nclass A: pass\n";
-        assert_eq!(
-            class_statements(source, "A"),
-            [
-                "class A(\n    Base,\n):\n    def f(self):\n        pass\n\n    # note\n\n    def g(self):\n        for b in x:\n            self.f()\n\n",
-                "class A: pass\n"
-            ]
-        );
-        assert_eq!(class_statements(source, "B"), ["class B: ...\n"]);
-        // Cut inside a string: the text left does not parse.
-        let cut = class_statements(
-            "class C:\n    def f(self):\n        \"\"\"Doc\nat the margin\"\"\"\n",
-            "C",
-        );
-        assert!(crate::frontend::python::parse(cut[0]).is_err());
     }
 
     #[test]

@@ -27,7 +27,6 @@ use ruff_python_ast as ast;
 use ruff_python_parser::Parsed;
 
 pub use imports::{Import, Imports};
-pub(crate) use summary::class_loop_calls_abstract;
 #[cfg(test)]
 pub(crate) use summary::mentions_gradient_event;
 pub use summary::{summarize, Summary};

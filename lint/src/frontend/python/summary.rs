@@ -126,19 +126,6 @@ fn loop_calls_abstract(class: &ast::StmtClassDef) -> bool {
     f.found
 }
 
-/// Whether `text`, the text of top-level class statements alone (a
-/// file's class cut out of it), has a class whose loop calls a method left
-/// to subclasses: the one reason a class with no gradient event of its own
-/// is followed from another file. `None`: `text` does not parse.
-pub(crate) fn class_loop_calls_abstract(text: &str) -> Option<bool> {
-    let parsed = super::parse(text).ok()?;
-    let found = parsed.syntax().body.iter().any(|s| match s {
-        Stmt::ClassDef(c) => loop_calls_abstract(c),
-        _ => false,
-    });
-    Some(found)
-}
-
 /// The [`Summary`] of a parsed file.
 pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
     let relevant = |node: &dyn Ranged| {
