@@ -49,31 +49,45 @@ pub(crate) fn read_source(path: &Path) -> Result<String, FileError> {
 /// Reads a file's bytes into `buf` (emptied first), as [`read_source`]
 /// reads them: a buffer reused from file to file keeps its memory.
 pub(crate) fn read_bytes(path: &Path, buf: &mut Vec<u8>) -> Result<(), FileError> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        let broken = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let too_large = |len: u64| {
         error(
             path,
-            if broken {
-                "broken symbolic link".into()
-            } else {
-                e.to_string()
-            },
+            format!("file too large ({len} bytes, limit {MAX_FILE_BYTES}); skipped"),
         )
-    })?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(error(
-            path,
-            format!(
-                "file too large ({} bytes, limit {MAX_FILE_BYTES}); skipped",
-                meta.len()
-            ),
-        ));
+    };
+    // Opened first, and its size read from the open file: one lookup of the
+    // path. Where it cannot be opened, the errors are those of looking it up.
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(open) => {
+            let meta = std::fs::metadata(path).map_err(|e| {
+                let broken =
+                    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+                error(
+                    path,
+                    if broken {
+                        "broken symbolic link".into()
+                    } else {
+                        e.to_string()
+                    },
+                )
+            })?;
+            if meta.len() > MAX_FILE_BYTES {
+                return Err(too_large(meta.len()));
+            }
+            return Err(error(path, open.to_string()));
+        }
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| error(path, e.to_string()))?
+        .len();
+    if len > MAX_FILE_BYTES {
+        return Err(too_large(len));
     }
     buf.clear();
-    buf.reserve(usize::try_from(meta.len()).unwrap_or(0));
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_to_end(&mut f, buf))
-        .map_err(|e| error(path, e.to_string()))?;
+    buf.reserve(usize::try_from(len).unwrap_or(0));
+    std::io::Read::read_to_end(&mut file, buf).map_err(|e| error(path, e.to_string()))?;
     Ok(())
 }
 

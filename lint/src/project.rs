@@ -701,27 +701,28 @@ fn inherit(program: &mut Program, pool: &HashMap<String, Function>) {
 }
 
 /// Reads every file of `files` (a Rust file or another file is linted
-/// alone there).
-fn load_all(files: &[PathBuf], config: &Config) -> Vec<Stage> {
+/// alone there), with the modules the Python files may be. A file that
+/// cannot be read or parsed is among them, but never resolved to.
+fn load_all(files: &[PathBuf], config: &Config) -> (Vec<Stage>, ModuleIndex) {
     let events = EventFinder::new();
-    // Every Python file that may be a module (before reading them).
     let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let python: Vec<bool> = files
         .iter()
         .map(|p| Language::of(p) == Some(Language::Python) && !is_notebook(p))
         .collect();
     let modules = ModuleIndex::new(&paths, &python);
-    files
+    let stages = files
         .par_iter()
         .enumerate()
         .map(|(i, p)| load(i, p, config, &events, &modules))
-        .collect()
+        .collect();
+    (stages, modules)
 }
 
 /// Lints `files` with the rules `config` enables, the Python files together;
 /// one result per file, in order.
 pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnostic>, FileError>> {
-    let stages = load_all(files, config);
+    let (stages, modules) = load_all(files, config);
     let loaded: Vec<Option<&Loaded>> = stages
         .iter()
         .map(|s| match s {
@@ -729,7 +730,7 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
             Stage::Done(_) => None,
         })
         .collect();
-    let (imports, edges) = resolve_imports(files, &loaded);
+    let (imports, edges) = resolve_imports(&loaded, modules);
     let lower = files_to_lower(&loaded, &edges);
     let programs = lower_files(&loaded, &lower, &imports);
     let pool = Arc::new(reached_functions(&edges, &programs));
@@ -755,23 +756,19 @@ pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnost
 /// those that may import and call their classes and functions, and the
 /// files the imports of all these lead to.
 fn resolve_imports(
-    files: &[PathBuf],
     loaded: &[Option<&Loaded>],
+    modules: ModuleIndex,
 ) -> (Vec<Imports>, Vec<HashSet<usize>>) {
-    let n = files.len();
+    let n = loaded.len();
     let mut imports: Vec<Imports> = vec![Imports::default(); n];
     let mut edges: Vec<HashSet<usize>> = vec![HashSet::default(); n];
     // With no backward pass anywhere nothing is lowered: nothing to parse.
     if !loaded.iter().flatten().any(|l| l.backward) {
         return (imports, edges);
     }
-    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let importable: Vec<bool> = (0..n)
-        .map(|i| loaded[i].is_some_and(|l| !l.notebook))
-        .collect();
     let tree = Tree {
         loaded,
-        index: ModuleIndex::new(&paths, &importable),
+        index: modules,
     };
     // The files with gradient events: their classes and functions are the
     // ones followed from other files.
@@ -988,7 +985,7 @@ mod tests {
 
     /// The files the imports parse, by name relative to `dir`.
     fn parsed(dir: &Path, files: &[PathBuf]) -> Vec<String> {
-        let stages = load_all(files, &Config::default());
+        let (stages, modules) = load_all(files, &Config::default());
         let loaded: Vec<Option<&Loaded>> = stages
             .iter()
             .map(|s| match s {
@@ -996,7 +993,7 @@ mod tests {
                 Stage::Done(_) => None,
             })
             .collect();
-        resolve_imports(files, &loaded);
+        resolve_imports(&loaded, modules);
         loaded
             .iter()
             .flatten()
