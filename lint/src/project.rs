@@ -160,7 +160,7 @@ enum Stage {
     Python(Box<Loaded>),
 }
 
-/// What the first reading of a Python file keeps: its events, for a file
+/// What the first reading of a Python file keeps: its events, and for a file
 /// with none its import statements and classes, for the others its text.
 type Scanned = (
     prefilter::Events,
@@ -400,11 +400,10 @@ impl<'a> Tree<'a> {
             .all(|c| {
                 self.unparsed_without_events(c)
                     && self.loaded[c].is_some_and(|l| {
-                        !l.import_texts
-                            .iter()
-                            .any(|t| t.names.iter().any(|(_, local)| local == name))
+                        let imports =
+                            |t: &ImportText| t.names.iter().any(|(_, local)| local == name);
+                        !l.import_texts.iter().any(imports) && !l.classes.iter().any(|c| c == name)
                     })
-                    && self.loaded[c].is_some_and(|l| !l.classes.iter().any(|c| c == name))
             })
     }
 
@@ -488,8 +487,9 @@ enum Target {
     Module(usize),
 }
 
-/// `fallback`: whether a lookup this one is part of would, finding nothing,
-/// take a module instead (`from pkg import trainer`).
+/// What `name` is in `file`: a class or function defined there, or one it
+/// re-exports. `fallback`: whether a lookup this one is part of would,
+/// finding nothing, take a module instead (`from pkg import trainer`).
 fn symbol(tree: &Tree, file: usize, name: &str, depth: usize, fallback: bool) -> Option<Target> {
     let summary = tree.summary(file)?;
     if summary.classes.contains_key(name) {

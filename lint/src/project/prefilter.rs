@@ -7,8 +7,8 @@
 
 use memchr::memmem::Finder;
 
-/// What the text of a Python file says about gradient events, read in one
-/// pass over its bytes.
+/// What the text of a Python file says about gradient events, read from
+/// its bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Events {
     /// A call of a backward pass: [`crate::frontend::python::calls_backward`].
@@ -19,7 +19,8 @@ pub(super) struct Events {
     pub mentioned: bool,
 }
 
-/// Finds [`Events`] in many texts.
+/// Finds [`Events`] in many texts (a search for each word, as fast as the
+/// memory reads: most texts have none).
 pub(super) struct EventFinder {
     backward: Finder<'static>,
     zero_grad: Finder<'static>,
