@@ -51,7 +51,7 @@ use crate::frontend::python::{self, Import, Imports, Summary};
 use crate::ir::{map_nodes, Event, Function, Node, Program, Span, FOREIGN_BASE};
 use crate::notebook::Notebook;
 use crate::{check, lint_source_with, Diagnostic, FileError, Language, LineIndex};
-use prefilter::{EventFinder, ImportText};
+use prefilter::{ClassText, EventFinder, ImportText};
 
 /// How many re-exports are followed to find where a name is defined.
 const MAX_REEXPORTS: usize = 4;
@@ -72,7 +72,7 @@ struct Loaded {
     import_texts: Vec<ImportText>,
     /// For a file with no gradient event: the classes its text may define
     /// at the top level.
-    classes: Vec<String>,
+    classes: Vec<ClassText>,
     /// The text: kept from the first reading for a file with a gradient
     /// event; for the others, dropped then (most are never needed, and the
     /// memory of one file's text is reused for the next) and read again
@@ -165,7 +165,7 @@ enum Stage {
 type Scanned = (
     prefilter::Events,
     Vec<ImportText>,
-    Vec<String>,
+    Vec<ClassText>,
     Option<Source>,
 );
 
@@ -402,7 +402,8 @@ impl<'a> Tree<'a> {
                     && self.loaded[c].is_some_and(|l| {
                         let imports =
                             |t: &ImportText| t.names.iter().any(|(_, local)| local == name);
-                        !l.import_texts.iter().any(imports) && !l.classes.iter().any(|c| c == name)
+                        !l.import_texts.iter().any(imports)
+                            && !l.classes.iter().any(|c| c.name == name && c.may_follow)
                     })
             })
     }
@@ -417,7 +418,7 @@ impl<'a> Tree<'a> {
             .into_iter()
             .all(|c| {
                 self.unparsed_without_events(c)
-                    && self.loaded[c].is_some_and(|l| l.classes.is_empty())
+                    && self.loaded[c].is_some_and(|l| l.classes.iter().all(|c| !c.may_follow))
             })
     }
 
@@ -469,9 +470,11 @@ impl<'a> Tree<'a> {
                         } else {
                             format!("{module}.{name}")
                         };
+                        let has_sub = in_tree(*level, &sub);
                         wanted.contains(name.as_str())
                             && called(local)
-                            && (in_tree(*level, module) || in_tree(*level, &sub))
+                            && (in_tree(*level, module) || has_sub)
+                            && (has_sub || !self.binds_nothing_from(file, *level, module, name))
                     })
             }
             // `import pkg.trainer as t`, then `t.Trainer(`.

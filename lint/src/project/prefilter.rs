@@ -211,10 +211,21 @@ fn from_module(before: &[u8]) -> Option<(u32, String)> {
     Some((level as u32, module))
 }
 
-/// The names of the classes `source` may define at the top level: each
-/// `class Name` at the start of a line (a top-level statement has no
-/// indentation; form feeds and a byte order mark may come first).
-pub(super) fn top_level_classes(source: &str) -> Vec<String> {
+/// A class `source` may define at the top level: each `class Name` at the
+/// start of a line (a top-level statement has no indentation; form feeds
+/// and a byte order mark may come first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ClassText {
+    pub name: String,
+    /// Whether it may be a base class whose loop calls one of its methods
+    /// left to subclasses, the one reason a class with no gradient event is
+    /// followed from another file; `false` only when its text surely is
+    /// not one.
+    pub may_follow: bool,
+}
+
+/// The classes `source` may define at the top level ([`ClassText`]).
+pub(super) fn top_level_classes(source: &str) -> Vec<ClassText> {
     let bytes = source.as_bytes();
     // The start of a line, past form feeds (and a byte order mark).
     let line_start = |at: usize| {
@@ -226,16 +237,101 @@ pub(super) fn top_level_classes(source: &str) -> Vec<String> {
                 .count();
         start == 0 || bytes[start - 1] == b'\n' || bytes[..start] == *"\u{feff}".as_bytes()
     };
-    memchr::memmem::find_iter(bytes, b"class")
+    let starts: Vec<(usize, String)> = memchr::memmem::find_iter(bytes, b"class")
         .filter(|&at| line_start(at))
         .filter_map(|at| {
             let start = at + b"class".len();
             let blank = blank_at(bytes, start);
             let name = &bytes[start + blank..];
             let len = name.iter().take_while(|&&c| is_identifier(c)).count();
-            (blank > 0 && len > 0).then(|| String::from_utf8_lossy(&name[..len]).into_owned())
+            (blank > 0 && len > 0).then(|| (at, String::from_utf8_lossy(&name[..len]).into_owned()))
+        })
+        .collect();
+    if starts.is_empty() {
+        return Vec::new();
+    }
+    // A class is read to the end of the file (where it ends at the latest):
+    // a loop after its start, and after it a method that may be left to
+    // subclasses and is read as an attribute (`self.train_step(`).
+    let last_loop = words(bytes, b"for").chain(words(bytes, b"while")).max();
+    let left: Vec<(usize, &[u8])> = words(bytes, b"def")
+        .filter_map(|at| may_be_left_to_subclasses(bytes, at))
+        .collect();
+    starts
+        .into_iter()
+        .map(|(at, name)| {
+            let after = |p: usize| p > at;
+            let may_follow = last_loop.is_some_and(after)
+                && left
+                    .iter()
+                    .any(|&(def, method)| after(def) && attribute_uses(bytes, method).any(after));
+            ClassText { name, may_follow }
         })
         .collect()
+}
+
+/// Where `word` stands as a word in `bytes`.
+fn words<'b>(bytes: &'b [u8], word: &'b [u8]) -> impl Iterator<Item = usize> + 'b {
+    memchr::memmem::find_iter(bytes, word).filter(move |&at| {
+        !(at > 0 && is_identifier(bytes[at - 1]))
+            && !bytes
+                .get(at + word.len())
+                .is_some_and(|&c| is_identifier(c))
+    })
+}
+
+/// Where `name` is read as an attribute (`self.name`, `x . name`).
+fn attribute_uses<'b>(bytes: &'b [u8], name: &'b [u8]) -> impl Iterator<Item = usize> + 'b {
+    words(bytes, name).filter(move |&at| bytes[..at].trim_ascii_end().ends_with(b"."))
+}
+
+/// The `def` at `at` and its name, unless the text shows that its body is
+/// not one left to subclasses (only `pass`, `...`, docstrings and `raise
+/// NotImplementedError`): its first statement is none of those. Where the
+/// header cannot be read for sure (a string in it), it may be.
+fn may_be_left_to_subclasses(bytes: &[u8], at: usize) -> Option<(usize, &[u8])> {
+    let mut i = at + b"def".len();
+    i += blank_at(bytes, i);
+    let name_len = bytes[i..].iter().take_while(|&&c| is_identifier(c)).count();
+    if name_len == 0 {
+        return None;
+    }
+    let name = &bytes[i..i + name_len];
+    i += name_len;
+    // The header's `:`, outside brackets.
+    let mut depth = 0usize;
+    loop {
+        match bytes.get(i) {
+            None | Some(b'\'' | b'"') => return Some((at, name)),
+            Some(b'(' | b'[' | b'{') => depth += 1,
+            Some(b')' | b']' | b'}') => depth = depth.saturating_sub(1),
+            Some(b':') if depth == 0 => break,
+            Some(b'\n') if depth == 0 && bytes[i - 1] != b'\\' => return Some((at, name)),
+            _ => {}
+        }
+        i += 1;
+    }
+    i += 1;
+    // The first statement: on the line, or the first of the block.
+    loop {
+        i += blank_at(bytes, i);
+        match bytes.get(i) {
+            Some(b'#') => i += bytes[i..].iter().take_while(|&&c| c != b'\n').count(),
+            Some(b'\r' | b'\n' | b' ' | b'\t') => i += 1,
+            _ => break,
+        }
+    }
+    let rest = &bytes[i..];
+    let word =
+        |w: &[u8]| rest.starts_with(w) && !rest.get(w.len()).is_some_and(|&c| is_identifier(c));
+    // A string, with its prefix (`r"`, `rb'`), or in parentheses.
+    let prefix = rest
+        .iter()
+        .take(2)
+        .take_while(|c| b"rRuUbBfF".contains(c))
+        .count();
+    let string = matches!(rest.get(prefix), Some(b'\'' | b'"')) || rest.first() == Some(&b'(');
+    (word(b"pass") || word(b"raise") || rest.starts_with(b"...") || string).then_some((at, name))
 }
 
 /// Whether a Rust file can have a finding, and so must be parsed: every
@@ -383,11 +479,55 @@ mod tests {
         }
     }
 
+    /// The names of the top-level classes of `source`, each with whether
+    /// it may be followed.
+    fn classes(source: &str) -> Vec<(String, bool)> {
+        top_level_classes(source)
+            .into_iter()
+            .map(|c| (c.name, c.may_follow))
+            .collect()
+    }
+
     #[test]
     fn top_level_class_names() {
         let source = "class Trainer(Base):\n    class Inner: ...\nclass \\\n  Other: pass\nsubclass = 1\nclassify(x)\n\x0cclass Fed: ...\n";
-        assert_eq!(top_level_classes(source), ["Trainer", "Other", "Fed"]);
-        assert_eq!(top_level_classes("\u{feff}class Marked: ..."), ["Marked"]);
+        let names: Vec<String> = classes(source).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["Trainer", "Other", "Fed"]);
+        assert_eq!(classes("\u{feff}class Marked: ...")[0].0, "Marked");
+    }
+
+    #[test]
+    fn classes_that_may_be_followed() {
+        let base = "class Base:\n    def train_step(self, batch):\n        raise NotImplementedError\n\n    def fit(self, loader):\n        for batch in loader:\n            self.train_step(batch)\n";
+        assert_eq!(classes(base), [("Base".to_string(), true)]);
+        for left in [
+            "pass",
+            "...",
+            "\"\"\"Subclasses say.\"\"\"",
+            "r'Raw.'",
+            "(\"Doc\")",
+            "# a comment first\n        pass",
+        ] {
+            let source = base.replace("raise NotImplementedError", left);
+            assert!(classes(&source)[0].1, "{source}");
+        }
+        // A one-line body; a header with a string (not read: may be).
+        let one_line =
+            "class A:\n    def m(self): ...\n    def run(self):\n        while True: self.m()\n";
+        assert!(classes(one_line)[0].1);
+        let string = "class A:\n    def m(self, sep=\")\"):\n        return sep\n    def run(self):\n        for x in y: self.m()\n";
+        assert!(classes(string)[0].1);
+        // Every method does something, or nothing calls the empty one, or
+        // there is no loop: not followed.
+        let model = "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.layers = [nn.Linear(2, 2) for _ in range(3)]\n\n    def forward(self, x: Tensor) -> Tensor:\n        for layer in self.layers:\n            x = layer(x)\n        return x\n";
+        assert_eq!(classes(model), [("Net".to_string(), false)]);
+        let unused = "class A:\n    def hook(self):\n        pass\n\n    def run(self, xs):\n        for x in xs:\n            print(x)\n";
+        assert!(!classes(unused)[0].1);
+        let no_loop = "class A:\n    def hook(self):\n        pass\n\n    def run(self):\n        self.hook()\n";
+        assert!(!classes(no_loop)[0].1);
+        // What comes before the class does not count.
+        let before = "def hook():\n    pass\nfor x in y:\n    z.hook()\nclass A:\n    def run(self):\n        return 1\n";
+        assert!(!classes(before)[0].1);
     }
 
     #[test]
