@@ -385,47 +385,63 @@ impl<'a> Tree<'a> {
     }
 
     /// Whether `from <module> import <name>` in `file` surely binds nothing
-    /// worth following, known without parsing the files `module` may be:
-    /// each is one not parsed yet with no gradient event that neither
-    /// imports `name` from a module of the tree (a re-export) nor defines a
-    /// class `name` (a base class whose loop calls a method left to
-    /// subclasses is followed). Whichever file it is, and whether it
-    /// parses, the name then binds a function with no gradient event, or
-    /// nothing (the same where no module `<module>.<name>` would be taken
-    /// instead).
+    /// worth following, whichever of the files `module` may be it is (the
+    /// same where no module `<module>.<name>` would be taken instead):
+    /// none of them has `name` worth following ([`Tree::worthless`]).
     fn binds_nothing_from(&self, file: usize, level: u32, module: &str, name: &str) -> bool {
         self.index
             .candidates(file, level, module)
             .into_iter()
-            .all(|c| {
-                self.unparsed_without_events(c)
-                    && self.loaded[c].is_some_and(|l| {
-                        let imports =
-                            |t: &ImportText| t.names.iter().any(|(_, local)| local == name);
-                        !l.import_texts.iter().any(imports)
-                            && !l.classes.iter().any(|c| c.name == name && c.may_follow)
-                    })
-            })
+            .all(|c| self.worthless(c, name))
+    }
+
+    /// Whether `name` in file `c` surely is nothing worth following, known
+    /// without parsing `c`: a file parsed has it as a class or function with
+    /// no gradient event, or not at all; a file not parsed yet has no
+    /// gradient event, and neither imports `name` from a module of the tree
+    /// (a re-export) nor may define a class `name` whose loop calls a
+    /// method left to subclasses. A file that is no module (unreadable, a
+    /// syntax error) never is one.
+    fn worthless(&self, c: usize, name: &str) -> bool {
+        let Some(l) = self.loaded[c] else {
+            return true;
+        };
+        match l.parse.get() {
+            Some(None) => true,
+            Some(Some(p)) => {
+                let s = &p.summary;
+                !s.relevant.contains(name)
+                    && (s.classes.contains_key(name)
+                        || s.functions.contains(name)
+                        || !s.bound.contains_key(name))
+            }
+            None => {
+                let imports = |t: &ImportText| t.names.iter().any(|(_, local)| local == name);
+                !l.backward
+                    && !l.mentioned
+                    && !l.import_texts.iter().any(imports)
+                    && !l.classes.iter().any(|c| c.name == name && c.may_follow)
+            }
+        }
     }
 
     /// Whether the files `module` may be from `file` surely have no class
-    /// or function worth following: each is one not parsed yet with no
-    /// gradient event and no class. (A module's classes are not read one by
-    /// one: parsing the file costs as much.)
+    /// or function worth following: each is a file parsed with none, or one
+    /// not parsed yet with no gradient event and no class whose loop may
+    /// call a method left to subclasses, or no module.
     fn module_has_nothing(&self, file: usize, level: u32, module: &str) -> bool {
         self.index
             .candidates(file, level, module)
             .into_iter()
             .all(|c| {
-                self.unparsed_without_events(c)
-                    && self.loaded[c].is_some_and(|l| l.classes.iter().all(|c| !c.may_follow))
+                let Some(l) = self.loaded[c] else {
+                    return true;
+                };
+                match l.parse.get() {
+                    Some(p) => p.as_ref().is_none_or(|p| p.summary.relevant.is_empty()),
+                    None => !l.backward && !l.mentioned && l.classes.iter().all(|c| !c.may_follow),
+                }
             })
-    }
-
-    /// Whether `file` is a Python file not parsed yet with no gradient
-    /// event (its functions are never followed).
-    fn unparsed_without_events(&self, file: usize) -> bool {
-        self.loaded[file].is_some_and(|l| !l.is_parsed() && !l.backward && !l.mentioned)
     }
 
     /// Whether `file`, with no gradient event, may import and call a class
@@ -441,29 +457,35 @@ impl<'a> Tree<'a> {
         };
         let index = &self.index;
         let in_tree = |level: u32, module: &str| !index.candidates(file, level, module).is_empty();
-        // A file not parsed yet has no gradient event (those are parsed
-        // first): if it is a module with classes worth following, it is
-        // parsed for a reason of its own, and then read in a later round.
-        let has_events = |level: u32, module: &str| {
+        // The linker follows what such a file calls (`local(`), or what a
+        // module imported by name calls through (`local.Trainer(`): the
+        // text, read again, only for names worth following.
+        let calls = |prefix: &str, name: &str, dot: bool| {
+            l.source().is_none_or(|s| {
+                let text = s.text.as_bytes();
+                let call = format!("{prefix}{name}");
+                memchr::memmem::find_iter(text, call.as_bytes()).any(|at| {
+                    let next = text.get(at + call.len());
+                    next == Some(&b'(') || dot && next == Some(&b'.')
+                })
+            })
+        };
+        // A module of the tree parsed with classes or functions worth
+        // following that the file calls through it (`prefix`: `t.` for
+        // `import pkg.trainer as t`, nothing for `*`). A file not parsed
+        // yet has no gradient event (those are parsed first): if it has
+        // classes worth following, it is parsed for a reason of its own,
+        // and then read in a later round.
+        let calls_into = |level: u32, module: &str, prefix: &str| {
             index.candidates(file, level, module).into_iter().any(|j| {
                 self.loaded[j]
                     .and_then(|l| l.parse.get()?.as_ref())
-                    .is_some_and(|p| !p.summary.relevant.is_empty())
-            })
-        };
-        // The linker follows what such a file calls (`local(`), or what a
-        // module imported by name calls through (`local.Trainer(`).
-        let called = |local: &str| {
-            // The text, read again: only for names worth following.
-            l.source().is_none_or(|s| {
-                let text = s.text.as_bytes();
-                memchr::memmem::find_iter(text, local.as_bytes())
-                    .any(|at| matches!(text.get(at + local.len()), Some(b'(' | b'.')))
+                    .is_some_and(|p| p.summary.relevant.iter().any(|r| calls(prefix, r, false)))
             })
         };
         texts.iter().any(|t| match &t.from {
             Some((level, module)) => {
-                (t.star && has_events(*level, module))
+                (t.star && calls_into(*level, module, ""))
                     || t.names.iter().any(|(name, local)| {
                         let sub = if module.is_empty() {
                             name.clone()
@@ -472,13 +494,16 @@ impl<'a> Tree<'a> {
                         };
                         let has_sub = in_tree(*level, &sub);
                         wanted.contains(name.as_str())
-                            && called(local)
+                            && calls("", local, true)
                             && (in_tree(*level, module) || has_sub)
                             && (has_sub || !self.binds_nothing_from(file, *level, module, name))
                     })
             }
             // `import pkg.trainer as t`, then `t.Trainer(`.
-            None => t.names.iter().any(|(name, _)| has_events(0, name)),
+            None => t
+                .names
+                .iter()
+                .any(|(name, local)| calls_into(0, name, &format!("{local}."))),
         })
     }
 }
