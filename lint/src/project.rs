@@ -812,7 +812,9 @@ fn resolve_imports(
     // they lead to (a base class, a re-export in `__init__.py`). A file
     // parsed may add to what is wanted: the last round parses nothing.
     let parsed = || loaded.iter().flatten().filter(|l| l.is_parsed()).count();
-    let resolved = loop {
+    let mut resolved: Vec<Option<(Imports, HashSet<usize>)>> = vec![None; n];
+    let mut wanted_before = None;
+    loop {
         let before = parsed();
         // A file with no backward pass only imports, by name, a class or
         // function with gradient events (or a module): the others' names
@@ -830,18 +832,33 @@ fn resolve_imports(
                 }
             }
         });
-        let resolved: Vec<(Imports, HashSet<usize>)> = (0..n)
+        // What a file imports depends on its files alone, resolved once
+        // they are parsed, and, for a file with no backward pass, on what
+        // is wanted (which only grows).
+        let wanted_changed = wanted_before != Some(wanted.len());
+        wanted_before = Some(wanted.len());
+        let fresh: Vec<Option<(Imports, HashSet<usize>)>> = (0..n)
             .into_par_iter()
-            .map(|i| match loaded[i] {
-                Some(l) if l.is_parsed() => imports_of(&tree, i, (!l.backward).then_some(&wanted)),
-                _ => Default::default(),
+            .map(|i| {
+                let l = loaded[i].filter(|l| l.is_parsed())?;
+                (resolved[i].is_none() || !l.backward && wanted_changed)
+                    .then(|| imports_of(&tree, i, (!l.backward).then_some(&wanted)))
             })
             .collect();
-        if parsed() == before {
-            break resolved;
+        for (i, f) in fresh.into_iter().enumerate() {
+            if f.is_some() {
+                resolved[i] = f;
+            }
         }
-    };
-    for (i, (im, mut e)) in resolved.into_iter().enumerate() {
+        if parsed() == before {
+            break;
+        }
+    }
+    for (i, (im, mut e)) in resolved
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .enumerate()
+    {
         // A file with no backward pass matters only where it calls what
         // it imports (`Trainer(`, `train_step(`): type hints and
         // arguments of an imported class are not followed.
