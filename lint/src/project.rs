@@ -109,8 +109,9 @@ impl Source {
 /// A Python file parsed.
 struct Parse {
     summary: Summary,
-    /// The syntax tree of a file with a backward pass, kept until the file
-    /// is lowered (then dropped there, in parallel).
+    /// The syntax tree of a file with a backward pass (or one that may call
+    /// what one has), kept until the file is lowered (then dropped there,
+    /// in parallel).
     parsed: Mutex<Option<Parsed<ModModule>>>,
 }
 
@@ -128,16 +129,22 @@ impl Loaded {
     /// The file parsed and summarised, on first use (`None`: a syntax
     /// error, or a file that can no longer be read).
     fn parse(&self) -> Option<&Parse> {
+        self.parse_keeping(self.backward)
+    }
+
+    /// [`Loaded::parse`], keeping the syntax tree where it is parsed now
+    /// and `keep` (a file that will likely be lowered). The others are only
+    /// summarised: their trees are dropped at once, and their memory
+    /// reused.
+    fn parse_keeping(&self, keep: bool) -> Option<&Parse> {
         self.parse
             .get_or_init(|| {
                 let text = &self.source()?.text;
                 let parsed = python::parse(text).ok()?;
                 let summary = python::summarize(text, parsed.syntax());
-                // The other files parsed are only summarised: their trees
-                // are dropped at once, and their memory reused.
                 Some(Parse {
                     summary,
-                    parsed: Mutex::new(self.backward.then_some(parsed)),
+                    parsed: Mutex::new(keep.then_some(parsed)),
                 })
             })
             .as_ref()
@@ -828,7 +835,8 @@ fn resolve_imports(
         (0..n).into_par_iter().for_each(|i| {
             if let Some(l) = loaded[i].filter(|l| !l.is_parsed()) {
                 if tree.may_import(i, &l.import_texts, &wanted) {
-                    l.parse();
+                    // It likely calls what it imports: lowered.
+                    l.parse_keeping(true);
                 }
             }
         });

@@ -251,12 +251,19 @@ pub(super) fn top_level_classes(source: &str) -> Vec<ClassText> {
         return Vec::new();
     }
     // A class is read to the end of the file (where it ends at the latest):
-    // a loop after its start, and after it a method that may be left to
-    // subclasses and is read as an attribute (`self.train_step(`).
-    let last_loop = words(bytes, b"for").chain(words(bytes, b"while")).max();
+    // after its start a method that may be left to subclasses, read as an
+    // attribute (`self.train_step(`), and a loop.
     let left: Vec<(usize, &[u8])> = words(bytes, b"def")
         .filter_map(|at| may_be_left_to_subclasses(bytes, at))
         .collect();
+    let last = |word: &[u8]| {
+        memchr::memmem::rfind_iter(bytes, word).find(|&at| is_word(bytes, at, word.len()))
+    };
+    let last_loop = if left.is_empty() {
+        None
+    } else {
+        last(b"for").max(last(b"while"))
+    };
     starts
         .into_iter()
         .map(|(at, name)| {
@@ -272,12 +279,13 @@ pub(super) fn top_level_classes(source: &str) -> Vec<ClassText> {
 
 /// Where `word` stands as a word in `bytes`.
 fn words<'b>(bytes: &'b [u8], word: &'b [u8]) -> impl Iterator<Item = usize> + 'b {
-    memchr::memmem::find_iter(bytes, word).filter(move |&at| {
-        !(at > 0 && is_identifier(bytes[at - 1]))
-            && !bytes
-                .get(at + word.len())
-                .is_some_and(|&c| is_identifier(c))
-    })
+    memchr::memmem::find_iter(bytes, word).filter(move |&at| is_word(bytes, at, word.len()))
+}
+
+/// Whether `bytes[at..at + len]` is a whole word.
+fn is_word(bytes: &[u8], at: usize, len: usize) -> bool {
+    !(at > 0 && is_identifier(bytes[at - 1]))
+        && !bytes.get(at + len).is_some_and(|&c| is_identifier(c))
 }
 
 /// Where `name` is read as an attribute (`self.name`, `x . name`).
