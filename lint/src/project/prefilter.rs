@@ -256,13 +256,10 @@ pub(super) fn top_level_classes(source: &str) -> Vec<ClassText> {
     let left: Vec<(usize, &[u8])> = words(bytes, b"def")
         .filter_map(|at| may_be_left_to_subclasses(bytes, at))
         .collect();
-    let last = |word: &[u8]| {
-        memchr::memmem::rfind_iter(bytes, word).find(|&at| is_word(bytes, at, word.len()))
-    };
     let last_loop = if left.is_empty() {
         None
     } else {
-        last(b"for").max(last(b"while"))
+        words(bytes, b"for").chain(words(bytes, b"while")).max()
     };
     starts
         .into_iter()
