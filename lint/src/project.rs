@@ -807,13 +807,25 @@ fn resolve_imports(
     };
     // The files with gradient events: their classes and functions are the
     // ones followed from other files.
-    loaded
-        .par_iter()
+    // The largest first: one left to the end keeps a core busy while the
+    // others wait.
+    let mut seeds: Vec<&Loaded> = loaded
+        .iter()
         .flatten()
+        .copied()
         .filter(|l| l.backward || l.mentioned)
-        .for_each(|l| {
-            l.parse();
-        });
+        .collect();
+    seeds.sort_by_cached_key(|l| {
+        let size = l
+            .source
+            .get()
+            .and_then(Option::as_ref)
+            .map_or(0, |s| s.text.len());
+        std::cmp::Reverse(size)
+    });
+    seeds.par_iter().with_max_len(1).for_each(|l| {
+        l.parse();
+    });
     // Each round parses the files that may import and call what is wanted,
     // then resolves the imports of every file parsed, parsing the files
     // they lead to (a base class, a re-export in `__init__.py`). A file
