@@ -242,11 +242,16 @@ def checkout(repo: str, commit: str, mirrors: Path | None, cache: Path) -> tuple
     return into, ""
 
 
-def lint(gradlint: str, root: Path) -> tuple[dict[str, set[tuple[str, str]]], dict[str, str]]:
-    """Findings by path relative to `root`, and the files gradlint could not
-    lint (a syntax error, e.g. Python 2) with why."""
+def lint(
+    gradlint: str, root: Path, confidence: str = "high"
+) -> tuple[dict[str, set[tuple[str, str]]], dict[str, str]]:
+    """Findings by path relative to `root` at `confidence` and above, and the
+    files gradlint could not lint (a syntax error, e.g. Python 2) with why."""
     done = subprocess.run(
-        [gradlint, "--format", "json", "."], cwd=root, capture_output=True, text=True
+        [gradlint, "--format", "json", "--confidence", confidence, "."],
+        cwd=root,
+        capture_output=True,
+        text=True,
     )
     if done.returncode not in (0, 1, 2):
         raise CorpusError(f"gradlint failed on {root} (exit {done.returncode}): {done.stderr[-800:]}")
@@ -305,6 +310,12 @@ def main() -> int:
     ap.add_argument("--min-precision", type=float, default=None)
     ap.add_argument("--min-recall", type=float, default=None)
     ap.add_argument("--quiet", action="store_true", help="no list of findings in unlabelled files")
+    ap.add_argument(
+        "--confidence",
+        default="high",
+        choices=["high", "medium", "low", "all"],
+        help="the lowest confidence counted (gradlint's default: high)",
+    )
     args = ap.parse_args()
 
     if os.sep in args.gradlint:
@@ -354,7 +365,7 @@ def main() -> int:
             skipped.append(f"{tree.key}: {tree.why_skipped} ({len(tree.files)} files)")
             continue
         try:
-            found, errors = lint(args.gradlint, tree.root)
+            found, errors = lint(args.gradlint, tree.root, args.confidence)
         except CorpusError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

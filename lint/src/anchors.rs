@@ -15,12 +15,20 @@ pub struct Anchors {
     pub resets_outside_loop: Vec<Span>,
     /// How many optimizers the loop steps.
     pub optimizers_in_loop: usize,
-    /// Whether the updater is an optimizer (not a manual update, not a
-    /// Rust `GradStore`).
-    pub optimizer: bool,
+    /// The finding's updater: an optimizer, a manual update (over a loop's
+    /// parameters, or of a named tensor), a Rust `GradStore`.
+    pub updater: Option<Updater>,
     /// Whether the finding's loop is in another file (the files of the
     /// invocation analysed together): never fixed.
     pub elsewhere: bool,
+    /// The optimizer's own name (`opt_d`), when the updater is one.
+    pub optimizer_name: Option<String>,
+    /// GL009: the optimizer's own backward pass before which a reset
+    /// clears the stray pass (the first one it meets).
+    pub reset_before: Option<Span>,
+    /// GL009: whether a reset there is certain to clear none of the
+    /// optimizer's own passes.
+    pub reset_before_certain: bool,
 }
 
 /// The anchors of a finding made from `facts`.
@@ -29,7 +37,16 @@ pub fn anchors(facts: &LoopFacts) -> Anchors {
         loop_span: Some(facts.loop_span),
         resets_outside_loop: facts.resets_outside_loop.clone(),
         optimizers_in_loop: facts.optimizers_in_loop,
-        optimizer: matches!(facts.updater, Updater::Optimizer(_)),
+        updater: Some(facts.updater.clone()),
         elsewhere: false,
+        optimizer_name: match &facts.updater {
+            Updater::Optimizer(o) => Some(o.clone()),
+            _ => None,
+        },
+        reset_before: facts.stray_pass.as_ref().and_then(|s| s.own_backward),
+        reset_before_certain: facts
+            .stray_pass
+            .as_ref()
+            .is_some_and(|s| s.reset_there_is_certain),
     }
 }

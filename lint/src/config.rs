@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::assumptions::Confidence;
+use crate::diagnostic::Diagnostic;
+
 /// What to run and where.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -17,6 +20,15 @@ pub struct Config {
     /// Paths (relative to the config file, or globs) to skip.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// The lowest confidence shown: `high` (the default: findings that rest
+    /// on no guess), `medium`, `low` or `all`.
+    #[serde(default, deserialize_with = "confidence")]
+    pub confidence: Option<Confidence>,
+}
+
+fn confidence<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Confidence>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 #[derive(Deserialize)]
@@ -30,6 +42,12 @@ struct Tool {
 }
 
 impl Config {
+    /// Whether a finding is shown: its rule runs and it is at least as
+    /// sure as the confidence asked for.
+    pub fn shows(&self, d: &Diagnostic) -> bool {
+        self.enabled(d.code) && d.confidence >= self.confidence.unwrap_or(Confidence::High)
+    }
+
     /// Whether `code` runs.
     pub fn enabled(&self, code: &str) -> bool {
         let listed = |list: &[String]| list.iter().any(|c| c.eq_ignore_ascii_case(code));
@@ -79,6 +97,14 @@ mod tests {
         assert!(!c.enabled("GL002"));
         assert!(!c.enabled("GL003"));
         assert!(Config::default().enabled("GL007"));
+    }
+
+    #[test]
+    fn confidence_setting() {
+        let c: Config = toml::from_str("confidence = \"medium\"").unwrap();
+        assert_eq!(c.confidence, Some(Confidence::Medium));
+        let bad = toml::from_str::<Config>("confidence = \"sure\"").unwrap_err();
+        assert!(bad.to_string().contains("unknown confidence"));
     }
 
     #[test]

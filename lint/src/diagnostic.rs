@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::assumptions::{Confidence, Guess};
 use crate::ir::Span;
 
 /// Byte offsets to lines and columns and back.
@@ -45,6 +46,11 @@ impl LineIndex {
             .map_or(self.source.len().min(start + rest.len()), |(i, _)| {
                 start + i
             })
+    }
+
+    /// The text of a byte range (empty when out of range).
+    pub fn text(&self, span: Span) -> &str {
+        self.source.get(span.start..span.end).unwrap_or("")
     }
 
     /// The text of a 1-based line, without its newline.
@@ -92,6 +98,55 @@ pub struct Diagnostic {
     /// What a fix needs beyond the span (see [`crate::fix`]).
     #[serde(skip)]
     pub anchors: crate::anchors::Anchors,
+    /// How sure the finding is (see [`crate::assumptions`]).
+    pub confidence: Confidence,
+    /// The guesses it rests on (none when `high`).
+    pub assumptions: Vec<Assumption>,
+}
+
+/// A guess a finding rests on, placed in its file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Assumption {
+    /// `opaque-call`, `unclassified-condition`, `per-batch-name`,
+    /// `framework-flag`, `opaque-step`.
+    pub kind: &'static str,
+    /// The 1-based line it was made on, if at one place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// What was read, in words.
+    pub note: String,
+}
+
+impl Assumption {
+    /// A guess of the analysis, placed by `index` (the source text at its
+    /// span fills the note's `{}`, shortened to one line).
+    pub fn placed(guess: &Guess, index: &LineIndex) -> Self {
+        let (line, text) = match guess.span {
+            Some(s) if s.start < crate::ir::FOREIGN_BASE => {
+                let text = index.text(s);
+                let first = text.lines().next().unwrap_or("").trim();
+                let short: String = first.chars().take(60).collect();
+                let short = if short.len() < text.trim().len() {
+                    format!("{short}...")
+                } else {
+                    short
+                };
+                (Some(index.location(s.start).0), short)
+            }
+            _ => (None, String::new()),
+        };
+        let note = if text.is_empty() {
+            // A call in a method inherited from another file.
+            guess.note.replace("`{}`", "a call in another file")
+        } else {
+            guess.note.replace("{}", &text)
+        };
+        Assumption {
+            kind: guess.kind.as_str(),
+            line,
+            note,
+        }
+    }
 }
 
 /// Whether a `gradlint: ignore` comment on `line` or the line above covers `code`:

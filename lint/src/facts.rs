@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 
 use crate::cfg::{Cfg, Query};
-use crate::ir::{same_name, Counter, Event, Function, Node, Program, Reset, Span, Updater};
+use crate::ir::{
+    related, same_name, Counter, Event, Function, Node, Program, Reset, Span, Updater,
+};
 
 /// The facts of one updater in one loop.
 #[derive(Debug, Clone)]
@@ -45,6 +47,34 @@ pub struct LoopFacts {
     /// an earlier iteration whose step a skip (`if torch.isnan(loss):
     /// continue`) left out, with no reset in between.
     pub skipped_pass_applied: Option<Span>,
+    /// Another optimizer's backward pass whose loss certainly reaches this
+    /// optimizer's parameters and is still in them when this optimizer
+    /// steps after its own pass (GL009).
+    pub stray_pass: Option<StrayPass>,
+}
+
+/// A backward pass of another optimizer's loss that this optimizer's step
+/// applies: the pass reaches the model this optimizer was built over, after
+/// this optimizer's last reset and before its step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrayPass {
+    /// The step that applies it.
+    pub step: Span,
+    /// The stray backward call.
+    pub backward: Span,
+    /// Its loss's text (`g_loss`).
+    pub loss: String,
+    /// The model of this optimizer it reaches (`net_d`).
+    pub model: String,
+    /// The optimizer whose pass it is (`opt_g`).
+    pub other: String,
+    /// This optimizer's own backward pass that the stray pass is still
+    /// pending at, first on the way to the step (where a reset belongs),
+    /// when there is one such pass.
+    pub own_backward: Option<Span>,
+    /// Whether a reset right before `own_backward` clears nothing of this
+    /// optimizer's own passes (none is pending there, in any iteration).
+    pub reset_there_is_certain: bool,
 }
 
 /// Whether `event` clears the gradients that `updater` applies.
@@ -62,7 +92,7 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         (Reset::Tensor(a) | Reset::NewTensor(a), Updater::Tensor(b)) => a == b,
         (Reset::NewTensor(_), _) => false,
         (Reset::Tensor(_), _) => true,
-        (Reset::Model(m), Updater::Tensor(t)) => t.starts_with(&format!("{m}.")),
+        (Reset::Model(m), Updater::Tensor(t)) => crate::ir::attribute_of(t, m),
         (Reset::Optimizer(_) | Reset::NewOptimizer(_), Updater::Tensor(_)) => false,
         (Reset::Optimizer(a) | Reset::NewOptimizer(a), Updater::Optimizer(b)) => same_name(a, b),
         (Reset::NewOptimizer(_), Updater::Manual) => false,
@@ -93,8 +123,8 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
             match program.model_of(o).or(owner) {
                 Some(model) => {
                     same_name(model, m)
-                        || model.starts_with(&format!("{m}."))
-                        || m.starts_with(&format!("{model}."))
+                        || crate::ir::attribute_of(model, m)
+                        || crate::ir::attribute_of(m, model)
                 }
                 None => true,
             }
@@ -124,7 +154,12 @@ fn events_around(nodes: &[Node], around: Option<Span>, out: &mut Vec<(Event, Spa
             }
             Node::Loop { .. } => {}
             Node::Accumulate(body) => events_around(body, around, out),
-            Node::Break | Node::Continue | Node::Return | Node::Raise | Node::Set(..) => {}
+            Node::Break
+            | Node::Continue
+            | Node::Return
+            | Node::Raise
+            | Node::Set(..)
+            | Node::Opaque(_) => {}
         }
     }
 }
@@ -229,6 +264,7 @@ fn facts(
     let reset_between_backward_and_step = cycle.reset_between_backward_and_step();
     let reset_discarding_accumulation = cycle.reset_discarding_accumulation();
     let skipped_pass_applied = cycle.skipped_pass_applied();
+    let stray_pass = cycle.stray_pass();
     let (resets_in_loop, resets_outside_loop) =
         cycle.resets_in_and_outside_loop(scope, pile_up_node);
     let others_reset_in_loop = cycle.others_reset_in_loop();
@@ -250,6 +286,7 @@ fn facts(
         stale_store_step,
         store_extended_in_loop,
         skipped_pass_applied,
+        stray_pass,
     }
 }
 
@@ -618,6 +655,156 @@ impl<'a> Cycle<'a> {
                 })
             })
             .map(|&s| cfg.span(s))
+    }
+
+    /// GL009: a backward pass that is another optimizer's (it runs before
+    /// that optimizer's step and belongs to its cycle), whose loss is
+    /// certainly computed through the model this optimizer was built over
+    /// (a frozen model never counts), and that a way takes, with nothing
+    /// that may clear that model's gradients, through this optimizer's own
+    /// pass to its step.
+    fn stray_pass(&self) -> Option<StrayPass> {
+        let Updater::Optimizer(name) = self.updater else {
+            return None;
+        };
+        let reach = &self.program.reach;
+        if reach.passes.is_empty() || self.clearing.is_empty() {
+            return None;
+        }
+        let models = reach.models_of(name);
+        let cfg = self.cfg;
+        let mut others: Vec<&str> = self
+            .stepped
+            .iter()
+            .copied()
+            .filter(|o| !same_name(o, name))
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        for &b in self.backwards {
+            if self.own_backwards.contains(&b)
+                || !matches!(cfg.events[b], Some((Event::Backward, _)))
+            {
+                continue;
+            }
+            let Some(pass) = reach.pass_at(cfg.span(b)) else {
+                continue;
+            };
+            for model in &models {
+                if !pass.calls.contains(model) || reach.may_freeze(model) {
+                    continue;
+                }
+                // Whose pass it is: an optimizer over other models only,
+                // stepped after it before this one is.
+                let Some(other) = others.iter().find(|o| {
+                    reach.only_other_models(o, model) && {
+                        let steps = cfg
+                            .find(|e| matches!(e, Event::Step(Updater::Optimizer(x)) if x == *o));
+                        cfg.forward_path(b, &steps, &self.steps)
+                    }
+                }) else {
+                    continue;
+                };
+                // Both optimizers reset together at the top of the iteration
+                // (`opt_e.zero_grad(); opt_g.zero_grad()`, before any pass)
+                // and then a pass through both models: maybe a
+                // joint loss both are meant to step on (BicycleGAN), not a
+                // stray one.
+                let other_resets = cfg.find(
+                    |e| matches!(e, Event::Reset(Reset::Optimizer(x)) if same_name(x, other)),
+                );
+                let first_in_iteration = |z: usize| {
+                    self.backwards
+                        .iter()
+                        .all(|&x| !cfg.forward_path(x, &[z], &[]))
+                };
+                let joint = self.resets.iter().any(|&z| {
+                    first_in_iteration(z)
+                        && other_resets
+                            .iter()
+                            .any(|&w| cfg.succ[z].contains(&w) || cfg.succ[w].contains(&z))
+                });
+                if joint && self.program.reach.joint_loss_shared {
+                    continue;
+                }
+                let blocked = cfg.find(|e| self.may_clear(e, model));
+                // From the stray pass to the step `s` through one of `via`
+                // (none of `before` and no step before it), nothing that
+                // may clear the model on the way.
+                let reaches = |s: usize, via: &[usize], before: &[usize]| {
+                    let rest: Vec<usize> = self.steps.iter().copied().filter(|&t| t != s).collect();
+                    let before: Vec<usize> = self.steps.iter().chain(before).copied().collect();
+                    cfg.ask(Query {
+                        blocked: &blocked,
+                        need: Some(via),
+                        blocked_before_need: &before,
+                        blocked_after_need: &rest,
+                        ..Query::new(b, &[s])
+                    })
+                };
+                let Some(&step) = self
+                    .steps
+                    .iter()
+                    .find(|&&s| reaches(s, &self.own_backwards, &[]))
+                else {
+                    continue;
+                };
+                // The own passes met first on such a way.
+                let first: Vec<usize> = self
+                    .own_backwards
+                    .iter()
+                    .copied()
+                    .filter(|&o| {
+                        let earlier: Vec<usize> = self
+                            .own_backwards
+                            .iter()
+                            .copied()
+                            .filter(|&x| x != o)
+                            .collect();
+                        reaches(step, &[o], &earlier)
+                    })
+                    .collect();
+                let own_backward = match first.as_slice() {
+                    [o] => Some(*o),
+                    _ => None,
+                };
+                let stops: Vec<usize> = self.steps.iter().chain(&self.resets).copied().collect();
+                let reset_there_is_certain = own_backward.is_some_and(|o| {
+                    !self.own_backwards.iter().any(|&x| {
+                        cfg.ask(Query {
+                            blocked: &stops,
+                            ..Query::new(x, &[o])
+                        })
+                    })
+                });
+                return Some(StrayPass {
+                    step: cfg.span(step),
+                    backward: cfg.span(b),
+                    loss: pass.loss.clone(),
+                    model: model.clone(),
+                    other: other.to_string(),
+                    own_backward: own_backward.map(|o| cfg.span(o)),
+                    reset_there_is_certain,
+                });
+            }
+        }
+        None
+    }
+
+    /// Whether `e` may clear the gradients of `model`'s parameters: anything
+    /// but a new tensor, a new optimizer over a model (it clears nothing),
+    /// and resets of other optimizers and models known to hold none of them.
+    fn may_clear(&self, e: &Event, model: &str) -> bool {
+        match e {
+            Event::Reset(Reset::NewTensor(_) | Reset::NewModelOptimizer { .. }) => false,
+            Event::Reset(Reset::Optimizer(o)) if !self.own_reset(e) => {
+                !self.program.reach.only_other_models(o, model)
+            }
+            Event::Reset(Reset::NewOptimizer(_)) if !self.own_reset(e) => false,
+            Event::Reset(Reset::Model(m)) if !self.own_reset(e) => related(m, model),
+            Event::Reset(_) | Event::BindStore(_) => true,
+            _ => false,
+        }
     }
 
     /// The updater's resets in the loop and those around it, in its

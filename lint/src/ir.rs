@@ -166,6 +166,7 @@ pub fn map_nodes(
                 branches,
                 exhaustive,
                 tests,
+                at,
             } => Node::If {
                 branches: branches
                     .iter()
@@ -173,6 +174,7 @@ pub fn map_nodes(
                     .collect(),
                 exhaustive: *exhaustive,
                 tests: tests.clone(),
+                at: span(*at),
             },
             Node::Loop {
                 body,
@@ -342,6 +344,9 @@ pub enum Node {
         /// What the test of each branch tells (an `elif` runs only when the
         /// tests above it failed; an `else` tells nothing).
         tests: Vec<Tested>,
+        /// The first test (or the matched value): where a finding that
+        /// rests on an unclassified test points.
+        at: Span,
     },
     /// A loop (`for`, `while`, `loop`).
     Loop {
@@ -369,6 +374,23 @@ pub enum Node {
     /// (or not) from here on in this iteration (`skip = True` in a branch,
     /// `if not skip: opt.step()` after it).
     Set(String, bool),
+    /// A call the analysis cannot follow that is handed an optimizer, a
+    /// model or `self` (`train_utils.step(model, opt)`): it could reset or
+    /// step. The rules read it as doing neither; [`crate::assumptions`]
+    /// checks what a finding owes to that reading.
+    Opaque(Opaque),
+}
+
+/// A call the analysis cannot see into, and what it is handed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opaque {
+    /// The call.
+    pub span: Span,
+    /// The callee as written (`utils.train_step`).
+    pub callee: String,
+    /// The optimizers it is handed (as receiver or argument): it could
+    /// step them.
+    pub optimizers: Vec<String>,
 }
 
 /// A function (or the module's top level) of a file.
@@ -416,6 +438,125 @@ pub struct Program {
     /// Methods classes of the file inherit from classes of other files,
     /// copied in when those files are lowered.
     pub inherited: Vec<Inherited>,
+    /// Functions read as run once per batch only because of their name
+    /// (a method `train_step` that runs backward, step and reset): the
+    /// span of the loop made of each body, and the function's name.
+    pub per_batch_by_name: Vec<(Span, String)>,
+    /// What the file's backward passes certainly reach (Python only; empty
+    /// for Rust): read by GL009 alone.
+    pub reach: Reach,
+}
+
+/// What the backward passes of a file certainly reach, from an
+/// intra-function def-use of their losses: the models a loss is computed
+/// through, the models each optimizer was built over, and the models the
+/// file may freeze. Everything here errs towards "not known" (an empty
+/// list, a model taken as frozen).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reach {
+    /// Per backward pass of the file, what its loss reaches.
+    pub passes: Vec<Pass>,
+    /// Per assignment of an optimizer constructor (`opt_d =
+    /// Adam(net_d.parameters())`), what it was built over; a name bound
+    /// otherwise as well is listed with [`Built::unknown`].
+    pub optimizers: Vec<(String, Built)>,
+    /// Models whose parameters the file may freeze (`net_d.requires_grad_(False)`,
+    /// `for p in net_d.parameters(): p.requires_grad = False`,
+    /// `set_requires_grad([net_d], False)`).
+    pub frozen: Vec<String>,
+    /// Whether the file may freeze parameters it does not name (Lightning's
+    /// `toggle_optimizer`, `p.requires_grad = False` over a list).
+    pub freezes_unnamed: bool,
+    /// Whether a pass through two models whose optimizers were reset
+    /// together at the top of the iteration is read as meant for both (a
+    /// joint loss) rather than as a stray pass: the analysis reads it as
+    /// stray; [`crate::assumptions`] turns the reading.
+    pub joint_loss_shared: bool,
+}
+
+/// What one backward pass's loss reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// The backward call (the span of its [`Event::Backward`]).
+    pub span: Span,
+    /// The loss's text (`g_loss`).
+    pub loss: String,
+    /// Callees (dotted) whose output the loss is certainly computed from
+    /// with gradients flowing: `net_d` for `net_d(fake)` or
+    /// `net_d.forward(fake)`, not under `.detach()`, `torch.no_grad()`,
+    /// `.item()`.
+    pub calls: Vec<String>,
+}
+
+/// What an optimizer was built over.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Built {
+    /// The models whose `.parameters()` it takes (all of them, outside
+    /// comprehensions).
+    pub models: Vec<String>,
+    /// Whether those are all it takes (no other list of tensors).
+    pub exact: bool,
+}
+
+impl Built {
+    /// Nothing known.
+    pub fn unknown() -> Self {
+        Built::default()
+    }
+}
+
+impl Reach {
+    /// The pass whose backward call is at `span`.
+    pub fn pass_at(&self, span: Span) -> Option<&Pass> {
+        self.passes.iter().find(|p| p.span == span)
+    }
+
+    /// The models every assignment of `optimizer` (by its exact name)
+    /// builds it over; empty when unknown or when assignments disagree.
+    pub fn models_of(&self, optimizer: &str) -> Vec<String> {
+        let mut all = self.optimizers.iter().filter(|(o, _)| o == optimizer);
+        let Some((_, first)) = all.next() else {
+            return Vec::new();
+        };
+        let mut models = first.models.clone();
+        for (_, b) in all {
+            models.retain(|m| b.models.contains(m));
+        }
+        models
+    }
+
+    /// Whether `optimizer` is known to take only the parameters of models
+    /// unrelated to `model` (neither is the other or a part of it).
+    pub fn only_other_models(&self, optimizer: &str, model: &str) -> bool {
+        let mut all = self
+            .optimizers
+            .iter()
+            .filter(|(o, _)| o == optimizer)
+            .peekable();
+        all.peek().is_some()
+            && all.all(|(_, b)| {
+                b.exact && !b.models.is_empty() && b.models.iter().all(|m| !related(m, model))
+            })
+    }
+
+    /// Whether the file may freeze `model`'s parameters (or a part of it).
+    pub fn may_freeze(&self, model: &str) -> bool {
+        self.freezes_unnamed || self.frozen.iter().any(|f| related(f, model))
+    }
+}
+
+/// Whether two model expressions may share parameters: the same, one a part
+/// of the other (`model`, `model.disc`), or the same last name
+/// (`self.net_d`, `net_d`).
+pub fn related(a: &str, b: &str) -> bool {
+    let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
+    a == b || attribute_of(a, b) || attribute_of(b, a) || last(a) == last(b)
+}
+
+/// Whether `name` is an attribute (at any depth) of `object`: `opt.state`
+/// and `opt.state.step` of `opt` (`name` starts with `object.`).
+pub fn attribute_of(name: &str, object: &str) -> bool {
+    name.len() > object.len() && name.starts_with(object) && name.as_bytes()[object.len()] == b'.'
 }
 
 /// A method a class of the file inherits from a class of another file: the

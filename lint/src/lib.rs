@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod anchors;
+pub mod assumptions;
 pub mod cfg;
 pub mod config;
 pub mod diagnostic;
@@ -141,35 +142,34 @@ pub(crate) fn check(
     foreign: &Foreign<'_>,
 ) -> Vec<Diagnostic> {
     let active: Vec<Rule> = rules::ALL.into_iter().filter(|r| enabled(r.code)).collect();
-    let mut found: Vec<(Rule, rules::Violation, anchors::Anchors)> = Vec::new();
-    for function in &program.functions {
-        for f in facts::of_function(program, function) {
-            let fired: Vec<(Rule, rules::Violation)> = active
-                .iter()
-                .filter_map(|rule| (rule.check)(&f).map(|v| (*rule, v)))
-                .collect();
-            for (rule, v) in &fired {
-                if fired.iter().any(|(r, _)| rule.defers_to.contains(&r.code)) {
-                    continue;
-                }
-                // A finding is reported once, by its innermost loop.
-                let pile_up = |c: &str| matches!(c, "GL001" | "GL002" | "GL005" | "GL007");
-                let dup = found.iter().any(|(r, w, _)| {
-                    w.span == v.span
-                        && (r.code == rule.code || (pile_up(r.code) && pile_up(rule.code)))
-                });
-                if !dup {
-                    found.push((*rule, v.clone(), anchors::anchors(&f)));
-                }
-            }
-        }
-    }
-    let mut out: Vec<Diagnostic> = found
+    let found = findings(program, &active);
+    let keys: Vec<assumptions::Key> = found.iter().map(|(r, v, _)| (r.code, v.span)).collect();
+    let run = |p: &ir::Program| {
+        findings(p, &active)
+            .into_iter()
+            .map(|(r, v, a)| ((r.code, v.span), (r, v, a)))
+            .collect()
+    };
+    let (weights, extra) = assumptions::weigh(program, &keys, &run);
+    let found = found
         .into_iter()
-        .filter_map(|(rule, v, anchors)| {
+        .zip(weights)
+        .chain(extra)
+        .map(|((rule, v, anchors), weight)| (rule, v, anchors, weight));
+    let mut out: Vec<Diagnostic> = found
+        .filter_map(|(rule, v, anchors, weight)| {
+            let weighed = |d: &mut Diagnostic| {
+                d.confidence = weight.confidence();
+                d.assumptions = weight
+                    .guesses
+                    .iter()
+                    .map(|g| diagnostic::Assumption::placed(g, index))
+                    .collect();
+            };
             let Some(file) = v.span.foreign_file() else {
                 let mut d = diagnostic(path, index, rule, v.span, v.message, v.help);
                 d.anchors = anchors;
+                weighed(&mut d);
                 return (!diagnostic::is_suppressed(index, d.line, d.code)).then_some(d);
             };
             // In another file: placed there, with no fix (its loop is here).
@@ -183,6 +183,7 @@ pub(crate) fn check(
             };
             let mut d = diagnostic(other, other_index, rule, span, v.message, help);
             d.anchors.elsewhere = true;
+            weighed(&mut d);
             (!diagnostic::is_suppressed(other_index, d.line, d.code)).then_some(d)
         })
         .collect();
@@ -213,5 +214,39 @@ fn diagnostic(
         help,
         span,
         anchors: anchors::Anchors::default(),
+        confidence: assumptions::Confidence::High,
+        assumptions: Vec::new(),
     }
+}
+
+/// Every finding of the `active` rules on a lowered file, once each (a
+/// rule deferring to another that reports on the same facts is dropped; a
+/// finding is reported by its innermost loop).
+fn findings(
+    program: &ir::Program,
+    active: &[Rule],
+) -> Vec<(Rule, rules::Violation, anchors::Anchors)> {
+    let mut found: Vec<(Rule, rules::Violation, anchors::Anchors)> = Vec::new();
+    for function in &program.functions {
+        for f in facts::of_function(program, function) {
+            let fired: Vec<(Rule, rules::Violation)> = active
+                .iter()
+                .filter_map(|rule| (rule.check)(&f).map(|v| (*rule, v)))
+                .collect();
+            for (rule, v) in &fired {
+                if fired.iter().any(|(r, _)| rule.defers_to.contains(&r.code)) {
+                    continue;
+                }
+                let pile_up = |c: &str| matches!(c, "GL001" | "GL002" | "GL005" | "GL007");
+                let dup = found.iter().any(|(r, w, _)| {
+                    w.span == v.span
+                        && (r.code == rule.code || (pile_up(r.code) && pile_up(rule.code)))
+                });
+                if !dup {
+                    found.push((*rule, v.clone(), anchors::anchors(&f)));
+                }
+            }
+        }
+    }
+    found
 }

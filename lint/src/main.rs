@@ -67,6 +67,10 @@ struct Check {
     /// too (`gradlint rule CODE` says which).
     #[arg(long)]
     unsafe_fixes: bool,
+    /// The lowest confidence shown: high (default: findings that rest on no
+    /// guess), medium (one guess), low or all.
+    #[arg(long, value_parser = ["high", "medium", "low", "all"])]
+    confidence: Option<String>,
 }
 
 // Parsing allocates per syntax node on every core; mimalloc scales where the
@@ -80,8 +84,12 @@ fn main() -> ExitCode {
         Some(Command::Rule { code }) => match rules::find(&code) {
             Some(rule) => {
                 println!(
-                    "# {} ({})\n\n{}\n\n{}",
-                    rule.name, rule.code, rule.summary, rule.docs
+                    "# {} ({})\n\n{}\n\n{}\n{}",
+                    rule.name,
+                    rule.code,
+                    rule.summary,
+                    rule.docs,
+                    gradlint::assumptions::TIERS
                 );
                 ExitCode::SUCCESS
             }
@@ -124,6 +132,9 @@ fn run(check: Check) -> ExitCode {
         config.select = Some(select);
     }
     config.ignore.extend(check.ignore);
+    if let Some(c) = check.confidence {
+        config.confidence = Some(c.parse().expect("checked by clap"));
+    }
     for code in config.select.iter().flatten().chain(&config.ignore) {
         if rules::find(code).is_none() {
             return usage(format!(

@@ -6,7 +6,8 @@ use std::str::FromStr;
 
 use serde_json::{json, Value};
 
-use crate::diagnostic::LineIndex;
+use crate::assumptions::Confidence;
+use crate::diagnostic::{Diagnostic, LineIndex};
 use crate::notebook::Notebook;
 use crate::rules;
 use crate::walk::Report;
@@ -111,8 +112,10 @@ fn text(report: &Report) -> String {
                 "^".repeat(len)
             );
             let _ = writeln!(out, "{pad} = help: {}", d.help);
+            weight(&mut out, &pad, d);
         } else {
             let _ = writeln!(out, "  = help: {}", d.help);
+            weight(&mut out, " ", d);
         }
         out.push('\n');
     }
@@ -154,6 +157,38 @@ fn text(report: &Report) -> String {
     out
 }
 
+/// Under a finding that rests on guesses: its confidence and each guess.
+fn weight(out: &mut String, pad: &str, d: &Diagnostic) {
+    if d.confidence == Confidence::High {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{pad} = confidence: {}, assuming:",
+        d.confidence.as_str()
+    );
+    for a in &d.assumptions {
+        match a.line {
+            Some(l) => {
+                let _ = writeln!(out, "{pad}   - {} (line {l})", a.note);
+            }
+            None => {
+                let _ = writeln!(out, "{pad}   - {}", a.note);
+            }
+        }
+    }
+}
+
+/// SARIF's level and rank (0-100) for a confidence: CodeQL-style, a
+/// guess lowers both.
+fn level_and_rank(c: Confidence) -> (&'static str, f64) {
+    match c {
+        Confidence::High => ("error", 90.0),
+        Confidence::Medium => ("warning", 50.0),
+        Confidence::Low => ("note", 20.0),
+    }
+}
+
 fn json(report: &Report) -> Value {
     json!({
         "diagnostics": report.diagnostics,
@@ -191,10 +226,17 @@ fn sarif(report: &Report) -> Value {
                 .iter()
                 .position(|r| r.code == d.code)
                 .unwrap_or(0);
+            let (level, rank) = level_and_rank(d.confidence);
             let mut result = json!({
                 "ruleId": d.code,
                 "ruleIndex": index,
-                "level": "error",
+                "level": level,
+                "rank": rank,
+                "properties": {
+                    "precision": d.confidence.as_str(),
+                    "confidence": d.confidence.as_str(),
+                    "assumptions": d.assumptions,
+                },
                 "message": { "text": format!("{}{} (help: {})", in_cell(d.cell), d.message, d.help) },
                 "locations": [{
                     "physicalLocation": {
@@ -210,7 +252,7 @@ fn sarif(report: &Report) -> Value {
             });
             if let Some(cell) = d.cell {
                 // Lines count from the top of the notebook cell.
-                result["properties"] = json!({ "cell": cell });
+                result["properties"]["cell"] = json!(cell);
             }
             result
         })
@@ -271,9 +313,13 @@ fn escape(s: &str, property: bool) -> String {
 fn github(report: &Report) -> String {
     let mut out = String::new();
     for d in &report.diagnostics {
+        let command = match d.confidence {
+            Confidence::High => "error",
+            _ => "warning",
+        };
         let _ = writeln!(
             out,
-            "::error title={},file={},line={},col={},endLine={},endColumn={}::{}",
+            "::{command} title={},file={},line={},col={},endLine={},endColumn={}::{}",
             escape(&format!("gradlint {} {}", d.code, d.rule), true),
             escape(&d.path, true),
             d.line,

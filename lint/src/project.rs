@@ -184,6 +184,7 @@ fn load(
     config: &Config,
     events: &EventFinder,
     modules: &ModuleIndex,
+    sources: &Sources,
 ) -> Stage {
     match Language::of(path) {
         Some(Language::Python) => {}
@@ -195,9 +196,15 @@ fn load(
         // holds them in turn.
         static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
+    let given = sources.get(path).filter(|_| !is_notebook(path));
     let scanned = BUFFER.with_borrow_mut(|buffer| -> Result<Scanned, FileError> {
-        read_bytes(path, buffer)?;
-        let text = std::str::from_utf8(buffer).map_err(|e| not_utf8(path, e))?;
+        let text = match given {
+            Some(text) => text.as_str(),
+            None => {
+                read_bytes(path, buffer)?;
+                std::str::from_utf8(buffer).map_err(|e| not_utf8(path, e))?
+            }
+        };
         let notebook = if is_notebook(path) {
             Some(Source::new(path, Cow::Borrowed(text))?)
         } else {
@@ -217,7 +224,12 @@ fn load(
             .filter(|t| modules.may_name(file, t))
             .collect();
         let classes = prefilter::top_level_classes(text);
-        Ok((found, imports, classes, None))
+        // A text given in place of the file's is kept: the file on disk
+        // is not what is linted.
+        let source = given
+            .map(|t| Source::new(path, Cow::Borrowed(t)))
+            .transpose()?;
+        Ok((found, imports, classes, source))
     });
     let (found, import_texts, classes, source) = match scanned {
         Ok(s) => s,
@@ -735,10 +747,14 @@ fn inherit(program: &mut Program, pool: &HashMap<String, Function>) {
     }
 }
 
+/// Texts that replace files' contents on disk (`--fix` checking a fix in
+/// one file against the files analysed together), by path as listed.
+pub type Sources = std::collections::HashMap<PathBuf, String>;
+
 /// Reads every file of `files` (a Rust file or another file is linted
 /// alone there), with the modules the Python files may be. A file that
 /// cannot be read or parsed is among them, but never resolved to.
-fn load_all(files: &[PathBuf], config: &Config) -> (Vec<Stage>, ModuleIndex) {
+fn load_all(files: &[PathBuf], config: &Config, sources: &Sources) -> (Vec<Stage>, ModuleIndex) {
     let events = EventFinder::new();
     let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let python: Vec<bool> = files
@@ -749,7 +765,7 @@ fn load_all(files: &[PathBuf], config: &Config) -> (Vec<Stage>, ModuleIndex) {
     let stages = files
         .par_iter()
         .enumerate()
-        .map(|(i, p)| load(i, p, config, &events, &modules))
+        .map(|(i, p)| load(i, p, config, &events, &modules, sources))
         .collect();
     (stages, modules)
 }
@@ -757,7 +773,18 @@ fn load_all(files: &[PathBuf], config: &Config) -> (Vec<Stage>, ModuleIndex) {
 /// Lints `files` with the rules `config` enables, the Python files together;
 /// one result per file, in order.
 pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnostic>, FileError>> {
-    let (stages, modules) = load_all(files, config);
+    lint_files_with(files, config, &Sources::new())
+}
+
+/// [`lint_files`], with the Python files of `sources` read from there
+/// rather than from disk (their notebooks, syntax errors and other
+/// languages are still read from disk).
+pub fn lint_files_with(
+    files: &[PathBuf],
+    config: &Config,
+    sources: &Sources,
+) -> Vec<Result<Vec<Diagnostic>, FileError>> {
+    let (stages, modules) = load_all(files, config, sources);
     let loaded: Vec<Option<&Loaded>> = stages
         .iter()
         .map(|s| match s {
@@ -1050,7 +1077,7 @@ mod tests {
 
     /// The files the imports parse, by name relative to `dir`.
     fn parsed(dir: &Path, files: &[PathBuf]) -> Vec<String> {
-        let (stages, modules) = load_all(files, &Config::default());
+        let (stages, modules) = load_all(files, &Config::default(), &Sources::new());
         let loaded: Vec<Option<&Loaded>> = stages
             .iter()
             .map(|s| match s {

@@ -91,7 +91,7 @@ pub fn lint_paths(paths: &[PathBuf], config: &Config) -> Report {
     let mut diagnostics = Vec::new();
     for r in results {
         match r {
-            Ok(d) => diagnostics.extend(d.into_iter().filter(|d| config.enabled(d.code))),
+            Ok(d) => diagnostics.extend(d.into_iter().filter(|d| config.shows(d))),
             Err(e) => errors.push(e),
         }
     }

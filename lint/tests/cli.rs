@@ -273,7 +273,7 @@ fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     let run = &report["runs"][0];
-    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 8);
+    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 9);
     let result = &run["results"][0];
     assert_eq!(result["ruleId"], "GL001");
     let location = &result["locations"][0]["physicalLocation"];
@@ -300,7 +300,7 @@ fn rule_docs_and_rule_list() {
         assert!(out.contains(section), "{section} in {out}");
     }
     let list = stdout(&gradlint(dir.path(), &["rules"]));
-    assert_eq!(list.lines().count(), 8);
+    assert_eq!(list.lines().count(), 9);
     assert!(list.lines().all(|l| l.starts_with("GL00")));
     assert_eq!(
         gradlint(dir.path(), &["rule", "GL999"]).status.code(),
@@ -318,21 +318,21 @@ fn a_missing_path_is_an_error() {
 
 #[test]
 fn fix_rewrites_the_file_and_says_fixed_and_remaining() {
-    let manual =
-        "for x in data:\n    loss(x).backward()\n    for p in params:\n        p -= 0.1 * p.grad\n";
+    // GL004 (a reset every iteration defeats the accumulation) has no fix.
+    let manual = "for i, x in enumerate(data):\n    loss(x).backward()\n    if (i + 1) % 4 == 0:\n        opt.step()\n    opt.zero_grad()\n";
     let dir = tree(&[
         ("train.py", BAD.as_bytes()),
         ("manual.py", manual.as_bytes()),
     ]);
     let out = gradlint(dir.path(), &["--fix", "."]);
-    // The manual update has no fix: it remains, so the exit status is 1.
+    // The accumulation finding has no fix: it remains, so the exit status is 1.
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
         stdout(&out).contains("Found 2 problems (1 fixed, 1 remaining) in 2 files"),
         "{}",
         stdout(&out)
     );
-    assert!(stdout(&out).contains("manual.py:4:9: GL001"));
+    assert!(stdout(&out).contains("manual.py:5:5: GL004"));
     let fixed = std::fs::read_to_string(dir.path().join("train.py")).unwrap();
     assert_eq!(fixed, format!("{BAD}    optimizer.zero_grad()\n"));
     assert_eq!(
@@ -548,5 +548,36 @@ fn a_malformed_notebook_is_reported_and_the_rest_still_linted() {
     assert!(
         text.contains("Found 1 problem in 4 files (3 could not be linted)"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_manual_update_is_fixed_safely_over_parameters_and_unsafely_otherwise() {
+    let seed = "for x, y in loader:\n    F.cross_entropy(model(x), y).backward()\n    with torch.no_grad():\n        for p in model.parameters():\n            p -= 0.1 * p.grad\n";
+    let indexed = "params = list(model.parameters())\nfor x, y in loader:\n    F.cross_entropy(model(x), y).backward()\n    for i in range(len(params)):\n        params[i] -= 0.1 * params[i].grad\n";
+    let dir = tree(&[
+        ("seed.py", seed.as_bytes()),
+        ("indexed.py", indexed.as_bytes()),
+    ]);
+    let out = gradlint(dir.path(), &["--fix", "."]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Found 2 problems (1 fixed, 1 remaining) in 2 files"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("seed.py")).unwrap(),
+        format!("{seed}            p.grad = None\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("indexed.py")).unwrap(),
+        indexed
+    );
+    let out = gradlint(dir.path(), &["--fix", "--unsafe-fixes", "indexed.py"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("indexed.py")).unwrap(),
+        format!("{indexed}    model.zero_grad()\n")
     );
 }

@@ -50,8 +50,25 @@ pub fn classify<'e>(
     test: &'e Expr,
     named: &dyn Fn(&str) -> Option<&'e Expr>,
     run_length: &dyn Fn(&str) -> Option<String>,
+    equality: &dyn Fn(&str, usize) -> Option<Equality>,
 ) -> Tested {
-    classify_within(source, test, named, run_length, MAX_DEPTH)
+    let lookups = Lookups {
+        named,
+        run_length,
+        equality,
+    };
+    classify_within(source, test, &lookups, MAX_DEPTH)
+}
+
+/// What the classifier asks of the code around a test.
+struct Lookups<'l, 'e> {
+    /// The expression a local name was bound to once.
+    named: &'l dyn Fn(&str) -> Option<&'e Expr>,
+    /// The run's length of a loop variable over `range(n)`.
+    run_length: &'l dyn Fn(&str) -> Option<String>,
+    /// Whether a name is an equality counter, as a test at this byte offset
+    /// sees it.
+    equality: &'l dyn Fn(&str, usize) -> Option<Equality>,
 }
 
 /// How deep `and`/`or` operands and local names are followed (a name may be
@@ -61,21 +78,14 @@ const MAX_DEPTH: u32 = 4;
 fn classify_within<'e>(
     source: &str,
     test: &'e Expr,
-    named: &dyn Fn(&str) -> Option<&'e Expr>,
-    run_length: &dyn Fn(&str) -> Option<String>,
+    lookups: &Lookups<'_, 'e>,
     depth: u32,
 ) -> Tested {
-    let (expr, negated) = unwrap(test, named);
+    let (expr, negated) = unwrap(test, lookups.named);
     let mut tested = match expr {
         Expr::BoolOp(b) if depth > 0 => {
             let mut parts = b.values.iter().map(|operand| {
-                operands_tests(classify_within(
-                    source,
-                    operand,
-                    named,
-                    run_length,
-                    depth - 1,
-                ))
+                operands_tests(classify_within(source, operand, lookups, depth - 1))
             });
             let first = parts.next().unwrap_or_default();
             let mut holds = first.holds;
@@ -96,7 +106,7 @@ fn classify_within<'e>(
         }
         _ => Tested::default(),
     };
-    if let Some(whole) = classify_one(source, test, named, run_length) {
+    if let Some(whole) = classify_one(source, test, lookups) {
         let flipped = whole.flipped();
         for alternative in &mut tested.holds {
             alternative.push(whole.clone());
@@ -109,12 +119,13 @@ fn classify_within<'e>(
 }
 
 /// An operand's tests that the analysis relates across a boolean operator:
-/// counter and window tests (flags are correlated as whole tests).
+/// counter and window tests, and tests always true for the analysis (flags
+/// are correlated as whole tests).
 fn operands_tests(mut tested: Tested) -> Tested {
     let keep = |t: &Test| {
         matches!(
             t.cond.class,
-            CondClass::Counter { .. } | CondClass::WindowOne(_)
+            CondClass::Counter { .. } | CondClass::WindowOne(_) | CondClass::Always
         )
     };
     for alternative in tested.holds.iter_mut().chain(tested.fails.iter_mut()) {
@@ -151,20 +162,21 @@ fn unwrap<'e>(test: &'e Expr, named: &dyn Fn(&str) -> Option<&'e Expr>) -> (&'e 
 }
 
 /// Classifies a whole test; `None` when it is none of the classes.
-fn classify_one<'e>(
-    source: &str,
-    test: &'e Expr,
-    named: &dyn Fn(&str) -> Option<&'e Expr>,
-    run_length: &dyn Fn(&str) -> Option<String>,
-) -> Option<Test> {
-    let (expr, negated) = unwrap(test, named);
-    if let Some((cond, neg)) = counter(source, expr) {
+fn classify_one<'e>(source: &str, test: &'e Expr, lookups: &Lookups<'_, 'e>) -> Option<Test> {
+    let (expr, negated) = unwrap(test, lookups.named);
+    // A test of an equality counter is a counter test only where the model
+    // of that counter says what it holds; never a `%` test as written.
+    let counted = match equality_counter(source, expr, lookups.equality) {
+        Some(found) => found,
+        None => counter(source, expr, 0),
+    };
+    if let Some((cond, neg)) = counted {
         return Some(Test {
             cond,
             negated: negated ^ neg,
         });
     }
-    if let Some((cond, neg)) = first_or_last(source, expr, run_length) {
+    if let Some((cond, neg)) = first_or_last(source, expr, lookups.run_length) {
         return Some(Test {
             cond,
             negated: negated ^ neg,
@@ -196,6 +208,20 @@ fn classify_one<'e>(
                     negated: negated ^ (c.ops[0] == CmpOp::Is),
                 });
             }
+        }
+    }
+    // `p.requires_grad`: a parameter that does not require a gradient has
+    // none to reset or apply, so, like `p.grad is not None`, always true
+    // for the analysis.
+    if let Expr::Attribute(a) = expr {
+        if a.attr.id.as_str() == "requires_grad" {
+            return Some(Test {
+                cond: Cond {
+                    key: format!("{}requires_grad", key(source, &a.value)),
+                    class: CondClass::Always,
+                },
+                negated,
+            });
         }
     }
     if let Some(abnormal_when_true) = skip(expr) {
@@ -339,28 +365,49 @@ fn always(counter: &str) -> Cond {
     }
 }
 
+/// The condition `counter % modulus` at `residue` (`at_one`: whether it
+/// holds when the window length is 1), and whether the test holds when it
+/// is false.
+fn counter_test(
+    counter: String,
+    modulus: String,
+    residue: Residue,
+    negated: bool,
+    at_one: bool,
+) -> (Cond, bool) {
+    let never_at_one = if at_one { "" } else { "|k>1" };
+    let key = format!("{counter}%{modulus}=={residue:?}{never_at_one}");
+    (
+        Cond {
+            key,
+            class: CondClass::Counter {
+                counter,
+                modulus,
+                residue,
+                at_one,
+                whole_run: false,
+            },
+        },
+        negated,
+    )
+}
+
 /// A counter test, and whether the test holds when the counter is *not* at
-/// the residue (`!=`, a bare `i % k`).
-fn counter(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
+/// the residue (`!=`, a bare `i % k`). `shift` is how far the counter as
+/// the test reads it is ahead of the counter the analysis tracks (1 for a
+/// test after the iteration's increment of an equality counter).
+fn counter(source: &str, expr: &Expr, shift: i64) -> Option<(Cond, bool)> {
     // `at_one`: whether the test holds when `k` is 1 (`x % 1` is 0, so it
     // holds when the compared value is 0: `(i - 1) % k == 0` holds, `i % k
     // == 1` does not, though both are `Low(1)` for longer windows).
     let make = |counter: String, modulus: String, value: i64, negated: bool, at_one: bool| {
-        let residue = Residue::of(value);
-        let never_at_one = if at_one { "" } else { "|k>1" };
-        let key = format!("{counter}%{modulus}=={residue:?}{never_at_one}");
-        Some((
-            Cond {
-                key,
-                class: CondClass::Counter {
-                    counter,
-                    modulus,
-                    residue,
-                    at_one,
-                    whole_run: false,
-                },
-            },
+        let value = value.checked_sub(shift)?;
+        Some(counter_test(
+            counter,
+            modulus,
+            Residue::of(value),
             negated,
+            at_one,
         ))
     };
     match expr {
@@ -403,6 +450,174 @@ fn counter(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
         }
         _ => None,
     }
+}
+
+/// Where a test of an equality counter runs in its iteration. The counter
+/// `x` counts iterations modulo a window length `k`: a loop body advances
+/// it once per iteration (`x += 1`) and sets it back to 0 in the branch that
+/// sees it reach `k` (`if x == k: ...; x = 0`). The analysis tracks `p`,
+/// the iteration's place in its window (`x` when the iteration starts, 0 to
+/// `k - 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zone {
+    /// Before the increment: `x` is `p`.
+    BeforeIncrement,
+    /// After the increment and before the reset (the test of the branch
+    /// that resets included): `x` is `p + 1`, 1 to `k`.
+    BeforeReset,
+    /// After the branch that resets: `x` is `(p + 1) % k`, 0 to `k - 1`.
+    AfterReset,
+}
+
+/// An equality counter, as a test at some place sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Equality {
+    /// The window length's key (the text of `k`).
+    pub modulus: String,
+    /// Where the test runs; `None` where the model says nothing of the
+    /// counter (in the resetting branch after the reset, outside the loop
+    /// body).
+    pub zone: Option<Zone>,
+}
+
+/// What a test compares an equality counter with: `c`, or `k - c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Int(i64),
+    WindowMinus(i64),
+}
+
+/// A test of an equality counter (`x == 0`, `x == k`, `x >= k`, `x % k ==
+/// 0`, `if x:`): `Some` when `expr` tests one; inside, the condition on the
+/// iteration's place in the window and whether the test holds when it is
+/// false, or `None` when the model cannot say (a test that never holds
+/// where it runs, another modulus, an unmodelled place).
+fn equality_counter(
+    source: &str,
+    expr: &Expr,
+    equality: &dyn Fn(&str, usize) -> Option<Equality>,
+) -> Option<Option<(Cond, bool)>> {
+    let at = expr.range().start().to_usize();
+    let of = |e: &Expr| dotted(e).and_then(|n| Some((equality(&n, at)?, n)));
+    let modular = |e: &Expr| modulo(source, e).and_then(|(n, _, m)| Some((equality(&n, at)?, m)));
+    // `x % k == r`, `if x % k:`: the `%` test, shifted after the increment
+    // (`x % k` is then `(p + 1) % k` whether or not the reset ran).
+    let modular_side = match expr {
+        Expr::BinOp(_) => modular(expr),
+        Expr::Compare(c) if c.ops.len() == 1 && c.comparators.len() == 1 => {
+            modular(&c.left).or_else(|| modular(&c.comparators[0]))
+        }
+        _ => None,
+    };
+    if let Some((eq, modulus)) = modular_side {
+        let Some(zone) = eq.zone else {
+            return Some(None);
+        };
+        // Modulo another length, the counter (which goes back to 0 at its
+        // own) says nothing.
+        if modulus != eq.modulus {
+            return Some(None);
+        }
+        let shift = if zone == Zone::BeforeIncrement { 0 } else { 1 };
+        return Some(counter(source, expr, shift));
+    }
+    // `if x:` holds when `x != 0`.
+    if let Some((eq, name)) = of(expr) {
+        return Some(
+            eq.zone
+                .and_then(|zone| equality_cond(name, &eq.modulus, zone, Target::Int(0), true)),
+        );
+    }
+    let Expr::Compare(c) = expr else { return None };
+    if c.ops.len() != 1 || c.comparators.len() != 1 {
+        return None;
+    }
+    let ((eq, name), op, other) = match (of(&c.left), of(&c.comparators[0])) {
+        (Some(found), _) => (found, c.ops[0], &c.comparators[0]),
+        (None, Some(found)) => {
+            let mirrored = match c.ops[0] {
+                CmpOp::Lt => CmpOp::Gt,
+                CmpOp::LtE => CmpOp::GtE,
+                CmpOp::Gt => CmpOp::Lt,
+                CmpOp::GtE => CmpOp::LtE,
+                op => op,
+            };
+            (found, mirrored, c.left.as_ref())
+        }
+        (None, None) => return None,
+    };
+    let Some(zone) = eq.zone else {
+        return Some(None);
+    };
+    let target = if key(source, other) == eq.modulus {
+        Target::WindowMinus(0)
+    } else if let Some(v) = int(other) {
+        Target::Int(v)
+    } else {
+        match other {
+            Expr::BinOp(b) if b.op == Operator::Sub && key(source, &b.left) == eq.modulus => {
+                match int(&b.right) {
+                    Some(v) => Target::WindowMinus(v),
+                    None => return Some(None),
+                }
+            }
+            _ => return Some(None),
+        }
+    };
+    // Order tests become equalities over the values `x` can take where the
+    // test runs (0 to `k - 1`, or 1 to `k` before the reset): `x >= k` is
+    // `x == k`, `x > 0` is `x != 0`.
+    let up_to_k = zone == Zone::BeforeReset;
+    let (target, negated) = match (op, target) {
+        (CmpOp::Eq, t) => (t, false),
+        (CmpOp::NotEq, t) => (t, true),
+        (CmpOp::GtE, Target::WindowMinus(0)) | (CmpOp::Gt, Target::WindowMinus(1)) if up_to_k => {
+            (Target::WindowMinus(0), false)
+        }
+        (CmpOp::Lt, Target::WindowMinus(0)) | (CmpOp::LtE, Target::WindowMinus(1)) if up_to_k => {
+            (Target::WindowMinus(0), true)
+        }
+        (CmpOp::Gt, Target::Int(0)) | (CmpOp::GtE, Target::Int(1)) => (Target::Int(0), true),
+        (CmpOp::LtE, Target::Int(0)) | (CmpOp::Lt, Target::Int(1)) => (Target::Int(0), false),
+        _ => return Some(None),
+    };
+    Some(equality_cond(name, &eq.modulus, zone, target, negated))
+}
+
+/// The condition "`x` equals `target`" on the iteration's place `p` in the
+/// window, where `x` reads as the zone says; `None` for a test that never
+/// holds there (`x == 0` before the reset, `x == k` outside it).
+fn equality_cond(
+    name: String,
+    modulus: &str,
+    zone: Zone,
+    target: Target,
+    negated: bool,
+) -> Option<(Cond, bool)> {
+    // The place `p` at which `x` equals the target, and whether it does
+    // with a window of one (`p` is always 0: `x` reads 0, 1 before the
+    // reset).
+    let (residue, at_one) = match (zone, target) {
+        (Zone::BeforeIncrement, Target::Int(c)) if c >= 0 => (Residue::of(c), c == 0),
+        (Zone::BeforeIncrement, Target::WindowMinus(c)) if c >= 1 => (Residue::of(-c), c == 1),
+        (Zone::BeforeReset, Target::Int(c)) if c >= 1 => (Residue::of(c - 1), c == 1),
+        (Zone::BeforeReset, Target::WindowMinus(c)) if c >= 0 => {
+            (Residue::of(c.checked_add(1)?.checked_neg()?), c == 0)
+        }
+        (Zone::AfterReset, Target::Int(0)) => (Residue::High(1), true),
+        (Zone::AfterReset, Target::Int(c)) if c >= 1 => (Residue::of(c - 1), false),
+        (Zone::AfterReset, Target::WindowMinus(c)) if c >= 1 => {
+            (Residue::of(c.checked_add(1)?.checked_neg()?), c == 1)
+        }
+        _ => return None,
+    };
+    Some(counter_test(
+        name,
+        modulus.to_string(),
+        residue,
+        negated,
+        at_one,
+    ))
 }
 
 fn mentions_loss_or_norm(expr: &Expr) -> bool {

@@ -8,7 +8,9 @@ use syn::{Block, Expr, ImplItem, Item, Pat, Stmt, TraitItem};
 
 use super::{looks_like_optimizer, SyntaxError, OPTIMIZER_TYPES};
 use crate::diagnostic::LineIndex;
-use crate::ir::{Event, Function, Node, Program, Reset, Span, Tested, Updater};
+use crate::ir::{
+    Cond, CondClass, Event, Function, Node, Program, Reset, Span, Test, Tested, Updater,
+};
 
 const MAX_DEPTH: usize = 100;
 
@@ -25,9 +27,11 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
     let mut fns = Vec::new();
     collect_fns(&file.items, &mut fns);
     let mut lowerer = Lowerer {
+        source: source.to_string(),
         index,
         program: Program::default(),
         optimizers: HashSet::new(),
+        stores: stores(&file),
         functions: fns.iter().map(|(n, _)| n.clone()).collect(),
         loop_vars: std::cell::RefCell::new(Vec::new()),
     };
@@ -76,9 +80,13 @@ fn collect_fns<'a>(items: &'a [Item], out: &mut Vec<(String, &'a Block)>) {
 }
 
 struct Lowerer {
+    source: String,
     index: LineIndex,
     program: Program,
     optimizers: HashSet<String>,
+    /// Names of `GradStore`s: bound from a backward pass or to a
+    /// `GradStore`, or parameters of that type.
+    stores: HashSet<String>,
     functions: HashSet<String>,
     /// Names bound by the `for` patterns around the code being lowered.
     loop_vars: std::cell::RefCell<Vec<String>>,
@@ -299,6 +307,15 @@ impl Lowerer {
                 }
                 if let Some(event) = self.method_call(m, statement) {
                     out.push(Node::Event(event, self.span(m)));
+                } else if let Some(opt) = self.backward_step(m) {
+                    // Reset, backward pass and step, in one call.
+                    let span = self.span(m);
+                    out.push(Node::Event(
+                        Event::Reset(Reset::Optimizer(opt.clone())),
+                        span,
+                    ));
+                    out.push(Node::Event(Event::Backward, span));
+                    out.push(Node::Event(Event::Step(Updater::Optimizer(opt)), span));
                 }
             }
             Expr::Call(c) => self.call(c, d, out),
@@ -326,7 +343,8 @@ impl Lowerer {
         }
     }
 
-    /// `if` / `else`: a branch each.
+    /// `if` / `else`: a branch each; the test of the first classified when
+    /// it is a skip on a non-finite value (`if !loss_val.is_finite()`).
     fn if_expr(&self, i: &syn::ExprIf, d: usize, out: &mut Vec<Node>) {
         self.expr(&i.cond, d, false, out);
         let mut branches = vec![self.block(&i.then_branch, d)];
@@ -335,9 +353,22 @@ impl Lowerer {
             self.expr(e, d, true, &mut other);
             branches.push(other);
         }
+        let mut tests = vec![Tested::default(); branches.len()];
+        if let Some(abnormal_when_true) = skip(&i.cond) {
+            let span = self.span(&i.cond);
+            let text = self.source.get(span.start..span.end).unwrap_or("");
+            tests[0] = Tested::single(Test {
+                cond: Cond {
+                    key: text.split_whitespace().collect(),
+                    class: CondClass::Skip,
+                },
+                negated: !abnormal_when_true,
+            });
+        }
         out.push(Node::If {
             exhaustive: i.else_branch.is_some(),
-            tests: vec![Tested::default(); branches.len()],
+            tests,
+            at: self.span(&i.cond),
             branches,
         });
     }
@@ -356,6 +387,7 @@ impl Lowerer {
             .collect();
         out.push(Node::If {
             tests: vec![Tested::default(); branches.len()],
+            at: self.span(&m.expr),
             branches,
             exhaustive: true,
         });
@@ -395,6 +427,16 @@ impl Lowerer {
         }
     }
 
+    /// The optimizer of `opt.backward_step(&loss)` (tch, candle,
+    /// gradguard; `backward_step_clip`, `backward_step_clip_norm` in tch).
+    fn backward_step(&self, m: &syn::ExprMethodCall) -> Option<String> {
+        let method = m.method.to_string();
+        if !method.starts_with("backward_step") || m.args.is_empty() {
+            return None;
+        }
+        dotted(unwrapped(&m.receiver)).filter(|r| self.is_optimizer(r))
+    }
+
     fn method_call(&self, m: &syn::ExprMethodCall, statement: bool) -> Option<Event> {
         let method = m.method.to_string();
         let receiver = dotted(unwrapped(&m.receiver));
@@ -423,16 +465,117 @@ impl Lowerer {
             {
                 None
             }
-            "step" | "step_with" if !m.args.is_empty() => {
-                store_arg().map(|s| Event::Step(Updater::Store(s)))
-            }
+            // `opt.step(&grads)`: an optimizer, or a store by name (not
+            // `self.gru.step(&xs, &state)`, an RNN's step).
+            "step" | "step_with" if !m.args.is_empty() => store_arg()
+                .filter(|s| {
+                    self.stores.contains(s)
+                        || receiver.as_ref().is_some_and(|r| self.is_optimizer(r))
+                })
+                .map(|s| Event::Step(Updater::Store(s))),
             "step" => receiver
                 .filter(|r| self.is_optimizer(r))
                 .map(|r| Event::Step(Updater::Optimizer(r))),
             "extend" if m.args.iter().any(calls_backward) => receiver.map(Event::Extend),
+            // `opt.backward_step(&loss)`: tch resets, runs the backward pass
+            // and steps; candle (and gradguard) step with a fresh store.
+            // Either way, no gradient is left over: lowered by the caller.
+            "backward_step" | "backward_step_clip" | "backward_step_clip_norm" => None,
             name if self.functions.contains(name) => Some(Event::Call(name.to_string())),
             _ => None,
         }
+    }
+}
+
+/// Whether `cond` tests a value for being non-finite: `Some(true)` when
+/// it holds on the abnormal side (`loss_val.is_nan()`, `!x.is_finite()`),
+/// `Some(false)` on the normal side (`x.is_finite()`); helpers named so
+/// (`has_nan(&grads)`, `grads_are_finite()`) count too.
+fn skip(cond: &Expr) -> Option<bool> {
+    let by_name = |name: &str| {
+        let lower = name.to_ascii_lowercase();
+        if matches!(lower.as_str(), "is_nan" | "is_infinite")
+            || ["overflow", "nonfinite", "non_finite", "has_nan", "has_inf"]
+                .iter()
+                .any(|k| lower.contains(k))
+        {
+            Some(true)
+        } else if lower.contains("finite") {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    match cond {
+        Expr::Unary(u) if matches!(u.op, syn::UnOp::Not(_)) => skip(&u.expr).map(|b| !b),
+        Expr::Paren(p) => skip(&p.expr),
+        Expr::Try(t) => skip(&t.expr),
+        Expr::MethodCall(m) => by_name(&m.method.to_string()),
+        Expr::Call(c) => by_name(dotted(&c.func)?.rsplit("::").next()?),
+        Expr::Binary(b) => match b.op {
+            // `x != x`: NaN.
+            syn::BinOp::Ne(_)
+                if dotted(&b.left).is_some() && dotted(&b.left) == dotted(&b.right) =>
+            {
+                Some(true)
+            }
+            // `a.is_nan() || a.is_infinite()` holds on the abnormal side;
+            // `a.is_finite() && b.is_finite()` on the normal one.
+            syn::BinOp::Or(_) | syn::BinOp::And(_) => {
+                let (l, r) = (skip(&b.left)?, skip(&b.right)?);
+                let or = matches!(b.op, syn::BinOp::Or(_));
+                (l == r && l == or).then_some(l)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The names of `GradStore`s in a file: bound (`let`, `=`) to a value that
+/// runs a backward pass or names `GradStore`, and parameters whose type
+/// names it.
+fn stores(file: &syn::File) -> HashSet<String> {
+    struct Finder(HashSet<String>);
+    impl<'a> Visit<'a> for Finder {
+        fn visit_local(&mut self, l: &'a syn::Local) {
+            if let (Some(name), Some(init)) = (pat_name(&l.pat), &l.init) {
+                let mut n = NamesGradStore(false);
+                n.visit_expr(&init.expr);
+                if n.0 || calls_backward(&init.expr) {
+                    self.0.insert(name);
+                }
+            }
+            syn::visit::visit_local(self, l);
+        }
+        fn visit_expr_assign(&mut self, a: &'a syn::ExprAssign) {
+            let mut n = NamesGradStore(false);
+            n.visit_expr(&a.right);
+            if n.0 || calls_backward(&a.right) {
+                self.0.extend(dotted(&a.left));
+            }
+            syn::visit::visit_expr_assign(self, a);
+        }
+        fn visit_pat_type(&mut self, p: &'a syn::PatType) {
+            let mut n = NamesGradStore(false);
+            n.visit_type(&p.ty);
+            if n.0 {
+                self.0.extend(pat_name(&p.pat));
+            }
+            syn::visit::visit_pat_type(self, p);
+        }
+    }
+    let mut f = Finder(HashSet::new());
+    f.visit_file(file);
+    f.0
+}
+
+/// Whether what it visits names `GradStore`.
+struct NamesGradStore(bool);
+
+impl<'a> Visit<'a> for NamesGradStore {
+    fn visit_ident(&mut self, i: &'a proc_macro2::Ident) {
+        self.0 |= i == "GradStore";
     }
 }
 

@@ -13,7 +13,7 @@ use memchr::memmem::Finder;
 pub(super) struct Events {
     /// A call of a backward pass: [`crate::frontend::python::calls_backward`].
     pub backward: bool,
-    /// `backward(`, `zero_grad` or `.step(`: the text that makes a class or
+    /// `backward(`, `zero_grad`, `.step(` or `.grad`: the text that makes a class or
     /// function worth following from another file (its summary's
     /// `relevant`).
     pub mentioned: bool,
@@ -25,6 +25,7 @@ pub(super) struct EventFinder {
     backward: Finder<'static>,
     zero_grad: Finder<'static>,
     step: Finder<'static>,
+    grad: Finder<'static>,
 }
 
 impl EventFinder {
@@ -33,6 +34,7 @@ impl EventFinder {
             backward: Finder::new(b"backward"),
             zero_grad: Finder::new(b"zero_grad"),
             step: Finder::new(b".step("),
+            grad: Finder::new(b".grad"),
         }
     }
 
@@ -58,7 +60,8 @@ impl EventFinder {
         }
         found.mentioned = found.mentioned
             || self.zero_grad.find(bytes).is_some()
-            || self.step.find(bytes).is_some();
+            || self.step.find(bytes).is_some()
+            || self.grad.find(bytes).is_some();
         found
     }
 }

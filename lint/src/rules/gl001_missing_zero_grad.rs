@@ -65,13 +65,31 @@ or fresh gradients: `grads = torch.autograd.grad(loss, model.parameters())`.
 
 ## Fix
 `--fix` inserts `optimizer.zero_grad()` on the line after the step: the
-step's indentation, the optimizer's own name, and the file's `set_to_none=`
+step's indentation, the optimizer's own name (`opt` of AMP's
+`scaler.step(opt)`), and the file's `set_to_none=`
 argument when it uses one (Rust: `opt.zero_grad();`). Safe when the loop steps
 one optimizer; with several optimizers, or a step in a helper function the
-loop calls, only with `--unsafe-fixes`. A manual update (`p -= lr * p.grad`)
-has no automatic fix: which gradients to reset is the reader's call.
+loop calls, only with `--unsafe-fixes`.
+
+A manual update in a loop over parameters (`for p in model.parameters():`
+`p -= lr * p.grad`, `p.data.add_(p.grad, alpha=-lr)`) gets `p.grad = None`
+right after the update, inside the same loop and at its indentation: safe
+when the loop's iterable names parameters (`model.parameters()`, `params`,
+`group["params"]`) and nothing after the update in the iteration reads a
+`.grad`; otherwise (a loop over `weights`, a norm of `p.grad` logged after
+the update) only with `--unsafe-fixes`. Where no loop binds the updated
+parameter (`params[i] -= lr * params[i].grad`), `--unsafe-fixes` inserts
+`model.zero_grad()` after the loop holding the update (the model of the
+file's one `model.parameters()`). A named tensor (`w -= lr * w.grad`) gets
+`w.grad = None` after its update: safe when the update is a plain statement
+of the loop body (only `with` blocks around it) and nothing after it reads
+`w.grad`, unsafe under a condition or in a nested loop. An update in a
+helper function the loop calls is fixed there, only with `--unsafe-fixes`.
 A finding whose step lies in another file than its loop (a method of a
-class defined in another file of the invocation) has no automatic fix.
+class defined in another file of the invocation) gets the reset after the
+step in that file, in its own names (`self.optimizer.zero_grad()`), only
+with `--unsafe-fixes` (the method may serve other callers), checked by
+linting the files together again.
 
 ## References
 - PyTorch: `torch.optim.Optimizer.zero_grad`, `torch.autograd.grad`

@@ -42,12 +42,20 @@ for x, y in loader:
 
 ## Fix
 `--fix` moves the reset from before the loop to the top of the loop body (a
-copy, when another loop still needs the original). Safe when the reset is
-before the loop and the step directly in the loop body. A reset after the
-loop, or a step nested in the body (a branch, an accumulation guard): the
-reset goes right after the step, only with `--unsafe-fixes`.
+copy, when another loop still needs the original; with several resets
+outside the loop, a copy of the nearest one before it, all kept). Safe when
+the reset is before the loop and the step directly in the loop body (a
+manual update under `with torch.no_grad():` and `for p in
+model.parameters():` counts as directly in it). A reset after the loop, or a
+step nested in the body (a branch, an accumulation guard): the reset goes
+right after the step, only with `--unsafe-fixes` (a manual update nested in
+the body gets GL001's fix instead, `p.grad = None` in its loop). A step in a
+helper function the loop calls: the reset, in the loop's own names, moves to
+the top of the loop body, only with `--unsafe-fixes`.
 A finding whose step lies in another file than its loop (a method of a
-class defined in another file of the invocation) has no automatic fix.
+class defined in another file of the invocation) gets the reset after the
+step in that file, in its own names, only with `--unsafe-fixes`, checked by
+linting the files together again.
 "#;
 
 /// Gradients pile up, the loop has no reset, but the function resets outside it.

@@ -41,9 +41,18 @@ for x, y in loader:
 ## Fix
 `--fix` moves the reset before the backward pass. Safe when the reset and
 the backward pass are statements of the same block; when the backward pass is
-in another block (a `with`, an `if`), only with `--unsafe-fixes`.
-A finding whose step lies in another file than its loop (a method of a
-class defined in another file of the invocation) has no automatic fix.
+in another block (a `with`, an `if`), only with `--unsafe-fixes`. When no
+line of the loop above the reset calls `backward(` (the pass is in a helper
+function the loop calls), a reset that is a statement of the loop body moves
+to the top of the body, before everything the iteration runs: safe with one
+optimizer in the loop, unsafe with several. A reset in a helper function,
+followed in its block by its optimizer's step, moves right after that step,
+only with `--unsafe-fixes`. Every move is checked: one that leaves the
+backward pass after the reset is refused.
+A finding whose reset lies in another file than its loop (a method of a
+class defined in another file of the invocation) has the reset moved after
+its step there when the step follows it in the same block, only with
+`--unsafe-fixes`, checked by linting the files together again.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {

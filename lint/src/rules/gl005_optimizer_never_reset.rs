@@ -51,7 +51,9 @@ for real in loader:
 never-reset optimizer's step; never with `--fix` alone (several optimizers:
 which reset covers which parameters is the reader's call).
 A finding whose step lies in another file than its loop (a method of a
-class defined in another file of the invocation) has no automatic fix.
+class defined in another file of the invocation) gets the reset after the
+step in that file, in its own names, checked by linting the files together
+again.
 "#;
 
 /// Several optimizers, others are reset in the loop, this one piles up and

@@ -47,6 +47,19 @@ for x, y in loader:
 ```
 or reset in the skip branch (`optimizer.zero_grad(); continue`), or test
 the loss before `backward()`.
+
+In Rust the same holds for tch-rs (`loss.backward(); if
+!f64::try_from(&loss)?.is_finite() { continue }; opt.step(); opt.zero_grad()`)
+and gradguard (`opt.backward(&loss)?`, a skip on `loss_val.is_nan()`, then
+`opt.step()?; opt.zero_grad()`). `opt.backward_step(&loss)` leaves nothing
+behind (tch resets before its pass; candle and gradguard step with a fresh
+`GradStore`), and neither does a candle loop whose `loss.backward()?`
+returns a fresh store: a skip there drops the pass.
+
+## Fix
+No automatic fix: whether to reset at the top of the iteration or in the
+skip branch (and whether the test belongs before `backward()`) is the
+reader's call.
 "#;
 
 fn check(f: &LoopFacts) -> Option<Violation> {

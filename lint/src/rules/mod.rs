@@ -11,6 +11,7 @@ pub mod gl005_optimizer_never_reset;
 pub mod gl006_stale_grad_store;
 pub mod gl007_grad_store_never_reset;
 pub mod gl008_skipped_pass_applied;
+pub mod gl009_stray_backward_pass;
 
 /// A rule's identity and documentation (what `gradlint rule CODE` prints).
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +43,7 @@ pub struct Violation {
 }
 
 /// Every rule, in code order.
-pub const ALL: [Rule; 8] = [
+pub const ALL: [Rule; 9] = [
     gl001_missing_zero_grad::RULE,
     gl002_zero_grad_outside_loop::RULE,
     gl003_zero_grad_before_step::RULE,
@@ -51,6 +52,7 @@ pub const ALL: [Rule; 8] = [
     gl006_stale_grad_store::RULE,
     gl007_grad_store_never_reset::RULE,
     gl008_skipped_pass_applied::RULE,
+    gl009_stray_backward_pass::RULE,
 ];
 
 /// The rule with this code (case-insensitive) or name.

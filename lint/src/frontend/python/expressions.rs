@@ -4,11 +4,13 @@
 use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr};
 
-use super::gradients::{data_owner, grad_owner, grad_owners, is_grad_attribute, mentions_grad};
+use super::gradients::{
+    data_owner, grad_owner, grad_owners, is_grad_attribute, is_optimizer_constructor, mentions_grad,
+};
 use super::lowerer::Lowerer;
 use super::syntax::MAX_DEPTH;
 use super::syntax::{dotted, names_read, span};
-use crate::ir::{Event, Node, Reset, Updater};
+use crate::ir::{Event, Node, Opaque, Reset, Updater};
 
 impl<'s> Lowerer<'s> {
     /// Whether `value` reads `owner`'s gradient, directly or through a local
@@ -87,6 +89,8 @@ impl<'s> Lowerer<'s> {
                             let reset = Event::Reset(Reset::Optimizer(o));
                             self.out.push(Node::Event(reset, span(call)));
                         }
+                    } else if let Some(opaque) = self.lowerer.opaque(call) {
+                        self.out.push(Node::Opaque(opaque));
                     }
                 }
             }
@@ -240,6 +244,253 @@ impl<'s> Lowerer<'s> {
             _ => None,
         }
     }
+}
+
+impl Lowerer<'_> {
+    /// A call with no gradient event that the analysis cannot see into and
+    /// that is handed an optimizer, a model the file builds an optimizer
+    /// over, or `self`, as receiver or argument: it could reset or step.
+    /// Calls of the file's own functions were followed (not opaque);
+    /// well-known calls that touch no gradient (logging, saving, clipping,
+    /// moving, evaluating) are left out by name.
+    fn opaque(&self, call: &ast::ExprCall) -> Option<Opaque> {
+        let callee = dotted(&call.func)?;
+        let (receiver, method) = match callee.rsplit_once('.') {
+            Some((r, m)) => (Some(r), m),
+            None => (None, callee.as_str()),
+        };
+        // A constructor (`DataParallel(model)`, `SGD(model.parameters())`)
+        // and a model's forward pass (`self.model(x)`) reset nothing.
+        let constructor = method.starts_with(|c: char| c.is_ascii_uppercase());
+        // Calls into logging and plotting libraries and the standard
+        // library (`wandb.watch(model)`, `os.path.join`).
+        let first = callee.split('.').next().unwrap_or("");
+        let library = matches!(
+            first,
+            "wandb"
+                | "mlflow"
+                | "neptune"
+                | "logging"
+                | "logger"
+                | "writer"
+                | "tb_writer"
+                | "summary_writer"
+                | "plt"
+                | "np"
+                | "numpy"
+                | "os"
+                | "sys"
+                | "json"
+                | "pickle"
+                | "random"
+                | "time"
+                | "math"
+                | "tqdm"
+                | "shutil"
+                | "copy"
+                | "itertools"
+                | "functools"
+        );
+        if constructor
+            || library
+            || inert_call(method)
+            || self.functions.contains(method)
+            || self.is_model(&callee)
+            || is_optimizer_constructor(&Expr::Call(call.clone()))
+        {
+            return None;
+        }
+        let mut optimizers = Vec::new();
+        let mut handed = false;
+        let mut hand = |text: String| {
+            let text = self.canonical(text);
+            // `OPTIMIZER_NAME`: a constant, not an object.
+            let last = text.rsplit('.').next().unwrap_or(&text);
+            if !last.chars().any(|c| c.is_ascii_lowercase()) {
+                return;
+            }
+            if text == "self" || self.is_model(&text) {
+                handed = true;
+            } else if self.is_optimizer(&text) {
+                handed = true;
+                if !optimizers.contains(&text) {
+                    optimizers.push(text);
+                }
+            }
+        };
+        // Only an optimizer counts as a receiver: `self.x(...)` is a
+        // module's forward or an inherited method, `model.encode(x)` the
+        // model's own code; what they are handed counts.
+        if let Some(r) = receiver.filter(|r| *r != "self") {
+            let r = self.canonical(r.to_string());
+            if self.is_optimizer(&r) {
+                hand(r);
+            }
+        }
+        let args = &call.arguments;
+        for value in args
+            .args
+            .iter()
+            .chain(args.keywords.iter().map(|k| &k.value))
+        {
+            // `f(model.parameters())` hands the model.
+            let value = match value {
+                Expr::Call(c) if c.arguments.is_empty() => match c.func.as_ref() {
+                    Expr::Attribute(a) if a.attr.id.as_str() == "parameters" => a.value.as_ref(),
+                    _ => value,
+                },
+                _ => value,
+            };
+            if let Some(d) = dotted(value) {
+                hand(d);
+            }
+        }
+        // `reset_grads()`, `clear_grad(params)`: named for gradients.
+        let named_for_gradients = method.to_ascii_lowercase().contains("grad")
+            && !matches!(
+                method,
+                "no_grad"
+                    | "enable_grad"
+                    | "set_grad_enabled"
+                    | "grad"
+                    | "inference_mode"
+                    | "retain_grad"
+            );
+        (handed || named_for_gradients).then(|| Opaque {
+            span: span(call),
+            callee,
+            optimizers,
+        })
+    }
+
+    /// Whether `name` is a model: one an optimizer of the file is built
+    /// over, or one whose parameters or gradients the file reaches
+    /// (`name.parameters()`, `name.zero_grad()`).
+    fn is_model(&self, name: &str) -> bool {
+        self.program
+            .optimizer_models
+            .iter()
+            .any(|(_, m)| crate::ir::same_name(m, name))
+            || self
+                .model_marks
+                .iter()
+                .any(|&at| self.source[..at].ends_with(name))
+    }
+}
+
+/// The offsets of the text's `.parameters()`, `.named_parameters()` and
+/// `.zero_grad(`, in order: what [`Lowerer::is_model`] looks before.
+pub(super) fn model_marks(source: &str) -> Vec<usize> {
+    let mut marks: Vec<usize> = [".parameters()", ".named_parameters()", ".zero_grad("]
+        .iter()
+        .flat_map(|m| source.match_indices(m).map(|(at, _)| at))
+        .collect();
+    marks.sort_unstable();
+    marks
+}
+
+/// Calls that touch no gradient whatever they are handed: builtins, and
+/// methods named for logging, saving, evaluating, clipping, moving or
+/// averaging weights (by the words of their name).
+fn inert_call(method: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "enumerate",
+        "zip",
+        "list",
+        "tuple",
+        "range",
+        "iter",
+        "next",
+        "sorted",
+        "reversed",
+        "map",
+        "filter",
+        "dict",
+        "set",
+        "min",
+        "max",
+        "sum",
+        "any",
+        "all",
+        "print",
+        "format",
+        "callable",
+        "functional_call",
+        "isinstance",
+        "getattr",
+        "hasattr",
+        "setattr",
+        "super",
+        "len",
+        "type",
+        "str",
+        "repr",
+        "id",
+        "vars",
+        "dir",
+        "deepcopy",
+        "copy",
+        "train",
+        "to",
+        "cuda",
+        "cpu",
+        "float",
+        "half",
+        "double",
+        "detach",
+        "item",
+        "size",
+        "forward",
+        "apply",
+        "parameters",
+        "named_parameters",
+        "modules",
+        "children",
+    ];
+    const WORDS: &[&str] = &[
+        "log",
+        "print",
+        "save",
+        "checkpoint",
+        "load",
+        "eval",
+        "valid",
+        "test",
+        "metric",
+        "meter",
+        "accura",
+        "ema",
+        "clip",
+        "summary",
+        "write",
+        "scalar",
+        "wandb",
+        "plot",
+        "show",
+        "sched",
+        "record",
+        "track",
+        "state_dict",
+        "param",
+        "watch",
+        "loss",
+        "scale",
+        "toggle",
+        "prepare",
+        "wrap",
+        "sync",
+        "reduce",
+        "barrier",
+        "broadcast",
+        "requires_grad",
+        "freeze",
+        "accumulate",
+    ];
+    let lower = method.to_ascii_lowercase();
+    EXACT.contains(&method)
+        || lower.starts_with("register")
+        || lower.starts_with("get")
+        || WORDS.iter().any(|w| lower.contains(w))
 }
 
 /// `accelerator.unwrap_optimizer(opt)`: the optimizer `opt` itself.

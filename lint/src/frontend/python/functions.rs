@@ -7,6 +7,7 @@ use super::lowerer::Lowerer;
 use super::statements::named_tests;
 use super::syntax::MAX_DEPTH;
 use super::syntax::{assigned_names, nested_bodies, span};
+use super::windows::Runs;
 use crate::ir::{Event, Function, Inherited, Node, Reset};
 
 impl<'s> Lowerer<'s> {
@@ -72,13 +73,27 @@ impl<'s> Lowerer<'s> {
         let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
         let none = self.params_none_in_every_call(f);
         let outer_none = std::mem::replace(&mut self.none_params, none);
+        // A method that keeps an equality counter on `self` (`self.accum
+        // += 1`, reset when it reaches `k`) runs once per iteration of the
+        // loop that calls it: its tests are counter tests of that loop.
+        let windows = self.equality_windows(&f.body, Runs::Function);
+        self.equality_windows.borrow_mut().push(windows);
         let mut lowered = self.stmts(&f.body, depth + 1);
+        self.equality_windows.borrow_mut().pop();
         self.none_params = outer_none;
         self.named = outer_named;
         let mut assigned = Vec::new();
         assigned_names(&f.body, &mut assigned, 0);
         let name = f.name.id.as_str();
-        if self.runs_per_batch(f) || self.owns_a_batch(f, &lowered) {
+        let by_framework = self.runs_per_batch(f);
+        if by_framework || self.owns_a_batch(f, &lowered) {
+            if !by_framework {
+                let name = match &self.class {
+                    Some(c) => format!("{c}.{name}"),
+                    None => name.to_string(),
+                };
+                self.program.per_batch_by_name.push((span(f), name));
+            }
             returns_end_iteration(&mut lowered);
             if self.hf_training_step(f) {
                 // The trainer's own reset, between two calls.

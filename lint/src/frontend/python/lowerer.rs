@@ -8,6 +8,7 @@ use ruff_text_size::Ranged;
 
 use super::imports::Imports;
 use super::syntax::{span, CallShape};
+use super::windows::EqualityWindow;
 use crate::ir::Program;
 
 /// The state of lowering one file: what its names stand for, gathered by
@@ -76,6 +77,15 @@ pub(super) struct Lowerer<'s> {
     /// every call of the file (`train(net, ..., params, lr)` leaves
     /// `optimizer=None`): `if optimizer is not None:` never runs.
     pub(super) none_params: HashSet<String>,
+    /// Where the text has `.parameters()`, `.named_parameters()` or
+    /// `.zero_grad(` (the offset of the dot): a name followed by one of
+    /// them is a model (found once: asked of every opaque call).
+    pub(super) model_marks: Vec<usize>,
+    /// The equality counters of the loop bodies (and function bodies) being
+    /// lowered, innermost last: a test sees only the innermost body's (a
+    /// nested loop or function does not run once per iteration of the
+    /// outer one).
+    pub(super) equality_windows: std::cell::RefCell<Vec<Vec<EqualityWindow>>>,
 }
 
 impl<'s> Lowerer<'s> {

@@ -17,9 +17,11 @@ mod functions;
 mod gradients;
 mod imports;
 mod lowerer;
+mod reach;
 mod statements;
 mod summary;
 mod syntax;
+mod windows;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -103,6 +105,8 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         none_params: HashSet::default(),
         constants: module_constants(&module.body),
         run_lengths: std::cell::RefCell::new(Vec::new()),
+        equality_windows: std::cell::RefCell::new(Vec::new()),
+        model_marks: expressions::model_marks(source),
     };
     lowerer.program.deepspeed =
         source.contains("deepspeed.initialize(") || source.contains("get_global_grad_norm(");
@@ -118,5 +122,6 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         body,
         assigned: Vec::new(),
     });
+    lowerer.program.reach = reach::reach(source, &module.body);
     lowerer.program
 }

@@ -11,6 +11,7 @@ use super::lowerer::Lowerer;
 use super::summary::raises_not_implemented;
 use super::syntax::MAX_DEPTH;
 use super::syntax::{assigned_names, dotted, nested_bodies, span, target_names};
+use super::windows::Runs;
 use crate::frontend::conditions::{classify, counting_iter, optimizer_exists};
 use crate::ir::{Counter, Event, Node, Reset, Tested};
 
@@ -84,6 +85,7 @@ impl<'s> Lowerer<'s> {
                     .collect();
                 out.push(Node::If {
                     tests: vec![Tested::default(); branches.len()],
+                    at: span(m.subject.as_ref()),
                     branches,
                     exhaustive: false,
                 });
@@ -221,8 +223,22 @@ impl<'s> Lowerer<'s> {
                 .find(|(name, _)| name == v)
                 .map(|(_, n)| n.clone())
         };
+        // Borrowed only while a test is classified, too.
+        let equality = |name: &str, at: usize| {
+            self.equality_windows
+                .borrow()
+                .last()
+                .and_then(|frame| frame.iter().find(|w| w.name == name))
+                .map(|w| w.at(at))
+        };
         let mut branches = vec![self.stmts(&i.body, depth + 1)];
-        let mut tests = vec![classify(self.source, &i.test, &named, &run_length)];
+        let mut tests = vec![classify(
+            self.source,
+            &i.test,
+            &named,
+            &run_length,
+            &equality,
+        )];
         let mut exhaustive = false;
         for clause in &i.elif_else_clauses {
             if let Some(test) = &clause.test {
@@ -231,7 +247,7 @@ impl<'s> Lowerer<'s> {
                 self.expr(test, &mut branch);
                 branch.extend(self.stmts(&clause.body, depth + 1));
                 branches.push(branch);
-                tests.push(classify(self.source, test, &named, &run_length));
+                tests.push(classify(self.source, test, &named, &run_length, &equality));
             } else {
                 exhaustive = true;
                 branches.push(self.stmts(&clause.body, depth + 1));
@@ -242,6 +258,7 @@ impl<'s> Lowerer<'s> {
             branches,
             exhaustive,
             tests,
+            at: span(i.test.as_ref()),
         });
     }
 
@@ -277,7 +294,11 @@ impl<'s> Lowerer<'s> {
         depth: usize,
         out: &mut Vec<Node>,
     ) {
+        // The body's equality counters; a nested loop's body hides them.
+        let windows = self.equality_windows(body, Runs::Loop(span(stmt)));
+        self.equality_windows.borrow_mut().push(windows);
         head.extend(self.stmts(body, depth + 1));
+        self.equality_windows.borrow_mut().pop();
         let mut assigned = Vec::new();
         assigned_names(body, &mut assigned, 0);
         if let Stmt::For(f) = stmt {

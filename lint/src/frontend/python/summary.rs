@@ -40,9 +40,14 @@ pub(super) fn method_names<C: FromIterator<String>>(class: &ast::StmtClassDef) -
 }
 
 /// Whether source text has a gradient event (`backward(`, `zero_grad`,
-/// `.step(`).
+/// `.step(`, `.grad`).
 pub(crate) fn mentions_gradient_event(text: &str) -> bool {
-    text.contains("backward(") || text.contains("zero_grad") || text.contains(".step(")
+    // `.grad`: a helper that resets (`p.grad.zero_()`, `p.grad = None`) or
+    // updates (`p.data.add_(p.grad, ...)`) by hand.
+    text.contains("backward(")
+        || text.contains("zero_grad")
+        || text.contains(".step(")
+        || text.contains(".grad")
 }
 
 /// `raise NotImplementedError` (or `NotImplementedError(...)`).

@@ -1,0 +1,872 @@
+//! What each backward pass's loss certainly reaches (for GL009,
+//! `stray-backward-pass`): a must def-use within one function. The loss
+//! expression is read, and each name it reads is followed to the one
+//! assignment whose value it certainly holds (the last plain assignment
+//! before it in the enclosing blocks, none in between, nor in a loop around
+//! it later); the calls met on the way (`net_d(fake)`, `net_d.forward(x)`)
+//! are the models the loss is computed through. Gradients stop at
+//! `.detach()`, `.item()`, `.data`, comparisons, `torch.no_grad()` blocks,
+//! and anything not understood stops the search: the answer is a subset of
+//! the truth. Also here: the models each optimizer is built over, and the
+//! models the file may freeze (`requires_grad_(False)`).
+
+use ruff_python_ast::visitor::{walk_expr, walk_stmt, Visitor};
+use ruff_python_ast::{self as ast, Expr, Stmt, UnaryOp};
+
+use super::gradients::is_optimizer_constructor;
+use super::syntax::{assigned_names, dotted, nested_bodies, span, target_names, MAX_DEPTH};
+use crate::ir::{Built, Pass, Reach};
+
+/// Methods whose result carries no gradient to what they are called on.
+const STOP_METHODS: [&str; 27] = [
+    "detach", "detach_", "item", "tolist", "numpy", "argmax", "argmin", "argsort", "sign", "round",
+    "floor", "ceil", "long", "int", "bool", "byte", "size", "dim", "numel", "nonzero", "eq", "ne",
+    "gt", "lt", "ge", "le", "isnan",
+];
+
+/// Functions whose result carries no gradient from their arguments.
+const STOP_FUNCTIONS: [&str; 16] = [
+    "float",
+    "int",
+    "bool",
+    "len",
+    "str",
+    "round",
+    "isinstance",
+    "type",
+    "argmax",
+    "argmin",
+    "sign",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "no_grad",
+    "detach",
+];
+
+/// Attributes that carry no gradient.
+const STOP_ATTRIBUTES: [&str; 8] = [
+    "data",
+    "grad",
+    "shape",
+    "dtype",
+    "device",
+    "requires_grad",
+    "is_cuda",
+    "ndim",
+];
+
+/// Lookups of one loss's names (past it, the rest is not known).
+const BUDGET: usize = 400;
+
+/// What the backward passes of a module reach, what its optimizers are
+/// built over, and what it may freeze.
+pub(super) fn reach(source: &str, module: &[Stmt]) -> Reach {
+    let mut reach = Reach::default();
+    let mut finder = Finder {
+        reach: &mut reach,
+        loops: Vec::new(),
+        params: Vec::new(),
+        others: Vec::new(),
+        depth: 0,
+    };
+    for stmt in module {
+        finder.visit_stmt(stmt);
+    }
+    let mut others = std::mem::take(&mut finder.others);
+    others.sort();
+    others.dedup();
+    for name in others {
+        if reach.optimizers.iter().any(|(o, _)| *o == name) {
+            reach.optimizers.push((name, Built::unknown()));
+        }
+    }
+    // A stray pass needs two optimizers built over known models.
+    let mut built: Vec<&str> = reach
+        .optimizers
+        .iter()
+        .filter(|(_, b)| !b.models.is_empty())
+        .map(|(o, _)| o.as_str())
+        .collect();
+    built.sort_unstable();
+    built.dedup();
+    if built.len() < 2 {
+        return reach;
+    }
+    let mut scopes = vec![module];
+    scopes_in(module, &mut scopes, 0);
+    for body in scopes {
+        let mut scope = Scope {
+            source,
+            passes: Vec::new(),
+        };
+        scope.block(body, &mut Vec::new(), 0);
+        reach.passes.extend(scope.passes);
+    }
+    reach
+}
+
+/// The bodies of every function and method (nested ones too).
+fn scopes_in<'a>(body: &'a [Stmt], out: &mut Vec<&'a [Stmt]>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    for stmt in body {
+        match stmt {
+            Stmt::FunctionDef(f) => {
+                out.push(&f.body);
+                scopes_in(&f.body, out, depth + 1);
+            }
+            Stmt::ClassDef(c) => scopes_in(&c.body, out, depth + 1),
+            _ => nested_bodies(stmt)
+                .into_iter()
+                .for_each(|b| scopes_in(b, out, depth + 1)),
+        }
+    }
+}
+
+/// A place in a function: a block and a statement's index in it.
+#[derive(Clone, Copy)]
+struct Frame<'a> {
+    block: &'a [Stmt],
+    index: usize,
+}
+
+/// The passes of one function (or the module's top level).
+struct Scope<'s> {
+    source: &'s str,
+    passes: Vec<Pass>,
+}
+
+/// A plain definition found for a name, or something else binding it.
+enum Def<'a> {
+    /// `name = value` (or a tuple target holding it, or a prefix of it:
+    /// `out = model(x)` for `out.loss`).
+    Plain(&'a Expr),
+    /// `name += value`: the new value depends on `value` and the old one.
+    Augmented(&'a Expr),
+    /// Bound some other way, or maybe bound (in a branch, a loop).
+    Other,
+}
+
+impl<'s> Scope<'s> {
+    /// Walks a block; `frames` is the place of the block's statement list
+    /// in the function.
+    fn block<'a>(&mut self, block: &'a [Stmt], frames: &mut Vec<Frame<'a>>, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        for (index, stmt) in block.iter().enumerate() {
+            frames.push(Frame { block, index });
+            if let Stmt::Expr(e) = stmt {
+                if let Expr::Call(call) = e.value.as_ref() {
+                    self.backward(call, frames);
+                }
+            }
+            if !matches!(stmt, Stmt::FunctionDef(_) | Stmt::ClassDef(_)) {
+                for b in nested_bodies(stmt) {
+                    self.block(b, frames, depth + 1);
+                }
+            }
+            frames.pop();
+        }
+    }
+
+    /// A statement `loss.backward()` (`accelerator.backward(loss)`,
+    /// `self.manual_backward(loss)`, `scaler.scale(loss).backward()`): what
+    /// its loss reaches.
+    fn backward(&mut self, call: &ast::ExprCall, frames: &[Frame]) {
+        let Expr::Attribute(a) = call.func.as_ref() else {
+            return;
+        };
+        let method = a.attr.id.as_str();
+        if !matches!(method, "backward" | "manual_backward") {
+            return;
+        }
+        // `loss.backward(inputs=[...])` accumulates into those tensors only.
+        if call.arguments.find_keyword("inputs").is_some() {
+            return;
+        }
+        let receiver = dotted(&a.value).unwrap_or_default();
+        let last = receiver
+            .rsplit('.')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let by_argument = method == "manual_backward"
+            || [
+                "accelerator",
+                "fabric",
+                "engine",
+                "self",
+                "trainer",
+                "autograd",
+            ]
+            .iter()
+            .any(|w| last.contains(w));
+        let loss = if by_argument {
+            match call.arguments.args.first() {
+                Some(arg) => arg,
+                None => return,
+            }
+        } else {
+            a.value.as_ref()
+        };
+        let mut budget = BUDGET;
+        let mut calls = Vec::new();
+        self.calls_of(loss, frames, &mut budget, &mut calls, 0);
+        calls.sort();
+        calls.dedup();
+        let s = span(loss);
+        self.passes.push(Pass {
+            span: span(call),
+            loss: self.source.get(s.start..s.end).unwrap_or("").to_string(),
+            calls,
+        });
+    }
+
+    /// The callees whose output `expr`, read at the statement `frames`
+    /// ends at, is certainly computed from with gradients flowing.
+    fn calls_of(
+        &self,
+        expr: &Expr,
+        frames: &[Frame],
+        budget: &mut usize,
+        out: &mut Vec<String>,
+        depth: usize,
+    ) {
+        if depth > 60 || *budget == 0 {
+            return;
+        }
+        match expr {
+            Expr::Call(call) => {
+                match call.func.as_ref() {
+                    Expr::Attribute(a) => {
+                        let method = a.attr.id.as_str();
+                        if STOP_METHODS.contains(&method) {
+                            return;
+                        }
+                        if let Some(d) = dotted(&call.func) {
+                            out.push(d);
+                        }
+                        if method == "forward" {
+                            out.extend(dotted(&a.value));
+                        }
+                        // The receiver: a tensor (`d_out.mean()`) or an object.
+                        self.calls_of(&a.value, frames, budget, out, depth + 1);
+                    }
+                    func => match dotted(func) {
+                        Some(d) => {
+                            let last = d.rsplit('.').next().unwrap_or("");
+                            let numeric =
+                                ["np.", "numpy.", "math."].iter().any(|p| d.starts_with(p));
+                            if STOP_FUNCTIONS.contains(&last) || numeric {
+                                return;
+                            }
+                            out.push(d);
+                        }
+                        None => self.calls_of(func, frames, budget, out, depth + 1),
+                    },
+                }
+                for arg in call.arguments.args.iter() {
+                    self.calls_of(arg, frames, budget, out, depth + 1);
+                }
+                for k in call.arguments.keywords.iter() {
+                    self.calls_of(&k.value, frames, budget, out, depth + 1);
+                }
+            }
+            Expr::Attribute(a) => {
+                if STOP_ATTRIBUTES.contains(&a.attr.id.as_str()) {
+                    return;
+                }
+                match dotted(expr) {
+                    Some(d) => self.calls_of_name(&d, frames, budget, out, depth + 1),
+                    None => self.calls_of(&a.value, frames, budget, out, depth + 1),
+                }
+            }
+            Expr::Name(n) => self.calls_of_name(n.id.as_str(), frames, budget, out, depth + 1),
+            Expr::BinOp(b) => {
+                self.calls_of(&b.left, frames, budget, out, depth + 1);
+                self.calls_of(&b.right, frames, budget, out, depth + 1);
+            }
+            Expr::UnaryOp(u) if u.op != UnaryOp::Not => {
+                self.calls_of(&u.operand, frames, budget, out, depth + 1)
+            }
+            Expr::Subscript(s) => self.calls_of(&s.value, frames, budget, out, depth + 1),
+            Expr::Starred(s) => self.calls_of(&s.value, frames, budget, out, depth + 1),
+            Expr::Tuple(t) => t
+                .elts
+                .iter()
+                .for_each(|e| self.calls_of(e, frames, budget, out, depth + 1)),
+            Expr::List(l) => l
+                .elts
+                .iter()
+                .for_each(|e| self.calls_of(e, frames, budget, out, depth + 1)),
+            // Comparisons, boolean operators, conditional expressions,
+            // comprehensions, lambdas, literals: nothing certain.
+            _ => {}
+        }
+    }
+
+    /// The callees the value `name` holds at the statement `frames` ends
+    /// at is certainly computed from.
+    fn calls_of_name(
+        &self,
+        name: &str,
+        frames: &[Frame],
+        budget: &mut usize,
+        out: &mut Vec<String>,
+        depth: usize,
+    ) {
+        *budget = budget.saturating_sub(1);
+        if *budget == 0 {
+            return;
+        }
+        for level in (0..frames.len()).rev() {
+            let frame = frames[level];
+            // Leaving a compound statement upwards: the statements before
+            // it hold the value only if it does not bind the name in a way
+            // that may reach here (a loop's later iterations, a `try`
+            // body before its handler, a `with ... as name`).
+            if level + 1 < frames.len() && !self.passes_up(frame, frames[level + 1].block, name) {
+                return;
+            }
+            for index in (0..frame.index).rev() {
+                let stmt = &frame.block[index];
+                let Some(def) = definition(stmt, name, self.source) else {
+                    continue;
+                };
+                let mut at: Vec<Frame> = frames[..level].to_vec();
+                at.push(Frame {
+                    block: frame.block,
+                    index,
+                });
+                match def {
+                    Def::Plain(value) => {
+                        if !self.without_grad(&at) {
+                            self.calls_of(value, &at, budget, out, depth + 1);
+                        }
+                        return;
+                    }
+                    Def::Augmented(value) => {
+                        if !self.without_grad(&at) {
+                            self.calls_of(value, &at, budget, out, depth + 1);
+                        }
+                    }
+                    Def::Other => return,
+                }
+            }
+        }
+    }
+
+    /// Whether the value a name had before `frame`'s compound statement
+    /// still holds inside its block `inner` (at a statement where the block
+    /// itself has not bound the name before).
+    fn passes_up(&self, frame: Frame, inner: &[Stmt], name: &str) -> bool {
+        let stmt = &frame.block[frame.index];
+        match stmt {
+            // A later iteration may hold a value bound after the use.
+            Stmt::For(_) | Stmt::While(_) => !binds(stmt, name, self.source),
+            Stmt::Try(t) => {
+                std::ptr::eq(inner.as_ptr(), t.body.as_ptr())
+                    || !binds_in(&t.body, name, self.source)
+            }
+            Stmt::With(w) => !w.items.iter().any(|i| {
+                i.optional_vars.as_deref().is_some_and(|v| {
+                    let mut names = Vec::new();
+                    target_names(v, &mut names);
+                    names.iter().any(|n| covers(n, name))
+                })
+            }),
+            Stmt::If(i) => !self.text(i.test.as_ref()).contains(":="),
+            Stmt::Match(m) => !self.text(m.subject.as_ref()).contains(":="),
+            _ => true,
+        }
+    }
+
+    /// Whether the statement `frames` ends at runs with gradients off
+    /// (`with torch.no_grad():` around it).
+    fn without_grad(&self, frames: &[Frame]) -> bool {
+        frames[..frames.len().saturating_sub(1)]
+            .iter()
+            .any(|f| match &f.block[f.index] {
+                Stmt::With(w) => w.items.iter().any(|i| {
+                    let t = self.text(&i.context_expr);
+                    t.contains("no_grad")
+                        || t.contains("inference_mode")
+                        || t.contains("set_grad_enabled")
+                }),
+                _ => false,
+            })
+    }
+
+    fn text(&self, node: &impl ruff_text_size::Ranged) -> &str {
+        let s = span(node);
+        self.source.get(s.start..s.end).unwrap_or("")
+    }
+}
+
+/// Whether binding `bound` changes what `name` reads: the same name, or a
+/// prefix of it (`out` for `out.loss`).
+fn covers(bound: &str, name: &str) -> bool {
+    bound == name || crate::ir::attribute_of(name, bound)
+}
+
+/// What `stmt` does to `name`, if it binds it.
+fn definition<'a>(stmt: &'a Stmt, name: &str, source: &str) -> Option<Def<'a>> {
+    let plain = |targets: &[&Expr], value: &'a Expr| {
+        let mut names = Vec::new();
+        for t in targets {
+            target_names(t, &mut names);
+        }
+        let starred = targets.iter().any(|t| match t {
+            Expr::Tuple(t) => t.elts.iter().any(|e| matches!(e, Expr::Starred(_))),
+            Expr::List(l) => l.elts.iter().any(|e| matches!(e, Expr::Starred(_))),
+            _ => false,
+        });
+        names.iter().any(|n| covers(n, name)).then_some(if starred {
+            Def::Other
+        } else {
+            Def::Plain(value)
+        })
+    };
+    let text = {
+        let s = span(stmt);
+        source.get(s.start..s.end).unwrap_or("")
+    };
+    let def = match stmt {
+        Stmt::Assign(a) => {
+            let targets: Vec<&Expr> = a.targets.iter().collect();
+            plain(&targets, &a.value)
+        }
+        Stmt::AnnAssign(a) => match &a.value {
+            Some(v) => plain(&[&a.target], v),
+            None => None,
+        },
+        Stmt::AugAssign(a) => {
+            let mut names = Vec::new();
+            target_names(&a.target, &mut names);
+            names
+                .iter()
+                .any(|n| n == name)
+                .then_some(Def::Augmented(&a.value))
+        }
+        _ => None,
+    };
+    // A walrus anywhere in the statement may bind it too.
+    if text.contains(":=") {
+        return binds(stmt, name, source).then_some(Def::Other);
+    }
+    def.or_else(|| binds(stmt, name, source).then_some(Def::Other))
+}
+
+/// Whether `stmt` (nested blocks included, nested functions not) may bind
+/// `name` or a prefix of it.
+fn binds(stmt: &Stmt, name: &str, source: &str) -> bool {
+    binds_in(std::slice::from_ref(stmt), name, source)
+}
+
+fn binds_in(body: &[Stmt], name: &str, source: &str) -> bool {
+    let mut names = Vec::new();
+    assigned_names(body, &mut names, 0);
+    if names.iter().any(|n| covers(n, name)) {
+        return true;
+    }
+    let root = name.split('.').next().unwrap_or(name);
+    body.iter().any(|stmt| {
+        let s = span(stmt);
+        let text = source.get(s.start..s.end).unwrap_or("");
+        // Other bindings (a walrus, `del`, `import`, `global`, a nested
+        // `def`), by the text: rare, and any may rebind it.
+        (text.contains(":=")
+            || text.contains("del ")
+            || text.contains("import ")
+            || text.contains("global ")
+            || text.contains("nonlocal ")
+            || text.contains("def ")
+            || text.contains("except"))
+            && text.contains(root)
+    })
+}
+
+/// Finds what optimizers are built over and what the module may freeze.
+struct Finder<'r> {
+    reach: &'r mut Reach,
+    /// The enclosing `for` loops (of the enclosing function): their
+    /// targets' names and iterables.
+    loops: Vec<(Vec<String>, Expr)>,
+    /// The parameters of the enclosing functions.
+    params: Vec<Vec<String>>,
+    /// Names bound to something else than an optimizer constructor.
+    others: Vec<String>,
+    depth: usize,
+}
+
+impl<'a> Visitor<'a> for Finder<'_> {
+    fn visit_stmt(&mut self, stmt: &'a Stmt) {
+        if self.depth > MAX_DEPTH {
+            return;
+        }
+        self.depth += 1;
+        match stmt {
+            Stmt::Assign(a) => {
+                for t in &a.targets {
+                    self.assigned(t, &a.value);
+                }
+            }
+            Stmt::AnnAssign(a) => {
+                if let Some(v) = &a.value {
+                    self.assigned(&a.target, v);
+                }
+            }
+            Stmt::AugAssign(a) => self.freeze_target(&a.target),
+            _ => {}
+        }
+        if let Stmt::FunctionDef(f) = stmt {
+            let p = &f.parameters;
+            let names = p
+                .posonlyargs
+                .iter()
+                .chain(&p.args)
+                .chain(&p.kwonlyargs)
+                .map(|a| a.parameter.name.id.to_string())
+                .chain(p.vararg.iter().map(|a| a.name.id.to_string()))
+                .chain(p.kwarg.iter().map(|a| a.name.id.to_string()))
+                .collect();
+            self.params.push(names);
+            let loops = std::mem::take(&mut self.loops);
+            for s in f.body.iter() {
+                self.visit_stmt(s);
+            }
+            self.loops = loops;
+            self.params.pop();
+        } else if let Stmt::For(f) = stmt {
+            let mut names = Vec::new();
+            target_names(&f.target, &mut names);
+            self.visit_expr(&f.iter);
+            self.loops.push((names, (*f.iter).clone()));
+            for s in f.body.iter().chain(f.orelse.iter()) {
+                self.visit_stmt(s);
+            }
+            self.loops.pop();
+        } else {
+            walk_stmt(self, stmt);
+        }
+        self.depth -= 1;
+    }
+
+    fn visit_expr(&mut self, expr: &'a Expr) {
+        if let Expr::Call(call) = expr {
+            self.freeze_call(call);
+        }
+        walk_expr(self, expr);
+    }
+}
+
+impl Finder<'_> {
+    /// `target = value`: an optimizer built, or a freeze
+    /// (`p.requires_grad = False`).
+    fn assigned(&mut self, target: &Expr, value: &Expr) {
+        self.freeze_target(target);
+        let mut names = Vec::new();
+        target_names(target, &mut names);
+        let built = is_optimizer_constructor(value).then(|| built_over(value));
+        for name in names {
+            match &built {
+                Some(b) if matches!(target, Expr::Name(_) | Expr::Attribute(_)) => {
+                    self.reach.optimizers.push((name, b.clone()));
+                }
+                _ => {
+                    // Bound otherwise: known only when the value wraps the
+                    // same optimizer (`opt = accelerator.prepare(opt)`).
+                    let mut read = Vec::new();
+                    collect_dotted(value, &mut read);
+                    if !read.contains(&name) {
+                        self.others.push(name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `x.requires_grad = ...`: `x` (or what a loop variable `x` runs over)
+    /// may be frozen.
+    fn freeze_target(&mut self, target: &Expr) {
+        if let Expr::Attribute(a) = target {
+            if a.attr.id.as_str() == "requires_grad" {
+                match dotted(&a.value) {
+                    Some(owner) => self.frozen(owner),
+                    None => self.reach.freezes_unnamed = true,
+                }
+            }
+        }
+    }
+
+    /// A call that may freeze parameters: `m.requires_grad_(False)`,
+    /// `set_requires_grad([net_d], False)`, `freeze(net_d)`,
+    /// `self.toggle_optimizer(opt)`.
+    fn freeze_call(&mut self, call: &ast::ExprCall) {
+        let func = dotted(&call.func).unwrap_or_default();
+        let last = func.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+        if !(last.contains("requires_grad") || last.contains("freeze") || last.contains("toggle")) {
+            return;
+        }
+        if last.contains("toggle_optimizer") {
+            self.reach.freezes_unnamed = true;
+            return;
+        }
+        let mut named = Vec::new();
+        for arg in call.arguments.args.iter() {
+            collect_dotted(arg, &mut named);
+        }
+        let receiver = match call.func.as_ref() {
+            Expr::Attribute(a) => dotted(&a.value),
+            _ => None,
+        };
+        if last == "requires_grad_" || named.is_empty() {
+            match receiver {
+                Some(r) if r != "self" => named.push(r),
+                _ => {
+                    if named.is_empty() {
+                        self.reach.freezes_unnamed = true;
+                    }
+                }
+            }
+        }
+        for n in named {
+            self.frozen(n);
+        }
+    }
+
+    /// `name` may be frozen; a loop variable stands for what its loop runs
+    /// over (`for p in net_d.parameters()`, `for m in [net_d, net_g]`); one
+    /// over an unknown list, or a parameter of the enclosing function (a
+    /// helper `freeze(m)`), for anything.
+    fn frozen(&mut self, name: String) {
+        self.frozen_within(name, self.loops.len());
+    }
+
+    fn frozen_within(&mut self, name: String, loops: usize) {
+        let root = name.split('.').next().unwrap_or(&name).to_string();
+        if root != "self" && self.params.iter().flatten().any(|p| *p == root) {
+            self.reach.freezes_unnamed = true;
+            return;
+        }
+        let Some(at) = self.loops[..loops]
+            .iter()
+            .rposition(|(targets, _)| targets.contains(&root))
+        else {
+            self.reach.frozen.push(name);
+            return;
+        };
+        let iter = self.loops[at].1.clone();
+        if !iter_has_modules(&iter) {
+            self.reach.freezes_unnamed = true;
+            return;
+        }
+        let mut owners = Vec::new();
+        collect_dotted(&iter, &mut owners);
+        if owners.is_empty() {
+            self.reach.freezes_unnamed = true;
+            return;
+        }
+        for o in owners {
+            let o = [
+                "parameters",
+                "named_parameters",
+                "modules",
+                "children",
+                "named_modules",
+            ]
+            .iter()
+            .find_map(|m| o.strip_suffix(&format!(".{m}")).map(str::to_string))
+            .unwrap_or(o);
+            self.frozen_within(o, at);
+        }
+    }
+}
+
+/// Whether a loop's iterable names modules or their parameters
+/// (`net_d.parameters()`, `[net_d, net_g]`), rather than a list of tensors.
+fn iter_has_modules(iter: &Expr) -> bool {
+    match iter {
+        Expr::Call(c) => match c.func.as_ref() {
+            Expr::Attribute(a) => matches!(
+                a.attr.id.as_str(),
+                "parameters" | "named_parameters" | "modules" | "children" | "named_modules"
+            ),
+            _ => false,
+        },
+        Expr::List(_) | Expr::Tuple(_) => true,
+        _ => false,
+    }
+}
+
+/// The longest dotted names in `expr` (`self.net_d`, not `self`), calls'
+/// callees included (`net_d.parameters`).
+fn collect_dotted(expr: &Expr, out: &mut Vec<String>) {
+    struct Names<'o>(&'o mut Vec<String>);
+    impl<'a> Visitor<'a> for Names<'_> {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Some(d) = dotted(expr) {
+                self.0.push(d);
+                return;
+            }
+            walk_expr(self, expr);
+        }
+    }
+    Names(out).visit_expr(expr);
+}
+
+/// What an optimizer constructor's parameters are: the owners of the
+/// `X.parameters()` calls in its first argument (or `params=`), and whether
+/// they are all it takes.
+fn built_over(value: &Expr) -> Built {
+    let Expr::Call(call) = value else {
+        return Built::unknown();
+    };
+    let Some(params) = call
+        .arguments
+        .args
+        .first()
+        .or_else(|| call.arguments.find_keyword("params").map(|k| &k.value))
+    else {
+        return Built::unknown();
+    };
+    struct Owners {
+        models: Vec<String>,
+        exact: bool,
+        in_comprehension: usize,
+    }
+    impl<'a> Visitor<'a> for Owners {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            match expr {
+                Expr::Call(c) => {
+                    if let Expr::Attribute(a) = c.func.as_ref() {
+                        if matches!(a.attr.id.as_str(), "parameters" | "named_parameters") {
+                            match dotted(&a.value) {
+                                Some(m) if self.in_comprehension == 0 => self.models.push(m),
+                                _ => self.exact = false,
+                            }
+                            return;
+                        }
+                    }
+                    // `list(...)`, `itertools.chain(...)`, `filter(f, ...)`.
+                    let known = dotted(&c.func).is_some_and(|f| {
+                        matches!(
+                            f.rsplit('.').next().unwrap_or(""),
+                            "list" | "tuple" | "chain" | "filter"
+                        )
+                    });
+                    if !known {
+                        self.exact = false;
+                    }
+                    for a in c.arguments.args.iter() {
+                        self.visit_expr(a);
+                    }
+                }
+                Expr::Lambda(_) => {}
+                Expr::ListComp(_) | Expr::Generator(_) | Expr::SetComp(_) => {
+                    self.exact = false;
+                    self.in_comprehension += 1;
+                    walk_expr(self, expr);
+                    self.in_comprehension -= 1;
+                }
+                Expr::Dict(d) => {
+                    for item in &d.items {
+                        let params = matches!(&item.key, Some(Expr::StringLiteral(s)) if s.value.to_str() == "params");
+                        if params {
+                            self.visit_expr(&item.value);
+                        }
+                    }
+                }
+                Expr::Name(_) | Expr::Attribute(_) => self.exact = false,
+                Expr::BinOp(_) | Expr::List(_) | Expr::Tuple(_) => walk_expr(self, expr),
+                _ => self.exact = false,
+            }
+        }
+    }
+    let mut owners = Owners {
+        models: Vec::new(),
+        exact: true,
+        in_comprehension: 0,
+    };
+    owners.visit_expr(params);
+    owners.models.sort();
+    owners.models.dedup();
+    Built {
+        exact: owners.exact && !owners.models.is_empty(),
+        models: owners.models,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::Reach;
+
+    fn reach(source: &str) -> Reach {
+        let parsed = super::super::parse(source).unwrap();
+        super::reach(source, &parsed.syntax().body)
+    }
+
+    /// The calls each pass of `source` reaches (with two optimizers built
+    /// first: passes are read only then).
+    fn calls(source: &str) -> Vec<Vec<String>> {
+        let two = "opt_a = Adam(a.parameters())\nopt_b = Adam(b.parameters())\n";
+        reach(&format!("{two}{source}"))
+            .passes
+            .into_iter()
+            .map(|p| p.calls)
+            .collect()
+    }
+
+    #[test]
+    fn a_loss_reaches_the_models_it_is_computed_through() {
+        let src = "for x in data:\n    fake = net_g(z)\n    out = net_d(fake.detach())\n    g_loss = crit(net_d(fake), real)\n    g_loss.backward()\n";
+        let c = &calls(src)[0];
+        assert!(c.contains(&"net_d".to_string()) && c.contains(&"net_g".to_string()));
+        // Detached, under no_grad, rebound in a branch, or read before its
+        // assignment in the loop: not certain.
+        for src in [
+            "for x in data:\n    out = net_d(x).detach()\n    out.mean().backward()\n",
+            "for x in data:\n    with torch.no_grad():\n        out = net_d(x)\n    loss = out.mean()\n    loss.backward()\n",
+            "for x in data:\n    out = net_d(x)\n    if c:\n        out = f(x)\n    out.mean().backward()\n",
+            "for x in data:\n    if i:\n        loss.backward()\n    loss = net_d(x).mean()\n",
+            "for x in data:\n    loss = net_d(x).mean() if c else 0\n    loss.backward()\n",
+        ] {
+            assert!(!calls(src)[0].contains(&"net_d".to_string()), "{src}");
+        }
+    }
+
+    #[test]
+    fn augmented_and_attribute_losses_are_followed() {
+        let src = "def f(self):\n    loss = 0\n    loss += crit(self.net_d(x))\n    self.loss = loss\n    self.loss.backward()\n";
+        assert!(calls(src)[0].contains(&"self.net_d".to_string()));
+        let src =
+            "out = model(x)\nout.loss.backward()\naccelerator.backward(crit(net_d.forward(x)))\n";
+        let c = calls(src);
+        assert!(c[0].contains(&"model".to_string()));
+        assert!(c[1].contains(&"net_d".to_string()));
+    }
+
+    #[test]
+    fn optimizers_and_freezes() {
+        let r = reach("opt_d = Adam(net_d.parameters(), lr=1)\nopt_g = Adam(list(g.parameters()) + extra)\nopt = Adam([{'params': a.parameters()}, {'params': b.parameters(), 'lr': 1}])\n");
+        assert_eq!(r.models_of("opt_d"), vec!["net_d".to_string()]);
+        assert!(r.only_other_models("opt_d", "net_g"));
+        assert!(!r.only_other_models("opt_g", "net_d"));
+        assert!(r.only_other_models("opt", "net_d"));
+        assert!(!r.may_freeze("net_d"));
+        let frozen = |src: &str| reach(src).may_freeze("net_d");
+        assert!(frozen(
+            "for p in net_d.parameters():\n    p.requires_grad = False\n"
+        ));
+        assert!(frozen("net_d.requires_grad_(False)\n"));
+        assert!(frozen("self.set_requires_grad([self.net_d], False)\n"));
+        assert!(frozen("for p in params:\n    p.requires_grad = False\n"));
+        assert!(frozen("self.toggle_optimizer(opt)\n"));
+        assert!(!frozen(
+            "for p in net_g.parameters():\n    p.requires_grad = False\n"
+        ));
+    }
+}
