@@ -780,7 +780,7 @@ impl Builder<'_> {
     /// attribute of it or an object it is an attribute of is assigned.
     fn varies(&self, read: &String) -> bool {
         self.assigned.iter().any(|a| {
-            a == read || read.starts_with(&format!("{a}.")) || a.starts_with(&format!("{read}."))
+            a == read || crate::ir::attribute_of(read, a) || crate::ir::attribute_of(a, read)
         })
     }
 

@@ -96,7 +96,7 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         (Reset::Tensor(a) | Reset::NewTensor(a), Updater::Tensor(b)) => a == b,
         (Reset::NewTensor(_), _) => false,
         (Reset::Tensor(_), _) => true,
-        (Reset::Model(m), Updater::Tensor(t)) => t.starts_with(&format!("{m}.")),
+        (Reset::Model(m), Updater::Tensor(t)) => crate::ir::attribute_of(t, m),
         (Reset::Optimizer(_) | Reset::NewOptimizer(_), Updater::Tensor(_)) => false,
         (Reset::Optimizer(a) | Reset::NewOptimizer(a), Updater::Optimizer(b)) => same_name(a, b),
         (Reset::NewOptimizer(_), Updater::Manual) => false,
@@ -127,8 +127,8 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
             match program.model_of(o).or(owner) {
                 Some(model) => {
                     same_name(model, m)
-                        || model.starts_with(&format!("{m}."))
-                        || m.starts_with(&format!("{model}."))
+                        || crate::ir::attribute_of(model, m)
+                        || crate::ir::attribute_of(m, model)
                 }
                 None => true,
             }

@@ -41,36 +41,62 @@ pub fn lint_file_with(path: &Path, config: &Config) -> Result<Vec<Diagnostic>, F
 /// Reads a file's text: missing, unreadable, too large and non-UTF-8 files
 /// are errors.
 pub(crate) fn read_source(path: &Path) -> Result<String, FileError> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        let broken = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let mut bytes = Vec::new();
+    read_bytes(path, &mut bytes)?;
+    String::from_utf8(bytes).map_err(|e| not_utf8(path, e.utf8_error()))
+}
+
+/// Reads a file's bytes into `buf` (emptied first), as [`read_source`]
+/// reads them: a buffer reused from file to file keeps its memory.
+pub(crate) fn read_bytes(path: &Path, buf: &mut Vec<u8>) -> Result<(), FileError> {
+    let too_large = |len: u64| {
         error(
             path,
-            if broken {
-                "broken symbolic link".into()
-            } else {
-                e.to_string()
-            },
+            format!("file too large ({len} bytes, limit {MAX_FILE_BYTES}); skipped"),
         )
-    })?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(error(
-            path,
-            format!(
-                "file too large ({} bytes, limit {MAX_FILE_BYTES}); skipped",
-                meta.len()
-            ),
-        ));
+    };
+    // Opened first, and its size read from the open file: one lookup of the
+    // path. Where it cannot be opened, the errors are those of looking it up.
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(open) => {
+            let meta = std::fs::metadata(path).map_err(|e| {
+                let broken =
+                    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+                error(
+                    path,
+                    if broken {
+                        "broken symbolic link".into()
+                    } else {
+                        e.to_string()
+                    },
+                )
+            })?;
+            if meta.len() > MAX_FILE_BYTES {
+                return Err(too_large(meta.len()));
+            }
+            return Err(error(path, open.to_string()));
+        }
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| error(path, e.to_string()))?
+        .len();
+    if len > MAX_FILE_BYTES {
+        return Err(too_large(len));
     }
-    let bytes = std::fs::read(path).map_err(|e| error(path, e.to_string()))?;
-    String::from_utf8(bytes).map_err(|e| {
-        error(
-            path,
-            format!(
-                "not valid UTF-8 (byte {}); skipped",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
+    buf.clear();
+    buf.reserve(usize::try_from(len).unwrap_or(0));
+    std::io::Read::read_to_end(&mut file, buf).map_err(|e| error(path, e.to_string()))?;
+    Ok(())
+}
+
+/// The error of a file that is not UTF-8.
+pub(crate) fn not_utf8(path: &Path, e: std::str::Utf8Error) -> FileError {
+    error(
+        path,
+        format!("not valid UTF-8 (byte {}); skipped", e.valid_up_to()),
+    )
 }
 
 /// Whether `path` is a Jupyter notebook (`.ipynb`).

@@ -581,10 +581,13 @@ impl Reach {
 /// (`self.net_d`, `net_d`).
 pub fn related(a: &str, b: &str) -> bool {
     let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
-    a == b
-        || a.starts_with(&format!("{b}."))
-        || b.starts_with(&format!("{a}."))
-        || last(a) == last(b)
+    a == b || attribute_of(a, b) || attribute_of(b, a) || last(a) == last(b)
+}
+
+/// Whether `name` is an attribute (at any depth) of `object`: `opt.state`
+/// and `opt.state.step` of `opt` (`name` starts with `object.`).
+pub fn attribute_of(name: &str, object: &str) -> bool {
+    name.len() > object.len() && name.starts_with(object) && name.as_bytes()[object.len()] == b'.'
 }
 
 /// A method a class of the file inherits from a class of another file: the

@@ -6,6 +6,9 @@
 //! 1-based position among all cells of the notebook (markdown included), as
 //! Jupyter front ends count them, and lines are counted from the cell's top.
 
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// A notebook's code cells as one module.
@@ -24,19 +27,19 @@ impl Notebook {
     /// Reads a notebook (nbformat 4). Notebooks of another language than
     /// Python give an empty module.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let json: Value =
+        let json: Json<Top> =
             serde_json::from_str(text).map_err(|e| format!("not a valid notebook: {e}"))?;
-        let Some(top) = json.as_object() else {
+        let Json::Object(top) = json else {
             return Err("not a valid notebook: the top level is not a JSON object".into());
         };
-        if let Some(v) = top.get("nbformat").and_then(Value::as_u64) {
+        if let Some(v) = top.nbformat.as_ref().and_then(Value::as_u64) {
             if v < 4 {
                 return Err(format!(
                     "unsupported notebook format {v} (nbformat 4 is read)"
                 ));
             }
         }
-        let Some(cells) = top.get("cells").and_then(Value::as_array) else {
+        let Some(Cells::List(cells)) = &top.cells else {
             return Err("not a valid notebook: no `cells` list".into());
         };
         let mut notebook = Notebook {
@@ -44,21 +47,21 @@ impl Notebook {
             starts: Vec::new(),
             cells: Vec::new(),
         };
-        if !is_python(top) {
+        if !is_python(top.metadata.as_ref()) {
             return Ok(notebook);
         }
         let mut line = 1;
         for (i, cell) in cells.iter().enumerate() {
             let number = i + 1;
-            let Some(cell) = cell.as_object() else {
+            let Json::Object(cell) = cell else {
                 return Err(format!(
                     "not a valid notebook: cell {number} is not an object"
                 ));
             };
-            if cell.get("cell_type").and_then(Value::as_str) != Some("code") {
+            if cell.cell_type.as_ref().and_then(Value::as_str) != Some("code") {
                 continue;
             }
-            let text = match cell.get("source") {
+            let text = match &cell.source {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Array(parts)) => {
                     let mut s = String::new();
@@ -112,9 +115,145 @@ impl Notebook {
     }
 }
 
+/// What [`Notebook::parse`] reads of a notebook's JSON. The JSON is read
+/// whole (a syntax error anywhere is one), but only these fields are kept:
+/// the rest (outputs, often images or long logs) is read without being
+/// stored. A key given twice counts with its last value.
+#[derive(Default)]
+struct Top {
+    nbformat: Option<Value>,
+    metadata: Option<Value>,
+    cells: Option<Cells>,
+}
+
+/// The top level's `cells`: a list, or something else.
+enum Cells {
+    List(Vec<Json<Cell>>),
+    Other,
+}
+
+/// What is kept of a cell.
+#[derive(Default)]
+struct Cell {
+    cell_type: Option<Value>,
+    source: Option<Value>,
+}
+
+/// A JSON object read as `T`, or another JSON value (read, not kept).
+enum Json<T> {
+    Object(T),
+    Other,
+}
+
+/// Reads the fields of an object that `T` keeps.
+trait Fields: Default {
+    /// Reads the value of `key` into `self`, or skips it.
+    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error>;
+}
+
+impl Fields for Top {
+    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "nbformat" => self.nbformat = Some(map.next_value()?),
+            "metadata" => self.metadata = Some(map.next_value()?),
+            "cells" => self.cells = Some(map.next_value()?),
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Fields for Cell {
+    fn field<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "cell_type" => self.cell_type = Some(map.next_value()?),
+            "source" => self.source = Some(map.next_value()?),
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JSON value other than the one wanted: read to its end, not kept.
+macro_rules! other_values {
+    ($other:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+    };
+}
+
+impl<'de, T: Fields> Deserialize<'de> for Json<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Fields> Visitor<'de> for Object<T> {
+            type Value = Json<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut object = T::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    object.field(&key, &mut map)?;
+                }
+                Ok(Json::Object(object))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Json::Other)
+            }
+            other_values!(Json::Other);
+        }
+        deserializer.deserialize_any(Object(std::marker::PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for Cells {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct List;
+        impl<'de> Visitor<'de> for List {
+            type Value = Cells;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut cells = Vec::new();
+                while let Some(cell) = seq.next_element()? {
+                    cells.push(cell);
+                }
+                Ok(Cells::List(cells))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Cells::Other)
+            }
+            other_values!(Cells::Other);
+        }
+        deserializer.deserialize_any(List)
+    }
+}
+
 /// Whether the notebook's kernel runs Python (or says nothing).
-fn is_python(top: &serde_json::Map<String, Value>) -> bool {
-    let meta = top.get("metadata");
+fn is_python(meta: Option<&Value>) -> bool {
     let language = meta
         .and_then(|m| m.get("language_info"))
         .and_then(|l| l.get("name"))

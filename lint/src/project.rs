@@ -1,16 +1,28 @@
 //! The Python files of one invocation analysed together.
 //!
-//! Each file is read and parsed once, in parallel, and summarised (its
-//! top-level classes with their methods, its functions, its imports). The
-//! imports are resolved within the linted tree (`from .trainer import
+//! Each file is read, in parallel, and its bytes scanned for gradient
+//! events ([`prefilter`]); a file is parsed only when the analysis needs it,
+//! and summarised then (its top-level classes with their methods, its
+//! functions, its imports). Most files of a tree have no gradient event
+//! and are never parsed: parsing is most of the cost of a tree. The files
+//! parsed are those with a gradient event (`backward(`, `zero_grad`,
+//! `.step(`), those whose import statements may bind a class or function
+//! of these and call it ([`prefilter::ImportText`]), and those the
+//! imports of all these lead to, until no more is needed. A file never
+//! parsed has no finding, and a syntax error in it is not reported. A Rust
+//! file is parsed only when it names `backward`
+//! ([`prefilter::rust_needs_parse`]).
+//!
+//! The imports are resolved within the linted tree (`from .trainer import
 //! Trainer`, `from pkg.trainer import Trainer`, `import pkg.trainer as t`,
 //! re-exports through `__init__.py`), by module path: a file
 //! `a/pkg/trainer.py` is the module `a.pkg.trainer`, `pkg.trainer` and
 //! `trainer`; when several files share a name, the one nearest the importer
-//! is taken. Only classes and functions whose text has a gradient event
-//! (`backward(`, `zero_grad`, `.step(`) are followed. Only files with a backward pass, the files that import them
-//! (transitively) and the files those import are lowered; the others are
-//! only checked for syntax, as when a file is linted alone.
+//! (among those that parse) is taken. Only classes and functions whose text
+//! has a gradient event (`backward(`, `zero_grad`, `.step(`), and base
+//! classes whose loop calls a method left to subclasses, are followed. Only
+//! files with a backward pass, the files that import them (transitively)
+//! and the files those import are lowered.
 //!
 //! A file that imports a class or function of another file sees it when it
 //! is lowered (instances, `self.x = Trainer(...)` attributes, calls of its
@@ -21,34 +33,133 @@
 //! the step), never in the loop's file; its help names the loop, and it has
 //! no automatic fix.
 
+mod prefilter;
+
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 use ruff_python_ast::ModModule;
 use ruff_python_parser::Parsed;
 
 use crate::config::Config;
-use crate::file::{is_notebook, lint_file_with, place_in_cell, read_source};
+use crate::file::{is_notebook, lint_file_with, not_utf8, place_in_cell, read_bytes, read_source};
 use crate::frontend::python::{self, Import, Imports, Summary};
 use crate::ir::{map_nodes, Event, Function, Node, Program, Span, FOREIGN_BASE};
 use crate::notebook::Notebook;
-use crate::{check, Diagnostic, FileError, Language, LineIndex};
+use crate::{check, lint_source_with, Diagnostic, FileError, Language, LineIndex};
+use prefilter::{ClassText, EventFinder, ImportText};
 
 /// How many re-exports are followed to find where a name is defined.
 const MAX_REEXPORTS: usize = 4;
 
-/// A Python file read and parsed.
+/// A Python file read, and parsed once something needs it.
 struct Loaded {
+    path: PathBuf,
     name: String,
-    source: String,
-    notebook: Option<Notebook>,
-    summary: Summary,
-    /// The syntax tree, kept for files with a backward pass until they are
-    /// lowered (then dropped there, in parallel).
-    parsed: Mutex<Option<Parsed<ModModule>>>,
+    notebook: bool,
+    /// Whether the text calls a backward pass.
     backward: bool,
+    /// Whether the text has a gradient event (`backward(`, `zero_grad`,
+    /// `.step(`): only then may its classes and functions be followed.
+    mentioned: bool,
+    /// For a file with no gradient event (the others are parsed anyway):
+    /// its import statements as the text reads, those that may name a
+    /// module of the tree.
+    import_texts: Vec<ImportText>,
+    /// For a file with no gradient event: the classes its text may define
+    /// at the top level.
+    classes: Vec<ClassText>,
+    /// The text: kept from the first reading for a file with a gradient
+    /// event; for the others, dropped then (most are never needed, and the
+    /// memory of one file's text is reused for the next) and read again
+    /// when needed (`None`: it can no longer be read).
+    source: OnceLock<Option<Source>>,
+    /// The parse, once made (`None` in it: a syntax error).
+    parse: OnceLock<Option<Parse>>,
+}
+
+/// The Python text of a file, and its notebook if it is one.
+struct Source {
+    text: String,
+    notebook: Option<Notebook>,
+}
+
+impl Source {
+    /// The Python text of `text`, the contents of `path`.
+    fn new(path: &Path, text: Cow<'_, str>) -> Result<Source, FileError> {
+        if !is_notebook(path) {
+            return Ok(Source {
+                text: text.into_owned(),
+                notebook: None,
+            });
+        }
+        let notebook =
+            Notebook::parse(&text).map_err(|message| crate::file::error(path, message))?;
+        Ok(Source {
+            text: notebook.source.clone(),
+            notebook: Some(notebook),
+        })
+    }
+}
+
+/// A Python file parsed.
+struct Parse {
+    summary: Summary,
+    /// The syntax tree of a file with a backward pass (or one that may call
+    /// what one has), kept until the file is lowered (then dropped there,
+    /// in parallel).
+    parsed: Mutex<Option<Parsed<ModModule>>>,
+}
+
+impl Loaded {
+    /// The file's text, read again if it was dropped.
+    fn source(&self) -> Option<&Source> {
+        self.source
+            .get_or_init(|| {
+                let text = read_source(&self.path).ok()?;
+                Source::new(&self.path, Cow::Owned(text)).ok()
+            })
+            .as_ref()
+    }
+
+    /// The file parsed and summarised, on first use (`None`: a syntax
+    /// error, or a file that can no longer be read).
+    fn parse(&self) -> Option<&Parse> {
+        self.parse_keeping(self.backward)
+    }
+
+    /// [`Loaded::parse`], keeping the syntax tree where it is parsed now
+    /// and `keep` (a file that will likely be lowered). The others are only
+    /// summarised: their trees are dropped at once, and their memory
+    /// reused.
+    fn parse_keeping(&self, keep: bool) -> Option<&Parse> {
+        self.parse
+            .get_or_init(|| {
+                let text = &self.source()?.text;
+                let parsed = python::parse(text).ok()?;
+                let summary = python::summarize(text, parsed.syntax());
+                Some(Parse {
+                    summary,
+                    parsed: Mutex::new(keep.then_some(parsed)),
+                })
+            })
+            .as_ref()
+    }
+
+    /// Whether the file was parsed (without parsing it).
+    fn is_parsed(&self) -> bool {
+        self.parse.get().is_some()
+    }
+
+    /// Whether the file was parsed without a syntax error (without parsing
+    /// it).
+    fn parsed_ok(&self) -> bool {
+        self.parse.get().is_some_and(Option::is_some)
+    }
 }
 
 enum Stage {
@@ -56,40 +167,102 @@ enum Stage {
     Python(Box<Loaded>),
 }
 
-fn load(path: &Path, config: &Config, sources: &Sources) -> Stage {
-    if Language::of(path) != Some(Language::Python) {
-        return Stage::Done(lint_file_with(path, config));
+/// What the first reading of a Python file keeps: its events, and for a file
+/// with none its import statements and classes, for the others its text.
+type Scanned = (
+    prefilter::Events,
+    Vec<ImportText>,
+    Vec<ClassText>,
+    Option<Source>,
+);
+
+/// Reads file `file` (`path`): `modules` are the modules of the tree, to
+/// keep only the import statements that may name one.
+fn load(
+    file: usize,
+    path: &Path,
+    config: &Config,
+    events: &EventFinder,
+    modules: &ModuleIndex,
+    sources: &Sources,
+) -> Stage {
+    match Language::of(path) {
+        Some(Language::Python) => {}
+        Some(Language::Rust) => return Stage::Done(lint_rust(path, config)),
+        None => return Stage::Done(lint_file_with(path, config)),
     }
-    let text = match sources
-        .get(path)
-        .map_or_else(|| read_source(path), |t| Ok(t.clone()))
-    {
-        Ok(t) => t,
+    thread_local! {
+        // Most files' text is dropped once scanned: one buffer a thread
+        // holds them in turn.
+        static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    let given = sources.get(path).filter(|_| !is_notebook(path));
+    let scanned = BUFFER.with_borrow_mut(|buffer| -> Result<Scanned, FileError> {
+        let text = match given {
+            Some(text) => text.as_str(),
+            None => {
+                read_bytes(path, buffer)?;
+                std::str::from_utf8(buffer).map_err(|e| not_utf8(path, e))?
+            }
+        };
+        let notebook = if is_notebook(path) {
+            Some(Source::new(path, Cow::Borrowed(text))?)
+        } else {
+            None
+        };
+        let text = notebook.as_ref().map_or(text, |s| s.text.as_str());
+        let found = events.find(text);
+        if found.backward || found.mentioned {
+            let source = match notebook {
+                Some(s) => s,
+                None => Source::new(path, Cow::Borrowed(text))?,
+            };
+            return Ok((found, Vec::new(), Vec::new(), Some(source)));
+        }
+        let imports = prefilter::import_texts(text)
+            .into_iter()
+            .filter(|t| modules.may_name(file, t))
+            .collect();
+        let classes = prefilter::top_level_classes(text);
+        // A text given in place of the file's is kept: the file on disk
+        // is not what is linted.
+        let source = given
+            .map(|t| Source::new(path, Cow::Borrowed(t)))
+            .transpose()?;
+        Ok((found, imports, classes, source))
+    });
+    let (found, import_texts, classes, source) = match scanned {
+        Ok(s) => s,
+        // The single-file path reports a notebook's error.
+        Err(_) if is_notebook(path) => return Stage::Done(lint_file_with(path, config)),
         Err(e) => return Stage::Done(Err(e)),
     };
-    let (source, notebook) = if is_notebook(path) {
-        match Notebook::parse(&text) {
-            Ok(n) => (n.source.clone(), Some(n)),
-            // The single-file path reports the error.
-            Err(_) => return Stage::Done(lint_file_with(path, config)),
-        }
-    } else {
-        (text, None)
-    };
-    let Ok(parsed) = python::parse(&source) else {
-        // A syntax error, placed by the single-file path.
-        return Stage::Done(lint_file_with(path, config));
-    };
-    let summary = python::summarize(&source, parsed.syntax());
-    let backward = python::calls_backward(&source);
+    let kept = OnceLock::new();
+    if let Some(source) = source {
+        let _ = kept.set(Some(source));
+    }
     Stage::Python(Box::new(Loaded {
+        path: path.to_path_buf(),
         name: path.display().to_string(),
-        summary,
-        parsed: Mutex::new(backward.then_some(parsed)),
-        backward,
-        source,
-        notebook,
+        notebook: is_notebook(path),
+        backward: found.backward,
+        mentioned: found.mentioned,
+        import_texts,
+        classes,
+        source: kept,
+        parse: OnceLock::new(),
     }))
+}
+
+/// A Rust file, as [`lint_file_with`] lints it, parsed only when it can
+/// have a finding.
+fn lint_rust(path: &Path, config: &Config) -> Result<Vec<Diagnostic>, FileError> {
+    let source = read_source(path)?;
+    if !prefilter::rust_needs_parse(&source) {
+        return Ok(Vec::new());
+    }
+    let name = path.display().to_string();
+    lint_source_with(&name, &source, Language::Rust, &|code| config.enabled(code))
 }
 
 /// The module path of a file, as components (`a`, `pkg`, `trainer`);
@@ -138,15 +311,16 @@ impl ModuleIndex {
         Self { by_name, parts }
     }
 
-    /// The file `module` names from `importer` (`level` leading dots).
-    fn resolve(&self, importer: usize, level: u32, module: &str) -> Option<usize> {
+    /// The files `module` may name from `importer` (`level` leading dots),
+    /// in no order.
+    fn candidates(&self, importer: usize, level: u32, module: &str) -> Vec<usize> {
         let name = if level == 0 {
             module.to_string()
         } else {
             let own = &self.parts[importer];
             let drop = level as usize;
             if drop > own.len() {
-                return None;
+                return Vec::new();
             }
             let mut package = own[..own.len() - drop].to_vec();
             package.extend(
@@ -157,7 +331,43 @@ impl ModuleIndex {
             );
             package.join(".")
         };
-        let candidates = self.by_name.get(&name)?;
+        self.by_name.get(&name).map_or_else(Vec::new, |c| {
+            c.iter().copied().filter(|&i| i != importer).collect()
+        })
+    }
+
+    /// Whether the import statement `text` of `importer` may name a module
+    /// of the tree: one its names come from, or one of them is. The others
+    /// (`import torch`, `from os import path`) bind nothing of the tree.
+    fn may_name(&self, importer: usize, text: &ImportText) -> bool {
+        let some = |level: u32, module: &str| !self.candidates(importer, level, module).is_empty();
+        match &text.from {
+            Some((level, module)) => {
+                some(*level, module)
+                    || text.names.iter().any(|(name, _)| {
+                        let sub = if module.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{module}.{name}")
+                        };
+                        some(*level, &sub)
+                    })
+            }
+            None => text.names.iter().any(|(name, _)| some(0, name)),
+        }
+    }
+
+    /// The file `module` names from `importer` (`level` leading dots): the
+    /// nearest of the files it may name that `parses` (a file with a syntax
+    /// error is no module).
+    fn resolve(
+        &self,
+        importer: usize,
+        level: u32,
+        module: &str,
+        parses: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let mut candidates = self.candidates(importer, level, module);
         let shared = |i: usize| {
             self.parts[i]
                 .iter()
@@ -165,11 +375,155 @@ impl ModuleIndex {
                 .take_while(|(a, b)| a == b)
                 .count()
         };
-        candidates
-            .iter()
-            .copied()
-            .filter(|&i| i != importer)
-            .max_by_key(|&i| (shared(i), std::cmp::Reverse(i)))
+        // Nearest first: only what it takes to find one that parses is
+        // parsed.
+        candidates.sort_unstable_by_key(|&i| std::cmp::Reverse((shared(i), std::cmp::Reverse(i))));
+        candidates.into_iter().find(|&i| parses(i))
+    }
+}
+
+/// The files of an invocation as imports see them: their module paths, and
+/// their summaries, each made when first asked for.
+struct Tree<'a> {
+    loaded: &'a [Option<&'a Loaded>],
+    index: ModuleIndex,
+}
+
+impl<'a> Tree<'a> {
+    /// The summary of a Python file that parses (parsing it now if need
+    /// be).
+    fn summary(&self, file: usize) -> Option<&'a Summary> {
+        let l = self.loaded.get(file).copied().flatten()?;
+        l.parse().map(|p| &p.summary)
+    }
+
+    /// [`ModuleIndex::resolve`], among the files that parse.
+    fn resolve(&self, importer: usize, level: u32, module: &str) -> Option<usize> {
+        self.index
+            .resolve(importer, level, module, &|i| self.summary(i).is_some())
+    }
+
+    /// Whether `from <module> import <name>` in `file` surely binds nothing
+    /// worth following, whichever of the files `module` may be it is (the
+    /// same where no module `<module>.<name>` would be taken instead):
+    /// none of them has `name` worth following ([`Tree::worthless`]).
+    fn binds_nothing_from(&self, file: usize, level: u32, module: &str, name: &str) -> bool {
+        self.index
+            .candidates(file, level, module)
+            .into_iter()
+            .all(|c| self.worthless(c, name))
+    }
+
+    /// Whether `name` in file `c` surely is nothing worth following, known
+    /// without parsing `c`: a file parsed has it as a class or function with
+    /// no gradient event, or not at all; a file not parsed yet has no
+    /// gradient event, and neither imports `name` from a module of the tree
+    /// (a re-export) nor may define a class `name` whose loop calls a
+    /// method left to subclasses. A file that is no module (unreadable, a
+    /// syntax error) never is one.
+    fn worthless(&self, c: usize, name: &str) -> bool {
+        let Some(l) = self.loaded[c] else {
+            return true;
+        };
+        match l.parse.get() {
+            Some(None) => true,
+            Some(Some(p)) => {
+                let s = &p.summary;
+                !s.relevant.contains(name)
+                    && (s.classes.contains_key(name)
+                        || s.functions.contains(name)
+                        || !s.bound.contains_key(name))
+            }
+            None => {
+                let imports = |t: &ImportText| t.names.iter().any(|(_, local)| local == name);
+                !l.backward
+                    && !l.mentioned
+                    && !l.import_texts.iter().any(imports)
+                    && !l.classes.iter().any(|c| c.name == name && c.may_follow)
+            }
+        }
+    }
+
+    /// Whether the files `module` may be from `file` surely have no class
+    /// or function worth following: each is a file parsed with none, or one
+    /// not parsed yet with no gradient event and no class whose loop may
+    /// call a method left to subclasses, or no module.
+    fn module_has_nothing(&self, file: usize, level: u32, module: &str) -> bool {
+        self.index
+            .candidates(file, level, module)
+            .into_iter()
+            .all(|c| {
+                let Some(l) = self.loaded[c] else {
+                    return true;
+                };
+                match l.parse.get() {
+                    Some(p) => p.as_ref().is_none_or(|p| p.summary.relevant.is_empty()),
+                    None => !l.backward && !l.mentioned && l.classes.iter().all(|c| !c.may_follow),
+                }
+            })
+    }
+
+    /// Whether `file`, with no gradient event, may import and call a class
+    /// or function with gradient events (`wanted`: their names), by its
+    /// import statements' text: by name from a module of the tree (`from
+    /// .trainer import Trainer`, then `Trainer(`), or with a module or `*`
+    /// of the tree that has some (`texts`: the statements that may name a
+    /// module of the tree). Every file a module may be counts; none is
+    /// parsed here.
+    fn may_import(&self, file: usize, texts: &[ImportText], wanted: &HashSet<&str>) -> bool {
+        let Some(l) = self.loaded[file] else {
+            return false;
+        };
+        let index = &self.index;
+        let in_tree = |level: u32, module: &str| !index.candidates(file, level, module).is_empty();
+        // The linker follows what such a file calls (`local(`), or what a
+        // module imported by name calls through (`local.Trainer(`): the
+        // text, read again, only for names worth following.
+        let calls = |prefix: &str, name: &str, dot: bool| {
+            l.source().is_none_or(|s| {
+                let text = s.text.as_bytes();
+                let call = format!("{prefix}{name}");
+                memchr::memmem::find_iter(text, call.as_bytes()).any(|at| {
+                    let next = text.get(at + call.len());
+                    next == Some(&b'(') || dot && next == Some(&b'.')
+                })
+            })
+        };
+        // A module of the tree parsed with classes or functions worth
+        // following that the file calls through it (`prefix`: `t.` for
+        // `import pkg.trainer as t`, nothing for `*`). A file not parsed
+        // yet has no gradient event (those are parsed first): if it has
+        // classes worth following, it is parsed for a reason of its own,
+        // and then read in a later round.
+        let calls_into = |level: u32, module: &str, prefix: &str| {
+            index.candidates(file, level, module).into_iter().any(|j| {
+                self.loaded[j]
+                    .and_then(|l| l.parse.get()?.as_ref())
+                    .is_some_and(|p| p.summary.relevant.iter().any(|r| calls(prefix, r, false)))
+            })
+        };
+        texts.iter().any(|t| match &t.from {
+            Some((level, module)) => {
+                (t.star && calls_into(*level, module, ""))
+                    || t.names.iter().any(|(name, local)| {
+                        let sub = if module.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{module}.{name}")
+                        };
+                        let has_sub = in_tree(*level, &sub);
+                        wanted.contains(name.as_str())
+                            && calls("", local, true)
+                            && (in_tree(*level, module) || has_sub)
+                            && (has_sub || !self.binds_nothing_from(file, *level, module, name))
+                    })
+            }
+            // `import pkg.trainer as t`, then `t.Trainer(`.
+            None => t
+                .names
+                .iter()
+                .any(|(name, local)| calls_into(0, name, &format!("{local}."))),
+        })
     }
 }
 
@@ -180,14 +534,11 @@ enum Target {
     Module(usize),
 }
 
-fn symbol(
-    index: &ModuleIndex,
-    summaries: &[Option<&Summary>],
-    file: usize,
-    name: &str,
-    depth: usize,
-) -> Option<Target> {
-    let summary = summaries[file]?;
+/// What `name` is in `file`: a class or function defined there, or one it
+/// re-exports. `fallback`: whether a lookup this one is part of would,
+/// finding nothing, take a module instead (`from pkg import trainer`).
+fn symbol(tree: &Tree, file: usize, name: &str, depth: usize, fallback: bool) -> Option<Target> {
+    let summary = tree.summary(file)?;
     if summary.classes.contains_key(name) {
         return Some(Target::Class(file, name.to_string()));
     }
@@ -206,15 +557,21 @@ fn symbol(
             name: original,
             ..
         } => {
-            let from = index.resolve(file, *level, module)?;
-            symbol(index, summaries, from, original, depth + 1).or_else(|| {
-                let sub = if module.is_empty() {
-                    original.clone()
-                } else {
-                    format!("{module}.{original}")
-                };
-                index.resolve(file, *level, &sub).map(Target::Module)
-            })
+            let sub = if module.is_empty() {
+                original.clone()
+            } else {
+                format!("{module}.{original}")
+            };
+            let own_fallback = !tree.index.candidates(file, *level, &sub).is_empty();
+            // Nothing worth following, whatever the file: with no module to
+            // take instead, finding nothing is the same.
+            if !fallback && !own_fallback && tree.binds_nothing_from(file, *level, module, original)
+            {
+                return None;
+            }
+            let from = tree.resolve(file, *level, module)?;
+            symbol(tree, from, original, depth + 1, fallback || own_fallback)
+                .or_else(|| tree.resolve(file, *level, &sub).map(Target::Module))
         }
         Import::Module { .. } => None,
     }
@@ -223,22 +580,22 @@ fn symbol(
 /// The names `file` imports from other files, and the files they are
 /// defined in.
 fn imports_of(
-    index: &ModuleIndex,
-    summaries: &[Option<&Summary>],
+    tree: &Tree,
     file: usize,
     wanted: Option<&HashSet<&str>>,
 ) -> (Imports, HashSet<usize>) {
     let mut out = Imports::default();
     let mut files = HashSet::default();
-    let Some(summary) = summaries[file] else {
+    let Some(summary) = tree.summary(file) else {
         return (out, files);
     };
     // Only classes and functions with gradient events are followed.
-    let relevant = |j: usize, name: &str| summaries[j].is_some_and(|s| s.relevant.contains(name));
+    let relevant =
+        |j: usize, name: &str| tree.summary(j).is_some_and(|s| s.relevant.contains(name));
     let mut bind = |out: &mut Imports, local: &str, target: Target| match target {
         Target::Class(j, class) if j != file && relevant(j, &class) => {
             let key = format!("{j}::{class}");
-            if let Some(methods) = summaries[j].and_then(|s| s.classes.get(&class)) {
+            if let Some(methods) = tree.summary(j).and_then(|s| s.classes.get(&class)) {
                 out.methods.insert(key.clone(), methods.clone());
             }
             out.classes.insert(local.to_string(), key);
@@ -250,7 +607,7 @@ fn imports_of(
             files.insert(j);
         }
         Target::Module(j) if j != file => {
-            let Some(s) = summaries[j] else { return };
+            let Some(s) = tree.summary(j) else { return };
             if s.relevant.is_empty() {
                 return;
             }
@@ -277,10 +634,13 @@ fn imports_of(
             } => {
                 if name == "*" {
                     // Every class and function of the module worth following.
-                    let Some(j) = index.resolve(file, *level, module) else {
+                    if tree.module_has_nothing(file, *level, module) {
+                        continue;
+                    }
+                    let Some(j) = tree.resolve(file, *level, module) else {
                         continue;
                     };
-                    let Some(s) = summaries[j] else { continue };
+                    let Some(s) = tree.summary(j) else { continue };
                     for class in s.classes.keys().filter(|c| s.relevant.contains(*c)) {
                         bind(&mut out, class, Target::Class(j, class.clone()));
                     }
@@ -292,23 +652,28 @@ fn imports_of(
                 if wanted.is_some_and(|w| !w.contains(name.as_str())) {
                     continue;
                 }
-                let target = index
+                let sub = if module.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{module}.{name}")
+                };
+                let has_sub = !tree.index.candidates(file, *level, &sub).is_empty();
+                if !has_sub && tree.binds_nothing_from(file, *level, module, name) {
+                    continue;
+                }
+                let target = tree
                     .resolve(file, *level, module)
-                    .and_then(|j| symbol(index, summaries, j, name, 0))
-                    .or_else(|| {
-                        let sub = if module.is_empty() {
-                            name.clone()
-                        } else {
-                            format!("{module}.{name}")
-                        };
-                        index.resolve(file, *level, &sub).map(Target::Module)
-                    });
+                    .and_then(|j| symbol(tree, j, name, 0, has_sub))
+                    .or_else(|| tree.resolve(file, *level, &sub).map(Target::Module));
                 if let Some(t) = target {
                     bind(&mut out, local, t);
                 }
             }
             Import::Module { module, local } => {
-                if let Some(j) = index.resolve(file, 0, module) {
+                if tree.module_has_nothing(file, 0, module) {
+                    continue;
+                }
+                if let Some(j) = tree.resolve(file, 0, module) {
                     bind(&mut out, local, Target::Module(j));
                 }
             }
@@ -386,6 +751,25 @@ fn inherit(program: &mut Program, pool: &HashMap<String, Function>) {
 /// one file against the files analysed together), by path as listed.
 pub type Sources = std::collections::HashMap<PathBuf, String>;
 
+/// Reads every file of `files` (a Rust file or another file is linted
+/// alone there), with the modules the Python files may be. A file that
+/// cannot be read or parsed is among them, but never resolved to.
+fn load_all(files: &[PathBuf], config: &Config, sources: &Sources) -> (Vec<Stage>, ModuleIndex) {
+    let events = EventFinder::new();
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let python: Vec<bool> = files
+        .iter()
+        .map(|p| Language::of(p) == Some(Language::Python) && !is_notebook(p))
+        .collect();
+    let modules = ModuleIndex::new(&paths, &python);
+    let stages = files
+        .par_iter()
+        .enumerate()
+        .map(|(i, p)| load(i, p, config, &events, &modules, sources))
+        .collect();
+    (stages, modules)
+}
+
 /// Lints `files` with the rules `config` enables, the Python files together;
 /// one result per file, in order.
 pub fn lint_files(files: &[PathBuf], config: &Config) -> Vec<Result<Vec<Diagnostic>, FileError>> {
@@ -400,7 +784,7 @@ pub fn lint_files_with(
     config: &Config,
     sources: &Sources,
 ) -> Vec<Result<Vec<Diagnostic>, FileError>> {
-    let stages: Vec<Stage> = files.par_iter().map(|p| load(p, config, sources)).collect();
+    let (stages, modules) = load_all(files, config, sources);
     let loaded: Vec<Option<&Loaded>> = stages
         .iter()
         .map(|s| match s {
@@ -408,7 +792,7 @@ pub fn lint_files_with(
             Stage::Done(_) => None,
         })
         .collect();
-    let (imports, edges) = resolve_imports(files, &loaded);
+    let (imports, edges) = resolve_imports(&loaded, modules);
     let lower = files_to_lower(&loaded, &edges);
     let programs = lower_files(&loaded, &lower, &imports);
     let pool = Arc::new(reached_functions(&edges, &programs));
@@ -418,52 +802,110 @@ pub fn lint_files_with(
     stages
         .into_par_iter()
         .zip(checked)
-        .map(|(stage, found)| match stage {
+        .zip(files)
+        .map(|((stage, found), path)| match stage {
             Stage::Done(r) => r,
+            // A syntax error, placed by the single-file path.
+            Stage::Python(l) if l.is_parsed() && !l.parsed_ok() => lint_file_with(path, config),
             Stage::Python(_) => Ok(found.unwrap_or_default()),
         })
         .collect()
 }
 
 /// What each file imports from the others, and the files it takes something
-/// from (edges), only where a backward pass is anywhere.
+/// from (edges), only where a backward pass is anywhere. The files are
+/// parsed here, as few as the imports need: those with gradient events,
+/// those that may import and call their classes and functions, and the
+/// files the imports of all these lead to.
 fn resolve_imports(
-    files: &[PathBuf],
     loaded: &[Option<&Loaded>],
+    modules: ModuleIndex,
 ) -> (Vec<Imports>, Vec<HashSet<usize>>) {
-    let summaries: Vec<Option<&Summary>> = loaded.iter().map(|l| l.map(|l| &l.summary)).collect();
-    let n = files.len();
-    let any_backward = loaded.iter().flatten().any(|l| l.backward);
-    let any_import = loaded
-        .iter()
-        .flatten()
-        .any(|l| !l.summary.imports.is_empty());
+    let n = loaded.len();
     let mut imports: Vec<Imports> = vec![Imports::default(); n];
     let mut edges: Vec<HashSet<usize>> = vec![HashSet::default(); n];
-    if !(any_backward && any_import) {
+    // With no backward pass anywhere nothing is lowered: nothing to parse.
+    if !loaded.iter().flatten().any(|l| l.backward) {
         return (imports, edges);
     }
-    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let importable: Vec<bool> = (0..n)
-        .map(|i| loaded[i].is_some_and(|l| l.notebook.is_none()))
-        .collect();
-    let index = ModuleIndex::new(&paths, &importable);
-    // A file with no backward pass only imports, by name, a class or
-    // function with gradient events (or a module): the others' names
-    // are not resolved.
-    let wanted: HashSet<&str> = summaries
+    let tree = Tree {
+        loaded,
+        index: modules,
+    };
+    // The files with gradient events: their classes and functions are the
+    // ones followed from other files.
+    // The largest first: one left to the end keeps a core busy while the
+    // others wait.
+    let mut seeds: Vec<&Loaded> = loaded
         .iter()
         .flatten()
-        .flat_map(|s| s.relevant.iter().map(String::as_str))
+        .copied()
+        .filter(|l| l.backward || l.mentioned)
         .collect();
-    let resolved: Vec<(Imports, HashSet<usize>)> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let backward = loaded[i].is_some_and(|l| l.backward);
-            imports_of(&index, &summaries, i, (!backward).then_some(&wanted))
-        })
-        .collect();
-    for (i, (im, mut e)) in resolved.into_iter().enumerate() {
+    seeds.sort_by_cached_key(|l| {
+        let size = l
+            .source
+            .get()
+            .and_then(Option::as_ref)
+            .map_or(0, |s| s.text.len());
+        std::cmp::Reverse(size)
+    });
+    seeds.par_iter().with_max_len(1).for_each(|l| {
+        l.parse();
+    });
+    // Each round parses the files that may import and call what is wanted,
+    // then resolves the imports of every file parsed, parsing the files
+    // they lead to (a base class, a re-export in `__init__.py`). A file
+    // parsed may add to what is wanted: the last round parses nothing.
+    let parsed = || loaded.iter().flatten().filter(|l| l.is_parsed()).count();
+    let mut resolved: Vec<Option<(Imports, HashSet<usize>)>> = vec![None; n];
+    let mut wanted_before = None;
+    loop {
+        let before = parsed();
+        // A file with no backward pass only imports, by name, a class or
+        // function with gradient events (or a module): the others' names
+        // are not resolved.
+        let wanted: HashSet<&str> = loaded
+            .iter()
+            .flatten()
+            .filter_map(|l| l.parse.get()?.as_ref())
+            .flat_map(|p| p.summary.relevant.iter().map(String::as_str))
+            .collect();
+        (0..n).into_par_iter().for_each(|i| {
+            if let Some(l) = loaded[i].filter(|l| !l.is_parsed()) {
+                if tree.may_import(i, &l.import_texts, &wanted) {
+                    // It likely calls what it imports: lowered.
+                    l.parse_keeping(true);
+                }
+            }
+        });
+        // What a file imports depends on its files alone, resolved once
+        // they are parsed, and, for a file with no backward pass, on what
+        // is wanted (which only grows).
+        let wanted_changed = wanted_before != Some(wanted.len());
+        wanted_before = Some(wanted.len());
+        let fresh: Vec<Option<(Imports, HashSet<usize>)>> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let l = loaded[i].filter(|l| l.is_parsed())?;
+                (resolved[i].is_none() || !l.backward && wanted_changed)
+                    .then(|| imports_of(&tree, i, (!l.backward).then_some(&wanted)))
+            })
+            .collect();
+        for (i, f) in fresh.into_iter().enumerate() {
+            if f.is_some() {
+                resolved[i] = f;
+            }
+        }
+        if parsed() == before {
+            break;
+        }
+    }
+    for (i, (im, mut e)) in resolved
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .enumerate()
+    {
         // A file with no backward pass matters only where it calls what
         // it imports (`Trainer(`, `train_step(`): type hints and
         // arguments of an imported class are not followed.
@@ -472,7 +914,10 @@ fn resolve_imports(
                 .classes
                 .iter()
                 .chain(im.functions.iter())
-                .filter(|(local, _)| l.source.contains(&format!("{local}(")))
+                .filter(|(local, _)| {
+                    l.source()
+                        .is_some_and(|s| s.text.contains(&format!("{local}(")))
+                })
                 .filter_map(|(_, key)| key.split_once("::")?.0.parse().ok())
                 .collect();
             e.retain(|j| called.contains(j));
@@ -487,14 +932,15 @@ fn resolve_imports(
 /// (transitively), and what all of these import (transitively).
 fn files_to_lower(loaded: &[Option<&Loaded>], edges: &[HashSet<usize>]) -> Vec<bool> {
     let n = loaded.len();
+    let ok = |i: usize| loaded[i].is_some_and(Loaded::parsed_ok);
     let mut lower: Vec<bool> = (0..n)
-        .map(|i| loaded[i].is_some_and(|l| l.backward))
+        .map(|i| loaded[i].is_some_and(|l| l.backward && l.parsed_ok()))
         .collect();
     let mut changed = true;
     while changed {
         changed = false;
         for i in 0..n {
-            if !lower[i] && loaded[i].is_some() && edges[i].iter().any(|&j| lower[j]) {
+            if !lower[i] && ok(i) && edges[i].iter().any(|&j| lower[j]) {
                 lower[i] = true;
                 changed = true;
             }
@@ -503,7 +949,7 @@ fn files_to_lower(loaded: &[Option<&Loaded>], edges: &[HashSet<usize>]) -> Vec<b
     let mut stack: Vec<usize> = (0..n).filter(|&i| lower[i]).collect();
     while let Some(i) = stack.pop() {
         for &j in &edges[i] {
-            if !lower[j] && loaded[j].is_some() {
+            if !lower[j] && ok(j) {
                 lower[j] = true;
                 stack.push(j);
             }
@@ -522,14 +968,15 @@ fn lower_files(
         .into_par_iter()
         .map(|i| {
             let l = loaded[i].filter(|_| lower[i])?;
-            let kept = l.parsed.lock().ok().and_then(|mut p| p.take());
+            let kept = l.parse()?.parsed.lock().ok().and_then(|mut p| p.take());
+            let text = &l.source()?.text;
             let parsed = match kept {
                 Some(p) => p,
-                None => python::parse(&l.source).ok()?,
+                None => python::parse(text).ok()?,
             };
-            let program = python::lower_module(&l.source, parsed.syntax(), &imports[i]);
+            let program = python::lower_module(text, parsed.syntax(), &imports[i]);
             drop(parsed);
-            Some((program, LineIndex::new(&l.source)))
+            Some((program, LineIndex::new(text)))
         })
         .collect()
 }
@@ -576,7 +1023,7 @@ fn check_files(
         let l = loaded.get(j).copied().flatten()?;
         let (_, index) = programs.get(j)?.as_ref()?;
         // Notebooks are never imported: no span is placed in one.
-        l.notebook.is_none().then_some((l.name.as_str(), index))
+        (!l.notebook).then_some((l.name.as_str(), index))
     };
     (0..loaded.len())
         .into_par_iter()
@@ -593,7 +1040,7 @@ fn check_files(
                 program.imported = Some(pool.clone());
                 check(&l.name, index, &program, &enabled, &foreign)
             };
-            Some(match &l.notebook {
+            Some(match l.source().and_then(|s| s.notebook.as_ref()) {
                 Some(nb) => found
                     .into_iter()
                     .map(|d| {
@@ -608,4 +1055,149 @@ fn check_files(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files under a fresh folder.
+    fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, Vec<PathBuf>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            paths.push(path);
+        }
+        paths.sort();
+        (dir, paths)
+    }
+
+    /// The files the imports parse, by name relative to `dir`.
+    fn parsed(dir: &Path, files: &[PathBuf]) -> Vec<String> {
+        let (stages, modules) = load_all(files, &Config::default(), &Sources::new());
+        let loaded: Vec<Option<&Loaded>> = stages
+            .iter()
+            .map(|s| match s {
+                Stage::Python(l) => Some(l.as_ref()),
+                Stage::Done(_) => None,
+            })
+            .collect();
+        resolve_imports(&loaded, modules);
+        loaded
+            .iter()
+            .flatten()
+            .filter(|l| l.is_parsed())
+            .map(|l| l.path.strip_prefix(dir).unwrap().display().to_string())
+            .collect()
+    }
+
+    /// `(file, line, code)` of each finding of the files linted together.
+    fn findings(dir: &Path, files: &[PathBuf]) -> Vec<(String, usize, &'static str)> {
+        lint_files(files, &Config::default())
+            .into_iter()
+            .flat_map(|r| r.unwrap())
+            .map(|d| {
+                let file = Path::new(&d.path).strip_prefix(dir).unwrap();
+                (file.display().to_string(), d.line, d.code)
+            })
+            .collect()
+    }
+
+    const TRAINER: &str = "class Trainer:\n    def __init__(self, model, optimizer):\n        self.model = model\n        self.optimizer = optimizer\n\n    def run_batch(self, batch):\n        self.model(batch).backward()\n        self.optimizer.step()\n";
+
+    #[test]
+    fn a_file_that_only_imports_a_trainer_gets_its_findings_through_the_trainers_file() {
+        for train in [
+            "from trainer import Trainer\n\ndef main(model, opt, loader):\n    t = Trainer(model, opt)\n    for batch in loader:\n        t.run_batch(batch)\n",
+            "from trainer import Trainer as T\n\ndef main(model, opt, loader):\n    t = T(model, opt)\n    for batch in loader:\n        t.run_batch(batch)\n",
+            "import trainer\n\ndef main(model, opt, loader):\n    t = trainer.Trainer(model, opt)\n    for batch in loader:\n        t.run_batch(batch)\n",
+        ] {
+            let (dir, files) = tree(&[
+                ("train.py", train),
+                ("trainer.py", TRAINER),
+                ("utils.py", "def mean(xs):\n    return sum(xs) / len(xs)\n"),
+            ]);
+            // train.py has no gradient event of its own.
+            assert_eq!(EventFinder::new().find(train), Default::default());
+            assert_eq!(parsed(dir.path(), &files), ["train.py", "trainer.py"]);
+            assert_eq!(
+                findings(dir.path(), &files),
+                [("trainer.py".to_string(), 8, "GL001")],
+                "{train}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_with_no_gradient_event_is_not_parsed() {
+        let (dir, files) = tree(&[
+            ("train.py", "from trainer import Trainer\nfrom utils import mean\n\ndef main(model, opt, loader):\n    t = Trainer(model, opt)\n    for batch in loader:\n        t.run_batch(batch)\n    print(mean([1.0]))\n"),
+            ("trainer.py", TRAINER),
+            // Imported by name, defines no class of that name: not parsed.
+            ("utils.py", "def mean(xs):\n    return sum(xs) / len(xs)\n"),
+            // Imports nothing with gradient events: not parsed.
+            ("data.py", "import torch\nfrom utils import mean\n\nclass Data(torch.utils.data.Dataset):\n    pass\n"),
+            // Does not parse, and is not reported.
+            ("legacy.py", "print 'hello'\n"),
+        ]);
+        assert_eq!(parsed(dir.path(), &files), ["train.py", "trainer.py"]);
+        let results = lint_files(&files, &Config::default());
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(
+            findings(dir.path(), &files),
+            [("trainer.py".to_string(), 8, "GL001")]
+        );
+    }
+
+    #[test]
+    fn what_the_trainer_imports_and_cannot_follow_is_not_parsed() {
+        // A function of a file with no gradient event, and a module of
+        // such functions: read as text only.
+        let trainer = format!("from meters import mean\nfrom helpers import *\n{TRAINER}");
+        let (dir, files) = tree(&[
+            ("trainer.py", &trainer),
+            (
+                "meters.py",
+                "class AverageMeter:\n    pass\n\ndef mean(xs):\n    return sum(xs) / len(xs)\n",
+            ),
+            ("helpers.py", "def seed(n):\n    return n\n"),
+        ]);
+        assert_eq!(parsed(dir.path(), &files), ["trainer.py"]);
+    }
+
+    #[test]
+    fn what_the_trainers_imports_need_is_parsed() {
+        // A re-export in `__init__.py` and a base class whose loop calls a
+        // method left to subclasses: no gradient event in either, both
+        // needed by the subclass's file.
+        let base = "class BaseTrainer:\n    def train_step(self, batch):\n        raise NotImplementedError\n\n    def fit(self, loader):\n        for batch in loader:\n            self.train_step(batch)\n";
+        let trainer = "from base import BaseTrainer\n\nclass Trainer(BaseTrainer):\n    def __init__(self, model, optimizer):\n        self.model = model\n        self.optimizer = optimizer\n\n    def train_step(self, batch):\n        self.model(batch).backward()\n        self.optimizer.step()\n";
+        let (dir, files) = tree(&[
+            ("base.py", base),
+            ("pkg/__init__.py", "from .trainer import Trainer\n"),
+            ("pkg/trainer.py", trainer),
+            ("run.py", "from pkg import Trainer\n\ndef main(model, opt, loader):\n    Trainer(model, opt).fit(loader)\n"),
+        ]);
+        assert_eq!(
+            parsed(dir.path(), &files),
+            ["base.py", "pkg/__init__.py", "pkg/trainer.py", "run.py"]
+        );
+        let found = findings(dir.path(), &files);
+        assert!(
+            found.contains(&("pkg/trainer.py".to_string(), 10, "GL001")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_in_a_file_that_is_parsed_is_reported() {
+        let (_dir, files) = tree(&[("train.py", "for x in loader\n    loss.backward()\n")]);
+        let results = lint_files(&files, &Config::default());
+        let e = results[0].as_ref().unwrap_err();
+        assert!(e.message.starts_with("syntax error"), "{}", e.message);
+        assert_eq!((e.line, e.column), (Some(1), Some(16)));
+    }
 }

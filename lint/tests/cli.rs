@@ -51,7 +51,7 @@ fn text_output_has_position_code_frame_and_help() {
 #[test]
 fn a_file_that_does_not_parse_is_reported_and_the_rest_still_linted() {
     let dir = tree(&[
-        ("a_broken.py", b"def f(:\n  pass\n"),
+        ("a_broken.py", b"def f(:\n  loss.backward()\n"),
         ("b_train.py", BAD.as_bytes()),
     ]);
     let out = gradlint(dir.path(), &[]);
@@ -63,6 +63,21 @@ fn a_file_that_does_not_parse_is_reported_and_the_rest_still_linted() {
     );
     assert!(text.contains("b_train.py:3:5: GL001"), "{text}");
     assert!(text.contains("(1 could not be linted)"), "{text}");
+}
+
+#[test]
+fn a_file_with_no_gradient_event_is_not_parsed() {
+    // Only files that may take part in a finding are parsed: a syntax
+    // error elsewhere is not reported.
+    let dir = tree(&[
+        ("a_broken.py", b"def f(:\n  pass\n"),
+        ("b_train.py", BAD.as_bytes()),
+    ]);
+    let out = gradlint(dir.path(), &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("a_broken.py"), "{text}");
+    assert!(text.contains("Found 1 problem in 2 files"), "{text}");
 }
 
 #[test]
@@ -240,7 +255,10 @@ fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
     let schema: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sarif_schema()).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let dir = tree(&[("src/train.py", BAD.as_bytes()), ("broken.py", b"def (\n")]);
+    let dir = tree(&[
+        ("src/train.py", BAD.as_bytes()),
+        ("broken.py", b"def (\nloss.backward()\n"),
+    ]);
     let out = gradlint(
         dir.path(),
         &["--format", "sarif", "--output", "report.sarif"],
@@ -508,7 +526,10 @@ fn a_malformed_notebook_is_reported_and_the_rest_still_linted() {
             b"{\"nbformat\": 4, \"cells\": [{\"cell_type\": \"code\", \"source\": 7}]}",
         ),
         ("c_train.py", BAD.as_bytes()),
-        ("d.ipynb", &notebook("for x in loader:\n    def (\n")),
+        (
+            "d.ipynb",
+            &notebook("for x in loader:\n    def (\n    loss.backward()\n"),
+        ),
     ]);
     let out = gradlint(dir.path(), &[]);
     let text = stdout(&out);

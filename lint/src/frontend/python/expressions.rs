@@ -371,10 +371,22 @@ impl Lowerer<'_> {
             .optimizer_models
             .iter()
             .any(|(_, m)| crate::ir::same_name(m, name))
-            || [".parameters()", ".named_parameters()", ".zero_grad("]
+            || self
+                .model_marks
                 .iter()
-                .any(|m| self.source.contains(&format!("{name}{m}")))
+                .any(|&at| self.source[..at].ends_with(name))
     }
+}
+
+/// The offsets of the text's `.parameters()`, `.named_parameters()` and
+/// `.zero_grad(`, in order: what [`Lowerer::is_model`] looks before.
+pub(super) fn model_marks(source: &str) -> Vec<usize> {
+    let mut marks: Vec<usize> = [".parameters()", ".named_parameters()", ".zero_grad("]
+        .iter()
+        .flat_map(|m| source.match_indices(m).map(|(at, _)| at))
+        .collect();
+    marks.sort_unstable();
+    marks
 }
 
 /// Calls that touch no gradient whatever they are handed: builtins, and

@@ -77,6 +77,10 @@ pub(super) struct Lowerer<'s> {
     /// every call of the file (`train(net, ..., params, lr)` leaves
     /// `optimizer=None`): `if optimizer is not None:` never runs.
     pub(super) none_params: HashSet<String>,
+    /// Where the text has `.parameters()`, `.named_parameters()` or
+    /// `.zero_grad(` (the offset of the dot): a name followed by one of
+    /// them is a model (found once: asked of every opaque call).
+    pub(super) model_marks: Vec<usize>,
     /// The equality counters of the loop bodies (and function bodies) being
     /// lowered, innermost last: a test sees only the innermost body's (a
     /// nested loop or function does not run once per iteration of the

@@ -29,6 +29,8 @@ use ruff_python_ast as ast;
 use ruff_python_parser::Parsed;
 
 pub use imports::{Import, Imports};
+#[cfg(test)]
+pub(crate) use summary::mentions_gradient_event;
 pub use summary::{summarize, Summary};
 
 use super::SyntaxError;
@@ -104,6 +106,7 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         constants: module_constants(&module.body),
         run_lengths: std::cell::RefCell::new(Vec::new()),
         equality_windows: std::cell::RefCell::new(Vec::new()),
+        model_marks: expressions::model_marks(source),
     };
     // What optimizers are built over is read from the syntax alone.
     let reach = reach::reach(source, &module.body);

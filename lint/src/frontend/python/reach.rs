@@ -413,7 +413,7 @@ impl<'s> Scope<'s> {
 /// Whether binding `bound` changes what `name` reads: the same name, or a
 /// prefix of it (`out` for `out.loss`).
 fn covers(bound: &str, name: &str) -> bool {
-    bound == name || name.starts_with(&format!("{bound}."))
+    bound == name || crate::ir::attribute_of(name, bound)
 }
 
 /// What `stmt` does to `name`, if it binds it.

@@ -41,7 +41,7 @@ pub(super) fn method_names<C: FromIterator<String>>(class: &ast::StmtClassDef) -
 
 /// Whether source text has a gradient event (`backward(`, `zero_grad`,
 /// `.step(`, `.grad`).
-pub(super) fn mentions_gradient_event(text: &str) -> bool {
+pub(crate) fn mentions_gradient_event(text: &str) -> bool {
     // `.grad`: a helper that resets (`p.grad.zero_()`, `p.grad = None`) or
     // updates (`p.data.add_(p.grad, ...)`) by hand.
     text.contains("backward(")

@@ -100,9 +100,7 @@ impl Lowerer<'_> {
         assigned_names(body, &mut assigned, 0);
         let varies = |name: &str| {
             assigned.iter().any(|a| {
-                a == name
-                    || name.starts_with(&format!("{a}."))
-                    || a.starts_with(&format!("{name}."))
+                a == name || crate::ir::attribute_of(name, a) || crate::ir::attribute_of(a, name)
             })
         };
         let mut out = Vec::new();
