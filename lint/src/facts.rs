@@ -761,17 +761,15 @@ impl<'a> Cycle<'a> {
                     let stops: Vec<usize> = blocked.iter().chain(&self.steps).copied().collect();
                     let rest: Vec<usize> = self.steps.iter().copied().filter(|&t| t != s).collect();
                     let between: Vec<usize> = blocked.iter().chain(&rest).copied().collect();
-                    self.backwards
-                        .iter()
-                        .any(|&o| o != b && self.after_own_reset(o) && cfg.forward_path(o, &[b], &stops))
-                        && cfg.forward_path(b, &[s], &between)
+                    self.backwards.iter().any(|&o| {
+                        o != b && self.after_own_reset(o) && cfg.forward_path(o, &[b], &stops)
+                    }) && cfg.forward_path(b, &[s], &between)
                 };
                 let carried = self
                     .steps
                     .iter()
                     .find(|&&s| reaches(s, &self.own_backwards, &[]));
-                let Some(&step) =
-                    carried.or_else(|| self.steps.iter().find(|&&s| after_own(s)))
+                let Some(&step) = carried.or_else(|| self.steps.iter().find(|&&s| after_own(s)))
                 else {
                     continue;
                 };
@@ -820,7 +818,8 @@ impl<'a> Cycle<'a> {
     }
 
     /// Whether the last reset before pass `b` in the iteration may be
-    /// another stepped optimizer's, reset after this one's (`opt_g.zero_grad();
+    /// another stepped optimizer's, reset after a pass of this one's
+    /// (`opt_g.zero_grad();
     /// g_loss.backward(); opt_d.zero_grad(); d_loss.backward();
     /// opt_g.step()`: `d_loss` is the discriminator's pass, though it lies
     /// between the generator's reset and step).
@@ -830,9 +829,14 @@ impl<'a> Cycle<'a> {
             matches!(e, Event::Reset(Reset::Optimizer(o))
                 if !self.own_reset(e) && self.stepped.iter().any(|s| same_name(s, o)))
         });
+        // Their reset comes after a pass of this optimizer's own (resets
+        // side by side claim nothing).
+        let stops: Vec<usize> = self.resets.iter().chain(&self.steps).copied().collect();
         theirs.iter().any(|&z| {
             cfg.forward_path(z, &[b], &self.resets)
-                && self.resets.iter().any(|&r| cfg.forward_path(r, &[z], &self.steps))
+                && self.backwards.iter().any(|&o| {
+                    o != b && self.after_own_reset(o) && cfg.forward_path(o, &[z], &stops)
+                })
         })
     }
 
@@ -845,7 +849,9 @@ impl<'a> Cycle<'a> {
             .into_iter()
             .chain(self.steps.iter().copied())
             .collect();
-        self.resets.iter().any(|&r| cfg.forward_path(r, &[o], &stops))
+        self.resets
+            .iter()
+            .any(|&r| cfg.forward_path(r, &[o], &stops))
     }
 
     /// Whether `e` may clear the gradients of `model`'s parameters: anything

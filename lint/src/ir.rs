@@ -504,6 +504,12 @@ pub struct Built {
     pub models: Vec<String>,
     /// Whether those are all it takes (no other list of tensors).
     pub exact: bool,
+    /// Every model some of its parameters come from (subsets too:
+    /// `[p for p in net.parameters() if ...]`, a list that a loop over
+    /// `net.named_parameters()` appends to).
+    pub parts: Vec<String>,
+    /// Whether `parts` are all its parameters come from.
+    pub closed: bool,
 }
 
 impl Built {
@@ -543,7 +549,7 @@ impl Reach {
             .peekable();
         all.peek().is_some()
             && all.all(|(_, b)| {
-                b.exact && !b.models.is_empty() && b.models.iter().all(|m| !related(m, model))
+                b.closed && !b.parts.is_empty() && b.parts.iter().all(|m| !related(m, model))
             })
     }
 
@@ -554,12 +560,11 @@ impl Reach {
     /// [`Reach::parts_unreached`].
     pub fn pass_reaches(&self, pass: &Pass, model: &str, built: &[String]) -> bool {
         pass.calls.iter().any(|c| {
-            let whole = format!("{c}.");
             c == model
-                || c.starts_with(&format!("{model}."))
-                || model.starts_with(&whole)
+                || attribute_of(c, model)
+                || attribute_of(model, c)
                     && (!self.parts_unreached
-                        || built.iter().filter(|m| m.starts_with(&whole)).count() >= 2)
+                        || built.iter().filter(|m| attribute_of(m, c)).count() >= 2)
         })
     }
 
@@ -571,7 +576,7 @@ impl Reach {
         self.freezes_unnamed
             || self.frozen.iter().any(|f| {
                 let f = f.strip_suffix(".module").unwrap_or(f);
-                related(f, model) && !f.starts_with(&format!("{model}."))
+                related(f, model) && !attribute_of(f, model)
             })
     }
 }

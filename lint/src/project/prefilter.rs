@@ -284,8 +284,8 @@ fn words<'b>(bytes: &'b [u8], word: &'b [u8]) -> impl Iterator<Item = usize> + '
 
 /// Whether `bytes[at..at + len]` is a whole word.
 fn is_word(bytes: &[u8], at: usize, len: usize) -> bool {
-    !(at > 0 && is_identifier(bytes[at - 1]))
-        && !bytes.get(at + len).is_some_and(|&c| is_identifier(c))
+    let before = at.checked_sub(1).map(|i| bytes[i]);
+    !before.is_some_and(is_identifier) && !bytes.get(at + len).copied().is_some_and(is_identifier)
 }
 
 /// Where `name` is read as an attribute (`self.name`, `x . name`).

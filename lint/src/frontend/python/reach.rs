@@ -10,9 +10,9 @@
 //! the truth. Also here: the models each optimizer is built over, and the
 //! models the file may freeze (`requires_grad_(False)`).
 
-use rustc_hash::FxHashMap as HashMap;
 use ruff_python_ast::visitor::{walk_expr, walk_stmt, Visitor};
 use ruff_python_ast::{self as ast, Expr, Stmt, UnaryOp};
+use rustc_hash::FxHashMap as HashMap;
 
 use super::gradients::is_optimizer_constructor;
 use super::syntax::{assigned_names, dotted, nested_bodies, span, target_names, MAX_DEPTH};
@@ -71,6 +71,7 @@ pub(super) fn reach(source: &str, module: &[Stmt]) -> Reach {
         others: Vec::new(),
         returns: HashMap::default(),
         from_calls: Vec::new(),
+        lists: HashMap::default(),
         depth: 0,
     };
     for stmt in module {
@@ -85,11 +86,12 @@ pub(super) fn reach(source: &str, module: &[Stmt]) -> Reach {
             reach.optimizers.push((name, Built::unknown()));
         }
     }
-    // A stray pass needs two optimizers built over known models.
+    // A stray pass needs two optimizers built over known models (one
+    // whose gradients it lands in, one whose pass it is).
     let mut built: Vec<&str> = reach
         .optimizers
         .iter()
-        .filter(|(_, b)| !b.models.is_empty())
+        .filter(|(_, b)| !b.models.is_empty() || b.closed)
         .map(|(o, _)| o.as_str())
         .collect();
     built.sort_unstable();
@@ -510,6 +512,11 @@ struct Finder<'r> {
     /// `self.opt_g, self.opt_d = self.configure_optimizers()`: each name
     /// bound, the function called, and the position taken.
     from_calls: Vec<(String, String, usize)>,
+    /// In the enclosing function, names bound to lists of parameters
+    /// (`params = list(net_g.parameters()) + list(net_e.parameters())`,
+    /// `params = []` then `params.append(p)` in a loop over
+    /// `net.named_parameters()`): what they hold.
+    lists: HashMap<String, Built>,
     depth: usize,
 }
 
@@ -530,7 +537,13 @@ impl<'a> Visitor<'a> for Finder<'_> {
                     self.assigned(&a.target, v);
                 }
             }
-            Stmt::AugAssign(a) => self.freeze_target(&a.target, None),
+            Stmt::AugAssign(a) => {
+                self.freeze_target(&a.target, None);
+                if let Expr::Name(n) = a.target.as_ref() {
+                    let added = parameters_in(&a.value, &self.lists);
+                    self.extend_list(n.id.as_str(), added);
+                }
+            }
             _ => {}
         }
         if let Stmt::FunctionDef(f) = stmt {
@@ -549,9 +562,11 @@ impl<'a> Visitor<'a> for Finder<'_> {
                 .collect();
             self.params.push(names);
             let loops = std::mem::take(&mut self.loops);
+            let lists = std::mem::take(&mut self.lists);
             for s in f.body.iter() {
                 self.visit_stmt(s);
             }
+            self.lists = lists;
             self.loops = loops;
             self.params.pop();
         } else if let Stmt::For(f) = stmt {
@@ -572,6 +587,7 @@ impl<'a> Visitor<'a> for Finder<'_> {
     fn visit_expr(&mut self, expr: &'a Expr) {
         if let Expr::Call(call) = expr {
             self.freeze_call(call);
+            self.list_grown(call);
         }
         walk_expr(self, expr);
     }
@@ -584,10 +600,14 @@ impl Finder<'_> {
         self.freeze_target(target, Some(value));
         let mut names = Vec::new();
         target_names(target, &mut names);
-        let built = is_optimizer_constructor(value).then(|| built_over(value));
+        let built = is_optimizer_constructor(value).then(|| built_over(value, &self.lists));
+        if let Expr::Name(n) = target {
+            self.list_bound(n.id.as_str(), value);
+        }
         if built.is_none() {
             if let Some(function) = called_function(value) {
-                if let Expr::Tuple(_) | Expr::List(_) | Expr::Name(_) | Expr::Attribute(_) = target {
+                if let Expr::Tuple(_) | Expr::List(_) | Expr::Name(_) | Expr::Attribute(_) = target
+                {
                     let single = !matches!(target, Expr::Tuple(_) | Expr::List(_));
                     let whole = names.len() == 1 && single;
                     let positions = match target {
@@ -597,7 +617,11 @@ impl Finder<'_> {
                     };
                     if whole || positions.iter().all(Option::is_some) {
                         for (i, name) in positions.into_iter().flatten().enumerate() {
-                            self.from_calls.push((name, function.clone(), if whole { usize::MAX } else { i }));
+                            self.from_calls.push((
+                                name,
+                                function.clone(),
+                                if whole { usize::MAX } else { i },
+                            ));
                         }
                         return;
                     }
@@ -622,23 +646,113 @@ impl Finder<'_> {
         }
     }
 
+    /// `name = value`: a list of parameters, or something else.
+    fn list_bound(&mut self, name: &str, value: &Expr) {
+        let empty = match value {
+            Expr::List(l) => l.elts.is_empty(),
+            Expr::Call(c) => {
+                dotted(&c.func).as_deref() == Some("list") && c.arguments.args.is_empty()
+            }
+            _ => false,
+        };
+        let held = if empty {
+            Built {
+                exact: true,
+                closed: true,
+                ..Built::default()
+            }
+        } else {
+            parameters_in(value, &self.lists)
+        };
+        if held.closed || empty {
+            self.lists.insert(name.to_string(), held);
+        } else {
+            self.lists.remove(name);
+        }
+    }
+
+    /// `name += more`, `name.extend(more)`: the list holds those too.
+    fn extend_list(&mut self, name: &str, more: Built) {
+        if let Some(held) = self.lists.get_mut(name) {
+            held.models.extend(more.models);
+            held.parts.extend(more.parts);
+            held.exact &= more.exact;
+            held.closed &= more.closed;
+        }
+    }
+
+    /// `params.append(p)` (`p` a loop variable over `net.parameters()` or
+    /// `net.named_parameters()`: a part of `net`), `params.extend(...)`.
+    fn list_grown(&mut self, call: &ast::ExprCall) {
+        let Expr::Attribute(a) = call.func.as_ref() else {
+            return;
+        };
+        let Expr::Name(list) = a.value.as_ref() else {
+            return;
+        };
+        let name = list.id.as_str();
+        if !self.lists.contains_key(name) {
+            return;
+        }
+        let Some(arg) = call.arguments.args.first() else {
+            return;
+        };
+        let more = match a.attr.id.as_str() {
+            "extend" => parameters_in(arg, &self.lists),
+            "append" | "insert" => {
+                let arg = if a.attr.id.as_str() == "insert" {
+                    call.arguments.args.get(1).unwrap_or(arg)
+                } else {
+                    arg
+                };
+                let owner = dotted(arg).and_then(|v| {
+                    let (_, iter) = self.loops.iter().rev().find(|(t, _)| t.contains(&v))?;
+                    let Expr::Call(c) = iter else { return None };
+                    let Expr::Attribute(m) = c.func.as_ref() else {
+                        return None;
+                    };
+                    matches!(m.attr.id.as_str(), "parameters" | "named_parameters")
+                        .then(|| dotted(&m.value))
+                        .flatten()
+                });
+                Built {
+                    exact: false,
+                    closed: owner.is_some(),
+                    parts: owner.into_iter().collect(),
+                    models: Vec::new(),
+                }
+            }
+            _ => return,
+        };
+        self.extend_list(name, more);
+    }
+
     /// The optimizers bound to what a function of the file returns
     /// (`self.opt_g, self.opt_d = self.configure_optimizers()` with
     /// `return opt_g, opt_d`) are the optimizers it built; the other names
     /// bound so are bound to something else.
     fn optimizers_returned(&mut self) {
+        // What constructors built, not what the names bound here add.
+        let constructed = self.reach.optimizers.clone();
         for (name, function, at) in std::mem::take(&mut self.from_calls) {
-            let returned = self.returns.get(&function).and_then(|r| match (at, r.as_slice()) {
-                (usize::MAX, [one]) => one.clone(),
-                (usize::MAX, _) => None,
-                (i, r) if r.len() > 1 => r.get(i).cloned().flatten(),
-                _ => None,
-            });
-            let built: Vec<Built> = returned
+            let returned = self
+                .returns
+                .get(&function)
+                .and_then(|r| match (at, r.as_slice()) {
+                    (usize::MAX, [one]) => one.clone(),
+                    (usize::MAX, _) => None,
+                    (i, r) if r.len() > 1 => r.get(i).cloned().flatten(),
+                    _ => None,
+                });
+            let mut built: Vec<Built> = Vec::new();
+            for (_, b) in constructed
                 .iter()
-                .flat_map(|r| self.reach.optimizers.iter().filter(move |(o, _)| o == r))
-                .map(|(_, b)| b.clone())
-                .collect();
+                .filter(|(o, _)| returned.as_ref() == Some(o))
+            {
+                if !built.contains(b) {
+                    built.push(b.clone());
+                }
+            }
             if built.is_empty() {
                 self.others.push(name);
             } else {
@@ -809,11 +923,16 @@ fn unfreezes(call: &ast::ExprCall) -> bool {
         .chain(
             args.keywords
                 .iter()
-                .filter(|k| k.arg.as_ref().is_some_and(|a| a.as_str().contains("requires_grad")))
+                .filter(|k| {
+                    k.arg
+                        .as_ref()
+                        .is_some_and(|a| a.as_str().contains("requires_grad"))
+                })
                 .map(|k| literal(&k.value)),
         )
         .collect();
-    let method = matches!(call.func.as_ref(), Expr::Attribute(a) if a.attr.id.as_str() == "requires_grad_");
+    let method =
+        matches!(call.func.as_ref(), Expr::Attribute(a) if a.attr.id.as_str() == "requires_grad_");
     if method && args.args.is_empty() && args.keywords.is_empty() {
         return true;
     }
@@ -854,8 +973,9 @@ fn collect_dotted(expr: &Expr, out: &mut Vec<String>) {
 
 /// What an optimizer constructor's parameters are: the owners of the
 /// `X.parameters()` calls in its first argument (or `params=`), and whether
-/// they are all it takes.
-fn built_over(value: &Expr) -> Built {
+/// they are all it takes; a list variable (`params`) is what `lists` says
+/// it holds.
+fn built_over(value: &Expr, lists: &HashMap<String, Built>) -> Built {
     let Expr::Call(call) = value else {
         return Built::unknown();
     };
@@ -867,20 +987,40 @@ fn built_over(value: &Expr) -> Built {
     else {
         return Built::unknown();
     };
-    struct Owners {
+    parameters_in(params, lists)
+}
+
+/// The parameters an expression lists: `X.parameters()` (its owner),
+/// `list(...)`, `chain(...)`, `+`, list and dict displays, comprehensions
+/// over them (a subset), names of `lists`.
+fn parameters_in(params: &Expr, lists: &HashMap<String, Built>) -> Built {
+    struct Owners<'l> {
         models: Vec<String>,
+        parts: Vec<String>,
         exact: bool,
+        closed: bool,
         in_comprehension: usize,
+        lists: &'l HashMap<String, Built>,
     }
-    impl<'a> Visitor<'a> for Owners {
+    impl<'a> Visitor<'a> for Owners<'_> {
         fn visit_expr(&mut self, expr: &'a Expr) {
             match expr {
                 Expr::Call(c) => {
                     if let Expr::Attribute(a) = c.func.as_ref() {
                         if matches!(a.attr.id.as_str(), "parameters" | "named_parameters") {
                             match dotted(&a.value) {
-                                Some(m) if self.in_comprehension == 0 => self.models.push(m),
-                                _ => self.exact = false,
+                                Some(m) if self.in_comprehension == 0 => {
+                                    self.parts.push(m.clone());
+                                    self.models.push(m);
+                                }
+                                Some(m) => {
+                                    self.parts.push(m);
+                                    self.exact = false;
+                                }
+                                None => {
+                                    self.exact = false;
+                                    self.closed = false;
+                                }
                             }
                             return;
                         }
@@ -889,21 +1029,28 @@ fn built_over(value: &Expr) -> Built {
                     let known = dotted(&c.func).is_some_and(|f| {
                         matches!(
                             f.rsplit('.').next().unwrap_or(""),
-                            "list" | "tuple" | "chain" | "filter"
+                            "list" | "tuple" | "chain" | "filter" | "set"
                         )
                     });
                     if !known {
                         self.exact = false;
+                        self.closed = false;
                     }
                     for a in c.arguments.args.iter() {
                         self.visit_expr(a);
                     }
                 }
                 Expr::Lambda(_) => {}
-                Expr::ListComp(_) | Expr::Generator(_) | Expr::SetComp(_) => {
+                // A subset of what its loops run over (the element and
+                // the filters pick among them).
+                Expr::ListComp(ast::ExprListComp { generators, .. })
+                | Expr::Generator(ast::ExprGenerator { generators, .. })
+                | Expr::SetComp(ast::ExprSetComp { generators, .. }) => {
                     self.exact = false;
                     self.in_comprehension += 1;
-                    walk_expr(self, expr);
+                    for g in generators {
+                        self.visit_expr(&g.iter);
+                    }
                     self.in_comprehension -= 1;
                 }
                 Expr::Dict(d) => {
@@ -914,23 +1061,48 @@ fn built_over(value: &Expr) -> Built {
                         }
                     }
                 }
-                Expr::Name(_) | Expr::Attribute(_) => self.exact = false,
-                Expr::BinOp(_) | Expr::List(_) | Expr::Tuple(_) => walk_expr(self, expr),
-                _ => self.exact = false,
+                Expr::Name(n) => match self.lists.get(n.id.as_str()) {
+                    Some(b) => {
+                        if self.in_comprehension == 0 {
+                            self.models.extend(b.models.iter().cloned());
+                        }
+                        self.parts.extend(b.parts.iter().cloned());
+                        self.exact &= b.exact;
+                        self.closed &= b.closed;
+                    }
+                    None => {
+                        self.exact = false;
+                        self.closed = false;
+                    }
+                },
+                Expr::BinOp(_) | Expr::List(_) | Expr::Tuple(_) | Expr::Set(_) => {
+                    walk_expr(self, expr)
+                }
+                _ => {
+                    self.exact = false;
+                    self.closed = false;
+                }
             }
         }
     }
     let mut owners = Owners {
         models: Vec::new(),
+        parts: Vec::new(),
         exact: true,
+        closed: true,
         in_comprehension: 0,
+        lists,
     };
     owners.visit_expr(params);
     owners.models.sort();
     owners.models.dedup();
+    owners.parts.sort();
+    owners.parts.dedup();
     Built {
         exact: owners.exact && !owners.models.is_empty(),
+        closed: owners.closed && !owners.parts.is_empty(),
         models: owners.models,
+        parts: owners.parts,
     }
 }
 
