@@ -345,7 +345,14 @@ pub fn weigh<T>(
         let found: Vec<Key> = run(&turned).into_iter().map(|(k, _)| k).collect();
         let anchors = matches!(turn, Turn::Force(..)).then(|| event_spans(&turned));
         for (i, key) in base.iter().enumerate() {
-            if found.contains(key) {
+            // Still a pile-up at the same step under another rule (a call
+            // before the loop read as a reset turns GL001 into GL002): the
+            // finding's claim holds.
+            if found.contains(key)
+                || found
+                    .iter()
+                    .any(|k| k.1 == key.1 && piles_up(k.0) && piles_up(key.0))
+            {
                 continue;
             }
             // A forced branch that drops the finding's own event says
@@ -371,6 +378,12 @@ pub fn weigh<T>(
         }
     }
     (weights, extra)
+}
+
+/// The rules whose finding says gradients pile up at a step for want of a
+/// reset in the loop.
+fn piles_up(code: &str) -> bool {
+    matches!(code, "GL001" | "GL002" | "GL005")
 }
 
 fn deepspeed_guess() -> Guess {

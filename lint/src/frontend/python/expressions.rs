@@ -490,6 +490,17 @@ fn inert_call(method: &str) -> bool {
         "requires_grad",
         "freeze",
         "accumulate",
+        // Weights (re)initialised or copied into a target network: no
+        // gradient is touched.
+        "init",
+        "soft_update",
+        "hard_update",
+        "polyak",
+        "target",
+        "normalize",
+        // `toogle_grad(model, flag)`, a requires_grad switch copied under
+        // this spelling.
+        "toogle",
     ];
     let lower = method.to_ascii_lowercase();
     EXACT.contains(&method)
