@@ -54,21 +54,34 @@ pub fn collect(paths: &[PathBuf], config: &Config) -> (Vec<PathBuf>, Vec<FileErr
         if let Ok(o) = overrides.build() {
             walker.overrides(o);
         }
-        for entry in walker.build() {
-            match entry {
-                Ok(e) => {
-                    let path = e.path();
-                    if Language::of(path).is_none() {
-                        continue;
+        // Walked on every core: a tree of data and checkpoints has far
+        // more entries than source files.
+        let found = std::sync::Mutex::new((Vec::new(), Vec::new()));
+        walker.build_parallel().run(|| {
+            Box::new(|entry| {
+                let (file, problem) = match entry {
+                    Ok(e) => {
+                        let path = e.path();
+                        let wanted = Language::of(path).is_some()
+                            && (e.file_type().is_some_and(|t| t.is_file()) || e.path_is_symlink());
+                        (wanted.then(|| path.to_path_buf()), None)
                     }
-                    let is_link = e.path_is_symlink();
-                    if e.file_type().is_some_and(|t| t.is_file()) || is_link {
-                        files.push(path.to_path_buf());
+                    Err(e) => (None, Some(error(root, e.to_string()))),
+                };
+                if file.is_some() || problem.is_some() {
+                    if let Ok(mut found) = found.lock() {
+                        found.0.extend(file);
+                        found.1.extend(problem);
                     }
                 }
-                Err(e) => errors.push(error(root, e.to_string())),
-            }
-        }
+                ignore::WalkState::Continue
+            })
+        });
+        let (more_files, more_errors) = found.into_inner().unwrap_or_default();
+        files.extend(more_files);
+        let mut more_errors: Vec<FileError> = more_errors;
+        more_errors.sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
+        errors.extend(more_errors);
     }
     files.sort();
     files.dedup();

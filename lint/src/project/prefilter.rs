@@ -61,7 +61,10 @@ impl EventFinder {
         found.mentioned = found.mentioned
             || self.zero_grad.find(bytes).is_some()
             || self.step.find(bytes).is_some()
-            || self.grad.find(bytes).is_some();
+            || self
+                .grad
+                .find_iter(bytes)
+                .any(|at| crate::frontend::python::ends_grad_attribute(bytes, at));
         found
     }
 }

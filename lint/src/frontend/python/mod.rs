@@ -29,6 +29,7 @@ use ruff_python_ast as ast;
 use ruff_python_parser::Parsed;
 
 pub use imports::{Import, Imports};
+pub(crate) use summary::ends_grad_attribute;
 #[cfg(test)]
 pub(crate) use summary::mentions_gradient_event;
 pub use summary::{summarize, Summary};

@@ -66,6 +66,7 @@ pub(super) fn reach(source: &str, module: &[Stmt]) -> Reach {
     let mut reach = Reach::default();
     let mut finder = Finder {
         reach: &mut reach,
+        source,
         loops: Vec::new(),
         params: Vec::new(),
         others: Vec::new(),
@@ -498,6 +499,8 @@ fn binds_in(body: &[Stmt], name: &str, source: &str) -> bool {
 /// Finds what optimizers are built over and what the module may freeze.
 struct Finder<'r> {
     reach: &'r mut Reach,
+    /// The module's text.
+    source: &'r str,
     /// The enclosing `for` loops (of the enclosing function): their
     /// targets' names and iterables.
     loops: Vec<(Vec<String>, Expr)>,
@@ -636,9 +639,13 @@ impl Finder<'_> {
                 _ => {
                     // Bound otherwise: known only when the value wraps the
                     // same optimizer (`opt = accelerator.prepare(opt)`).
-                    let mut read = Vec::new();
-                    collect_dotted(value, &mut read);
-                    if !read.contains(&name) {
+                    let text = self.source.get(span(value).start..span(value).end);
+                    let wraps = text.is_some_and(|t| t.contains(name.as_str())) && {
+                        let mut read = Vec::new();
+                        collect_dotted(value, &mut read);
+                        read.contains(&name)
+                    };
+                    if !wraps {
                         self.others.push(name);
                     }
                 }
@@ -655,14 +662,23 @@ impl Finder<'_> {
             }
             _ => false,
         };
+        // Only a value that names parameters, or a list of them, can be one.
+        let text = self
+            .source
+            .get(span(value).start..span(value).end)
+            .unwrap_or("");
+        let may_hold =
+            text.contains("parameters") || self.lists.keys().any(|l| text.contains(l.as_str()));
         let held = if empty {
             Built {
                 exact: true,
                 closed: true,
                 ..Built::default()
             }
-        } else {
+        } else if may_hold {
             parameters_in(value, &self.lists)
+        } else {
+            Built::unknown()
         };
         if held.closed || empty {
             self.lists.insert(name.to_string(), held);

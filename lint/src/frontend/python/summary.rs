@@ -40,14 +40,23 @@ pub(super) fn method_names<C: FromIterator<String>>(class: &ast::StmtClassDef) -
 }
 
 /// Whether source text has a gradient event (`backward(`, `zero_grad`,
-/// `.step(`, `.grad`).
+/// `.step(`, the attribute `.grad`).
 pub(crate) fn mentions_gradient_event(text: &str) -> bool {
-    // `.grad`: a helper that resets (`p.grad.zero_()`, `p.grad = None`) or
-    // updates (`p.data.add_(p.grad, ...)`) by hand.
     text.contains("backward(")
         || text.contains("zero_grad")
         || text.contains(".step(")
-        || text.contains(".grad")
+        || text
+            .match_indices(".grad")
+            .any(|(at, _)| ends_grad_attribute(text.as_bytes(), at))
+}
+
+/// Whether `.grad` at `at` is the attribute itself, not `.grad_fn` or
+/// `.gradient`: a helper that resets (`p.grad.zero_()`, `p.grad = None`) or
+/// updates (`p.data.add_(p.grad, ...)`) by hand reads it.
+pub(crate) fn ends_grad_attribute(bytes: &[u8], at: usize) -> bool {
+    !bytes
+        .get(at + ".grad".len())
+        .is_some_and(|&c| c == b'_' || c.is_ascii_alphanumeric())
 }
 
 /// `raise NotImplementedError` (or `NotImplementedError(...)`).
