@@ -23,7 +23,8 @@ gradlint cannot see into and every test it cannot classify goes (the
 default output shows only these). `medium`: it rests on one guess (a call
 handed the optimizer, the model or `self` read as not resetting; a test
 read as able to go either way; a method run once per batch by its name;
-DeepSpeed read from the file's text). `low`: two or more guesses, or a
+DeepSpeed read from the file's text; a loss through a whole model read as
+reaching the optimizer built over one part of it). `low`: two or more guesses, or a
 finding that appears only when a reading that keeps gradlint silent is
 turned around (a call handed the optimizer read as its step). Widen with
 `--confidence medium|low|all` (or `confidence = "medium"` in

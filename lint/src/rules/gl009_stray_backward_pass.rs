@@ -35,6 +35,21 @@ between the pass and the step, and the file never freezes the model
 does not protect the discriminator: its parameters still receive the
 generator loss's gradient.
 
+The other shape: the other loss's pass runs after this optimizer's own
+pass and before its step, in the same iteration (`opt_vq.zero_grad();
+vq_loss.backward(); opt_disc.zero_grad(); gan_loss.backward();
+opt_vq.step()`, the discriminator's loss computed on the VQGAN's output):
+the reset comes too early to help, and the step belongs before the other
+pass. A pass is another optimizer's when that optimizer is reset after a
+pass of this one's and before it. Optimizers are followed through a
+helper that builds and returns them (`self.opt_vq, self.opt_disc =
+self.configure_optimizers()`) and through lists of parameters
+(`params = list(a.parameters()) + list(b.parameters())`, or appended in a
+loop over `net.named_parameters()`). A loss through a whole model reaches
+an optimizer built over two or more of its parts; over one part it is a
+guess (`medium`). Freezing a part of the model (`net_d.backbone`) does not
+freeze the model.
+
 ## Why is this bad?
 `backward()` adds the gradient of its loss into every parameter the loss
 depends on, whichever optimizer the loss was meant for. The generator's loss
