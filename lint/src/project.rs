@@ -1,17 +1,17 @@
 //! The Python files of one invocation analysed together.
 //!
 //! Each file is read, in parallel, and its bytes scanned for gradient
-//! events ([`prefilter`]); a file is parsed only when the analysis needs it,
+//! events; a file is parsed only when the analysis needs it,
 //! and summarised then (its top-level classes with their methods, its
 //! functions, its imports). Most files of a tree have no gradient event
 //! and are never parsed: parsing is most of the cost of a tree. The files
 //! parsed are those with a gradient event (`backward(`, `zero_grad`,
-//! `.step(`), those whose import statements may bind a class or function
-//! of these and call it ([`prefilter::ImportText`]), and those the
+//! `.step(`, the attribute `.grad`), those whose import statements may bind a class or function
+//! of these and call it (`prefilter::ImportText`), and those the
 //! imports of all these lead to, until no more is needed. A file never
 //! parsed has no finding, and a syntax error in it is not reported. A Rust
 //! file is parsed only when it names `backward`
-//! ([`prefilter::rust_needs_parse`]).
+//! (`prefilter::rust_needs_parse`).
 //!
 //! The imports are resolved within the linted tree (`from .trainer import
 //! Trainer`, `from pkg.trainer import Trainer`, `import pkg.trainer as t`,
@@ -747,6 +747,17 @@ fn inherit(program: &mut Program, pool: &HashMap<String, Function>) {
     }
 }
 
+/// The Python files among `stages` (the others are done already).
+fn python_files(stages: &[Stage]) -> Vec<Option<&Loaded>> {
+    stages
+        .iter()
+        .map(|s| match s {
+            Stage::Python(l) => Some(l.as_ref()),
+            Stage::Done(_) => None,
+        })
+        .collect()
+}
+
 /// Texts that replace files' contents on disk (`--fix` checking a fix in
 /// one file against the files analysed together), by path as listed.
 pub type Sources = std::collections::HashMap<PathBuf, String>;
@@ -785,13 +796,7 @@ pub fn lint_files_with(
     sources: &Sources,
 ) -> Vec<Result<Vec<Diagnostic>, FileError>> {
     let (stages, modules) = load_all(files, config, sources);
-    let loaded: Vec<Option<&Loaded>> = stages
-        .iter()
-        .map(|s| match s {
-            Stage::Python(l) => Some(l.as_ref()),
-            Stage::Done(_) => None,
-        })
-        .collect();
+    let loaded = python_files(&stages);
     let (imports, edges) = resolve_imports(&loaded, modules);
     let lower = files_to_lower(&loaded, &edges);
     let programs = lower_files(&loaded, &lower, &imports);
@@ -1078,13 +1083,7 @@ mod tests {
     /// The files the imports parse, by name relative to `dir`.
     fn parsed(dir: &Path, files: &[PathBuf]) -> Vec<String> {
         let (stages, modules) = load_all(files, &Config::default(), &Sources::new());
-        let loaded: Vec<Option<&Loaded>> = stages
-            .iter()
-            .map(|s| match s {
-                Stage::Python(l) => Some(l.as_ref()),
-                Stage::Done(_) => None,
-            })
-            .collect();
+        let loaded = python_files(&stages);
         resolve_imports(&loaded, modules);
         loaded
             .iter()
