@@ -639,6 +639,20 @@ impl Program {
 /// name equal to the other's last segment (`self.optimizer` and a parameter
 /// `optimizer`). `gen.optimizer` and `disc.optimizer` are different objects.
 pub fn same_name(a: &str, b: &str) -> bool {
+    // A reset of the optimizers a loop runs over: `opt_g|opt_d`, or
+    // `X[*]` for each held in `X` (`X["d"]`, `X[0]`, `X.d`).
+    if a.contains('|') || a.ends_with("[*]") {
+        return a.split('|').any(|alt| match alt.strip_suffix("[*]") {
+            Some(container) => b
+                .char_indices()
+                .filter(|&(_, c)| c == '[' || c == '.')
+                .any(|(i, _)| same_name(container, &b[..i])),
+            None => same_name(alt, b),
+        });
+    }
+    if b.contains('|') || b.ends_with("[*]") {
+        return same_name(b, a);
+    }
     let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
     a == b || ((!a.contains('.') || !b.contains('.')) && last(a) == last(b))
 }

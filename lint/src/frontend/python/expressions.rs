@@ -171,6 +171,16 @@ impl<'s> Lowerer<'s> {
                 self.method_of(receiver.as_deref(), method).map(Event::Call)
             }
             "backward" | "manual_backward" => Some(Event::Backward),
+            // `for opt in optimizers: opt.zero_grad()`: a reset of each
+            // (`opt|opt_g|opt_d`, or `opt|X[*]` for all `X` holds; `opt`
+            // itself for steps on the same loop variable).
+            "zero_grad" if self.iterated_optimizers(receiver.as_deref()).is_some() => {
+                let over = self.iterated_optimizers(receiver.as_deref())?;
+                let var = receiver.clone()?;
+                Some(Event::Reset(Reset::Optimizer(
+                    std::iter::once(var).chain(over).collect::<Vec<_>>().join("|"),
+                )))
+            }
             "zero_grad" => {
                 let r = self.canonical(receiver_text());
                 Some(Event::Reset(if self.is_optimizer(&r) {
@@ -375,6 +385,20 @@ impl Lowerer<'_> {
                 .model_marks
                 .iter()
                 .any(|&at| self.source[..at].ends_with(name))
+    }
+}
+
+impl Lowerer<'_> {
+    /// What the loop variable `name` runs over, when it runs over
+    /// optimizers (innermost loop first).
+    fn iterated_optimizers(&self, name: Option<&str>) -> Option<Vec<String>> {
+        let name = name?;
+        self.optimizer_loop_vars
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(v, _)| v == name)
+            .map(|(_, over)| over.clone())
     }
 }
 

@@ -77,6 +77,10 @@ pub(super) struct Lowerer<'s> {
     /// every call of the file (`train(net, ..., params, lr)` leaves
     /// `optimizer=None`): `if optimizer is not None:` never runs.
     pub(super) none_params: HashSet<String>,
+    /// Loop variables over optimizers (`for opt in self.optims.values()`,
+    /// `for opt in [opt_g, opt_d]`) -> what they run over: the optimizers
+    /// listed, or `X[*]` for every optimizer held in `X`.
+    pub(super) optimizer_loop_vars: std::cell::RefCell<Vec<(String, Vec<String>)>>,
     /// Where the text has `.parameters()`, `.named_parameters()` or
     /// `.zero_grad(` (the offset of the dot): a name followed by one of
     /// them is a model (found once: asked of every opaque call).

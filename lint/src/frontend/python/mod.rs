@@ -108,6 +108,7 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         run_lengths: std::cell::RefCell::new(Vec::new()),
         equality_windows: std::cell::RefCell::new(Vec::new()),
         model_marks: expressions::model_marks(source),
+        optimizer_loop_vars: std::cell::RefCell::new(Vec::new()),
     };
     // What optimizers are built over is read from the syntax alone.
     let reach = reach::reach(source, &module.body);

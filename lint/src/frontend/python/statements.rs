@@ -204,9 +204,59 @@ impl<'s> Lowerer<'s> {
                 counters.push(Counter { name, start: None });
             }
         }
+        let over = match f.target.as_ref() {
+            Expr::Name(n) => self
+                .optimizers_iterated(&f.iter)
+                .map(|o| (n.id.to_string(), o)),
+            _ => None,
+        };
+        let pushed_optimizers = over.is_some();
+        if let Some(over) = over {
+            self.optimizer_loop_vars.borrow_mut().push(over);
+        }
         self.looped(Vec::new(), counters, &f.body, &f.orelse, stmt, depth, out);
+        if pushed_optimizers {
+            self.optimizer_loop_vars.borrow_mut().pop();
+        }
         if pushed_run {
             self.run_lengths.borrow_mut().pop();
+        }
+    }
+
+    /// What a loop over optimizers runs over: `[opt_g, opt_d]` (each an
+    /// optimizer), or a container named like optimizers (`self.optims`,
+    /// `optimizers.values()`): every optimizer it holds, `X[*]`.
+    fn optimizers_iterated(&self, iter: &Expr) -> Option<Vec<String>> {
+        match iter {
+            Expr::List(ast::ExprList { elts, .. }) | Expr::Tuple(ast::ExprTuple { elts, .. }) => {
+                let names: Option<Vec<String>> = elts
+                    .iter()
+                    .map(|e| {
+                        dotted(e)
+                            .map(|d| self.canonical(d))
+                            .filter(|d| self.is_optimizer(d))
+                    })
+                    .collect();
+                names.filter(|n| !n.is_empty())
+            }
+            Expr::Call(c) if c.arguments.is_empty() => match c.func.as_ref() {
+                Expr::Attribute(a) if a.attr.id.as_str() == "values" => {
+                    self.optimizers_iterated(&a.value)
+                }
+                _ => None,
+            },
+            e => {
+                let container = dotted(e)?;
+                let last = container
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(&container)
+                    .to_ascii_lowercase();
+                // A plural name: `optims`, `optimizers`, `opts`.
+                (last.ends_with('s')
+                    && crate::frontend::looks_like_optimizer(&last[..last.len() - 1]))
+                .then(|| vec![format!("{}[*]", self.canonical(container))])
+            }
         }
     }
 
