@@ -735,7 +735,33 @@ impl<'a> Cycle<'a> {
                             .iter()
                             .any(|&w| cfg.succ[z].contains(&w) || cfg.succ[w].contains(&z))
                 });
-                if joint && self.program.reach.joint_loss_shared {
+                // Unless the pass's owner steps on it before this
+                // optimizer's own pass, a pass through this optimizer's
+                // model alone: the pass is spent then, not a joint loss
+                // both step on (`g_loss.backward(); opt_g.step();
+                // d_loss.backward(); opt_d.step()`, with `d_loss` on
+                // detached fakes; BicycleGAN's generator-only loss goes
+                // through the encoder too).
+                let spent = || {
+                    let other_steps = cfg.find(
+                        |e| matches!(e, Event::Step(Updater::Optimizer(x)) if same_name(x, other)),
+                    );
+                    let other_models = reach.models_of(other);
+                    let alone = |o: usize| {
+                        reach.pass_at(cfg.span(o)).is_some_and(|p| {
+                            !other_models
+                                .iter()
+                                .any(|m| reach.pass_reaches(p, m, &other_models))
+                        })
+                    };
+                    other_steps.iter().any(|&t| {
+                        cfg.forward_path(b, &[t], &self.steps)
+                            && self.own_backwards.iter().any(|&o| {
+                                o != b && alone(o) && cfg.forward_path(t, &[o], &self.steps)
+                            })
+                    })
+                };
+                if joint && self.program.reach.joint_loss_shared && !spent() {
                     continue;
                 }
                 let blocked = cfg.find(|e| self.may_clear(e, model));

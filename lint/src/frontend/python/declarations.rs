@@ -102,7 +102,8 @@ impl<'s> Lowerer<'s> {
         for target in &a.targets {
             let Some(t) = dotted(target) else { continue };
             if is_optimizer_constructor(&a.value) {
-                if let Some(model) = parameters_owner(&a.value) {
+                let through_variable = || self.built_models.get(&t).cloned();
+                if let Some(model) = parameters_owner(&a.value).or_else(through_variable) {
                     self.program.optimizer_models.push((t.clone(), model));
                 }
                 // `Adam([z], ...)`: the tensors listed are its

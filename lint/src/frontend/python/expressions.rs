@@ -5,7 +5,7 @@ use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr};
 
 use super::gradients::{
-    data_owner, grad_owner, grad_owners, is_grad_attribute, is_optimizer_constructor, mentions_grad,
+    data_owner, grad_owner, grad_owners, is_grad_attribute, is_optimizer_callee, mentions_grad,
 };
 use super::lowerer::Lowerer;
 use super::syntax::MAX_DEPTH;
@@ -306,7 +306,7 @@ impl Lowerer<'_> {
             || inert_call(method)
             || self.functions.contains(method)
             || self.is_model(&callee)
-            || is_optimizer_constructor(&Expr::Call(call.clone()))
+            || is_optimizer_callee(&callee)
         {
             return None;
         }

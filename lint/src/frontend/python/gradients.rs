@@ -122,7 +122,11 @@ pub(super) fn is_optimizer_constructor(value: &Expr) -> bool {
     let Expr::Call(call) = value else {
         return false;
     };
-    let callee = dotted(&call.func).unwrap_or_default();
+    is_optimizer_callee(&dotted(&call.func).unwrap_or_default())
+}
+
+/// Whether a call of `callee` (dotted) builds an optimizer.
+pub(super) fn is_optimizer_callee(callee: &str) -> bool {
     let last = callee.rsplit('.').next().unwrap_or("");
     let scheduler = callee.to_ascii_lowercase().contains("sched") || last.ends_with("LR");
     !scheduler && (OPTIMIZER_TYPES.contains(&last) || callee.contains("optim."))

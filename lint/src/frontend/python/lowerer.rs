@@ -90,6 +90,9 @@ pub(super) struct Lowerer<'s> {
     /// nested loop or function does not run once per iteration of the
     /// outer one).
     pub(super) equality_windows: std::cell::RefCell<Vec<Vec<EqualityWindow>>>,
+    /// Optimizer -> the model reach finds it built over through a variable
+    /// of parameters (`built_models`).
+    pub(super) built_models: HashMap<String, String>,
 }
 
 impl<'s> Lowerer<'s> {

@@ -68,6 +68,26 @@ pub fn calls_backward(source: &str) -> bool {
     })
 }
 
+/// The model each optimizer is built over, where reach knows it through a
+/// variable (`actor_parameters = actor.parameters()`, then
+/// `Adam(actor_parameters)`) and every optimizer of that name agrees.
+fn built_models(reach: &crate::ir::Reach) -> HashMap<String, String> {
+    let mut out: HashMap<String, Option<String>> = HashMap::default();
+    for (name, built) in &reach.optimizers {
+        let first = built.models.first().cloned();
+        out.entry(name.clone())
+            .and_modify(|m| {
+                if *m != first {
+                    *m = None;
+                }
+            })
+            .or_insert(first);
+    }
+    out.into_iter()
+        .filter_map(|(name, m)| Some((name, m?)))
+        .collect()
+}
+
 /// Parses a Python file.
 pub fn parse(source: &str) -> Result<Parsed<ast::ModModule>, SyntaxError> {
     ruff_python_parser::parse_module(source).map_err(|e| SyntaxError {
@@ -109,10 +129,12 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         equality_windows: std::cell::RefCell::new(Vec::new()),
         model_marks: expressions::model_marks(source),
         optimizer_loop_vars: std::cell::RefCell::new(Vec::new()),
+        built_models: HashMap::default(),
     };
     // What optimizers are built over is read from the syntax alone.
     let reach = reach::reach(source, &module.body);
     lowerer.optimizers.extend(reach.returned.iter().cloned());
+    lowerer.built_models = built_models(&reach);
     lowerer.program.deepspeed =
         source.contains("deepspeed.initialize(") || source.contains("get_global_grad_norm(");
     lowerer.classes(&module.body, 0);

@@ -130,7 +130,9 @@ impl<'s> Lowerer<'s> {
             // A new optimizer over new tensors starts with no gradient
             // history; one over a model's parameters clears nothing.
             if let (Some(t), true) = (dotted(target), is_optimizer_constructor(&a.value)) {
-                let reset = match parameters_owner(&a.value) {
+                let model =
+                    parameters_owner(&a.value).or_else(|| self.built_models.get(&t).cloned());
+                let reset = match model {
                     None => Reset::NewOptimizer(t),
                     Some(model) => Reset::NewModelOptimizer {
                         optimizer: t,

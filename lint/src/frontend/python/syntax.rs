@@ -20,11 +20,23 @@ pub(super) fn span(node: &impl Ranged) -> Span {
 
 /// `a.b.c` for names and attribute chains.
 pub(super) fn dotted(expr: &Expr) -> Option<String> {
-    match expr {
-        Expr::Name(n) => Some(n.id.to_string()),
-        Expr::Attribute(a) => Some(format!("{}.{}", dotted(&a.value)?, a.attr.id)),
-        _ => None,
+    // One string written left to right: this runs for nearly every
+    // expression of a lowered file.
+    fn push(expr: &Expr, out: &mut String) -> Option<()> {
+        match expr {
+            Expr::Name(n) => out.push_str(n.id.as_str()),
+            Expr::Attribute(a) => {
+                push(&a.value, out)?;
+                out.push('.');
+                out.push_str(a.attr.id.as_str());
+            }
+            _ => return None,
+        }
+        Some(())
     }
+    let mut out = String::new();
+    push(expr, &mut out)?;
+    Some(out)
 }
 
 /// The names and attribute paths listed in a list or tuple literal.
