@@ -596,6 +596,9 @@ impl Cfg {
             // A loop that binds the counter with no known start (a step
             // object's `number`) starts where a window opens.
             return match own.map(|c| c.start) {
+                // A counter that carries over resumes where the last run
+                // of the loop left it: at the next place of the window.
+                _ if own.is_some_and(|c| c.persists) => self.advance(state),
                 Some(Some(v)) => vec![with(phase_of(Residue::of(v)))],
                 Some(None) => match self.window_start {
                     Some(r) if own.is_some_and(|c| &c.name != tracked) => vec![with(phase_of(r))],
@@ -609,6 +612,12 @@ impl Cfg {
         if !advances {
             return vec![state];
         }
+        self.advance(state)
+    }
+
+    /// The tracked counter's next place in its window.
+    fn advance(&self, state: State) -> Vec<State> {
+        let with = |phase| State { phase, ..state };
         match state.phase {
             Phase::Unknown => vec![state],
             Phase::Low(n) if n < self.cap => vec![with(Phase::Low(n + 1))],

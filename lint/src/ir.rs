@@ -328,6 +328,9 @@ pub struct Counter {
     /// Its value when the loop starts, if the loop sets it
     /// (`for i, b in enumerate(loader)`: 0).
     pub start: Option<i64>,
+    /// Whether a new run of the loop resumes where the last one left it (an
+    /// equality counter that nothing sets between runs).
+    pub persists: bool,
 }
 
 /// A statement of the model.

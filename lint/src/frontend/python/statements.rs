@@ -193,7 +193,11 @@ impl<'s> Lowerer<'s> {
                             pushed_run = true;
                         }
                     }
-                    counters.push(Counter { name, start });
+                    counters.push(Counter {
+                        name,
+                        start,
+                        persists: false,
+                    });
                 }
             }
         }
@@ -203,7 +207,11 @@ impl<'s> Lowerer<'s> {
         target_names(&f.target, &mut targets);
         for name in targets {
             if !counters.iter().any(|c| c.name == name) {
-                counters.push(Counter { name, start: None });
+                counters.push(Counter {
+                    name,
+                    start: None,
+                    persists: false,
+                });
             }
         }
         let over = match f.target.as_ref() {
@@ -348,6 +356,11 @@ impl<'s> Lowerer<'s> {
     ) {
         // The body's equality counters; a nested loop's body hides them.
         let windows = self.equality_windows(body, Runs::Loop(span(stmt)));
+        let persisting: Vec<String> = windows
+            .iter()
+            .filter(|w| w.persists)
+            .map(|w| w.name.clone())
+            .collect();
         self.equality_windows.borrow_mut().push(windows);
         head.extend(self.stmts(body, depth + 1));
         self.equality_windows.borrow_mut().pop();
@@ -357,6 +370,9 @@ impl<'s> Lowerer<'s> {
             target_names(&f.target, &mut assigned);
         }
         incremented(body, &mut counters, 0);
+        for c in counters.iter_mut() {
+            c.persists = persisting.contains(&c.name);
+        }
         // `with accelerator.accumulate(...)` in the body counts micro-steps:
         // this loop advances accelerate's window.
         if contains_accumulate(&head) {
@@ -365,6 +381,7 @@ impl<'s> Lowerer<'s> {
             counters.push(Counter {
                 name: crate::ir::ACCELERATE_COUNTER.into(),
                 start: Some(0),
+                persists: false,
             });
         }
         out.push(Node::Loop {
@@ -493,7 +510,11 @@ fn incremented(body: &[Stmt], out: &mut Vec<Counter>, depth: usize) {
             {
                 if let Some(name) = dotted(&a.target) {
                     if !out.iter().any(|c| c.name == name) {
-                        out.push(Counter { name, start: None });
+                        out.push(Counter {
+                            name,
+                            start: None,
+                            persists: false,
+                        });
                     }
                 }
             }

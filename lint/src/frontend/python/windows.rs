@@ -43,6 +43,10 @@ pub(super) struct EqualityWindow {
     reset: Span,
     /// The end of the `if` whose branch resets.
     branch_end: usize,
+    /// Whether the counter carries from one run of the loop to the next:
+    /// no `x = 0` outside the loop runs again before the next run (none is
+    /// inside a loop around it).
+    pub(super) persists: bool,
 }
 
 impl EqualityWindow {
@@ -160,6 +164,7 @@ impl Lowerer<'_> {
             if !before_ok || !between_ok || !self.starts_at_zero(&name, runs, &bindings) {
                 continue;
             }
+            let persists = self.persists(&name, runs, &bindings);
             out.push(EqualityWindow {
                 name,
                 modulus,
@@ -167,6 +172,7 @@ impl Lowerer<'_> {
                 increment: span(stmt),
                 reset: span(reset),
                 branch_end: span(&body[i]).end,
+                persists,
             });
         }
         out
@@ -216,6 +222,48 @@ impl Lowerer<'_> {
             && home.is_some_and(|f| f.parameters.iter().any(|p| p.name().as_str() == name));
         zeroed && !parameter
     }
+}
+
+impl Lowerer<'_> {
+    /// Whether the counter `name` of a loop keeps its value from one run
+    /// of the loop to the next: a local whose `x = 0` outside the loop all
+    /// run before any loop around it (`grad_accum = 0` before the epoch
+    /// loop, the window loop inside it: the window goes on across epochs).
+    fn persists(&self, name: &str, runs: Runs, bindings: &[Span]) -> bool {
+        let Runs::Loop(at) = runs else {
+            return false;
+        };
+        if name.contains('.') {
+            return false;
+        }
+        let mut all = Vec::new();
+        module_bindings(self.module_body, None, name, None, &mut all, 0);
+        !all.iter()
+            .filter(|b| !bindings.contains(&b.at))
+            .any(|b| loop_around(self.module_body, b.at, at, 0))
+    }
+}
+
+/// Whether a `for` or `while` of `body` holds both `a` and `b`.
+fn loop_around(body: &[Stmt], a: Span, b: Span, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    body.iter().any(|stmt| {
+        let s = span(stmt);
+        let holds = |x: Span| s.start <= x.start && x.end <= s.end;
+        if !holds(a) || !holds(b) {
+            return false;
+        }
+        matches!(stmt, Stmt::For(_) | Stmt::While(_))
+            || match stmt {
+                Stmt::FunctionDef(f) => loop_around(&f.body, a, b, depth + 1),
+                Stmt::ClassDef(c) => loop_around(&c.body, a, b, depth + 1),
+                _ => nested_bodies(stmt)
+                    .into_iter()
+                    .any(|inner| loop_around(inner, a, b, depth + 1)),
+            }
+    })
 }
 
 /// `x += 1`: the name `x`.
