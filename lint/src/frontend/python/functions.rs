@@ -162,14 +162,18 @@ impl<'s> Lowerer<'s> {
         }
         walk(body, &mut seen);
         // A class that never resets gradients anywhere (no `zero_grad`, no
-        // `.grad` touched): its update piles them up whoever calls it.
+        // `.grad` touched, outside comments: a reset commented out is the
+        // bug itself): its update piles them up whoever calls it.
         let never_resets = || {
             self.class
                 .as_ref()
                 .and_then(|c| self.class_asts.get(c))
                 .is_some_and(|c| {
                     let text = self.text(*c);
-                    !text.contains("zero_grad") && !text.contains(".grad")
+                    !text.lines().any(|line| {
+                        let code = line.split('#').next().unwrap_or("");
+                        code.contains("zero_grad") || code.contains(".grad")
+                    })
                 })
         };
         seen[0] && seen[1] && (seen[2] || never_resets())
