@@ -76,7 +76,9 @@ impl<'s> Lowerer<'s> {
                 }
                 walk_expr(self, expr);
                 if let Expr::Call(call) = expr {
-                    if let Some(event) = self.lowerer.call(call) {
+                    if let Some(nodes) = self.lowerer.handed_call(call) {
+                        self.out.extend(nodes);
+                    } else if let Some(event) = self.lowerer.call(call) {
                         // A privacy engine's step consumes the passes.
                         let private = match &event {
                             Event::Step(Updater::Optimizer(o)) => {

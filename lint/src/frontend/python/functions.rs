@@ -2,6 +2,7 @@
 //! once per batch (a loop body).
 
 use ruff_python_ast::{self as ast, Stmt};
+use ruff_text_size::Ranged;
 
 use super::lowerer::Lowerer;
 use super::statements::named_tests;
@@ -73,6 +74,8 @@ impl<'s> Lowerer<'s> {
         let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
         let none = self.params_none_in_every_call(f);
         let outer_none = std::mem::replace(&mut self.none_params, none);
+        let handed = self.handed_to(f.range().start().to_u32());
+        let outer_handed = std::mem::replace(&mut self.handed_now, handed);
         // A method that keeps an equality counter on `self` (`self.accum
         // += 1`, reset when it reaches `k`) runs once per iteration of the
         // loop that calls it: its tests are counter tests of that loop.
@@ -81,6 +84,7 @@ impl<'s> Lowerer<'s> {
         let mut lowered = self.stmts(&f.body, depth + 1);
         self.equality_windows.borrow_mut().pop();
         self.none_params = outer_none;
+        self.handed_now = outer_handed;
         self.named = outer_named;
         let mut assigned = Vec::new();
         assigned_names(&f.body, &mut assigned, 0);

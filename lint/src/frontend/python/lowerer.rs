@@ -93,6 +93,11 @@ pub(super) struct Lowerer<'s> {
     /// Optimizer -> the model reach finds it built over through a variable
     /// of parameters (`built_models`).
     pub(super) built_models: HashMap<String, String>,
+    /// What the file's calls hand to its functions' parameters
+    /// (`handed`).
+    pub(super) handed: super::handed::HandedTo,
+    /// What is handed to the parameters of the function being lowered.
+    pub(super) handed_now: HashMap<String, Vec<super::handed::Handed>>,
 }
 
 impl<'s> Lowerer<'s> {

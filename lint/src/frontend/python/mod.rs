@@ -15,6 +15,7 @@ mod declarations;
 mod expressions;
 mod functions;
 mod gradients;
+mod handed;
 mod imports;
 mod lowerer;
 mod reach;
@@ -130,6 +131,8 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         model_marks: expressions::model_marks(source),
         optimizer_loop_vars: std::cell::RefCell::new(Vec::new()),
         built_models: HashMap::default(),
+        handed: handed::handed(&module.body),
+        handed_now: HashMap::default(),
     };
     // What optimizers are built over is read from the syntax alone.
     let reach = reach::reach(source, &module.body);
