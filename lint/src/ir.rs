@@ -333,6 +333,18 @@ pub struct Counter {
     pub persists: bool,
 }
 
+impl Counter {
+    /// A counter a new run of its loop starts again (`start` if the loop
+    /// sets it).
+    pub fn new(name: String, start: Option<i64>) -> Self {
+        Counter {
+            name,
+            start,
+            persists: false,
+        }
+    }
+}
+
 /// A statement of the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {

@@ -7,7 +7,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use ruff_python_ast::visitor::{walk_expr, walk_stmt, Visitor};
+use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr, Stmt};
 use ruff_text_size::Ranged;
 
@@ -24,9 +24,9 @@ pub(super) enum Handed {
     Function(String),
 }
 
-/// Per definition (where it starts) and parameter, what the file's calls
+/// Per definition (where it starts), per parameter, what the file's calls
 /// hand it.
-pub(super) type HandedTo = HashMap<(u32, String), Vec<Handed>>;
+pub(super) type HandedTo = HashMap<u32, HashMap<String, Vec<Handed>>>;
 
 /// What the calls of the file hand to the parameters of its functions and
 /// methods.
@@ -82,10 +82,6 @@ struct Calls<'d, 'a> {
 }
 
 impl<'a> Visitor<'a> for Calls<'_, '_> {
-    fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        walk_stmt(self, stmt);
-    }
-
     fn visit_expr(&mut self, expr: &'a Expr) {
         if let Expr::Call(call) = expr {
             self.call(call);
@@ -128,7 +124,12 @@ impl Calls<'_, '_> {
             }
             let start = def.range().start().to_u32();
             let mut bind = |param: &str, h: Handed| {
-                let to = self.out.entry((start, param.to_string())).or_default();
+                let to = self
+                    .out
+                    .entry(start)
+                    .or_default()
+                    .entry(param.to_string())
+                    .or_default();
                 if !to.contains(&h) {
                     to.push(h);
                 }
@@ -212,10 +213,6 @@ impl Lowerer<'_> {
     /// What the file hands to the parameters of the definition starting at
     /// `start`.
     pub(super) fn handed_to(&self, start: u32) -> HashMap<String, Vec<Handed>> {
-        self.handed
-            .iter()
-            .filter(|((s, _), _)| *s == start)
-            .map(|((_, p), h)| (p.clone(), h.clone()))
-            .collect()
+        self.handed.get(&start).cloned().unwrap_or_default()
     }
 }

@@ -193,11 +193,7 @@ impl<'s> Lowerer<'s> {
                             pushed_run = true;
                         }
                     }
-                    counters.push(Counter {
-                        name,
-                        start,
-                        persists: false,
-                    });
+                    counters.push(Counter::new(name, start));
                 }
             }
         }
@@ -207,11 +203,7 @@ impl<'s> Lowerer<'s> {
         target_names(&f.target, &mut targets);
         for name in targets {
             if !counters.iter().any(|c| c.name == name) {
-                counters.push(Counter {
-                    name,
-                    start: None,
-                    persists: false,
-                });
+                counters.push(Counter::new(name, None));
             }
         }
         let over = match f.target.as_ref() {
@@ -378,11 +370,7 @@ impl<'s> Lowerer<'s> {
         if contains_accumulate(&head) {
             // A new run of the loop starts a new window (accelerate closes
             // one at the end of a dataloader).
-            counters.push(Counter {
-                name: crate::ir::ACCELERATE_COUNTER.into(),
-                start: Some(0),
-                persists: false,
-            });
+            counters.push(Counter::new(crate::ir::ACCELERATE_COUNTER.into(), Some(0)));
         }
         out.push(Node::Loop {
             body: head,
@@ -510,11 +498,7 @@ fn incremented(body: &[Stmt], out: &mut Vec<Counter>, depth: usize) {
             {
                 if let Some(name) = dotted(&a.target) {
                     if !out.iter().any(|c| c.name == name) {
-                        out.push(Counter {
-                            name,
-                            start: None,
-                            persists: false,
-                        });
+                        out.push(Counter::new(name, None));
                     }
                 }
             }

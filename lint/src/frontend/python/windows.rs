@@ -161,10 +161,12 @@ impl Lowerer<'_> {
                 .iter()
                 .chain(&branch.body[..r])
                 .any(|s| ends_iteration(s, true, 0));
-            if !before_ok || !between_ok || !self.starts_at_zero(&name, runs, &bindings) {
+            // Every assignment of `x` in the file, read once for both checks.
+            let all = self.bindings_in_file(&name);
+            if !before_ok || !between_ok || !self.starts_at_zero(&name, runs, &bindings, &all) {
                 continue;
             }
-            let persists = self.persists(&name, runs, &bindings);
+            let persists = self.persists(&name, runs, &bindings, &all);
             out.push(EqualityWindow {
                 name,
                 modulus,
@@ -181,16 +183,20 @@ impl Lowerer<'_> {
     /// Whether `name` is 0 whenever the loop (or the function) starts to
     /// run, and nothing but `bindings` (the increment and the reset) moves
     /// it while it runs.
-    fn starts_at_zero(&self, name: &str, runs: Runs, bindings: &[Span]) -> bool {
+    fn starts_at_zero(
+        &self,
+        name: &str,
+        runs: Runs,
+        bindings: &[Span],
+        all: &[Binding<'_>],
+    ) -> bool {
         let attribute = name.rsplit_once('.').map(|(_, a)| a);
-        let mut all = Vec::new();
-        module_bindings(self.module_body, None, name, attribute, &mut all, 0);
         let home = match runs {
             Runs::Loop(at) => enclosing_function(self.module_body, at.start, 0),
             Runs::Function => None,
         };
         let mut zeroed = false;
-        for b in &all {
+        for b in all {
             if bindings.contains(&b.at) {
                 continue;
             }
@@ -224,23 +230,30 @@ impl Lowerer<'_> {
     }
 }
 
-impl Lowerer<'_> {
+impl<'s> Lowerer<'s> {
+    /// Every assignment of the counter `name` in the file (of any attribute
+    /// of that name, for `self.x`).
+    fn bindings_in_file(&self, name: &str) -> Vec<Binding<'s>> {
+        let attribute = name.rsplit_once('.').map(|(_, a)| a);
+        let mut all = Vec::new();
+        module_bindings(self.module_body, None, name, attribute, &mut all, 0);
+        all
+    }
+
     /// Whether the counter `name` of a loop keeps its value from one run
-    /// of the loop to the next: a local whose `x = 0` outside the loop all
-    /// run before any loop around it (`grad_accum = 0` before the epoch
-    /// loop, the window loop inside it: the window goes on across epochs).
-    fn persists(&self, name: &str, runs: Runs, bindings: &[Span]) -> bool {
+    /// of the loop to the next: a local whose `x = 0` outside the loop (in
+    /// `all` but not `bindings`) all run before any loop around it
+    /// (`grad_accum = 0` before the epoch loop, the window loop inside it:
+    /// the window goes on across epochs).
+    fn persists(&self, name: &str, runs: Runs, bindings: &[Span], all: &[Binding<'_>]) -> bool {
         let Runs::Loop(at) = runs else {
             return false;
         };
-        if name.contains('.') {
-            return false;
-        }
-        let mut all = Vec::new();
-        module_bindings(self.module_body, None, name, None, &mut all, 0);
-        !all.iter()
-            .filter(|b| !bindings.contains(&b.at))
-            .any(|b| loop_around(self.module_body, b.at, at, 0))
+        !name.contains('.')
+            && !all
+                .iter()
+                .filter(|b| !bindings.contains(&b.at))
+                .any(|b| loop_around(self.module_body, b.at, at, 0))
     }
 }
 
