@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use crate::cfg::{Cfg, Query};
 use crate::ir::{
-    related, same_name, Counter, Event, Function, Node, Program, Reset, Span, Updater,
+    related, same_name, Counter, Event, Function, Node, Pass, Program, Reset, Span, Updater,
 };
 
 /// The facts of one updater in one loop.
@@ -647,15 +647,25 @@ impl<'a> Cycle<'a> {
             .iter()
             .find(|&&s| {
                 self.backwards.iter().any(|&b| {
-                    cfg.ask(Query {
-                        blocked: &self.resets,
-                        need: Some(&skips),
-                        blocked_before_need: &self.steps,
-                        // The skip leaves out this pass's own step.
-                        need_in_first_iteration: true,
-                        need_then_next_iteration: true,
-                        ..Query::new(b, &[s])
-                    })
+                    // The skip follows the pass in one iteration of every
+                    // loop around both: a skip before the pass (`if
+                    // isnan(loss): continue` ahead of `backward()`) leaves
+                    // out a later pass, not this one.
+                    let after: Vec<usize> = skips
+                        .iter()
+                        .copied()
+                        .filter(|&k| cfg.forward_path(b, &[k], &self.steps))
+                        .collect();
+                    !after.is_empty()
+                        && cfg.ask(Query {
+                            blocked: &self.resets,
+                            need: Some(&after),
+                            blocked_before_need: &self.steps,
+                            // The skip leaves out this pass's own step.
+                            need_in_first_iteration: true,
+                            need_then_next_iteration: true,
+                            ..Query::new(b, &[s])
+                        })
                 })
             })
             .map(|&s| cfg.span(s))
@@ -686,14 +696,16 @@ impl<'a> Cycle<'a> {
         others.sort_unstable();
         others.dedup();
         for &b in self.backwards {
-            if self.own_backwards.contains(&b) && !self.claimed_by_other(b)
-                || !matches!(cfg.events[b], Some((Event::Backward, _)))
-            {
+            if !matches!(cfg.events[b], Some((Event::Backward, _))) {
                 continue;
             }
             let Some(pass) = reach.pass_at(cfg.span(b)) else {
                 continue;
             };
+            let separated = self.separated_owner(b, pass, &others, &models);
+            if self.own_backwards.contains(&b) && !self.claimed_by_other(b) && separated.is_none() {
+                continue;
+            }
             for model in &models {
                 if !reach.pass_reaches(pass, model, &models) || reach.may_freeze(model) {
                     continue;
@@ -701,18 +713,22 @@ impl<'a> Cycle<'a> {
                 // Whose pass it is: an optimizer over other models only,
                 // stepped after it before this one is, or reset before it
                 // in the iteration and stepped after it (`opt_d.zero_grad();
-                // d_loss.backward(); opt_g.step(); opt_d.step()`).
-                let Some(other) = others.iter().find(|o| {
-                    reach.only_other_models(o, model) && {
-                        let steps = cfg
-                            .find(|e| matches!(e, Event::Step(Updater::Optimizer(x)) if x == *o));
-                        let resets = cfg.find(
+                // d_loss.backward(); opt_g.step(); opt_d.step()`), or the
+                // one whose model this optimizer's own pass detaches.
+                let Some(other) = separated.or_else(|| {
+                    others.iter().copied().find(|o| {
+                        reach.only_other_models(o, model) && {
+                            let steps = cfg.find(
+                                |e| matches!(e, Event::Step(Updater::Optimizer(x)) if x == *o),
+                            );
+                            let resets = cfg.find(
                             |e| matches!(e, Event::Reset(Reset::Optimizer(x)) if same_name(x, o)),
                         );
-                        cfg.forward_path(b, &steps, &self.steps)
-                            || cfg.forward_path(b, &steps, &[])
-                                && resets.iter().any(|&z| cfg.forward_path(z, &[b], &steps))
-                    }
+                            cfg.forward_path(b, &steps, &self.steps)
+                                || cfg.forward_path(b, &steps, &[])
+                                    && resets.iter().any(|&z| cfg.forward_path(z, &[b], &steps))
+                        }
+                    })
                 }) else {
                     continue;
                 };
@@ -761,7 +777,8 @@ impl<'a> Cycle<'a> {
                             })
                     })
                 };
-                if joint && self.program.reach.joint_loss_shared && !spent() {
+                if separated.is_none() && joint && self.program.reach.joint_loss_shared && !spent()
+                {
                     continue;
                 }
                 let blocked = cfg.find(|e| self.may_clear(e, model));
@@ -841,6 +858,54 @@ impl<'a> Cycle<'a> {
             }
         }
         None
+    }
+
+    /// The other optimizer whose pass `b` (`pass`) is because this one's
+    /// own passes are kept apart from its model: `b` goes through that
+    /// optimizer's model and this one's (`models`), that optimizer steps
+    /// after it, and another pass of the iteration through this one's
+    /// model reads that model only under `.detach()` (`d_loss` on
+    /// `fake.detach()`, `g_loss` through the discriminator on `fake`): the
+    /// author keeps the two models' gradients apart, so `b` is not a joint
+    /// loss for both.
+    fn separated_owner<'o>(
+        &self,
+        b: usize,
+        pass: &Pass,
+        others: &[&'o str],
+        models: &[String],
+    ) -> Option<&'o str> {
+        let reach = &self.program.reach;
+        let cfg = self.cfg;
+        let detaches = |p: &Pass, theirs: &[String]| {
+            theirs.iter().any(|m| {
+                p.detached
+                    .iter()
+                    .any(|d| d == m || crate::ir::attribute_of(d, m))
+            })
+        };
+        others.iter().copied().find(|o| {
+            let theirs = reach.models_of(o);
+            if theirs.is_empty()
+                || !theirs.iter().any(|m| reach.pass_reaches(pass, m, &theirs))
+                || !models.iter().all(|m| reach.only_other_models(o, m))
+            {
+                return false;
+            }
+            let steps =
+                cfg.find(|e| matches!(e, Event::Step(Updater::Optimizer(x)) if same_name(x, o)));
+            if !cfg.forward_path(b, &steps, &[]) {
+                return false;
+            }
+            self.backwards.iter().any(|&x| {
+                x != b
+                    && reach.pass_at(cfg.span(x)).is_some_and(|p| {
+                        detaches(p, &theirs)
+                            && !theirs.iter().any(|m| reach.pass_reaches(p, m, &theirs))
+                            && models.iter().any(|m| reach.pass_reaches(p, m, models))
+                    })
+            })
+        })
     }
 
     /// Whether the last reset before pass `b` in the iteration may be

@@ -509,6 +509,10 @@ pub struct Pass {
     /// `net_d.forward(fake)`, not under `.detach()`, `torch.no_grad()`,
     /// `.item()`.
     pub calls: Vec<String>,
+    /// Callees whose output the loss reads only under `.detach()` (`net_g`
+    /// for `net_d(fake.detach())` with `fake = net_g(z)`): a model its
+    /// author keeps this loss's gradients out of.
+    pub detached: Vec<String>,
 }
 
 /// What an optimizer was built over.

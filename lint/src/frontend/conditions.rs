@@ -122,11 +122,14 @@ fn classify_within<'e>(
 /// counter and window tests, and tests always true for the analysis (flags
 /// are correlated as whole tests).
 fn operands_tests(mut tested: Tested) -> Tested {
-    let keep = |t: &Test| {
-        matches!(
-            t.cond.class,
-            CondClass::Counter { .. } | CondClass::WindowOne(_) | CondClass::Always
-        )
+    // A bare name too (`if optim_disc and optim_gen:`): a flag the loop may
+    // set (`optim_gen = False` under a loss check), known by its name.
+    let keep = |t: &Test| match &t.cond.class {
+        CondClass::Counter { .. } | CondClass::WindowOne(_) | CondClass::Always => true,
+        CondClass::Flag(reads) => {
+            matches!(reads.as_slice(), [r] if *r == t.cond.key && !r.contains('.'))
+        }
+        _ => false,
     };
     for alternative in tested.holds.iter_mut().chain(tested.fails.iter_mut()) {
         alternative.retain(keep);
@@ -648,7 +651,7 @@ fn is_bound(expr: &Expr) -> bool {
     }
     dotted(expr).is_some_and(|t| {
         let t = t.to_ascii_lowercase();
-        ["max", "thresh", "limit", "clip", "bound"]
+        ["max", "thres", "limit", "clip", "bound"]
             .iter()
             .any(|w| t.contains(w))
     })

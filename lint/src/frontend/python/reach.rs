@@ -145,6 +145,32 @@ struct Scope<'s> {
     passes: Vec<Pass>,
 }
 
+/// The callees a loss is computed from: with gradients flowing, and
+/// under `.detach()`.
+#[derive(Default)]
+struct Found {
+    calls: Vec<String>,
+    detached: Vec<String>,
+    /// Whether the search is below a `.detach()` now.
+    under_detach: bool,
+}
+
+impl Found {
+    fn push(&mut self, callee: String) {
+        if self.under_detach {
+            self.detached.push(callee);
+        } else {
+            self.calls.push(callee);
+        }
+    }
+
+    fn extend(&mut self, callee: Option<String>) {
+        if let Some(c) = callee {
+            self.push(c);
+        }
+    }
+}
+
 /// A plain definition found for a name, or something else binding it.
 enum Def<'a> {
     /// `name = value` (or a tuple target holding it, or a prefix of it:
@@ -152,6 +178,11 @@ enum Def<'a> {
     Plain(&'a Expr),
     /// `name += value`: the new value depends on `value` and the old one.
     Augmented(&'a Expr),
+    /// An `if` whose branches bind the name only by `name += value`
+    /// statements of their own (`if step > start: g_loss += adv_loss`):
+    /// each such statement's place (the branch, its index). A pass meant
+    /// to include a term on some iterations reaches what the term does.
+    Branches(Vec<(&'a [Stmt], usize)>),
     /// Bound some other way, or maybe bound (in a branch, a loop).
     Other,
 }
@@ -220,26 +251,35 @@ impl<'s> Scope<'s> {
             a.value.as_ref()
         };
         let mut budget = BUDGET;
-        let mut calls = Vec::new();
-        self.calls_of(loss, frames, &mut budget, &mut calls, 0);
+        let mut found = Found::default();
+        self.calls_of(loss, frames, &mut budget, &mut found, 0);
+        let Found {
+            mut calls,
+            mut detached,
+            ..
+        } = found;
         calls.sort();
         calls.dedup();
+        detached.sort();
+        detached.dedup();
         let s = span(loss);
         self.passes.push(Pass {
             span: span(call),
             loss: self.source.get(s.start..s.end).unwrap_or("").to_string(),
             calls,
+            detached,
         });
     }
 
     /// The callees whose output `expr`, read at the statement `frames`
-    /// ends at, is certainly computed from with gradients flowing.
+    /// ends at, is certainly computed from with gradients flowing (and,
+    /// apart, those it reads under `.detach()`).
     fn calls_of(
         &self,
         expr: &Expr,
         frames: &[Frame],
         budget: &mut usize,
-        out: &mut Vec<String>,
+        out: &mut Found,
         depth: usize,
     ) {
         if depth > 60 || *budget == 0 {
@@ -250,6 +290,16 @@ impl<'s> Scope<'s> {
                 match call.func.as_ref() {
                     Expr::Attribute(a) => {
                         let method = a.attr.id.as_str();
+                        if matches!(method, "detach" | "detach_") && !out.under_detach {
+                            // What the detached value was computed from:
+                            // a budget of its own, the gradients' search
+                            // keeps its own.
+                            let mut apart = *budget;
+                            out.under_detach = true;
+                            self.calls_of(&a.value, frames, &mut apart, out, depth + 1);
+                            out.under_detach = false;
+                            return;
+                        }
                         if STOP_METHODS.contains(&method) {
                             return;
                         }
@@ -322,7 +372,7 @@ impl<'s> Scope<'s> {
         name: &str,
         frames: &[Frame],
         budget: &mut usize,
-        out: &mut Vec<String>,
+        out: &mut Found,
         depth: usize,
     ) {
         *budget = budget.saturating_sub(1);
@@ -358,6 +408,21 @@ impl<'s> Scope<'s> {
                     Def::Augmented(value) => {
                         if !self.without_grad(&at) {
                             self.calls_of(value, &at, budget, out, depth + 1);
+                        }
+                    }
+                    Def::Branches(places) => {
+                        for (branch, i) in places {
+                            let Stmt::AugAssign(a) = &branch[i] else {
+                                continue;
+                            };
+                            let mut inside = at.clone();
+                            inside.push(Frame {
+                                block: branch,
+                                index: i,
+                            });
+                            if !self.without_grad(&inside) {
+                                self.calls_of(&a.value, &inside, budget, out, depth + 1);
+                            }
                         }
                     }
                     Def::Other => return,
@@ -458,6 +523,7 @@ fn definition<'a>(stmt: &'a Stmt, name: &str, source: &str) -> Option<Def<'a>> {
                 .any(|n| n == name)
                 .then_some(Def::Augmented(&a.value))
         }
+        Stmt::If(i) if !text.contains(":=") => augmented_in_branches(i, name, source),
         _ => None,
     };
     // A walrus anywhere in the statement may bind it too.
@@ -465,6 +531,28 @@ fn definition<'a>(stmt: &'a Stmt, name: &str, source: &str) -> Option<Def<'a>> {
         return binds(stmt, name, source).then_some(Def::Other);
     }
     def.or_else(|| binds(stmt, name, source).then_some(Def::Other))
+}
+
+/// The `name += value` statements of `stmt`'s branches, when they are
+/// all that binds `name` there.
+fn augmented_in_branches<'a>(stmt: &'a ast::StmtIf, name: &str, source: &str) -> Option<Def<'a>> {
+    let mut places = Vec::new();
+    let branches =
+        std::iter::once(&stmt.body).chain(stmt.elif_else_clauses.iter().map(|c| &c.body));
+    for body in branches {
+        for (i, s) in body.iter().enumerate() {
+            if !binds(s, name, source) {
+                continue;
+            }
+            match s {
+                Stmt::AugAssign(a) if matches!(a.target.as_ref(), Expr::Name(n) if n.id.as_str() == name) => {
+                    places.push((body.as_slice(), i))
+                }
+                _ => return Some(Def::Other),
+            }
+        }
+    }
+    (!places.is_empty()).then_some(Def::Branches(places))
 }
 
 /// Whether `stmt` (nested blocks included, nested functions not) may bind

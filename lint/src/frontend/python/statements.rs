@@ -13,7 +13,7 @@ use super::syntax::MAX_DEPTH;
 use super::syntax::{assigned_names, dotted, nested_bodies, span, target_names};
 use super::windows::Runs;
 use crate::frontend::conditions::{classify, counting_iter, optimizer_exists};
-use crate::ir::{Counter, Event, Node, Reset, Tested};
+use crate::ir::{Counter, Event, Node, Reset, Span, Tested};
 
 impl<'s> Lowerer<'s> {
     /// Lowers a block (nothing deeper than [`MAX_DEPTH`]).
@@ -178,7 +178,7 @@ impl<'s> Lowerer<'s> {
         self.expr(&f.iter, out);
         let mut counters = Vec::new();
         let mut pushed_run = false;
-        if let Expr::Call(call) = f.iter.as_ref() {
+        if let Some(call) = self.counting_call(&f.iter, span(stmt)) {
             if let Some(start) = counting_iter(call) {
                 let first = match f.target.as_ref() {
                     Expr::Tuple(t) => t.elts.first(),
@@ -404,6 +404,85 @@ impl<'s> Lowerer<'s> {
             }
         }
     }
+}
+
+impl<'s> Lowerer<'s> {
+    /// The call a loop iterates, seen through a progress bar
+    /// (`tqdm(enumerate(loader))`) and through a local bound once, before
+    /// the loop at `at`, in the function around it (`pbar =
+    /// tqdm(enumerate(loader)); for i, batch in pbar:`).
+    fn counting_call<'a>(&'a self, iter: &'a Expr, at: Span) -> Option<&'a ast::ExprCall>
+    where
+        's: 'a,
+    {
+        let call = match iter {
+            Expr::Call(call) => call,
+            Expr::Name(n) => {
+                let body = enclosing_function(self.module_body, at, 0)?;
+                let mut names = Vec::new();
+                assigned_names(body, &mut names, 0);
+                if names.iter().filter(|b| *b == n.id.as_str()).count() != 1 {
+                    return None;
+                }
+                match single_assignment(body, n.id.as_str(), at, 0)? {
+                    Expr::Call(call) => call,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        Some(through_progress_bar(call))
+    }
+}
+
+/// `tqdm(x, ...)`, `tqdm.tqdm(x)`, `track(x)`, `progress_bar(x)`: the call
+/// `x` when it is one, else `call`.
+fn through_progress_bar(call: &ast::ExprCall) -> &ast::ExprCall {
+    let name = dotted(&call.func).unwrap_or_default();
+    let last = name.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+    let wraps = last.contains("tqdm") || last.contains("progress") || last == "track";
+    match call.arguments.args.first() {
+        Some(Expr::Call(inner)) if wraps => inner,
+        _ => call,
+    }
+}
+
+/// The body of the innermost function of `body` holding `at`.
+fn enclosing_function(body: &[Stmt], at: Span, depth: usize) -> Option<&[Stmt]> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let holder = body.iter().find(|stmt| {
+        let s = span(*stmt);
+        s.start <= at.start && at.end <= s.end
+    })?;
+    match holder {
+        Stmt::FunctionDef(f) => enclosing_function(&f.body, at, depth + 1).or(Some(&f.body[..])),
+        Stmt::ClassDef(c) => enclosing_function(&c.body, at, depth + 1),
+        other => nested_bodies(other)
+            .into_iter()
+            .find_map(|b| enclosing_function(b, at, depth + 1)),
+    }
+}
+
+/// The value of the plain assignment `name = value` in `body` (nested
+/// blocks, not nested functions) that ends before `at`.
+fn single_assignment<'b>(body: &'b [Stmt], name: &str, at: Span, depth: usize) -> Option<&'b Expr> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    body.iter().find_map(|stmt| match stmt {
+        Stmt::Assign(a)
+            if span(stmt).end <= at.start
+                && matches!(a.targets.as_slice(), [Expr::Name(t)] if t.id.as_str() == name) =>
+        {
+            Some(a.value.as_ref())
+        }
+        Stmt::FunctionDef(_) | Stmt::ClassDef(_) => None,
+        _ => nested_bodies(stmt)
+            .into_iter()
+            .find_map(|b| single_assignment(b, name, at, depth + 1)),
+    })
 }
 
 /// The number of values `range(n)` (from 0) or `enumerate(x)` yields, as a
