@@ -128,6 +128,10 @@ pub(super) fn is_optimizer_constructor(value: &Expr) -> bool {
 /// Whether a call of `callee` (dotted) builds an optimizer.
 pub(super) fn is_optimizer_callee(callee: &str) -> bool {
     let last = callee.rsplit('.').next().unwrap_or("");
-    let scheduler = callee.to_ascii_lowercase().contains("sched") || last.ends_with("LR");
-    !scheduler && (OPTIMIZER_TYPES.contains(&last) || callee.contains("optim."))
+    // Schedule-free optimizers (`schedulefree.AdamWScheduleFree`) are
+    // optimizers, not schedulers.
+    let schedule_free = last.contains("ScheduleFree");
+    let scheduler =
+        !schedule_free && (callee.to_ascii_lowercase().contains("sched") || last.ends_with("LR"));
+    schedule_free || !scheduler && (OPTIMIZER_TYPES.contains(&last) || callee.contains("optim."))
 }
