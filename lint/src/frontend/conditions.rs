@@ -660,6 +660,14 @@ fn is_bound(expr: &Expr) -> bool {
 /// Whether `expr` tests a value for being non-finite or out of range:
 /// `Some(true)` when it holds on the abnormal side (`isnan`), `Some(false)`
 /// when on the normal side (`isfinite`).
+/// `x is not None`.
+fn is_none_guard(expr: &Expr) -> bool {
+    matches!(expr, Expr::Compare(c)
+        if c.ops.len() == 1
+            && c.ops[0] == CmpOp::IsNot
+            && matches!(c.comparators.first(), Some(Expr::NoneLiteral(_))))
+}
+
 fn skip(expr: &Expr) -> Option<bool> {
     match expr {
         Expr::UnaryOp(u) if u.op == UnaryOp::Not => skip(&u.operand).map(|b| !b),
@@ -712,6 +720,14 @@ fn skip(expr: &Expr) -> Option<bool> {
                 }
                 _ => None,
             }
+        }
+        // `p.grad is not None and torch.isnan(p.grad).any()`: the guard
+        // only keeps the test from failing; the test is the other operand.
+        Expr::BoolOp(b)
+            if b.op == BoolOp::And
+                && b.values.iter().filter(|v| !is_none_guard(v)).count() == 1 =>
+        {
+            skip(b.values.iter().find(|v| !is_none_guard(v))?)
         }
         Expr::BoolOp(b) => {
             let first = skip(b.values.first()?)?;
