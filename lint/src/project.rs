@@ -212,7 +212,7 @@ fn load(
         };
         let text = notebook.as_ref().map_or(text, |s| s.text.as_str());
         let found = events.find(text);
-        if found.backward || found.mentioned {
+        if found.backward {
             let source = match notebook {
                 Some(s) => s,
                 None => Source::new(path, Cow::Borrowed(text))?,
@@ -224,6 +224,16 @@ fn load(
             .filter(|t| modules.may_name(file, t))
             .collect();
         let classes = prefilter::top_level_classes(text);
+        // A file with other gradient events (a reset, a step) is parsed
+        // like the others, when its imports may reach a backward pass or a
+        // file that is analysed imports it: its text is kept.
+        if found.mentioned {
+            let source = match notebook {
+                Some(s) => s,
+                None => Source::new(path, Cow::Borrowed(text))?,
+            };
+            return Ok((found, imports, classes, Some(source)));
+        }
         // A text given in place of the file's is kept: the file on disk
         // is not what is linted.
         let source = given
@@ -845,7 +855,7 @@ fn resolve_imports(
         .iter()
         .flatten()
         .copied()
-        .filter(|l| l.backward || l.mentioned)
+        .filter(|l| l.backward)
         .collect();
     seeds.sort_by_cached_key(|l| {
         let size = l
