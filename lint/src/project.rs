@@ -502,7 +502,7 @@ impl<'a> Tree<'a> {
         // A module of the tree parsed with classes or functions worth
         // following that the file calls through it (`prefix`: `t.` for
         // `import pkg.trainer as t`, nothing for `*`). A file not parsed
-        // yet has no gradient event (those are parsed first): if it has
+        // yet has no backward pass (those are parsed first): if it has
         // classes worth following, it is parsed for a reason of its own,
         // and then read in a later round.
         let calls_into = |level: u32, module: &str, prefix: &str| {
@@ -516,15 +516,17 @@ impl<'a> Tree<'a> {
             Some((level, module)) => {
                 (t.star && calls_into(*level, module, ""))
                     || t.names.iter().any(|(name, local)| {
+                        // The cheap tests first: most names are not wanted.
+                        if !wanted.contains(name.as_str()) || !calls("", local, true) {
+                            return false;
+                        }
                         let sub = if module.is_empty() {
                             name.clone()
                         } else {
                             format!("{module}.{name}")
                         };
                         let has_sub = in_tree(*level, &sub);
-                        wanted.contains(name.as_str())
-                            && calls("", local, true)
-                            && (in_tree(*level, module) || has_sub)
+                        (in_tree(*level, module) || has_sub)
                             && (has_sub || !self.binds_nothing_from(file, *level, module, name))
                     })
             }

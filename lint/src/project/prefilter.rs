@@ -6,6 +6,7 @@
 //! lead to it (in [`super`]).
 
 use memchr::memmem::Finder;
+use rustc_hash::FxHashMap as HashMap;
 
 /// What the text of a Python file says about gradient events, read from
 /// its bytes.
@@ -267,14 +268,26 @@ pub(super) fn top_level_classes(source: &str) -> Vec<ClassText> {
     } else {
         words(bytes, b"for").chain(words(bytes, b"while")).max()
     };
+    // Each such method with its last use as an attribute: a class may
+    // leave it to subclasses when both come after the class's start. Found
+    // once per method, not once per class and method.
+    let last_attribute = if left.is_empty() {
+        HashMap::default()
+    } else {
+        last_attribute_uses(bytes)
+    };
+    let last_uses: Vec<(usize, Option<usize>)> = left
+        .iter()
+        .map(|&(def, method)| (def, last_attribute.get(method).copied()))
+        .collect();
     starts
         .into_iter()
         .map(|(at, name)| {
             let after = |p: usize| p > at;
             let may_follow = last_loop.is_some_and(after)
-                && left
+                && last_uses
                     .iter()
-                    .any(|&(def, method)| after(def) && attribute_uses(bytes, method).any(after));
+                    .any(|&(def, last)| after(def) && last.is_some_and(after));
             ClassText { name, may_follow }
         })
         .collect()
@@ -292,8 +305,26 @@ fn is_word(bytes: &[u8], at: usize, len: usize) -> bool {
 }
 
 /// Where `name` is read as an attribute (`self.name`, `x . name`).
-fn attribute_uses<'b>(bytes: &'b [u8], name: &'b [u8]) -> impl Iterator<Item = usize> + 'b {
-    words(bytes, name).filter(move |&at| bytes[..at].trim_ascii_end().ends_with(b"."))
+/// Each name read as an attribute (`self.name`, `x . name`), with where
+/// it is read last: one pass over the text.
+fn last_attribute_uses(bytes: &[u8]) -> HashMap<&[u8], usize> {
+    let mut last = HashMap::default();
+    for dot in memchr::memchr_iter(b'.', bytes) {
+        let start = dot
+            + 1
+            + bytes[dot + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_whitespace())
+                .count();
+        let len = bytes[start..]
+            .iter()
+            .take_while(|&&c| is_identifier(c))
+            .count();
+        if len > 0 {
+            last.insert(&bytes[start..start + len], start);
+        }
+    }
+    last
 }
 
 /// The `def` at `at` and its name, unless the text shows that its body is
