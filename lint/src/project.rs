@@ -526,8 +526,9 @@ impl<'a> Tree<'a> {
                             format!("{module}.{name}")
                         };
                         let has_sub = in_tree(*level, &sub);
-                        (in_tree(*level, module) || has_sub)
-                            && (has_sub || !self.binds_nothing_from(file, *level, module, name))
+                        has_sub
+                            || in_tree(*level, module)
+                                && !self.binds_nothing_from(file, *level, module, name)
                     })
             }
             // `import pkg.trainer as t`, then `t.Trainer(`.
