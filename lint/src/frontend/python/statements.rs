@@ -284,12 +284,10 @@ impl<'s> Lowerer<'s> {
                 .map(|w| w.at(at))
         };
         let mut branches = vec![self.stmts(&i.body, depth + 1)];
-        let mut tests = vec![classify(
-            self.source,
+        let mut tests = vec![self.resets_what_exists(
+            classify(self.source, &i.test, &named, &run_length, &equality),
             &i.test,
-            &named,
-            &run_length,
-            &equality,
+            &i.body,
         )];
         let mut exhaustive = false;
         for clause in &i.elif_else_clauses {
@@ -299,7 +297,11 @@ impl<'s> Lowerer<'s> {
                 self.expr(test, &mut branch);
                 branch.extend(self.stmts(&clause.body, depth + 1));
                 branches.push(branch);
-                tests.push(classify(self.source, test, &named, &run_length, &equality));
+                tests.push(self.resets_what_exists(
+                    classify(self.source, test, &named, &run_length, &equality),
+                    test,
+                    &clause.body,
+                ));
             } else {
                 exhaustive = true;
                 branches.push(self.stmts(&clause.body, depth + 1));
@@ -407,6 +409,58 @@ impl<'s> Lowerer<'s> {
 }
 
 impl<'s> Lowerer<'s> {
+    /// A branch that resets the gradients of the tensors it tests exist
+    /// (`elif params is not None: for p in params: p.grad.zero_()`): when
+    /// they do not, there are no gradients of theirs to pile up, so for
+    /// the analysis the test holds, as `p.grad is not None` does.
+    fn resets_what_exists(&self, tested: Tested, test: &Expr, body: &[Stmt]) -> Tested {
+        let reset_over: Vec<String> = body
+            .iter()
+            .filter_map(|stmt| {
+                let Stmt::For(f) = stmt else { return None };
+                let Expr::Name(v) = f.target.as_ref() else {
+                    return None;
+                };
+                let grad = format!("{}.grad", v.id);
+                let resets = f.body.iter().any(|s| {
+                    let r = span(s);
+                    self.source.get(r.start..r.end).is_some_and(|t| {
+                        t.starts_with(&grad) && (t.contains("zero_()") || t.contains("None"))
+                    })
+                });
+                resets.then(|| dotted(&f.iter)).flatten()
+            })
+            .collect();
+        // `X is not None`, or joined by `and` with `... .grad is not None`.
+        let exists = |e: &Expr| match e {
+            Expr::Compare(c)
+                if c.ops.len() == 1
+                    && c.ops[0] == ast::CmpOp::IsNot
+                    && matches!(c.comparators.first(), Some(Expr::NoneLiteral(_))) =>
+            {
+                dotted(&c.left).is_some_and(|d| reset_over.contains(&d) || d.ends_with(".grad"))
+                    || matches!(c.left.as_ref(), Expr::Attribute(a) if a.attr.id.as_str() == "grad")
+            }
+            _ => false,
+        };
+        let holds = match test {
+            Expr::BoolOp(b) if b.op == ast::BoolOp::And => b.values.iter().all(exists),
+            e => exists(e),
+        };
+        if reset_over.is_empty() || !holds {
+            return tested;
+        }
+        let r = span(test);
+        let key = self.source.get(r.start..r.end).unwrap_or("");
+        Tested::single(crate::ir::Test {
+            cond: crate::ir::Cond {
+                key: format!("{}:exists", key.split_whitespace().collect::<String>()),
+                class: crate::ir::CondClass::Always,
+            },
+            negated: false,
+        })
+    }
+
     /// The call a loop iterates, seen through a progress bar
     /// (`tqdm(enumerate(loader))`) and through a local bound once, before
     /// the loop at `at`, in the function around it (`pbar =
