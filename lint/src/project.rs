@@ -212,22 +212,20 @@ fn load(
         };
         let text = notebook.as_ref().map_or(text, |s| s.text.as_str());
         let found = events.find(text);
-        if found.backward {
-            let source = match notebook {
-                Some(s) => s,
-                None => Source::new(path, Cow::Borrowed(text))?,
-            };
-            return Ok((found, Vec::new(), Vec::new(), Some(source)));
-        }
-        let imports = prefilter::import_texts(text)
-            .into_iter()
-            .filter(|t| modules.may_name(file, t))
-            .collect();
-        let classes = prefilter::top_level_classes(text);
-        // A file with other gradient events (a reset, a step) is parsed
-        // like the others, when its imports may reach a backward pass or a
-        // file that is analysed imports it: its text is kept.
-        if found.mentioned {
+        // A file with a backward pass seeds the analysis; one with only
+        // other gradient events (a reset, a step) is parsed like the
+        // others, when its imports may reach a backward pass or an
+        // analysed file imports it. Both keep their text.
+        let (imports, classes) = if found.backward {
+            (Vec::new(), Vec::new())
+        } else {
+            let imports = prefilter::import_texts(text)
+                .into_iter()
+                .filter(|t| modules.may_name(file, t))
+                .collect();
+            (imports, prefilter::top_level_classes(text))
+        };
+        if found.backward || found.mentioned {
             let source = match notebook {
                 Some(s) => s,
                 None => Source::new(path, Cow::Borrowed(text))?,

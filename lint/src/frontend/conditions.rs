@@ -657,17 +657,27 @@ fn is_bound(expr: &Expr) -> bool {
     })
 }
 
+/// `x is not None`: `x` when it is one.
+pub(crate) fn none_guarded(expr: &Expr) -> Option<&Expr> {
+    match expr {
+        Expr::Compare(c)
+            if c.ops.len() == 1
+                && c.ops[0] == CmpOp::IsNot
+                && matches!(c.comparators.first(), Some(Expr::NoneLiteral(_))) =>
+        {
+            Some(&c.left)
+        }
+        _ => None,
+    }
+}
+
+fn is_none_guard(expr: &Expr) -> bool {
+    none_guarded(expr).is_some()
+}
+
 /// Whether `expr` tests a value for being non-finite or out of range:
 /// `Some(true)` when it holds on the abnormal side (`isnan`), `Some(false)`
 /// when on the normal side (`isfinite`).
-/// `x is not None`.
-fn is_none_guard(expr: &Expr) -> bool {
-    matches!(expr, Expr::Compare(c)
-        if c.ops.len() == 1
-            && c.ops[0] == CmpOp::IsNot
-            && matches!(c.comparators.first(), Some(Expr::NoneLiteral(_))))
-}
-
 fn skip(expr: &Expr) -> Option<bool> {
     match expr {
         Expr::UnaryOp(u) if u.op == UnaryOp::Not => skip(&u.operand).map(|b| !b),

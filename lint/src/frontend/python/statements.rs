@@ -12,7 +12,7 @@ use super::summary::raises_not_implemented;
 use super::syntax::MAX_DEPTH;
 use super::syntax::{assigned_names, dotted, nested_bodies, span, target_names};
 use super::windows::Runs;
-use crate::frontend::conditions::{classify, counting_iter, optimizer_exists};
+use crate::frontend::conditions::{classify, counting_iter, key, none_guarded, optimizer_exists};
 use crate::ir::{Counter, Event, Node, Reset, Span, Tested};
 
 impl<'s> Lowerer<'s> {
@@ -414,6 +414,20 @@ impl<'s> Lowerer<'s> {
     /// they do not, there are no gradients of theirs to pile up, so for
     /// the analysis the test holds, as `p.grad is not None` does.
     fn resets_what_exists(&self, tested: Tested, test: &Expr, body: &[Stmt]) -> Tested {
+        // `X is not None`, alone or joined by `and` with `... .grad is not
+        // None`: only such tests are read again (most are not).
+        let operands = match test {
+            Expr::BoolOp(b) if b.op == ast::BoolOp::And => &b.values[..],
+            e => std::slice::from_ref(e),
+        };
+        let Some(guarded) = operands
+            .iter()
+            .map(none_guarded)
+            .collect::<Option<Vec<&Expr>>>()
+        else {
+            return tested;
+        };
+        // The tensors whose gradients a loop of the branch resets.
         let reset_over: Vec<String> = body
             .iter()
             .filter_map(|stmt| {
@@ -431,30 +445,16 @@ impl<'s> Lowerer<'s> {
                 resets.then(|| dotted(&f.iter)).flatten()
             })
             .collect();
-        // `X is not None`, or joined by `and` with `... .grad is not None`.
-        let exists = |e: &Expr| match e {
-            Expr::Compare(c)
-                if c.ops.len() == 1
-                    && c.ops[0] == ast::CmpOp::IsNot
-                    && matches!(c.comparators.first(), Some(Expr::NoneLiteral(_))) =>
-            {
-                dotted(&c.left).is_some_and(|d| reset_over.contains(&d) || d.ends_with(".grad"))
-                    || matches!(c.left.as_ref(), Expr::Attribute(a) if a.attr.id.as_str() == "grad")
-            }
-            _ => false,
+        let exists = |x: &Expr| {
+            matches!(x, Expr::Attribute(a) if a.attr.id.as_str() == "grad")
+                || dotted(x).is_some_and(|d| reset_over.contains(&d))
         };
-        let holds = match test {
-            Expr::BoolOp(b) if b.op == ast::BoolOp::And => b.values.iter().all(exists),
-            e => exists(e),
-        };
-        if reset_over.is_empty() || !holds {
+        if reset_over.is_empty() || !guarded.into_iter().all(exists) {
             return tested;
         }
-        let r = span(test);
-        let key = self.source.get(r.start..r.end).unwrap_or("");
         Tested::single(crate::ir::Test {
             cond: crate::ir::Cond {
-                key: format!("{}:exists", key.split_whitespace().collect::<String>()),
+                key: format!("{}:exists", key(self.source, test)),
                 class: crate::ir::CondClass::Always,
             },
             negated: false,
