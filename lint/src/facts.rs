@@ -98,7 +98,13 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         (Reset::Tensor(_), _) => true,
         (Reset::Model(m), Updater::Tensor(t)) => crate::ir::attribute_of(t, m),
         (Reset::Optimizer(_) | Reset::NewOptimizer(_), Updater::Tensor(_)) => false,
-        (Reset::Optimizer(a) | Reset::NewOptimizer(a), Updater::Optimizer(b)) => same_name(a, b),
+        // An object that holds the optimizer it steps (`wrapper.G`, a
+        // trainer's `self.opt.gen`): its own `zero_grad()` forwards to
+        // what it holds.
+        (Reset::Optimizer(a), Updater::Optimizer(b)) => {
+            same_name(a, b) || crate::ir::attribute_of(b, a)
+        }
+        (Reset::NewOptimizer(a), Updater::Optimizer(b)) => same_name(a, b),
         (Reset::NewOptimizer(_), Updater::Manual) => false,
         (Reset::NewModelOptimizer { .. }, _) => false,
         (Reset::Optimizer(_), Updater::Manual) | (Reset::Model(_), Updater::Manual) => true,

@@ -460,7 +460,30 @@ pub struct Program {
     /// What the file's backward passes certainly reach (Python only; empty
     /// for Rust): read by GL009 alone.
     pub reach: Reach,
+    /// Its calls of other files' functions that hand them optimizers
+    /// built over models they hand too (Python only).
+    pub handed_out: Vec<HandedOut>,
 }
+
+/// A call of a function of another file (`train_one_epoch(model, disc,
+/// loader, opt_g, opt_d)`) with the optimizers among its arguments whose
+/// models are known here: the callee learns what its parameters are built
+/// over, as when the call is in its own file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HandedOut {
+    /// The callee's qualified name (`3::train_one_epoch`).
+    pub callee: String,
+    /// Each positional argument's dotted text (`None`: anything else).
+    pub positional: Vec<Option<String>>,
+    /// Keyword arguments with a dotted value: (keyword, text).
+    pub keywords: Vec<(String, String)>,
+    /// The caller's optimizers among the arguments, each assignment's
+    /// [`Built`] (by the caller's names).
+    pub optimizers: Vec<(String, Built)>,
+}
+
+/// What other files' calls hand to a file's functions, by function name.
+pub type HandedIn = rustc_hash::FxHashMap<String, Vec<HandedOut>>;
 
 /// What the backward passes of a file certainly reach, from an
 /// intra-function def-use of their losses: the models a loss is computed

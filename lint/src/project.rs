@@ -48,7 +48,7 @@ use ruff_python_parser::Parsed;
 use crate::config::Config;
 use crate::file::{is_notebook, lint_file_with, not_utf8, place_in_cell, read_bytes, read_source};
 use crate::frontend::python::{self, Import, Imports, Summary};
-use crate::ir::{map_nodes, Event, Function, Node, Program, Span, FOREIGN_BASE};
+use crate::ir::{map_nodes, Event, Function, HandedIn, Node, Program, Span, FOREIGN_BASE};
 use crate::notebook::Notebook;
 use crate::{check, lint_source_with, Diagnostic, FileError, Language, LineIndex};
 use prefilter::{ClassText, EventFinder, ImportText};
@@ -810,7 +810,8 @@ pub fn lint_files_with(
     let loaded = python_files(&stages);
     let (imports, edges) = resolve_imports(&loaded, modules);
     let lower = files_to_lower(&loaded, &edges);
-    let programs = lower_files(&loaded, &lower, &imports);
+    let mut programs = lower_files(&loaded, &lower, &imports);
+    relower_handed(&loaded, &mut programs, &imports);
     let pool = Arc::new(reached_functions(&edges, &programs));
     let checked = check_files(&loaded, &programs, &edges, &pool, config);
     drop(programs);
@@ -997,6 +998,54 @@ fn lower_files(
         .collect()
 }
 
+/// Lowers again the files whose functions other files' calls hand
+/// optimizers built over models they hand too ([`Program::handed_out`]):
+/// their parameters are then known as those optimizers, as when the call
+/// is in the same file.
+fn relower_handed(
+    loaded: &[Option<&Loaded>],
+    programs: &mut [Option<(Program, LineIndex)>],
+    imports: &[Imports],
+) {
+    let mut handed: HashMap<usize, HandedIn> = HashMap::default();
+    for (program, _) in programs.iter().flatten() {
+        for call in &program.handed_out {
+            let Some((file, function)) = call.callee.split_once("::") else {
+                continue;
+            };
+            let Ok(file) = file.parse::<usize>() else {
+                continue;
+            };
+            handed
+                .entry(file)
+                .or_default()
+                .entry(function.to_string())
+                .or_default()
+                .push(call.clone());
+        }
+    }
+    let mut handed: Vec<(usize, HandedIn)> = handed
+        .into_iter()
+        .filter(|(j, _)| programs.get(*j).is_some_and(Option::is_some))
+        .collect();
+    handed.sort_by_key(|(j, _)| *j);
+    let again: Vec<(usize, Program)> = handed
+        .par_iter()
+        .filter_map(|(j, handed_in)| {
+            let text = &loaded[*j]?.source()?.text;
+            let parsed = python::parse(text).ok()?;
+            let program =
+                python::lower_module_handed(text, parsed.syntax(), &imports[*j], handed_in);
+            Some((*j, program))
+        })
+        .collect();
+    for (j, program) in again {
+        if let Some((p, _)) = programs[j].as_mut() {
+            *p = program;
+        }
+    }
+}
+
 /// The functions other files reach, qualified, spans moved.
 fn reached_functions(
     edges: &[HashSet<usize>],
@@ -1138,6 +1187,45 @@ mod tests {
                 [("trainer.py".to_string(), 8, "GL001")],
                 "{train}"
             );
+        }
+    }
+
+    /// A GAN epoch in a file of its own, handed its optimizers by the
+    /// script that builds them: the discriminator's optimizer is reset only
+    /// after its own step, and the generator's loss goes through it.
+    const GAN_EPOCH: &str = "def train_one_epoch(gen, disc, loader, opt_g, opt_d):
+    for real in loader:
+        fake = gen(real)
+        g_loss = -disc(fake).mean()
+        g_loss.backward()
+        opt_g.step()
+        opt_g.zero_grad()
+        d_loss = disc(fake.detach()).mean() - disc(real).mean()
+        d_loss.backward()
+        opt_d.step()
+        opt_d.zero_grad()
+";
+
+    #[test]
+    fn optimizers_handed_to_another_files_function_are_known_there() {
+        let script = |build: &str| {
+            format!(
+                "import torch\nfrom gan import train_one_epoch\n\ndef main(netG, netD, loader):\n{build}    for epoch in range(10):\n        train_one_epoch(netG, netD, loader, optimizerG, optimizerD)\n"
+            )
+        };
+        let built = "    optimizerG = torch.optim.Adam(netG.parameters())\n    optimizerD = torch.optim.Adam(netD.parameters())\n";
+        let (dir, files) = tree(&[("train.py", &script(built)), ("gan.py", GAN_EPOCH)]);
+        assert_eq!(
+            findings(dir.path(), &files),
+            [("gan.py".to_string(), 10, "GL009")]
+        );
+        // Optimizers whose models are not known, or a discriminator the
+        // caller may freeze: nothing is handed.
+        let unknown = "    optimizerG = make(netG)\n    optimizerD = make(netD)\n";
+        let frozen = format!("{built}    netD.requires_grad_(False)\n");
+        for build in [unknown, frozen.as_str()] {
+            let (dir, files) = tree(&[("train.py", &script(build)), ("gan.py", GAN_EPOCH)]);
+            assert_eq!(findings(dir.path(), &files), [], "{build}");
         }
     }
 

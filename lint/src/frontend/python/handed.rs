@@ -3,7 +3,8 @@
 //! calls `forward_fn(batch)`. The call of such a parameter runs what the
 //! file's calls hand it; a parameter handed several (`train_batch` from one
 //! caller, `test_batch` from another) runs one of them, the same one in
-//! every iteration of a call.
+//! every iteration of a call. Also here: what the file's calls hand to
+//! other files' functions (optimizers and their models).
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -11,9 +12,10 @@ use ruff_python_ast::visitor::{walk_expr, Visitor};
 use ruff_python_ast::{self as ast, Expr, Stmt};
 use ruff_text_size::Ranged;
 
+use super::imports::Imports;
 use super::lowerer::Lowerer;
-use super::syntax::{span, MAX_DEPTH};
-use crate::ir::{Cond, CondClass, Event, Node, Test, Tested};
+use super::syntax::{dotted, span, MAX_DEPTH};
+use crate::ir::{Cond, CondClass, Event, HandedOut, Node, Reach, Test, Tested};
 
 /// What an argument hands on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,4 +217,78 @@ impl Lowerer<'_> {
     pub(super) fn handed_to(&self, start: u32) -> HashMap<String, Vec<Handed>> {
         self.handed.get(&start).cloned().unwrap_or_default()
     }
+}
+
+/// The file's calls of other files' functions (`imports`) that hand them
+/// optimizers whose models `reach` knows, with the models handed too.
+pub(super) fn handed_out(module_body: &[Stmt], imports: &Imports, reach: &Reach) -> Vec<HandedOut> {
+    if imports.functions.is_empty() || reach.optimizers.is_empty() {
+        return Vec::new();
+    }
+    struct Across<'r> {
+        imports: &'r Imports,
+        reach: &'r Reach,
+        out: Vec<HandedOut>,
+    }
+    impl<'a> Visitor<'a> for Across<'_> {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Call(call) = expr {
+                self.call(call);
+            }
+            walk_expr(self, expr);
+        }
+    }
+    impl Across<'_> {
+        fn call(&mut self, call: &ast::ExprCall) {
+            let Some(callee) = dotted(&call.func).and_then(|f| self.imports.functions.get(&f))
+            else {
+                return;
+            };
+            let args = &call.arguments;
+            let positional: Vec<Option<String>> = args.args.iter().map(dotted).collect();
+            let keywords: Vec<(String, String)> = args
+                .keywords
+                .iter()
+                .filter_map(|k| Some((k.arg.as_ref()?.id.to_string(), dotted(&k.value)?)))
+                .collect();
+            let given = positional
+                .iter()
+                .flatten()
+                .chain(keywords.iter().map(|(_, v)| v));
+            let mut optimizers = Vec::new();
+            for name in given {
+                let models = self.reach.models_of(name);
+                // A model the caller may freeze is not handed as trainable.
+                if models.is_empty() || models.iter().any(|m| self.reach.may_freeze(m)) {
+                    continue;
+                }
+                optimizers.extend(
+                    self.reach
+                        .optimizers
+                        .iter()
+                        .filter(|(o, _)| o == name)
+                        .cloned(),
+                );
+            }
+            if optimizers.is_empty() {
+                return;
+            }
+            self.out.push(HandedOut {
+                callee: callee.clone(),
+                positional,
+                keywords,
+                optimizers,
+            });
+        }
+    }
+    let mut across = Across {
+        imports,
+        reach,
+        out: Vec::new(),
+    };
+    for stmt in module_body {
+        across.visit_stmt(stmt);
+    }
+    across.out.dedup();
+    across.out
 }

@@ -36,7 +36,7 @@ pub(crate) use summary::mentions_gradient_event;
 pub use summary::{summarize, Summary};
 
 use super::SyntaxError;
-use crate::ir::{Function, Program};
+use crate::ir::{Function, HandedIn, Program};
 use constants::module_constants;
 use lowerer::Lowerer;
 use statements::named_tests;
@@ -100,6 +100,17 @@ pub fn parse(source: &str) -> Result<Parsed<ast::ModModule>, SyntaxError> {
 /// Lowers a parsed Python file, with the names it imports from other files
 /// of the invocation (none for a file linted alone).
 pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) -> Program {
+    lower_module_handed(source, module, imports, &HandedIn::default())
+}
+
+/// [`lower_module`], with what other files' calls hand its functions
+/// (their [`Program::handed_out`]).
+pub fn lower_module_handed(
+    source: &str,
+    module: &ast::ModModule,
+    imports: &Imports,
+    handed_in: &HandedIn,
+) -> Program {
     let mut lowerer = Lowerer {
         source,
         program: Program::default(),
@@ -135,7 +146,8 @@ pub fn lower_module(source: &str, module: &ast::ModModule, imports: &Imports) ->
         handed_now: HashMap::default(),
     };
     // What optimizers are built over is read from the syntax alone.
-    let reach = reach::reach(source, &module.body);
+    let reach = reach::reach(source, &module.body, handed_in);
+    lowerer.program.handed_out = handed::handed_out(&module.body, imports, &reach);
     lowerer.optimizers.extend(reach.returned.iter().cloned());
     lowerer.built_models = built_models(&reach);
     lowerer.program.deepspeed =

@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::gradients::is_optimizer_constructor;
 use super::syntax::{assigned_names, dotted, nested_bodies, span, target_names, MAX_DEPTH};
-use crate::ir::{Built, Pass, Reach};
+use crate::ir::{Built, HandedIn, HandedOut, Pass, Reach};
 
 /// Methods whose result carries no gradient to what they are called on.
 const STOP_METHODS: [&str; 27] = [
@@ -62,7 +62,7 @@ const BUDGET: usize = 400;
 
 /// What the backward passes of a module reach, what its optimizers are
 /// built over, and what it may freeze.
-pub(super) fn reach(source: &str, module: &[Stmt]) -> Reach {
+pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reach {
     let mut reach = Reach::default();
     let mut finder = Finder {
         reach: &mut reach,
@@ -85,6 +85,17 @@ pub(super) fn reach(source: &str, module: &[Stmt]) -> Reach {
     for name in others {
         if reach.optimizers.iter().any(|(o, _)| *o == name) {
             reach.optimizers.push((name, Built::unknown()));
+        }
+    }
+    // What other files' calls hand its functions: their parameters are
+    // optimizers built over the models handed with them.
+    if !handed_in.is_empty() {
+        for stmt in module {
+            if let Stmt::FunctionDef(f) = stmt {
+                for call in handed_in.get(f.name.id.as_str()).into_iter().flatten() {
+                    reach.optimizers.extend(received(f, call));
+                }
+            }
         }
     }
     // A stray pass needs two optimizers built over known models (one
@@ -111,6 +122,72 @@ pub(super) fn reach(source: &str, module: &[Stmt]) -> Reach {
         reach.passes.extend(scope.passes);
     }
     reach
+}
+
+/// The optimizers a call from another file hands to `f`'s parameters,
+/// built over models it hands too, by `f`'s names (`opt_d` over
+/// `discriminator` in the caller, `optimizer_d` over `disc` here). An
+/// optimizer with a model not handed is left out.
+fn received(f: &ast::StmtFunctionDef, call: &HandedOut) -> Vec<(String, Built)> {
+    let p = &f.parameters;
+    let positional: Vec<&str> = p
+        .posonlyargs
+        .iter()
+        .chain(&p.args)
+        .map(|a| a.parameter.name.id.as_str())
+        .collect();
+    let keyword = |k: &str| {
+        positional.contains(&k)
+            || p.kwonlyargs
+                .iter()
+                .any(|a| a.parameter.name.id.as_str() == k)
+    };
+    let mut bound: Vec<(&str, &str)> = call
+        .positional
+        .iter()
+        .zip(&positional)
+        .filter_map(|(arg, param)| Some((*param, arg.as_deref()?)))
+        .collect();
+    bound.extend(
+        call.keywords
+            .iter()
+            .filter(|(k, _)| keyword(k))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let translate = |m: &String| {
+        bound.iter().find_map(|&(param, arg)| {
+            if m == arg {
+                Some(param.to_string())
+            } else {
+                crate::ir::attribute_of(m, arg).then(|| format!("{param}{}", &m[arg.len()..]))
+            }
+        })
+    };
+    let mut out = Vec::new();
+    for (name, built) in &call.optimizers {
+        let Some(&(param, _)) = bound.iter().find(|(_, arg)| arg == name) else {
+            continue;
+        };
+        let models: Option<Vec<String>> = built.models.iter().map(translate).collect();
+        let Some(models) = models.filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        let parts: Option<Vec<String>> = built.parts.iter().map(translate).collect();
+        let (parts, closed) = match parts {
+            Some(parts) => (parts, built.closed),
+            None => (models.clone(), false),
+        };
+        out.push((
+            param.to_string(),
+            Built {
+                models,
+                exact: built.exact,
+                parts,
+                closed,
+            },
+        ));
+    }
+    out
 }
 
 /// The bodies of every function and method (nested ones too).
@@ -183,6 +260,9 @@ enum Def<'a> {
     /// each such statement's place (the branch, its index). A pass meant
     /// to include a term on some iterations reaches what the term does.
     Branches(Vec<(&'a [Stmt], usize)>),
+    /// A `with` block that binds the name in its body (`with autocast():
+    /// g_loss = ...`): the body always runs, the search goes on inside it.
+    Within(&'a [Stmt]),
     /// Bound some other way, or maybe bound (in a branch, a loop).
     Other,
 }
@@ -262,7 +342,17 @@ impl<'s> Scope<'s> {
         calls.dedup();
         detached.sort();
         detached.dedup();
-        let s = span(loss);
+        // `scaler.scale(g_loss)` is named by its loss.
+        let named = match loss {
+            Expr::Call(c)
+                if matches!(c.func.as_ref(), Expr::Attribute(a) if a.attr.id.as_str() == "scale")
+                    && c.arguments.args.len() == 1 =>
+            {
+                &c.arguments.args[0]
+            }
+            _ => loss,
+        };
+        let s = span(named);
         self.passes.push(Pass {
             span: span(call),
             loss: self.source.get(s.start..s.end).unwrap_or("").to_string(),
@@ -290,7 +380,13 @@ impl<'s> Scope<'s> {
                 match call.func.as_ref() {
                     Expr::Attribute(a) => {
                         let method = a.attr.id.as_str();
-                        if matches!(method, "detach" | "detach_") && !out.under_detach {
+                        if matches!(method, "detach" | "detach_") && out.under_detach {
+                            // Detached again (`fake = out.detach()`, then
+                            // `net_d(fake.detach())`): still what it read.
+                            self.calls_of(&a.value, frames, budget, out, depth + 1);
+                            return;
+                        }
+                        if matches!(method, "detach" | "detach_") {
                             // What the detached value was computed from:
                             // a budget of its own, the gradients' search
                             // keeps its own.
@@ -425,6 +521,15 @@ impl<'s> Scope<'s> {
                             }
                         }
                     }
+                    Def::Within(body) => {
+                        // From the end of the block, then on before it.
+                        at.push(Frame {
+                            block: body,
+                            index: body.len(),
+                        });
+                        self.calls_of_name(name, &at, budget, out, depth + 1);
+                        return;
+                    }
                     Def::Other => return,
                 }
             }
@@ -524,6 +629,16 @@ fn definition<'a>(stmt: &'a Stmt, name: &str, source: &str) -> Option<Def<'a>> {
                 .then_some(Def::Augmented(&a.value))
         }
         Stmt::If(i) if !text.contains(":=") => augmented_in_branches(i, name, source),
+        Stmt::With(w) if !text.contains(":=") => {
+            let bound_by_item = w.items.iter().any(|i| {
+                i.optional_vars.as_deref().is_some_and(|v| {
+                    let mut names = Vec::new();
+                    target_names(v, &mut names);
+                    names.iter().any(|n| covers(n, name))
+                })
+            });
+            (!bound_by_item && binds_in(&w.body, name, source)).then_some(Def::Within(&w.body))
+        }
         _ => None,
     };
     // A walrus anywhere in the statement may bind it too.
@@ -568,19 +683,52 @@ fn binds_in(body: &[Stmt], name: &str, source: &str) -> bool {
         return true;
     }
     let root = name.split('.').next().unwrap_or(name);
-    body.iter().any(|stmt| {
+    // A walrus anywhere, by the text: rare, and it may rebind it.
+    let walrus = body.iter().any(|stmt| {
         let s = span(stmt);
         let text = source.get(s.start..s.end).unwrap_or("");
-        // Other bindings (a walrus, `del`, `import`, `global`, a nested
-        // `def`), by the text: rare, and any may rebind it.
-        (text.contains(":=")
-            || text.contains("del ")
-            || text.contains("import ")
-            || text.contains("global ")
-            || text.contains("nonlocal ")
-            || text.contains("def ")
-            || text.contains("except"))
-            && text.contains(root)
+        text.contains(":=") && text.contains(root)
+    });
+    walrus || binds_otherwise(body, root, 0)
+}
+
+/// Whether `body` binds `root` other than by assignment: `del`, `import`,
+/// `global`, `nonlocal`, a nested `def` or `class`, an `except ... as`.
+fn binds_otherwise(body: &[Stmt], root: &str, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return true;
+    }
+    let first = |dotted: &str| dotted.split('.').next() == Some(root);
+    body.iter().any(|stmt| {
+        let here = match stmt {
+            Stmt::Delete(d) => d.targets.iter().any(|t| {
+                let mut names = Vec::new();
+                target_names(t, &mut names);
+                names.iter().any(|n| first(n))
+            }),
+            Stmt::Import(i) => i.names.iter().any(|a| {
+                a.asname
+                    .as_ref()
+                    .map_or_else(|| first(a.name.id.as_str()), |n| n.id.as_str() == root)
+            }),
+            Stmt::ImportFrom(i) => i.names.iter().any(|a| {
+                a.asname.as_ref().unwrap_or(&a.name).id.as_str() == root
+                    || a.name.id.as_str() == "*"
+            }),
+            Stmt::Global(g) => g.names.iter().any(|n| n.id.as_str() == root),
+            Stmt::Nonlocal(g) => g.names.iter().any(|n| n.id.as_str() == root),
+            Stmt::FunctionDef(f) => return f.name.id.as_str() == root,
+            Stmt::ClassDef(c) => return c.name.id.as_str() == root,
+            Stmt::Try(t) => t.handlers.iter().any(|h| match h {
+                ast::ExceptHandler::ExceptHandler(h) => {
+                    h.name.as_ref().is_some_and(|n| n.id.as_str() == root)
+                }
+            }),
+            _ => false,
+        };
+        here || nested_bodies(stmt)
+            .into_iter()
+            .any(|b| binds_otherwise(b, root, depth + 1))
     })
 }
 
@@ -1216,7 +1364,11 @@ mod tests {
 
     fn reach(source: &str) -> Reach {
         let parsed = super::super::parse(source).unwrap();
-        super::reach(source, &parsed.syntax().body)
+        super::reach(
+            source,
+            &parsed.syntax().body,
+            &crate::ir::HandedIn::default(),
+        )
     }
 
     /// The calls each pass of `source` reaches (with two optimizers built
