@@ -75,6 +75,9 @@ pub struct StrayPass {
     /// Whether a reset right before `own_backward` clears nothing of this
     /// optimizer's own passes (none is pending there, in any iteration).
     pub reset_there_is_certain: bool,
+    /// Whether the pass is for a tensor updated by hand (`other`, an
+    /// attack's `delta`), not for another optimizer.
+    pub by_hand: bool,
     /// Whether the stray pass runs after this optimizer's own pass and
     /// before its step, in the same iteration (its reset comes too early
     /// to help: the step belongs before the stray pass).
@@ -701,6 +704,18 @@ impl<'a> Cycle<'a> {
             .collect();
         others.sort_unstable();
         others.dedup();
+        // An attack's passes are not this optimizer's own, whoever else's.
+        let attacks: Vec<(usize, &str)> = self
+            .backwards
+            .iter()
+            .filter_map(|&b| Some((b, self.attack_pass(b)?)))
+            .collect();
+        let own_backwards: Vec<usize> = self
+            .own_backwards
+            .iter()
+            .copied()
+            .filter(|o| !attacks.iter().any(|(a, _)| a == o))
+            .collect();
         for &b in self.backwards {
             if !matches!(cfg.events[b], Some((Event::Backward, _))) {
                 continue;
@@ -708,8 +723,13 @@ impl<'a> Cycle<'a> {
             let Some(pass) = reach.pass_at(cfg.span(b)) else {
                 continue;
             };
+            let attack = attacks.iter().find(|(a, _)| *a == b).map(|(_, t)| *t);
             let separated = self.separated_owner(b, pass, &others, &models);
-            if self.own_backwards.contains(&b) && !self.claimed_by_other(b) && separated.is_none() {
+            if attack.is_none()
+                && own_backwards.contains(&b)
+                && !self.claimed_by_other(b)
+                && separated.is_none()
+            {
                 continue;
             }
             for model in &models {
@@ -721,7 +741,7 @@ impl<'a> Cycle<'a> {
                 // in the iteration and stepped after it (`opt_d.zero_grad();
                 // d_loss.backward(); opt_g.step(); opt_d.step()`), or the
                 // one whose model this optimizer's own pass detaches.
-                let Some(other) = separated.or_else(|| {
+                let Some(other) = attack.or(separated).or_else(|| {
                     others.iter().copied().find(|o| {
                         reach.only_other_models(o, model) && {
                             let steps = cfg.find(
@@ -778,7 +798,7 @@ impl<'a> Cycle<'a> {
                     };
                     other_steps.iter().any(|&t| {
                         cfg.forward_path(b, &[t], &self.steps)
-                            && self.own_backwards.iter().any(|&o| {
+                            && own_backwards.iter().any(|&o| {
                                 o != b && alone(o) && cfg.forward_path(t, &[o], &self.steps)
                             })
                     })
@@ -817,7 +837,7 @@ impl<'a> Cycle<'a> {
                 let carried = self
                     .steps
                     .iter()
-                    .find(|&&s| reaches(s, &self.own_backwards, &[]));
+                    .find(|&&s| reaches(s, &own_backwards, &[]));
                 let Some(&step) = carried.or_else(|| self.steps.iter().find(|&&s| after_own(s)))
                 else {
                     continue;
@@ -844,7 +864,7 @@ impl<'a> Cycle<'a> {
                 };
                 let stops: Vec<usize> = self.steps.iter().chain(&self.resets).copied().collect();
                 let reset_there_is_certain = own_backward.is_some_and(|o| {
-                    !self.own_backwards.iter().any(|&x| {
+                    !own_backwards.iter().any(|&x| {
                         cfg.ask(Query {
                             blocked: &stops,
                             ..Query::new(x, &[o])
@@ -857,6 +877,7 @@ impl<'a> Cycle<'a> {
                     loss: pass.loss.clone(),
                     model: model.clone(),
                     other: other.to_string(),
+                    by_hand: attack.is_some(),
                     own_backward: own_backward.map(|o| cfg.span(o)),
                     after_own,
                     reset_there_is_certain,
@@ -914,6 +935,32 @@ impl<'a> Cycle<'a> {
         })
     }
 
+    /// The tensor whose hand-written update a pass `b` is for, when it is
+    /// an attack's (or any search over inputs) within the iteration: that
+    /// update reads it before any other pass or a step of this updater
+    /// (`delta.data += alpha * delta.grad.sign()`), and the pass runs
+    /// again before this updater steps (the attack's loop). Its gradients
+    /// in the model are not meant for this updater's step.
+    fn attack_pass(&self, b: usize) -> Option<&'a str> {
+        let cfg = self.cfg;
+        if !matches!(cfg.events[b], Some((Event::Backward, _))) {
+            return None;
+        }
+        let stops: Vec<usize> = self.backwards.iter().chain(&self.steps).copied().collect();
+        let tensor = cfg.events.iter().enumerate().find_map(|(t, e)| match e {
+            Some((Event::Step(Updater::Tensor(name)), _)) if cfg.forward_path(b, &[t], &stops) => {
+                Some(name.as_str())
+            }
+            _ => None,
+        })?;
+        let stops: Vec<usize> = self.steps.iter().chain(&self.clearing).copied().collect();
+        cfg.ask(Query {
+            blocked: &stops,
+            ..Query::new(b, &[b])
+        })
+        .then_some(tensor)
+    }
+
     /// Whether the last reset before pass `b` in the iteration may be
     /// another stepped optimizer's, reset after a pass of this one's
     /// (`opt_g.zero_grad();
@@ -951,6 +998,15 @@ impl<'a> Cycle<'a> {
             .any(|&r| cfg.forward_path(r, &[o], &stops))
     }
 
+    /// Whether the loop updates tensor `t` by hand from its gradient.
+    fn updated_by_hand(&self, t: &str) -> bool {
+        self.cfg
+            .events
+            .iter()
+            .flatten()
+            .any(|(e, _)| matches!(e, Event::Step(Updater::Tensor(x)) if x == t))
+    }
+
     /// Whether `e` may clear the gradients of `model`'s parameters: anything
     /// but a new tensor, a new optimizer over a model (it clears nothing),
     /// and resets of other optimizers and models known to hold none of them.
@@ -962,6 +1018,11 @@ impl<'a> Cycle<'a> {
             }
             Event::Reset(Reset::NewOptimizer(_)) if !self.own_reset(e) => false,
             Event::Reset(Reset::Model(m)) if !self.own_reset(e) => related(m, model),
+            // The gradient of a tensor updated by hand (an attack's
+            // `delta.grad.zero_()`): an input, not the model's.
+            Event::Reset(Reset::Tensor(t)) if !related(t, model) && self.updated_by_hand(t) => {
+                false
+            }
             Event::Reset(_) | Event::BindStore(_) => true,
             _ => false,
         }

@@ -48,7 +48,15 @@ self.configure_optimizers()`) and through lists of parameters
 loop over `net.named_parameters()`). A loss through a whole model reaches
 an optimizer built over two or more of its parts; over one part it is a
 guess (`medium`). Freezing a part of the model (`net_d.backbone`) does not
-freeze the model.
+freeze the model. Optimizers built in one file and handed to a function
+of another (`train_one_epoch(model, disc, loader, opt_g, opt_d)`) are
+known there as built over the models handed with them.
+
+An attack's passes are another loss's too: in adversarial training, the
+passes of an attack's loop (`loss.backward()` then a hand-written update
+of the perturbation, `delta.data = delta + alpha * delta.grad.sign()`)
+also go through the model; when the optimizer is reset before the attack
+and not again before its own pass, its step applies them all.
 
 ## Why is this bad?
 `backward()` adds the gradient of its loss into every parameter the loss
@@ -128,13 +136,23 @@ fn check(f: &LoopFacts) -> Option<Violation> {
         return None;
     };
     let loss = short(&stray.loss);
+    let other = if stray.by_hand {
+        format!("the update of `{}`", stray.other)
+    } else {
+        format!("`{}`", stray.other)
+    };
     Some(Violation {
         span: stray.step,
         message: format!(
-            "`{name}` applies another loss's gradients: the backward pass of `{loss}` (for `{}`) goes through `{}` after `{name}`'s last reset",
-            stray.other, stray.model
+            "`{name}` applies another loss's gradients: the backward pass of `{loss}` (for {other}) goes through `{}` after `{name}`'s last reset",
+            stray.model
         ),
-        help: if stray.after_own {
+        help: if stray.by_hand {
+            format!(
+                "call `{name}.zero_grad()` after the passes for `{}` and before `{name}`'s own backward pass",
+                stray.other
+            )
+        } else if stray.after_own {
             format!(
                 "call `{name}.step()` before the backward pass of `{loss}` (or compute `{loss}` from detached outputs of `{}`)",
                 stray.model

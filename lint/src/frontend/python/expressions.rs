@@ -124,10 +124,12 @@ impl<'s> Lowerer<'s> {
         match call.func.as_ref() {
             Expr::Attribute(a) => self.method_call(a, args),
             Expr::Name(n) if self.classes.contains_key(n.id.as_str()) => None,
-            // `zero_grads(params)` (pyro) and such helpers clear `.grad`.
+            // `zero_grads(params)` (pyro), `zero_gradients(x)` (older
+            // torch.autograd) and such helpers clear `.grad`.
             func if dotted(func).is_some_and(|f| {
                 let last = f.rsplit('.').next().unwrap_or("");
-                matches!(last, "zero_grads" | "zero_grad_") && !self.functions.contains(last)
+                matches!(last, "zero_grads" | "zero_grad_" | "zero_gradients")
+                    && !self.functions.contains(last)
             }) =>
             {
                 Some(Event::Reset(Reset::Parameters))

@@ -108,7 +108,9 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
         .collect();
     built.sort_unstable();
     built.dedup();
-    if built.len() < 2 {
+    // Or one, and a tensor updated by hand from its gradient (an attack's
+    // `delta.grad`), whose passes may land in that optimizer's model.
+    if built.len() < 2 && (built.is_empty() || !source.contains(".grad")) {
         return reach;
     }
     let mut scopes = vec![module];

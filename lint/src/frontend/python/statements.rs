@@ -113,10 +113,14 @@ impl<'s> Lowerer<'s> {
         self.expr(&a.value, out);
         // `q = torch.tensor(..., requires_grad=True)`: a new leaf,
         // with no gradient yet.
+        // So is a tensor updated by hand made anew (`delta =
+        // torch.zeros_like(x).cuda()`, `delta = delta.detach()`): its
+        // `.grad` starts empty.
         if let [target] = a.targets.as_slice() {
-            if let Some(t) =
-                dotted(target).filter(|_| self.mentions(a.value.as_ref(), "requires_grad"))
-            {
+            if let Some(t) = dotted(target).filter(|t| {
+                self.mentions(a.value.as_ref(), "requires_grad")
+                    || made_anew(&a.value) && self.parameter_vars.contains(t.as_str())
+            }) {
                 out.push(Node::Event(Event::Reset(Reset::NewTensor(t)), span(stmt)));
             }
         }
@@ -394,7 +398,13 @@ impl<'s> Lowerer<'s> {
                 if let Some(reset) = self.grad_reset(&a.value) {
                     out.push(Node::Event(reset, span(stmt)));
                 }
-            } else if attr == "data" && !is_grad_attribute(target) && mentions_grad(value) {
+            } else if attr == "data"
+                && !is_grad_attribute(target)
+                && (mentions_grad(value)
+                    || dotted(&a.value).is_some_and(|w| self.reads_grad_of(value, &w)))
+            {
+                // Or through a name bound to its gradient (`grad =
+                // delta.grad.detach()`, then `delta.data = ... grad ...`).
                 let updater = self.manual_updater(&a.value, value);
                 out.push(Node::Event(Event::Step(updater), span(stmt)));
             }
@@ -643,4 +653,52 @@ fn incremented(body: &[Stmt], out: &mut Vec<Counter>, depth: usize) {
             }
         }
     }
+}
+
+/// Whether `value` is a tensor made anew, with no gradient: a creation
+/// function's result (`torch.zeros_like(x)`), a copy (`x.detach()`,
+/// `x.clone()`), or a method of one (`torch.zeros_like(x).cuda()`).
+fn made_anew(value: &Expr) -> bool {
+    const METHODS: [&str; 6] = [
+        "detach",
+        "clone",
+        "new_zeros",
+        "new_ones",
+        "new_empty",
+        "new_full",
+    ];
+    const FUNCTIONS: [&str; 14] = [
+        "zeros",
+        "zeros_like",
+        "ones",
+        "ones_like",
+        "rand",
+        "rand_like",
+        "randn",
+        "randn_like",
+        "empty",
+        "empty_like",
+        "full",
+        "full_like",
+        "tensor",
+        "randint",
+    ];
+    let mut value = value;
+    for _ in 0..MAX_DEPTH {
+        let Expr::Call(call) = value else {
+            return false;
+        };
+        match call.func.as_ref() {
+            Expr::Attribute(a) if METHODS.contains(&a.attr.id.as_str()) => return true,
+            Expr::Attribute(a)
+                if FUNCTIONS.contains(&a.attr.id.as_str())
+                    && matches!(a.value.as_ref(), Expr::Name(n) if n.id.as_str() == "torch") =>
+            {
+                return true
+            }
+            Expr::Attribute(a) => value = a.value.as_ref(),
+            _ => return false,
+        }
+    }
+    false
 }
