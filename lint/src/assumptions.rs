@@ -96,6 +96,10 @@ pub enum Kind {
     /// A loss through a whole model read as reaching the optimizer built
     /// over a part of it.
     ModelPart,
+    /// A loop over `range(n)`, `n` a setting (`range(gen_iters)`), read as
+    /// running more than once: a reset in it then cuts what its passes
+    /// gather for a step after it (GL004).
+    RunLength,
 }
 
 impl Kind {
@@ -109,6 +113,7 @@ impl Kind {
             Kind::FrameworkFlag => "framework-flag",
             Kind::ModelName => "model-name",
             Kind::ModelPart => "model-part",
+            Kind::RunLength => "run-length",
         }
     }
 }
@@ -165,6 +170,8 @@ enum Turn {
     JointLoss,
     /// A pass through a whole model does not reach a part of it.
     PartsUnreached,
+    /// The loop at this span runs once.
+    RunsOnce(Span),
     /// The resets of this model (not one an optimizer of the file is built
     /// over) also clear these models (those optimizers are built over).
     ModelResetsAll(String, Vec<String>),
@@ -340,12 +347,47 @@ pub fn weigh<T>(
         ));
     }
 
+    if base.iter().any(|(code, _)| *code == "GL004") {
+        // Loops whose passes are for a step after them (a step inside is
+        // a window the loop's counter keeps).
+        let stepless = program.settable_runs.iter().filter(|s| {
+            !program
+                .functions
+                .iter()
+                .any(|f| steps_in_loop(&f.body, **s))
+        });
+        for span in stepless {
+            turns.push((
+                Turn::RunsOnce(*span),
+                Guess {
+                    kind: Kind::RunLength,
+                    span: Some(*span),
+                    note: "the loop over a setting's range is read as running more than once"
+                        .into(),
+                },
+            ));
+        }
+    }
+
     let untried = turns.len().saturating_sub(MAX_TURNS);
     for (turn, guess) in turns.into_iter().take(MAX_TURNS) {
         let turned = apply(program, &turn);
         let found: Vec<Key> = run(&turned).into_iter().map(|(k, _)| k).collect();
         let anchors = matches!(turn, Turn::Force(..)).then(|| event_spans(&turned));
         for (i, key) in base.iter().enumerate() {
+            // A run of one is a guess of the windows it holds (GL004), for
+            // the innermost such loop around the reset: piling up across
+            // a loop's runs is what the loop is for.
+            if let Turn::RunsOnce(run) = turn {
+                let innermost = program
+                    .settable_runs
+                    .iter()
+                    .filter(|r| r.contains(key.1))
+                    .min_by_key(|r| r.end - r.start);
+                if key.0 != "GL004" || innermost != Some(&run) {
+                    continue;
+                }
+            }
             // Still a pile-up at the same step under another rule (a call
             // before the loop read as a reset turns GL001 into GL002): the
             // finding's claim holds.
@@ -379,6 +421,25 @@ pub fn weigh<T>(
         }
     }
     (weights, extra)
+}
+
+/// Whether the loop at `span` among `nodes` (nested ones included) has a
+/// step in it.
+fn steps_in_loop(nodes: &[Node], span: Span) -> bool {
+    fn has_step(nodes: &[Node]) -> bool {
+        nodes.iter().any(|n| match n {
+            Node::Event(Event::Step(_), _) => true,
+            Node::Loop { body, .. } | Node::Accumulate(body) => has_step(body),
+            Node::If { branches, .. } => branches.iter().any(|b| has_step(b)),
+            _ => false,
+        })
+    }
+    nodes.iter().any(|n| match n {
+        Node::Loop { span: s, body, .. } if *s == span => has_step(body),
+        Node::Loop { body, .. } | Node::Accumulate(body) => steps_in_loop(body, span),
+        Node::If { branches, .. } => branches.iter().any(|b| steps_in_loop(b, span)),
+        _ => false,
+    })
 }
 
 /// The rules whose finding says gradients pile up at a step for want of a
@@ -440,7 +501,9 @@ fn rewrite(nodes: &[Node], turn: &Turn) -> Vec<Node> {
                     out.extend(rewrite(&branches[*b], turn));
                 }
             }
-            (Node::Loop { span, body, .. }, Turn::NotPerBatch(s)) if span == s => {
+            (Node::Loop { span, body, .. }, Turn::NotPerBatch(s) | Turn::RunsOnce(s))
+                if span == s =>
+            {
                 out.extend(rewrite(body, turn));
             }
             (

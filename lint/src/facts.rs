@@ -747,9 +747,7 @@ impl<'a> Cycle<'a> {
                             let steps = cfg.find(
                                 |e| matches!(e, Event::Step(Updater::Optimizer(x)) if x == *o),
                             );
-                            let resets = cfg.find(
-                            |e| matches!(e, Event::Reset(Reset::Optimizer(x)) if same_name(x, o)),
-                        );
+                            let resets = cfg.find(|e| self.resets_other(e, o));
                             cfg.forward_path(b, &steps, &self.steps)
                                 || cfg.forward_path(b, &steps, &[])
                                     && resets.iter().any(|&z| cfg.forward_path(z, &[b], &steps))
@@ -763,9 +761,7 @@ impl<'a> Cycle<'a> {
                 // and then a pass through both models: maybe a
                 // joint loss both are meant to step on (BicycleGAN), not a
                 // stray one.
-                let other_resets = cfg.find(
-                    |e| matches!(e, Event::Reset(Reset::Optimizer(x)) if same_name(x, other)),
-                );
+                let other_resets = cfg.find(|e| self.resets_other(e, other));
                 let first_in_iteration = |z: usize| {
                     self.backwards
                         .iter()
@@ -969,10 +965,10 @@ impl<'a> Cycle<'a> {
     /// between the generator's reset and step).
     fn claimed_by_other(&self, b: usize) -> bool {
         let cfg = self.cfg;
-        let theirs = cfg.find(|e| {
-            matches!(e, Event::Reset(Reset::Optimizer(o))
-                if !self.own_reset(e) && self.stepped.iter().any(|s| same_name(s, o)))
-        });
+        // Another stepped optimizer's reset: its `zero_grad()`, or its
+        // model's (`net_g.zero_grad()` for `opt_g` over `net_g`).
+        let theirs = cfg
+            .find(|e| !self.own_reset(e) && self.stepped.iter().any(|s| self.resets_other(e, s)));
         // Their reset comes after a pass of this optimizer's own (resets
         // side by side claim nothing).
         let stops: Vec<usize> = self.resets.iter().chain(&self.steps).copied().collect();
@@ -982,6 +978,18 @@ impl<'a> Cycle<'a> {
                     o != b && self.after_own_reset(o) && cfg.forward_path(o, &[z], &stops)
                 })
         })
+    }
+
+    /// Whether `e` resets optimizer `other`: its `zero_grad()`, or that of
+    /// the one model it is built over (`net_g.zero_grad()` for `opt_g`).
+    fn resets_other(&self, e: &Event, other: &str) -> bool {
+        match e {
+            Event::Reset(Reset::Optimizer(x)) => same_name(x, other),
+            Event::Reset(Reset::Model(m)) => {
+                matches!(self.program.reach.models_of(other).as_slice(), [x] if x == m)
+            }
+            _ => false,
+        }
     }
 
     /// Whether a reset of this optimizer is the last reset before pass `o`
@@ -1055,8 +1063,8 @@ impl<'a> Cycle<'a> {
 
     /// Whether the pile-up at `pile_up` lies inside a nested loop (a
     /// helper's loop the analysed one calls) whose resets all lie outside
-    /// it, in the analysed loop, and are real resets (not a new optimizer):
-    /// reset only outside that loop (GL002), not nowhere.
+    /// it, in the analysed loop, one of them a real reset (not only a new
+    /// optimizer): reset only outside that loop (GL002), not nowhere.
     fn reset_only_around_pile_up(&self, pile_up: Option<usize>) -> bool {
         let cfg = self.cfg;
         let Some((node, &inner)) = pile_up.and_then(|n| Some((n, cfg.loops[n].last()?))) else {
@@ -1073,11 +1081,10 @@ impl<'a> Cycle<'a> {
             .copied()
             .filter(|&b| cfg.loops[b].contains(&inner))
             .collect();
-        !self.resets.is_empty()
-            && self
-                .resets
-                .iter()
-                .all(|&z| explicit(z) && !cfg.loops[z].contains(&inner))
+        // At least one written reset (a new optimizer built there too, over
+        // the same model, clears nothing).
+        self.resets.iter().any(|&z| explicit(z))
+            && self.resets.iter().all(|&z| !cfg.loops[z].contains(&inner))
             && !inner_passes.is_empty()
             && cfg.ask(Query {
                 blocked: &self.resets,

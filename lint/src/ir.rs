@@ -460,6 +460,9 @@ pub struct Program {
     /// What the file's backward passes certainly reach (Python only; empty
     /// for Rust): read by GL009 alone.
     pub reach: Reach,
+    /// Loops over `range(n)` with `n` a setting (`range(gen_iters)`, not a
+    /// number): such a loop may run once.
+    pub settable_runs: Vec<Span>,
     /// Its calls of other files' functions that hand them optimizers
     /// built over models they hand too (Python only).
     pub handed_out: Vec<HandedOut>,

@@ -70,6 +70,8 @@ pub(super) struct Lowerer<'s> {
     /// The loop variables of the enclosing `for v in range(n)` /
     /// `enumerate(x)` loops, with the run's length (`n`, `len(x)`).
     pub(super) run_lengths: std::cell::RefCell<Vec<(String, String)>>,
+    /// Loops over `range(n)` with `n` a name or attribute (a setting).
+    pub(super) settable_runs: std::cell::RefCell<Vec<crate::ir::Span>>,
     /// Names bound once in the whole file, at its top level, to `True` or
     /// `False` (`USE_AMP = False`), and never a parameter's name.
     pub(super) constants: HashMap<String, bool>,

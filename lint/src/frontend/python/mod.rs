@@ -138,6 +138,7 @@ pub fn lower_module_handed(
         none_params: HashSet::default(),
         constants: module_constants(&module.body),
         run_lengths: std::cell::RefCell::new(Vec::new()),
+        settable_runs: std::cell::RefCell::new(Vec::new()),
         equality_windows: std::cell::RefCell::new(Vec::new()),
         model_marks: expressions::model_marks(source),
         optimizer_loop_vars: std::cell::RefCell::new(Vec::new()),
@@ -165,5 +166,9 @@ pub fn lower_module_handed(
         assigned: Vec::new(),
     });
     lowerer.program.reach = reach;
+    let mut runs = lowerer.settable_runs.take();
+    runs.sort_by_key(|s| (s.start, s.end));
+    runs.dedup();
+    lowerer.program.settable_runs = runs;
     lowerer.program
 }

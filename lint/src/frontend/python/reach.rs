@@ -457,6 +457,11 @@ impl<'s> Scope<'s> {
                 .elts
                 .iter()
                 .for_each(|e| self.calls_of(e, frames, budget, out, depth + 1)),
+            // A dict of outputs carries its values (`{"logits": out}`).
+            Expr::Dict(d) => d
+                .items
+                .iter()
+                .for_each(|i| self.calls_of(&i.value, frames, budget, out, depth + 1)),
             // Comparisons, boolean operators, conditional expressions,
             // comprehensions, lambdas, literals: nothing certain.
             _ => {}

@@ -183,6 +183,14 @@ impl<'s> Lowerer<'s> {
         let mut counters = Vec::new();
         let mut pushed_run = false;
         if let Some(call) = self.counting_call(&f.iter, span(stmt)) {
+            let settable = matches!(call.func.as_ref(), Expr::Name(n) if n.id.as_str() == "range")
+                && matches!(
+                    call.arguments.args.as_ref(),
+                    [Expr::Name(_) | Expr::Attribute(_)]
+                );
+            if settable {
+                self.settable_runs.borrow_mut().push(span(stmt));
+            }
             if let Some(start) = counting_iter(call) {
                 let first = match f.target.as_ref() {
                     Expr::Tuple(t) => t.elts.first(),
@@ -220,7 +228,15 @@ impl<'s> Lowerer<'s> {
         if let Some(over) = over {
             self.optimizer_loop_vars.borrow_mut().push(over);
         }
-        self.looped(Vec::new(), counters, &f.body, &f.orelse, stmt, depth, out);
+        // A loop over optimizers that only resets or steps them is one
+        // reset (step) of each, not a repetition in time: a block.
+        let once_each = pushed_optimizers && !f.body.iter().any(|s| self.mentions(s, "backward"));
+        if once_each {
+            out.extend(self.stmts(&f.body, depth + 1));
+            out.extend(self.stmts(&f.orelse, depth + 1));
+        } else {
+            self.looped(Vec::new(), counters, &f.body, &f.orelse, stmt, depth, out);
+        }
         if pushed_optimizers {
             self.optimizer_loop_vars.borrow_mut().pop();
         }
