@@ -7,7 +7,7 @@ use ruff_text_size::Ranged;
 use super::lowerer::Lowerer;
 use super::statements::named_tests;
 use super::syntax::MAX_DEPTH;
-use super::syntax::{assigned_names, nested_bodies, span};
+use super::syntax::{assigned_names, nested_bodies, positional_names, span};
 use super::windows::Runs;
 use crate::ir::{Event, Function, Inherited, Node, Reset};
 
@@ -207,13 +207,7 @@ impl<'s> Lowerer<'s> {
     /// parameters are `(engine, batch)` (an `Engine` subclass's static
     /// `train(engine, mini_batch)`, handed to `super().__init__(func)`).
     fn ignite_process_function(&self, f: &ast::StmtFunctionDef) -> bool {
-        let params = &f.parameters;
-        let positional: Vec<&str> = params
-            .posonlyargs
-            .iter()
-            .chain(&params.args)
-            .map(|p| p.parameter.name.id.as_str())
-            .collect();
+        let positional = positional_names(&f.parameters);
         positional.len() == 2
             && positional[0] == "engine"
             && self.source.contains("ignite")

@@ -14,7 +14,7 @@ use ruff_text_size::Ranged;
 
 use super::imports::Imports;
 use super::lowerer::Lowerer;
-use super::syntax::{dotted, span, MAX_DEPTH};
+use super::syntax::{dotted, positional_names, span, MAX_DEPTH};
 use crate::ir::{Cond, CondClass, Event, HandedOut, Node, Reach, Test, Tested};
 
 /// What an argument hands on.
@@ -115,12 +115,7 @@ impl Calls<'_, '_> {
         };
         for def in callees {
             let p = &def.parameters;
-            let mut positional: Vec<&str> = p
-                .posonlyargs
-                .iter()
-                .chain(&p.args)
-                .map(|a| a.parameter.name.id.as_str())
-                .collect();
+            let mut positional = positional_names(p);
             if matches!(positional.first(), Some(&("self" | "cls"))) {
                 positional.remove(0);
             }

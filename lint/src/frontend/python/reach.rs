@@ -15,7 +15,9 @@ use ruff_python_ast::{self as ast, Expr, Stmt, UnaryOp};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::gradients::is_optimizer_constructor;
-use super::syntax::{assigned_names, dotted, nested_bodies, span, target_names, MAX_DEPTH};
+use super::syntax::{
+    assigned_names, dotted, nested_bodies, positional_names, span, target_names, MAX_DEPTH,
+};
 use crate::ir::{Built, HandedIn, HandedOut, Pass, Reach};
 
 /// Methods whose result carries no gradient to what they are called on.
@@ -132,12 +134,7 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
 /// optimizer with a model not handed is left out.
 fn received(f: &ast::StmtFunctionDef, call: &HandedOut) -> Vec<(String, Built)> {
     let p = &f.parameters;
-    let positional: Vec<&str> = p
-        .posonlyargs
-        .iter()
-        .chain(&p.args)
-        .map(|a| a.parameter.name.id.as_str())
-        .collect();
+    let positional = positional_names(p);
     let keyword = |k: &str| {
         positional.contains(&k)
             || p.kwonlyargs

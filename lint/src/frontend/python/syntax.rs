@@ -160,3 +160,14 @@ pub(super) fn call_shapes(body: &[Stmt]) -> HashMap<String, Vec<CallShape>> {
     }
     f.0
 }
+
+/// The names of a definition's positional parameters, in order (`self`
+/// included).
+pub(super) fn positional_names(params: &ast::Parameters) -> Vec<&str> {
+    params
+        .posonlyargs
+        .iter()
+        .chain(&params.args)
+        .map(|a| a.parameter.name.id.as_str())
+        .collect()
+}
