@@ -552,13 +552,7 @@ impl<'s> Scope<'s> {
                 std::ptr::eq(inner.as_ptr(), t.body.as_ptr())
                     || !binds_in(&t.body, name, self.source)
             }
-            Stmt::With(w) => !w.items.iter().any(|i| {
-                i.optional_vars.as_deref().is_some_and(|v| {
-                    let mut names = Vec::new();
-                    target_names(v, &mut names);
-                    names.iter().any(|n| covers(n, name))
-                })
-            }),
+            Stmt::With(w) => !with_binds(w, name),
             Stmt::If(i) => !self.text(i.test.as_ref()).contains(":="),
             Stmt::Match(m) => !self.text(m.subject.as_ref()).contains(":="),
             _ => true,
@@ -591,6 +585,17 @@ impl<'s> Scope<'s> {
 /// prefix of it (`out` for `out.loss`).
 fn covers(bound: &str, name: &str) -> bool {
     bound == name || crate::ir::attribute_of(name, bound)
+}
+
+/// Whether a `with` statement's items bind `name` (`with open(p) as name:`).
+fn with_binds(w: &ast::StmtWith, name: &str) -> bool {
+    w.items.iter().any(|i| {
+        i.optional_vars.as_deref().is_some_and(|v| {
+            let mut names = Vec::new();
+            target_names(v, &mut names);
+            names.iter().any(|n| covers(n, name))
+        })
+    })
 }
 
 /// What `stmt` does to `name`, if it binds it.
@@ -633,16 +638,9 @@ fn definition<'a>(stmt: &'a Stmt, name: &str, source: &str) -> Option<Def<'a>> {
                 .then_some(Def::Augmented(&a.value))
         }
         Stmt::If(i) if !text.contains(":=") => augmented_in_branches(i, name, source),
-        Stmt::With(w) if !text.contains(":=") => {
-            let bound_by_item = w.items.iter().any(|i| {
-                i.optional_vars.as_deref().is_some_and(|v| {
-                    let mut names = Vec::new();
-                    target_names(v, &mut names);
-                    names.iter().any(|n| covers(n, name))
-                })
-            });
-            (!bound_by_item && binds_in(&w.body, name, source)).then_some(Def::Within(&w.body))
-        }
+        Stmt::With(w) if !text.contains(":=") => (!with_binds(w, name)
+            && binds_in(&w.body, name, source))
+        .then_some(Def::Within(&w.body)),
         _ => None,
     };
     // A walrus anywhere in the statement may bind it too.
