@@ -160,6 +160,10 @@ enum Turn {
     OpaqueSteps,
     /// The `if` at this span always runs this branch (`None`: none).
     Force(Span, Option<usize>),
+    /// The same, weighed only for GL004: a test the loop computes, read as
+    /// a window's boundary where it may be a skip (a step left out when a
+    /// value is bad, a stage that freezes the model).
+    ForceWindow(Span, Option<usize>),
     /// The function whose body became a loop at this span is not run
     /// once per batch.
     NotPerBatch(Span),
@@ -274,7 +278,7 @@ pub fn weigh<T>(
         ));
     }
     let leaves = leaving_branches(program);
-    for (at, branches, exhaustive) in unclassified_ifs(program, &relevant) {
+    for (at, branches, exhaustive) in unclassified_ifs(program, &relevant, false) {
         let guess = Guess {
             kind: Kind::UnclassifiedCondition,
             span: Some(at),
@@ -291,6 +295,28 @@ pub fn weigh<T>(
         }
         if !exhaustive {
             turns.push((Turn::Force(at, None), guess));
+        }
+    }
+    if base.iter().any(|(code, _)| *code == "GL004") {
+        let guessed_already = unclassified_ifs(program, &relevant, false);
+        for (at, branches, exhaustive) in unclassified_ifs(program, &relevant, true) {
+            if guessed_already.iter().any(|(s, _, _)| *s == at) {
+                continue;
+            }
+            let guess = Guess {
+                kind: Kind::UnclassifiedCondition,
+                span: Some(at),
+                note: "the test `{}`, computed in the loop, is read as a window's boundary, not a skip".into(),
+            };
+            for b in 0..branches {
+                if leaves.get(&(at, b)).copied().unwrap_or(false) {
+                    continue;
+                }
+                turns.push((Turn::ForceWindow(at, Some(b)), guess.clone()));
+            }
+            if !exhaustive {
+                turns.push((Turn::ForceWindow(at, None), guess));
+            }
         }
     }
     let mut known_models: Vec<String> = Vec::new();
@@ -373,11 +399,15 @@ pub fn weigh<T>(
     for (turn, guess) in turns.into_iter().take(MAX_TURNS) {
         let turned = apply(program, &turn);
         let found: Vec<Key> = run(&turned).into_iter().map(|(k, _)| k).collect();
-        let anchors = matches!(turn, Turn::Force(..)).then(|| event_spans(&turned));
+        let anchors =
+            matches!(turn, Turn::Force(..) | Turn::ForceWindow(..)).then(|| event_spans(&turned));
         for (i, key) in base.iter().enumerate() {
             // A run of one is a guess of the windows it holds (GL004), for
             // the innermost such loop around the reset: piling up across
             // a loop's runs is what the loop is for.
+            if matches!(turn, Turn::ForceWindow(..)) && key.0 != "GL004" {
+                continue;
+            }
             if let Turn::RunsOnce(run) = turn {
                 let innermost = program
                     .settable_runs
@@ -496,7 +526,10 @@ fn rewrite(nodes: &[Node], turn: &Turn) -> Vec<Node> {
                     ));
                 }
             }
-            (Node::If { at, branches, .. }, Turn::Force(s, which)) if at == s => {
+            (
+                Node::If { at, branches, .. },
+                Turn::Force(s, which) | Turn::ForceWindow(s, which),
+            ) if at == s => {
                 if let Some(b) = which {
                     out.extend(rewrite(&branches[*b], turn));
                 }
@@ -566,14 +599,31 @@ fn opaque_calls_in(program: &Program, relevant: &[bool]) -> Vec<(Span, bool)> {
 /// The `if`s whose tests the analysis could not (wholly) classify and
 /// whose branches touch gradients or the path (events, calls, jumps): their
 /// span, branch count and whether one branch always runs.
-fn unclassified_ifs(program: &Program, relevant: &[bool]) -> Vec<(Span, usize, bool)> {
+fn unclassified_ifs(
+    program: &Program,
+    relevant: &[bool],
+    computed: bool,
+) -> Vec<(Span, usize, bool)> {
     let objects = event_objects(program);
     let mut out = Vec::new();
     let functions = program.functions.iter().zip(relevant).filter(|(_, r)| **r);
+    let within = Within {
+        objects: &objects,
+        computed,
+    };
     for (f, _) in functions {
-        guessed_ifs(&f.body, &f.assigned, &objects, &mut out);
+        guessed_ifs(&f.body, &f.assigned, &within, &mut out);
     }
     out
+}
+
+/// What counts as a guess in [`guessed_ifs`].
+struct Within<'o> {
+    /// The objects the events act on.
+    objects: &'o [String],
+    /// Whether a flag whose names the loop or the function assigns is a
+    /// guess too (for GL004, whose claim is that the test is a window).
+    computed: bool,
 }
 
 /// The models reset in the relevant functions that no optimizer of the
@@ -682,7 +732,7 @@ fn event_objects(program: &Program) -> Vec<String> {
 fn guessed_ifs(
     nodes: &[Node],
     varying: &[String],
-    objects: &[String],
+    within: &Within,
     out: &mut Vec<(Span, usize, bool)>,
 ) {
     for n in nodes {
@@ -697,8 +747,8 @@ fn guessed_ifs(
                     // An `else` tells nothing by design.
                     let is_else = *exhaustive && i + 1 == tests.len() && i > 0;
                     !is_else
-                        && (guessed(&t.holds, varying, objects)
-                            || guessed(&t.fails, varying, objects))
+                        && (guessed(&t.holds, varying, within)
+                            || guessed(&t.fails, varying, within))
                 });
                 if unknown
                     && branches.iter().any(|b| matters(b))
@@ -707,15 +757,15 @@ fn guessed_ifs(
                     out.push((*at, branches.len(), *exhaustive));
                 }
                 for b in branches {
-                    guessed_ifs(b, varying, objects, out);
+                    guessed_ifs(b, varying, within, out);
                 }
             }
             Node::Loop { body, assigned, .. } => {
                 let mut inner = varying.to_vec();
                 inner.extend(assigned.iter().cloned());
-                guessed_ifs(body, &inner, objects, out);
+                guessed_ifs(body, &inner, within, out);
             }
-            Node::Accumulate(body) => guessed_ifs(body, varying, objects, out),
+            Node::Accumulate(body) => guessed_ifs(body, varying, within, out),
             _ => {}
         }
     }
@@ -727,14 +777,17 @@ fn guessed_ifs(
 /// the analysis takes such tests as independent, where the program's setup
 /// ties them together. A setting (`if args.amp:`) is no guess: a bug under
 /// one value of it is a bug.
-fn guessed(side: &[Vec<crate::ir::Test>], varying: &[String], objects: &[String]) -> bool {
+fn guessed(side: &[Vec<crate::ir::Test>], varying: &[String], within: &Within) -> bool {
     let fixed = |r: &String| !varying.contains(r);
-    let object = |r: &String| objects.iter().any(|o| crate::ir::same_name(o, r));
+    let object = |r: &String| within.objects.iter().any(|o| crate::ir::same_name(o, r));
     side.iter().any(|alternative| {
         alternative.is_empty()
             || alternative.iter().all(|t| match &t.cond.class {
+                CondClass::Flag(reads) if within.computed && !reads.iter().all(fixed) => true,
                 CondClass::Flag(reads) => reads.iter().all(fixed) && reads.iter().any(object),
                 CondClass::NotNone(name) => fixed(name),
+                // Known to be one value within an iteration, not which.
+                CondClass::Bound => true,
                 _ => false,
             })
     })

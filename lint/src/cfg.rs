@@ -80,6 +80,9 @@ pub struct Cfg {
     /// Per nested loop head, the iteration bits of the tests inside it:
     /// cleared when that loop's iteration ends.
     inner_bits: Vec<u16>,
+    /// The iteration bits of flags the file sets only to `True` or `False`
+    /// (`should_start_update`): their value outlives the iteration.
+    carried_bits: u16,
 }
 
 /// A condition of the graph, with what the analysis makes of it.
@@ -245,6 +248,9 @@ struct Builder<'p> {
     loop_stack: Vec<usize>,
     /// Conditions a node sets (`skip = True`).
     set_conds: FxHashSet<usize>,
+    /// What the last `if` without `else` assumes when none of its branches
+    /// ran.
+    fallthrough: Vec<(usize, bool)>,
 }
 
 impl Cfg {
@@ -266,6 +272,7 @@ impl Cfg {
             assigned: assigned.iter().cloned().collect(),
             loop_stack: Vec::new(),
             set_conds: FxHashSet::default(),
+            fallthrough: Vec::new(),
         };
         let head = b.node(None, false);
         b.cfg.heads[head] = Some(counters.to_vec());
@@ -574,11 +581,12 @@ impl Cfg {
                 return Vec::new();
             }
             state.later = true;
-            state.iteration_known = 0;
-            state.iteration_value = 0;
+            state.iteration_known &= self.carried_bits;
+            state.iteration_value &= self.carried_bits;
         } else if is_back {
             // A nested loop's iteration ends: its tests are asked again.
-            let mask = !self.inner_bits.get(node).copied().unwrap_or(0);
+            let inner = self.inner_bits.get(node).copied().unwrap_or(0);
+            let mask = !(inner & !self.carried_bits);
             state.iteration_known &= mask;
             state.iteration_value &= mask;
         }
@@ -654,6 +662,12 @@ impl Builder<'_> {
     /// The index of a condition (same key, same index).
     fn cond(&mut self, test: &Test) -> (usize, bool) {
         let i = match self.raw.iter().position(|c| c.key == test.cond.key) {
+            // A function nested in the one that binds the name reads it as
+            // a flag of its own (`need_update` in a closure).
+            Some(i) if test.cond.class == CondClass::Bound => {
+                self.raw[i].class = CondClass::Bound;
+                i
+            }
             Some(i) => i,
             None => {
                 self.raw.push(test.cond.clone());
@@ -716,6 +730,7 @@ impl Builder<'_> {
         let correlated = self.correlated_flags(&guards_events);
         self.cfg.cap = self.classify_conditions(&guards_events, tracked.as_ref(), &correlated);
         self.cfg.inner_bits = self.inner_loop_bits();
+        self.cfg.carried_bits = self.carried_bits();
         self.cfg.window_start = self.window_start();
         self.fresh_optimizers_of_new_models();
         self.cfg.tracked = tracked;
@@ -898,6 +913,14 @@ impl Builder<'_> {
                     Kind::Flag(Some(bits - 1))
                 }
                 CondClass::WindowOne(_) => Kind::Flag(None),
+                CondClass::Bound if iteration_bits < MAX_ITERATION_BITS => {
+                    iteration_bits += 1;
+                    Kind::Iteration {
+                        bit: iteration_bits - 1,
+                        implies_boundary: false,
+                    }
+                }
+                CondClass::Bound => Kind::Unknown,
             };
             conds.push(Cond {
                 key: c.key.clone(),
@@ -906,6 +929,19 @@ impl Builder<'_> {
         }
         self.cfg.conds.extend(conds);
         cap
+    }
+
+    /// The iteration bits of the flags the loop sets whose value carries
+    /// over: the file sets them only to `True` or `False`.
+    fn carried_bits(&self) -> u16 {
+        let mut bits = 0u16;
+        for &i in &self.set_conds {
+            let carried = self.program.literal_flags.contains(&self.raw[i].key);
+            if let (true, Kind::Iteration { bit, .. }) = (carried, &self.cfg.conds[i].kind) {
+                bits |= 1 << bit;
+            }
+        }
+        bits
     }
 
     /// The iteration bits of the tests inside each nested loop.
@@ -969,9 +1005,24 @@ impl Builder<'_> {
     }
 
     fn seq(&mut self, nodes: &[Node], mut frontier: Vec<usize>, ctx: &mut Ctx) -> Vec<usize> {
+        let depth = self.guard_stack.len();
         for node in nodes {
             frontier = self.stmt(node, frontier, ctx);
+            // After `if not last_step: continue`, the rest runs only when
+            // the test failed: it guards what follows as an `else` would.
+            if let Node::If {
+                branches,
+                exhaustive: false,
+                ..
+            } = node
+            {
+                if branches.iter().all(|b| leaves(b)) {
+                    let fallthrough = std::mem::take(&mut self.fallthrough);
+                    self.guard_stack.extend(fallthrough);
+                }
+            }
         }
+        self.guard_stack.truncate(depth);
         frontier
     }
 
@@ -1106,9 +1157,11 @@ impl Builder<'_> {
             Vec::new()
         } else {
             let skipped = failed(branches.len());
-            self.alternatives(&skipped, frontier, ctx.accumulate, group)
-                .0
+            let (start, common) = self.alternatives(&skipped, frontier, ctx.accumulate, group);
+            self.fallthrough = common;
+            start
         };
+        let fallthrough = std::mem::take(&mut self.fallthrough);
         for (i, branch) in branches.iter().enumerate() {
             let holds = tests.get(i).map_or(vec![Vec::new()], |t| t.holds.clone());
             let assumes = Tested::both(&failed(i), &holds);
@@ -1118,6 +1171,7 @@ impl Builder<'_> {
             out.extend(self.seq(branch, start, ctx));
             self.guard_stack.truncate(depth);
         }
+        self.fallthrough = fallthrough;
         out.sort_unstable();
         out.dedup();
         out
@@ -1192,6 +1246,14 @@ impl Builder<'_> {
         self.calls.pop();
         out
     }
+}
+
+/// Whether a branch ends by leaving the iteration or the function.
+fn leaves(branch: &[Node]) -> bool {
+    matches!(
+        branch.last(),
+        Some(Node::Break | Node::Continue | Node::Return | Node::Raise)
+    )
 }
 
 /// `self` or `self.x` read as `receiver` (`trainer`, `trainer.x`).

@@ -225,6 +225,10 @@ pub enum CondClass {
     /// `k == 1` on a window length (the modulus text): with a window of one,
     /// every boundary test of a counter modulo `k` holds.
     WindowOne(String),
+    /// A local name bound once to a test of no other class (`need_update =
+    /// last_batch or ...`): unknown, but the same in every test of it
+    /// within one iteration.
+    Bound,
 }
 
 /// A normalised branch condition.
@@ -463,6 +467,9 @@ pub struct Program {
     /// Loops over `range(n)` with `n` a setting (`range(gen_iters)`, not a
     /// number): such a loop may run once.
     pub settable_runs: Vec<Span>,
+    /// Names the file binds only to `True` or `False`: a flag's value
+    /// carries from one iteration to the next (Python only).
+    pub literal_flags: Vec<String>,
     /// Its calls of other files' functions that hand them optimizers
     /// built over models they hand too (Python only).
     pub handed_out: Vec<HandedOut>,

@@ -246,7 +246,35 @@ fn classify_one<'e>(source: &str, test: &'e Expr, lookups: &Lookups<'_, 'e>) -> 
             negated,
         });
     }
+    // A name bound once holds one value between its tests in an iteration
+    // (`if need_update: step` ... `if not need_update: continue`).
+    // Keyed by the name, which a function nested in this one reads too.
+    if let Some(name) = bound_name(test, lookups.named) {
+        return Some(Test {
+            cond: Cond {
+                key: name.to_string(),
+                class: CondClass::Bound,
+            },
+            negated,
+        });
+    }
     None
+}
+
+/// The name the test is, under its `not`s, when it is a local name bound
+/// once.
+fn bound_name<'e>(test: &'e Expr, named: &dyn Fn(&str) -> Option<&'e Expr>) -> Option<&'e str> {
+    let mut expr = test;
+    while let Expr::UnaryOp(u) = expr {
+        if u.op != UnaryOp::Not {
+            return None;
+        }
+        expr = &u.operand;
+    }
+    match expr {
+        Expr::Name(n) if named(n.id.as_str()).is_some() => Some(n.id.as_str()),
+        _ => None,
+    }
 }
 
 /// `k == 1`, `k != 1`, `k > 1`, `k >= 2`, `k <= 1`, `k < 2` on a name or

@@ -170,5 +170,6 @@ pub fn lower_module_handed(
     runs.sort_by_key(|s| (s.start, s.end));
     runs.dedup();
     lowerer.program.settable_runs = runs;
+    lowerer.program.literal_flags = syntax::literal_flags(&module.body);
     lowerer.program
 }

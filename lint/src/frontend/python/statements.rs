@@ -124,10 +124,11 @@ impl<'s> Lowerer<'s> {
                 out.push(Node::Event(Event::Reset(Reset::NewTensor(t)), span(stmt)));
             }
         }
-        // `skip = True`: a flag later tests read.
-        if let (Expr::BooleanLiteral(b), [Expr::Name(n)]) = (a.value.as_ref(), a.targets.as_slice())
-        {
-            out.push(Node::Set(n.id.to_string(), b.value));
+        // `skip = True`, `self.is_train = False`: a flag later tests read.
+        if let (Expr::BooleanLiteral(b), [target]) = (a.value.as_ref(), a.targets.as_slice()) {
+            if let Some(name) = dotted(target) {
+                out.push(Node::Set(name, b.value));
+            }
         }
         for target in &a.targets {
             self.assignment(target, &a.value, stmt, out);

@@ -171,3 +171,53 @@ pub(super) fn positional_names(params: &ast::Parameters) -> Vec<&str> {
         .map(|a| a.parameter.name.id.as_str())
         .collect()
 }
+
+/// The names (dotted) the file binds only to `True` or `False` (`name =
+/// True`, `self.is_train = False`, never bound otherwise): flags whose
+/// value an iteration leaves for the next (`should_start_update = True`
+/// after a step, tested before the reset).
+pub(super) fn literal_flags(body: &[Stmt]) -> Vec<String> {
+    use ruff_python_ast::visitor::walk_stmt;
+    #[derive(Default)]
+    struct Flags {
+        literal: Vec<String>,
+        otherwise: Vec<String>,
+    }
+    impl<'a> Visitor<'a> for Flags {
+        fn visit_stmt(&mut self, stmt: &'a Stmt) {
+            if let Stmt::Assign(a) = stmt {
+                if let ([target], Expr::BooleanLiteral(_)) =
+                    (a.targets.as_slice(), a.value.as_ref())
+                {
+                    if let Some(name) = dotted(target) {
+                        self.literal.push(name);
+                        return;
+                    }
+                }
+            }
+            walk_stmt(self, stmt);
+        }
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            let stored = match expr {
+                Expr::Name(n) => !n.ctx.is_load(),
+                Expr::Attribute(a) => !a.ctx.is_load(),
+                _ => false,
+            };
+            if let Some(name) = dotted(expr).filter(|_| stored) {
+                self.otherwise.push(name);
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let mut flags = Flags::default();
+    flags.visit_body(body);
+    let mut out: Vec<String> = flags
+        .literal
+        .iter()
+        .filter(|n| !flags.otherwise.contains(n))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
