@@ -284,17 +284,8 @@ pub fn weigh<T>(
             span: Some(at),
             note: "the test `{}` is read as able to go either way".into(),
         };
-        for b in 0..branches {
-            // A branch that leaves the iteration (`if done: break`, `if
-            // bad: continue`) is a guard: taking it every time would leave
-            // a loop that does nothing, a world not worth a guess.
-            if leaves.get(&(at, b)).copied().unwrap_or(false) {
-                continue;
-            }
-            turns.push((Turn::Force(at, Some(b)), guess.clone()));
-        }
-        if !exhaustive {
-            turns.push((Turn::Force(at, None), guess));
+        for turn in forcings(at, branches, exhaustive, &leaves, Turn::Force) {
+            turns.push((turn, guess.clone()));
         }
     }
     if base.iter().any(|(code, _)| *code == "GL004") {
@@ -308,14 +299,8 @@ pub fn weigh<T>(
                 span: Some(at),
                 note: "the test `{}`, computed in the loop, is read as a window's boundary, not a skip".into(),
             };
-            for b in 0..branches {
-                if leaves.get(&(at, b)).copied().unwrap_or(false) {
-                    continue;
-                }
-                turns.push((Turn::ForceWindow(at, Some(b)), guess.clone()));
-            }
-            if !exhaustive {
-                turns.push((Turn::ForceWindow(at, None), guess));
+            for turn in forcings(at, branches, exhaustive, &leaves, Turn::ForceWindow) {
+                turns.push((turn, guess.clone()));
             }
         }
     }
@@ -451,6 +436,27 @@ pub fn weigh<T>(
         }
     }
     (weights, extra)
+}
+
+/// The turns that force the `if` at `at` down each of its branches, and
+/// past them all when it has no `else`. A branch that leaves the iteration
+/// (`if done: break`, `if bad: continue`) is a guard: taking it every time
+/// would leave a loop that does nothing, a world not worth a guess.
+fn forcings(
+    at: Span,
+    branches: usize,
+    exhaustive: bool,
+    leaves: &std::collections::HashMap<(Span, usize), bool>,
+    force: fn(Span, Option<usize>) -> Turn,
+) -> Vec<Turn> {
+    let mut out: Vec<Turn> = (0..branches)
+        .filter(|b| !leaves.get(&(at, *b)).copied().unwrap_or(false))
+        .map(|b| force(at, Some(b)))
+        .collect();
+    if !exhaustive {
+        out.push(force(at, None));
+    }
+    out
 }
 
 /// Whether the loop at `span` among `nodes` (nested ones included) has a
