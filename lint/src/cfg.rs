@@ -251,6 +251,13 @@ struct Builder<'p> {
     /// What the last `if` without `else` assumes when none of its branches
     /// ran.
     fallthrough: Vec<(usize, bool)>,
+    /// The names each nested loop being built assigns.
+    nested_assigned: Vec<Vec<String>>,
+    /// Per condition, whether every test of it sits in a nested loop that
+    /// does not assign what it reads (a value fixed before that loop runs).
+    fixed_in_nested: Vec<bool>,
+    /// Iteration bits that nested loops' iterations leave as they are.
+    outer_bits: u16,
 }
 
 impl Cfg {
@@ -273,6 +280,9 @@ impl Cfg {
             loop_stack: Vec::new(),
             set_conds: FxHashSet::default(),
             fallthrough: Vec::new(),
+            nested_assigned: Vec::new(),
+            fixed_in_nested: Vec::new(),
+            outer_bits: 0,
         };
         let head = b.node(None, false);
         b.cfg.heads[head] = Some(counters.to_vec());
@@ -661,6 +671,7 @@ impl Builder<'_> {
 
     /// The index of a condition (same key, same index).
     fn cond(&mut self, test: &Test) -> (usize, bool) {
+        let fixed_here = self.fixed_in_nested_loops(&test.cond.class);
         let i = match self.raw.iter().position(|c| c.key == test.cond.key) {
             // A function nested in the one that binds the name reads it as
             // a flag of its own (`need_update` in a closure).
@@ -672,11 +683,31 @@ impl Builder<'_> {
             None => {
                 self.raw.push(test.cond.clone());
                 self.tested.push(0);
+                self.fixed_in_nested.push(true);
                 self.raw.len() - 1
             }
         };
+        self.fixed_in_nested[i] &= fixed_here;
         self.tested[i] += 1;
         (i, !test.negated)
+    }
+
+    /// Whether a test of this class, here, reads only names the nested loops
+    /// around it leave alone (`if train_step is not None:` in a batch loop,
+    /// `train_step` chosen before it, in an epoch the analysed loop runs).
+    fn fixed_in_nested_loops(&self, class: &CondClass) -> bool {
+        let reads: &[String] = match class {
+            CondClass::Flag(reads) => reads,
+            CondClass::NotNone(name) => std::slice::from_ref(name),
+            _ => return false,
+        };
+        let assigns = |r: &String| {
+            self.nested_assigned
+                .iter()
+                .flatten()
+                .any(|a| a == r || crate::ir::attribute_of(r, a) || crate::ir::attribute_of(a, r))
+        };
+        !self.nested_assigned.is_empty() && !reads.iter().any(assigns)
     }
 
     /// The start of a branch taken under one of `alternatives`: an
@@ -835,6 +866,7 @@ impl Builder<'_> {
     ) -> u32 {
         let mut bits = 0u32;
         let mut iteration_bits = 0u32;
+        let mut outer_bits = 0u16;
         let mut cap = 0;
         let varies = |read: &String| self.varies(read);
         let mut conds = Vec::with_capacity(self.raw.len());
@@ -889,6 +921,32 @@ impl Builder<'_> {
                 CondClass::Counter { .. } => Kind::Unknown,
                 CondClass::Skip => Kind::Skip,
                 CondClass::Always => Kind::Always,
+                // Set in an iteration of the analysed loop before a nested
+                // loop that tests it: the same throughout that iteration.
+                CondClass::Flag(reads)
+                    if reads.iter().any(varies)
+                        && self.fixed_in_nested[i]
+                        && iteration_bits < MAX_ITERATION_BITS =>
+                {
+                    iteration_bits += 1;
+                    outer_bits |= 1 << (iteration_bits - 1);
+                    Kind::Iteration {
+                        bit: iteration_bits - 1,
+                        implies_boundary: false,
+                    }
+                }
+                CondClass::NotNone(name)
+                    if varies(name)
+                        && self.fixed_in_nested[i]
+                        && iteration_bits < MAX_ITERATION_BITS =>
+                {
+                    iteration_bits += 1;
+                    outer_bits |= 1 << (iteration_bits - 1);
+                    Kind::Iteration {
+                        bit: iteration_bits - 1,
+                        implies_boundary: false,
+                    }
+                }
                 CondClass::Flag(reads) if reads.iter().any(varies) => Kind::Unknown,
                 CondClass::Flag(_) if correlates => {
                     bits += 1;
@@ -928,6 +986,7 @@ impl Builder<'_> {
             });
         }
         self.cfg.conds.extend(conds);
+        self.outer_bits = outer_bits;
         cap
     }
 
@@ -953,6 +1012,9 @@ impl Builder<'_> {
                     Kind::Iteration { bit, .. } | Kind::Counter(_, _, Some(bit)) => bit,
                     _ => continue,
                 };
+                if self.outer_bits & (1 << bit) != 0 {
+                    continue;
+                }
                 for &l in &self.cfg.loops[n] {
                     inner_bits[l] |= 1 << bit;
                 }
@@ -1197,7 +1259,9 @@ impl Builder<'_> {
             accumulate: ctx.accumulate,
         };
         self.loop_stack.push(head);
+        self.nested_assigned.push(assigned.to_vec());
         let mut out = self.seq(body, vec![head], &mut inner);
+        self.nested_assigned.pop();
         self.loop_stack.pop();
         ctx.returns = inner.returns.take();
         self.back_edges(&out, head);
