@@ -28,12 +28,15 @@ impl<'s> Lowerer<'s> {
                 Stmt::ClassDef(c) => self.declarations(&c.body, depth + 1),
                 Stmt::Assign(a) => self.assignment_declarations(a),
                 Stmt::Expr(e) => self.call_declarations(e),
-                // `w -= lr * w.grad` (or `w.data -= ...`): `w` is a parameter
-                // of a hand-written optimizer, so `w.grad.zero_()` resets it.
-                Stmt::AugAssign(a) if matches!(a.op, ast::Operator::Sub) => {
+                // `w -= lr * w.grad` (or `w.data -= ...`, or `+=` for an
+                // ascent): `w` is a parameter of a hand-written optimizer,
+                // so `w.grad.zero_()` resets it.
+                Stmt::AugAssign(a) if matches!(a.op, ast::Operator::Sub | ast::Operator::Add) => {
                     let owner = data_owner(&a.target);
                     if let Some(w) = owner.and_then(dotted) {
-                        if grad_owners(&a.value).contains(&w) {
+                        // Through an alias too (`grad = x.grad`, `x.data
+                        // += lr * grad / grad.norm()`).
+                        if self.reads_grad_of(&a.value, &w) {
                             self.parameter_vars.insert(w);
                         }
                     }
@@ -173,7 +176,7 @@ impl<'s> Lowerer<'s> {
                             .args
                             .iter()
                             .chain(call.arguments.keywords.iter().map(|k| &k.value))
-                            .any(|a| grad_owners(a).contains(&w));
+                            .any(|a| self.reads_grad_of(a, &w));
                         if reads {
                             self.parameter_vars.insert(w);
                         }

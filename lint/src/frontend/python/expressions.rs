@@ -235,18 +235,21 @@ impl<'s> Lowerer<'s> {
                 Some(Event::Step(Updater::Optimizer(opt)))
             }
             "add_" | "sub_" | "copy_" => {
-                let updates = !mentions_grad(&a.value)
-                    && (args.args.iter().any(mentions_grad)
-                        || args.keywords.iter().any(|k| mentions_grad(&k.value)));
-                if !updates {
-                    return None;
-                }
+                // Its own gradient, directly or through a name bound to it
+                // (`dx = lr * x.grad / x.grad.norm()`, `x.data.add_(dx)`).
                 let own = data_owner(&a.value).and_then(dotted).filter(|w| {
                     args.args
                         .iter()
                         .chain(args.keywords.iter().map(|k| &k.value))
                         .any(|v| self.reads_grad_of(v, w))
                 });
+                let updates = !mentions_grad(&a.value)
+                    && (args.args.iter().any(mentions_grad)
+                        || args.keywords.iter().any(|k| mentions_grad(&k.value))
+                        || own.is_some());
+                if !updates {
+                    return None;
+                }
                 Some(Event::Step(match own {
                     Some(w) => self.manual_updater_of(w),
                     None => Updater::Manual,

@@ -119,7 +119,8 @@ impl<'s> Lowerer<'s> {
         if let [target] = a.targets.as_slice() {
             if let Some(t) = dotted(target).filter(|t| {
                 self.mentions(a.value.as_ref(), "requires_grad")
-                    || made_anew(&a.value) && self.parameter_vars.contains(t.as_str())
+                    || (made_anew(&a.value) || taken_from_a_container(&a.value))
+                        && self.parameter_vars.contains(t.as_str())
             }) {
                 out.push(Node::Event(Event::Reset(Reset::NewTensor(t)), span(stmt)));
             }
@@ -157,10 +158,11 @@ impl<'s> Lowerer<'s> {
                 .and_then(dotted)
                 .is_some_and(|w| self.reads_grad_of(&a.value, &w))
         };
-        if a.op == Operator::Sub
-            && (mentions_grad(&a.value) || reads_own_grad())
-            && !is_grad_attribute(&a.target)
-        {
+        // Descent (`w -= lr * w.grad`), or ascent on a tensor's own
+        // gradient (`x.data += lr * x.grad`: a fooling image, a dream).
+        let descent = a.op == Operator::Sub && (mentions_grad(&a.value) || reads_own_grad());
+        let ascent = a.op == Operator::Add && reads_own_grad();
+        if (descent || ascent) && !is_grad_attribute(&a.target) {
             let updater = self.manual_updater(&a.target, &a.value);
             out.push(Node::Event(Event::Step(updater), span(stmt)));
         }
@@ -670,6 +672,14 @@ fn incremented(body: &[Stmt], out: &mut Vec<Counter>, depth: usize) {
             }
         }
     }
+}
+
+/// Whether `value` is an element of a container (`deltas[batch["index"]]`):
+/// a tensor updated by hand and bound so in each iteration is, for the
+/// analysis, another tensor each time (a per-sample perturbation), with
+/// its own gradient.
+fn taken_from_a_container(value: &Expr) -> bool {
+    matches!(value, Expr::Subscript(_))
 }
 
 /// Whether `value` is a tensor made anew, with no gradient: a creation
