@@ -107,6 +107,10 @@ pub enum Kind {
     Flag(Option<u32>),
     /// False at most until the analysed loop's first iteration ends.
     AfterFirst,
+    /// True at most until the analysed loop's first iteration ends (`i ==
+    /// 0` on the loop's own counter, from 0, where another window is
+    /// tracked).
+    FirstOnly,
     /// The tracked counter's window length is 1: its boundary tests
     /// (`i % k == 0`, `(i + 1) % k == 0`) always hold, the others never.
     WindowOne,
@@ -538,6 +542,7 @@ impl Cfg {
                 self.decide_counter(state, r, at_one, v)
             }
             Kind::AfterFirst => (v || !state.later).then_some(state),
+            Kind::FirstOnly => (!v || !state.later).then_some(state),
             &Kind::Iteration {
                 bit,
                 implies_boundary,
@@ -899,6 +904,14 @@ impl Builder<'_> {
                         });
                     Kind::Counter(*residue, *at_one, bit)
                 }
+                // The first iteration of the analysed loop, by its own
+                // counter (`if i == 0: zero_grad()` beside a `%` window).
+                CondClass::Counter {
+                    counter,
+                    residue: Residue::Low(0),
+                    whole_run: true,
+                    ..
+                } if self.counts_from_zero(counter) => Kind::FirstOnly,
                 // Another test of a counter: the same within an iteration.
                 CondClass::Counter {
                     counter,
@@ -1001,6 +1014,14 @@ impl Builder<'_> {
             }
         }
         bits
+    }
+
+    /// Whether `counter` is the analysed loop's own counter, starting at 0
+    /// on each run (`for i, b in enumerate(loader)`).
+    fn counts_from_zero(&self, counter: &str) -> bool {
+        self.cfg.heads[self.cfg.head]
+            .as_ref()
+            .is_some_and(|cs| cs.iter().any(|c| c.name == counter && c.start == Some(0)))
     }
 
     /// The iteration bits of the tests inside each nested loop.

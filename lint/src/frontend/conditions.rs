@@ -126,9 +126,16 @@ fn operands_tests(mut tested: Tested) -> Tested {
     // set (`optim_gen = False` under a loss check), known by its name.
     let keep = |t: &Test| match &t.cond.class {
         CondClass::Counter { .. } | CondClass::WindowOne(_) | CondClass::Always => true,
-        CondClass::Flag(reads) => {
-            matches!(reads.as_slice(), [r] if *r == t.cond.key && !r.contains('.'))
-        }
+        // So is a setting read from a dict (`cfg["amp"]`, `cfg.get("amp")`).
+        CondClass::Flag(reads) => match reads.as_slice() {
+            [r] if *r == t.cond.key => !r.contains('.'),
+            [r] => t
+                .cond
+                .key
+                .strip_prefix(r.as_str())
+                .is_some_and(|rest| rest.starts_with('[') || rest.starts_with(".get(")),
+            _ => false,
+        },
         _ => false,
     };
     for alternative in tested.holds.iter_mut().chain(tested.fails.iter_mut()) {
@@ -806,6 +813,22 @@ fn flag(expr: &Expr, reads: &mut Vec<String>) -> bool {
         },
         Expr::UnaryOp(u) if u.op == UnaryOp::Not => flag(&u.operand, reads),
         Expr::BoolOp(b) => b.values.iter().all(|v| flag(v, reads)),
+        // A setting in a dict (`cfg["amp"]`, `config.train["fp16"]`,
+        // `cfg.get("amp", False)`): reads the dict.
+        Expr::Subscript(s) if matches!(s.slice.as_ref(), Expr::StringLiteral(_)) => {
+            flag(&s.value, reads)
+        }
+        Expr::Call(c)
+            if matches!(c.func.as_ref(), Expr::Attribute(a) if a.attr.id.as_str() == "get")
+                && matches!(c.arguments.args.first(), Some(Expr::StringLiteral(_)))
+                && c.arguments.args.iter().all(literal)
+                && c.arguments.keywords.is_empty() =>
+        {
+            let Expr::Attribute(a) = c.func.as_ref() else {
+                return false;
+            };
+            flag(&a.value, reads)
+        }
         // `isinstance(updater, torch.optim.Optimizer)`, `hasattr(self, "x")`.
         Expr::Call(c)
             if matches!(
