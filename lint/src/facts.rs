@@ -15,6 +15,9 @@ pub struct LoopFacts {
     pub updater: Updater,
     /// The loop.
     pub loop_span: Span,
+    /// The receiver of a reset the loop names without calling it
+    /// (`optimizer.zero_grad`), of this optimizer or its model.
+    pub uncalled_reset: Option<String>,
     /// Its steps in the loop (first one first).
     pub steps: Vec<Span>,
     /// A step after which a path reaches a step again through a backward
@@ -284,10 +287,26 @@ fn facts(
     let store_extended_in_loop = cycle.store_extended_in_loop();
     let stale_store_step = cycle.stale_store_step(scope, &resets_in_loop, store_extended_in_loop);
     let steps = cycle.steps.iter().map(|&s| cfg.span(s)).collect();
+    let uncalled_reset = match &updater {
+        Updater::Optimizer(o) => program
+            .uncalled_resets
+            .iter()
+            .filter(|(at, _)| scope.loop_span.contains(*at))
+            .find(|(_, r)| {
+                crate::ir::same_name(r, o)
+                    || program
+                        .optimizer_models
+                        .iter()
+                        .any(|(opt, m)| crate::ir::same_name(opt, o) && crate::ir::same_name(m, r))
+            })
+            .map(|(_, r)| r.clone()),
+        _ => None,
+    };
     LoopFacts {
         steps,
         updater,
         loop_span: scope.loop_span,
+        uncalled_reset,
         pile_up_step: pile_up_node.map(|n| cfg.span(n)),
         pile_up_window_of_one,
         resets_in_loop,

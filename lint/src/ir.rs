@@ -470,6 +470,9 @@ pub struct Program {
     /// Names the file binds only to `True` or `False`: a flag's value
     /// carries from one iteration to the next (Python only).
     pub literal_flags: Vec<String>,
+    /// Resets written as statements without their call (`optimizer.zero_grad`
+    /// on a line of its own): where, and the receiver (Python only).
+    pub uncalled_resets: Vec<(Span, String)>,
     /// Its calls of other files' functions that hand them optimizers
     /// built over models they hand too (Python only).
     pub handed_out: Vec<HandedOut>,

@@ -33,7 +33,14 @@ An accumulation window whose length is a setting (`args.accum_steps`) may be
 1, its usual default: then every boundary test (`i % k == 0`) holds and every
 other (`i % k == 1`) fails. A reset that only runs off the boundary never
 runs, and the finding says "when `k` is 1". `x.grad = None` on an input tensor is not a reset;
-neither is a new optimizer over the model's existing parameters.
+neither is a new optimizer over the model's existing parameters, nor a reset
+named without its call (`optimizer.zero_grad` alone on a line, a no-op: the
+help says so).
+
+Gradient ascent on a tensor's own gradient (`x.data += lr * x.grad /
+x.grad.norm()`, a fooling image or a dream) is an update by hand too, and
+settings read from a dict (`cfg["accumulation_interval"]`) are settings like
+`args.x`.
 
 ## Why is this bad?
 `loss.backward()` ADDS into each parameter's `.grad`. Without a reset, every
@@ -122,6 +129,11 @@ fn check(f: &LoopFacts) -> Option<Violation> {
             )
         }
     };
+    // The reset is there, named but not called: the fix is two characters.
+    let help = match &f.uncalled_reset {
+        Some(r) => format!("`{r}.zero_grad` in this loop names the reset without calling it: write `{r}.zero_grad()`"),
+        None => help,
+    };
     let (message, help) = match &f.pile_up_window_of_one {
         // Right for longer windows, wrong for the shortest (often the default).
         Some(k) => (
@@ -139,8 +151,31 @@ fn check(f: &LoopFacts) -> Option<Violation> {
 
 #[cfg(test)]
 mod tests {
+    use crate::{lint_source, Language};
+
     #[test]
     fn fixtures() {
         crate::test_support::assert_fixtures("GL001");
+    }
+
+    const UNCALLED: &str = "\
+def train(model, loader, optimizer):
+    for x, y in loader:
+        model(x).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad
+";
+
+    #[test]
+    fn a_reset_named_without_its_call_is_named_in_the_help() {
+        let found = lint_source("t.py", UNCALLED, Language::Python).unwrap();
+        let [d] = found.as_slice() else {
+            panic!("one finding expected: {found:?}")
+        };
+        assert_eq!(d.code, "GL001");
+        assert!(d.help.contains("write `optimizer.zero_grad()`"), "{}", d.help);
+        // Called, it is a reset: nothing to report.
+        let called = UNCALLED.replace("optimizer.zero_grad\n", "optimizer.zero_grad()\n");
+        assert!(lint_source("t.py", &called, Language::Python).unwrap().is_empty());
     }
 }

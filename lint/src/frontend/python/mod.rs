@@ -171,5 +171,6 @@ pub fn lower_module_handed(
     runs.dedup();
     lowerer.program.settable_runs = runs;
     lowerer.program.literal_flags = syntax::literal_flags(&module.body);
+    lowerer.program.uncalled_resets = syntax::uncalled_resets(&module.body);
     lowerer.program
 }

@@ -221,3 +221,27 @@ pub(super) fn literal_flags(body: &[Stmt]) -> Vec<String> {
     out.dedup();
     out
 }
+
+/// The statements that name a reset without calling it (`optimizer.zero_grad`
+/// alone on its line, a no-op): where, and the receiver.
+pub(super) fn uncalled_resets(body: &[Stmt]) -> Vec<(Span, String)> {
+    use ruff_python_ast::visitor::walk_stmt;
+    struct Uncalled(Vec<(Span, String)>);
+    impl<'a> Visitor<'a> for Uncalled {
+        fn visit_stmt(&mut self, stmt: &'a Stmt) {
+            if let Stmt::Expr(e) = stmt {
+                if let Expr::Attribute(a) = e.value.as_ref() {
+                    if a.attr.id.as_str() == "zero_grad" {
+                        if let Some(receiver) = dotted(&a.value) {
+                            self.0.push((span(stmt), receiver));
+                        }
+                    }
+                }
+            }
+            walk_stmt(self, stmt);
+        }
+    }
+    let mut found = Uncalled(Vec::new());
+    found.visit_body(body);
+    found.0
+}
