@@ -938,6 +938,7 @@ impl Builder<'_> {
                 // loop that tests it: the same throughout that iteration.
                 CondClass::Flag(reads)
                     if reads.iter().any(varies)
+                        && guards_events[i]
                         && self.fixed_in_nested[i]
                         && iteration_bits < MAX_ITERATION_BITS =>
                 {
@@ -950,6 +951,7 @@ impl Builder<'_> {
                 }
                 CondClass::NotNone(name)
                     if varies(name)
+                        && guards_events[i]
                         && self.fixed_in_nested[i]
                         && iteration_bits < MAX_ITERATION_BITS =>
                 {

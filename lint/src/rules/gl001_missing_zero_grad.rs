@@ -173,9 +173,15 @@ def train(model, loader, optimizer):
             panic!("one finding expected: {found:?}")
         };
         assert_eq!(d.code, "GL001");
-        assert!(d.help.contains("write `optimizer.zero_grad()`"), "{}", d.help);
+        assert!(
+            d.help.contains("write `optimizer.zero_grad()`"),
+            "{}",
+            d.help
+        );
         // Called, it is a reset: nothing to report.
         let called = UNCALLED.replace("optimizer.zero_grad\n", "optimizer.zero_grad()\n");
-        assert!(lint_source("t.py", &called, Language::Python).unwrap().is_empty());
+        assert!(lint_source("t.py", &called, Language::Python)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -178,10 +178,16 @@ pub(super) fn positional_names(params: &ast::Parameters) -> Vec<&str> {
 /// after a step, tested before the reset).
 pub(super) fn literal_flags(body: &[Stmt]) -> Vec<String> {
     use ruff_python_ast::visitor::walk_stmt;
-    #[derive(Default)]
+    /// `name = True` statements, and then every other binding of those
+    /// names (looked at only when its root name is one of theirs).
     struct Flags {
         literal: Vec<String>,
+        roots: Vec<String>,
         otherwise: Vec<String>,
+        collecting: bool,
+    }
+    fn root(name: &str) -> &str {
+        name.split('.').next().unwrap_or(name)
     }
     impl<'a> Visitor<'a> for Flags {
         fn visit_stmt(&mut self, stmt: &'a Stmt) {
@@ -189,27 +195,54 @@ pub(super) fn literal_flags(body: &[Stmt]) -> Vec<String> {
                 if let ([target], Expr::BooleanLiteral(_)) =
                     (a.targets.as_slice(), a.value.as_ref())
                 {
-                    if let Some(name) = dotted(target) {
-                        self.literal.push(name);
-                        return;
+                    if self.collecting {
+                        if let Some(name) = dotted(target) {
+                            self.literal.push(name);
+                        }
                     }
+                    return;
                 }
             }
             walk_stmt(self, stmt);
         }
         fn visit_expr(&mut self, expr: &'a Expr) {
+            if self.collecting {
+                return walk_expr(self, expr);
+            }
             let stored = match expr {
                 Expr::Name(n) => !n.ctx.is_load(),
                 Expr::Attribute(a) => !a.ctx.is_load(),
                 _ => false,
             };
-            if let Some(name) = dotted(expr).filter(|_| stored) {
-                self.otherwise.push(name);
+            // The root name first: most stores bind other names.
+            let mut base = expr;
+            while let Expr::Attribute(a) = base {
+                base = &a.value;
+            }
+            let stored = stored
+                && matches!(base, Expr::Name(n) if self.roots.iter().any(|r| r == n.id.as_str()));
+            if stored {
+                if let Some(name) = dotted(expr) {
+                    if self.roots.iter().any(|r| r == root(&name)) {
+                        self.otherwise.push(name);
+                    }
+                }
             }
             walk_expr(self, expr);
         }
     }
-    let mut flags = Flags::default();
+    let mut flags = Flags {
+        literal: Vec::new(),
+        roots: Vec::new(),
+        otherwise: Vec::new(),
+        collecting: true,
+    };
+    flags.visit_body(body);
+    if flags.literal.is_empty() {
+        return Vec::new();
+    }
+    flags.roots = flags.literal.iter().map(|n| root(n).to_string()).collect();
+    flags.collecting = false;
     flags.visit_body(body);
     let mut out: Vec<String> = flags
         .literal
