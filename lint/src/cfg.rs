@@ -874,6 +874,14 @@ impl Builder<'_> {
         let mut outer_bits = 0u16;
         let mut cap = 0;
         let varies = |read: &String| self.varies(read);
+        let set_before_nested = |class: &CondClass, i: usize| {
+            let assigned = match class {
+                CondClass::Flag(reads) => reads.iter().any(varies),
+                CondClass::NotNone(name) => varies(name),
+                _ => false,
+            };
+            assigned && guards_events[i] && self.fixed_in_nested[i]
+        };
         let mut conds = Vec::with_capacity(self.raw.len());
         for (i, c) in self.raw.iter().enumerate() {
             let correlates = correlated.contains(&i);
@@ -936,24 +944,8 @@ impl Builder<'_> {
                 CondClass::Always => Kind::Always,
                 // Set in an iteration of the analysed loop before a nested
                 // loop that tests it: the same throughout that iteration.
-                CondClass::Flag(reads)
-                    if reads.iter().any(varies)
-                        && guards_events[i]
-                        && self.fixed_in_nested[i]
-                        && iteration_bits < MAX_ITERATION_BITS =>
-                {
-                    iteration_bits += 1;
-                    outer_bits |= 1 << (iteration_bits - 1);
-                    Kind::Iteration {
-                        bit: iteration_bits - 1,
-                        implies_boundary: false,
-                    }
-                }
-                CondClass::NotNone(name)
-                    if varies(name)
-                        && guards_events[i]
-                        && self.fixed_in_nested[i]
-                        && iteration_bits < MAX_ITERATION_BITS =>
+                CondClass::Flag(_) | CondClass::NotNone(_)
+                    if set_before_nested(&c.class, i) && iteration_bits < MAX_ITERATION_BITS =>
                 {
                     iteration_bits += 1;
                     outer_bits |= 1 << (iteration_bits - 1);
