@@ -84,21 +84,17 @@ impl<'s> Lowerer<'s> {
                 let mut names = Vec::new();
                 names_read(&a.value, &mut names);
                 for name in names {
-                    if let Some(Some(o)) = self.grad_aliases.get(&name) {
-                        owners.push(o.clone());
+                    if let Some(os) = self.grad_aliases.get(&name) {
+                        owners.extend(os.iter().cloned());
                     }
                 }
                 owners.sort();
                 owners.dedup();
                 if let [owner] = owners.as_slice() {
-                    self.grad_aliases
-                        .entry(n.id.to_string())
-                        .and_modify(|o| {
-                            if o.as_deref() != Some(owner.as_str()) {
-                                *o = None;
-                            }
-                        })
-                        .or_insert_with(|| Some(owner.clone()));
+                    let bound = self.grad_aliases.entry(n.id.to_string()).or_default();
+                    if !bound.contains(owner) {
+                        bound.push(owner.clone());
+                    }
                 }
             }
         }

@@ -21,9 +21,11 @@ impl<'s> Lowerer<'s> {
         }
         let mut names = Vec::new();
         names_read(value, &mut names);
-        names
-            .iter()
-            .any(|n| matches!(self.grad_aliases.get(n), Some(Some(o)) if o == owner))
+        names.iter().any(|n| {
+            self.grad_aliases
+                .get(n)
+                .is_some_and(|os| os.iter().any(|o| o == owner))
+        })
     }
 
     /// The updater of a hand-written update of `target` (`x`, `x.data`)

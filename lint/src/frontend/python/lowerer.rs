@@ -33,9 +33,10 @@ pub(super) struct Lowerer<'s> {
     /// Loop variables over a model's parameters (`for p in
     /// model.parameters()`): a manual update of one updates them all.
     pub(super) param_loop_vars: HashSet<String>,
-    /// Local names bound to one tensor's gradient (`grad =
-    /// delta.grad.detach()`) -> that tensor; `None` when bound to several.
-    pub(super) grad_aliases: HashMap<String, Option<String>>,
+    /// Local names bound to a tensor's gradient (`grad =
+    /// delta.grad.detach()`) -> the tensors whose gradients they are bound
+    /// to somewhere in the file (two functions may both use `grad`).
+    pub(super) grad_aliases: HashMap<String, Vec<String>>,
     /// The class whose methods are being lowered.
     pub(super) class: Option<String>,
     /// Functions given to ignite's `Engine(...)`: run once per batch.
