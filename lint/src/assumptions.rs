@@ -278,7 +278,8 @@ pub fn weigh<T>(
         ));
     }
     let leaves = leaving_branches(program);
-    for (at, branches, exhaustive) in unclassified_ifs(program, &relevant, false) {
+    let unclassified = unclassified_ifs(program, &relevant, false);
+    for &(at, branches, exhaustive) in &unclassified {
         let guess = Guess {
             kind: Kind::UnclassifiedCondition,
             span: Some(at),
@@ -289,9 +290,8 @@ pub fn weigh<T>(
         }
     }
     if base.iter().any(|(code, _)| *code == "GL004") {
-        let guessed_already = unclassified_ifs(program, &relevant, false);
         for (at, branches, exhaustive) in unclassified_ifs(program, &relevant, true) {
-            if guessed_already.iter().any(|(s, _, _)| *s == at) {
+            if unclassified.iter().any(|(s, _, _)| *s == at) {
                 continue;
             }
             let guess = Guess {
@@ -807,11 +807,7 @@ fn leaving_branches(program: &Program) -> std::collections::HashMap<(Span, usize
         visit(&f.body, &mut |n| {
             if let Node::If { branches, at, .. } = n {
                 for (i, b) in branches.iter().enumerate() {
-                    let leaves = matches!(
-                        b.last(),
-                        Some(Node::Break | Node::Continue | Node::Return | Node::Raise)
-                    );
-                    out.insert((*at, i), leaves);
+                    out.insert((*at, i), crate::ir::leaves(b));
                 }
             }
         });

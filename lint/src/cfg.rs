@@ -1093,7 +1093,7 @@ impl Builder<'_> {
                 ..
             } = node
             {
-                if branches.iter().all(|b| leaves(b)) {
+                if branches.iter().all(|b| crate::ir::leaves(b)) {
                     let fallthrough = std::mem::take(&mut self.fallthrough);
                     self.guard_stack.extend(fallthrough);
                 }
@@ -1230,15 +1230,17 @@ impl Builder<'_> {
                 .iter()
                 .fold(vec![Vec::new()], |acc, t| Tested::both(&acc, &t.fails))
         };
+        // What the path that skips every branch assumes (for `seq`), set
+        // once the branches (and their own `if`s) are built.
+        let mut fallthrough = Vec::new();
         let mut out = if exhaustive {
             Vec::new()
         } else {
             let skipped = failed(branches.len());
             let (start, common) = self.alternatives(&skipped, frontier, ctx.accumulate, group);
-            self.fallthrough = common;
+            fallthrough = common;
             start
         };
-        let fallthrough = std::mem::take(&mut self.fallthrough);
         for (i, branch) in branches.iter().enumerate() {
             let holds = tests.get(i).map_or(vec![Vec::new()], |t| t.holds.clone());
             let assumes = Tested::both(&failed(i), &holds);
@@ -1325,14 +1327,6 @@ impl Builder<'_> {
         self.calls.pop();
         out
     }
-}
-
-/// Whether a branch ends by leaving the iteration or the function.
-fn leaves(branch: &[Node]) -> bool {
-    matches!(
-        branch.last(),
-        Some(Node::Break | Node::Continue | Node::Return | Node::Raise)
-    )
 }
 
 /// `self` or `self.x` read as `receiver` (`trainer`, `trainer.x`).

@@ -295,9 +295,8 @@ fn facts(
             .find(|(_, r)| {
                 crate::ir::same_name(r, o)
                     || program
-                        .optimizer_models
-                        .iter()
-                        .any(|(opt, m)| crate::ir::same_name(opt, o) && crate::ir::same_name(m, r))
+                        .model_of(o)
+                        .is_some_and(|m| crate::ir::same_name(m, r))
             })
             .map(|(_, r)| r.clone()),
         _ => None,

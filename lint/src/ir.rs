@@ -400,6 +400,15 @@ pub enum Node {
     Opaque(Opaque),
 }
 
+/// Whether a branch ends by leaving the iteration or the function (`break`,
+/// `continue`, `return`, `raise`).
+pub fn leaves(branch: &[Node]) -> bool {
+    matches!(
+        branch.last(),
+        Some(Node::Break | Node::Continue | Node::Return | Node::Raise)
+    )
+}
+
 /// A call the analysis cannot see into, and what it is handed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opaque {
