@@ -174,6 +174,8 @@ enum Turn {
     JointLoss,
     /// A pass through a whole model does not reach a part of it.
     PartsUnreached,
+    /// A pass is the optimizer's its loss is named for.
+    LossNames,
     /// The loop at this span runs once.
     RunsOnce(Span),
     /// The resets of this model (not one an optimizer of the file is built
@@ -216,6 +218,21 @@ pub fn weigh<T>(
     }
     if program.deepspeed {
         silent.push((Turn::DeepSpeed(false), deepspeed_guess()));
+    }
+    // Several optimizers' passes between their resets and their steps
+    // (`opt_g.zero_grad(); opt_d.zero_grad(); g_loss.backward();
+    // d_loss.backward(); opt_g.step(); opt_d.step()`): whose pass is whose
+    // only the losses' names tell.
+    if program.reach.passes.len() >= 2 && program.reach.optimizers.len() >= 2 {
+        silent.push((
+            Turn::LossNames,
+            Guess {
+                kind: Kind::ModelName,
+                span: None,
+                note: "a backward pass is read as the pass of the optimizer its loss is named for"
+                    .into(),
+            },
+        ));
     }
     for (turn, guess) in silent {
         let turned = apply(program, &turn);
@@ -499,6 +516,7 @@ fn apply(program: &Program, turn: &Turn) -> Program {
         Turn::DeepSpeed(on) => out.deepspeed = *on,
         Turn::JointLoss => out.reach.joint_loss_shared = true,
         Turn::PartsUnreached => out.reach.parts_unreached = true,
+        Turn::LossNames => out.reach.losses_named = true,
         _ => {
             for f in &mut out.functions {
                 f.body = rewrite(&f.body, turn);

@@ -10,7 +10,7 @@
 use rustc_hash::FxHashSet;
 
 use crate::ir::{
-    map_nodes, CondClass, Counter, Event, Node, Program, Reset, Residue, Span, Test, Tested,
+    map_nodes, CondClass, Counter, Event, Node, Param, Program, Reset, Residue, Span, Test, Tested,
     Updater,
 };
 
@@ -35,6 +35,9 @@ fn factors(text: &str) -> Vec<&str> {
     inner.split('*').collect()
 }
 
+/// What a path assumes: (condition, value) pairs.
+type Assumptions = Vec<(usize, bool)>;
+
 /// States one path question may visit; past it the answer is "no path"
 /// (silence rather than a slow or wrong finding).
 const MAX_STATES: usize = 50_000;
@@ -56,6 +59,10 @@ pub struct Cfg {
     pub assumes: Vec<Vec<(usize, bool)>>,
     /// Per node, the assumptions of the branches enclosing it.
     pub guards: Vec<Vec<(usize, bool)>>,
+    /// Per node in a branch taken under one of several alternatives (`if
+    /// k == 1 or i % k == 0:`), the assumptions of each: a question from
+    /// the node starts in one of them, not in what they share.
+    entries: Vec<Vec<Vec<(usize, bool)>>>,
     /// Per node, the flags it sets (`skip = True`): (condition, value).
     pub sets: Vec<Vec<(usize, bool)>>,
     /// Per node, the heads of the loops (nested in the analysed one) that
@@ -262,6 +269,13 @@ struct Builder<'p> {
     fixed_in_nested: Vec<bool>,
     /// Iteration bits that nested loops' iterations leave as they are.
     outer_bits: u16,
+    /// The alternatives of the innermost branch with several.
+    entry_stack: Vec<Vec<Vec<(usize, bool)>>>,
+    /// What the next call hands its callee's parameters.
+    arguments: Vec<(Param, Tested)>,
+    /// Per function being inlined, its parameters' tests as its call
+    /// handed them.
+    substitutions: Vec<Vec<(String, Tested)>>,
 }
 
 impl Cfg {
@@ -287,6 +301,9 @@ impl Cfg {
             nested_assigned: Vec::new(),
             fixed_in_nested: Vec::new(),
             outer_bits: 0,
+            entry_stack: Vec::new(),
+            arguments: Vec::new(),
+            substitutions: Vec::new(),
         };
         let head = b.node(None, false);
         b.cfg.heads[head] = Some(counters.to_vec());
@@ -409,15 +426,29 @@ impl Cfg {
     /// window position per iteration).
     pub fn ask(&self, q: Query) -> bool {
         let n = self.events.len();
-        let Some(start) = self.seed(q.from, q.window_of_one.then_some(true)) else {
+        let Some(seed) = self.seed(q.from, q.window_of_one.then_some(true)) else {
             return false;
+        };
+        // Under `if a or b:`, the node was reached through `a` or through `b`.
+        let starts: Vec<State> = match self.entries[q.from].as_slice() {
+            [] => vec![seed],
+            alternatives => alternatives
+                .iter()
+                .filter_map(|alternative| {
+                    alternative
+                        .iter()
+                        .try_fold(seed, |s, &(c, v)| self.decide(s, c, v, false))
+                })
+                .collect(),
         };
         // Progress: 0 before a `need` node, 1 after it, 2 after it and a
         // new iteration (when asked for).
         let done = if q.need_then_next_iteration { 2 } else { 1 };
         let mut seen: FxHashSet<(usize, u8, State)> = FxHashSet::default();
         let mut stack: Vec<(usize, u8, State)> = Vec::new();
-        self.push_successors(q.from, 0, start, &q, &mut stack);
+        for start in starts {
+            self.push_successors(q.from, 0, start, &q, &mut stack);
+        }
         while let Some((node, mut got, state)) = stack.pop() {
             if node >= n || q.blocked.contains(&node) {
                 continue;
@@ -668,6 +699,9 @@ impl Builder<'_> {
         self.cfg.assumes.push(Vec::new());
         self.cfg.sets.push(Vec::new());
         self.cfg.guards.push(self.guard_stack.clone());
+        self.cfg
+            .entries
+            .push(self.entry_stack.last().cloned().unwrap_or_default());
         self.cfg.heads.push(None);
         self.cfg.loops.push(self.loop_stack.clone());
         self.cfg.branch_of.push(None);
@@ -724,11 +758,13 @@ impl Builder<'_> {
         frontier: &[usize],
         accumulate: bool,
         group: usize,
-    ) -> (Vec<usize>, Vec<(usize, bool)>) {
+    ) -> (Vec<usize>, Assumptions, Vec<Assumptions>) {
         let mut starts = Vec::new();
         let mut common: Option<Vec<(usize, bool)>> = None;
+        let mut each = Vec::new();
         for alternative in alternatives {
             let assumes: Vec<(usize, bool)> = alternative.iter().map(|t| self.cond(t)).collect();
+            each.push(assumes.clone());
             common = Some(match common {
                 None => assumes.clone(),
                 Some(c) => c.into_iter().filter(|a| assumes.contains(a)).collect(),
@@ -737,7 +773,7 @@ impl Builder<'_> {
         }
         starts.sort_unstable();
         starts.dedup();
-        (starts, common.unwrap_or_default())
+        (starts, common.unwrap_or_default(), each)
     }
 
     /// An assumption node after `frontier`, when there is anything to
@@ -777,7 +813,9 @@ impl Builder<'_> {
         let mut guards_events = vec![false; self.raw.len()];
         for (n, event) in self.cfg.events.iter().enumerate() {
             if event.is_some() {
-                for &(c, _) in &self.cfg.guards[n] {
+                // Under `if a or b:` each of `a`, `b` guards it too.
+                let entries = self.cfg.entries[n].iter().flatten();
+                for &(c, _) in self.cfg.guards[n].iter().chain(entries) {
                     guards_events[c] = true;
                 }
             }
@@ -1105,7 +1143,19 @@ impl Builder<'_> {
 
     fn stmt(&mut self, node: &Node, frontier: Vec<usize>, ctx: &mut Ctx) -> Vec<usize> {
         match node {
-            Node::Event(Event::Call(name), _) => self.call(name, frontier, ctx.accumulate),
+            Node::Event(Event::Call(name), _) => {
+                let arguments = std::mem::take(&mut self.arguments);
+                self.call(name, arguments, frontier, ctx.accumulate)
+            }
+            // Read by the call that follows; an argument that is the
+            // caller's own parameter reads the caller's argument.
+            Node::Arguments(arguments) => {
+                self.arguments = arguments
+                    .iter()
+                    .map(|(p, t)| (p.clone(), self.substituted(t).unwrap_or_else(|| t.clone())))
+                    .collect();
+                frontier
+            }
             // In `accelerator.accumulate`, a prepared optimizer's step and
             // reset act only on the micro-step that closes the window.
             // (Under DeepSpeed the reset is a no-op: left to the facts.)
@@ -1202,8 +1252,8 @@ impl Builder<'_> {
             negated: false,
         };
         let group = self.cfg.events.len();
-        let (start, _) = self.alternatives(&[vec![sync.clone()]], frontier, true, group);
-        let (mut out, _) = self.alternatives(&[vec![sync.flipped()]], frontier, true, group);
+        let (start, _, _) = self.alternatives(&[vec![sync.clone()]], frontier, true, group);
+        let (mut out, _, _) = self.alternatives(&[vec![sync.flipped()]], frontier, true, group);
         let assumed = self.cond(&sync);
         self.guard_stack.push(assumed);
         let n = self.node(Some((event.clone(), *span)), true);
@@ -1215,6 +1265,42 @@ impl Builder<'_> {
 
     /// An `if` and its `elif`s and `else`: branch i runs when its test holds
     /// and the tests above failed.
+    /// A test of the inlined function's parameter (`if update:`) read as
+    /// what its call handed it (`(i + 1) % k == 0`); `None` when the test
+    /// reads no such parameter.
+    fn substituted(&self, tested: &Tested) -> Option<Tested> {
+        let handed = self.substitutions.last().filter(|h| !h.is_empty())?;
+        let find = |t: &Test| match &t.cond.class {
+            CondClass::Flag(reads) if reads.len() == 1 && reads[0] == t.cond.key => handed
+                .iter()
+                .find(|(p, _)| *p == t.cond.key)
+                .map(|(_, h)| if t.negated { &h.fails } else { &h.holds }),
+            _ => None,
+        };
+        let mut tests = tested.holds.iter().chain(&tested.fails).flatten();
+        if !tests.any(|t| find(t).is_some()) {
+            return None;
+        }
+        let side = |alternatives: &[Vec<Test>]| -> Vec<Vec<Test>> {
+            let mut out = Vec::new();
+            for alternative in alternatives {
+                let mut acc = vec![Vec::new()];
+                for t in alternative {
+                    acc = match find(t) {
+                        Some(h) => Tested::both(&acc, h),
+                        None => Tested::both(&acc, &[vec![t.clone()]]),
+                    };
+                }
+                out.extend(acc);
+            }
+            out
+        };
+        Some(Tested {
+            holds: side(&tested.holds),
+            fails: side(&tested.fails),
+        })
+    }
+
     fn branches(
         &mut self,
         branches: &[Vec<Node>],
@@ -1223,6 +1309,16 @@ impl Builder<'_> {
         frontier: &[usize],
         ctx: &mut Ctx,
     ) -> Vec<usize> {
+        let substituted: Vec<Tested>;
+        let tests = if tests.iter().any(|t| self.substituted(t).is_some()) {
+            substituted = tests
+                .iter()
+                .map(|t| self.substituted(t).unwrap_or_else(|| t.clone()))
+                .collect();
+            &substituted[..]
+        } else {
+            tests
+        };
         let group = self.cfg.events.len();
         // Branch i runs when its test holds and the tests above failed.
         let failed = |upto: usize| -> Vec<Vec<Test>> {
@@ -1237,7 +1333,7 @@ impl Builder<'_> {
             Vec::new()
         } else {
             let skipped = failed(branches.len());
-            let (start, common) = self.alternatives(&skipped, frontier, ctx.accumulate, group);
+            let (start, common, _) = self.alternatives(&skipped, frontier, ctx.accumulate, group);
             fallthrough = common;
             start
         };
@@ -1245,9 +1341,17 @@ impl Builder<'_> {
             let holds = tests.get(i).map_or(vec![Vec::new()], |t| t.holds.clone());
             let assumes = Tested::both(&failed(i), &holds);
             let depth = self.guard_stack.len();
-            let (start, common) = self.alternatives(&assumes, frontier, ctx.accumulate, group);
+            let (start, common, each) =
+                self.alternatives(&assumes, frontier, ctx.accumulate, group);
             self.guard_stack.extend(common);
+            let several = each.len() > 1;
+            if several {
+                self.entry_stack.push(each);
+            }
             out.extend(self.seq(branch, start, ctx));
+            if several {
+                self.entry_stack.pop();
+            }
             self.guard_stack.truncate(depth);
         }
         self.fallthrough = fallthrough;
@@ -1290,7 +1394,13 @@ impl Builder<'_> {
     /// unknown or recursive calls are opaque. A call `name|receiver` (a
     /// method of a class of another file, called on `receiver`) inlines the
     /// method with `self` read as `receiver`.
-    fn call(&mut self, name: &str, frontier: Vec<usize>, accumulate: bool) -> Vec<usize> {
+    fn call(
+        &mut self,
+        name: &str,
+        arguments: Vec<(Param, Tested)>,
+        frontier: Vec<usize>,
+        accumulate: bool,
+    ) -> Vec<usize> {
         let program = self.program;
         let (target, receiver) = match name.split_once('|') {
             Some((t, r)) => (t, Some(r)),
@@ -1303,6 +1413,16 @@ impl Builder<'_> {
             return frontier;
         }
         self.calls.push(target.to_string());
+        // A parameter the callee assigns is its own from there on.
+        let handed = arguments
+            .into_iter()
+            .filter_map(|(p, t)| match p {
+                Param::Keyword(k) => Some((k, t)),
+                Param::Position(i) => function.params.get(i).map(|k| (k.clone(), t)),
+            })
+            .filter(|(k, _)| !function.assigned.contains(k))
+            .collect();
+        self.substitutions.push(handed);
         let renamed;
         let body = match receiver.filter(|r| *r != "self") {
             Some(r) => {
@@ -1325,6 +1445,7 @@ impl Builder<'_> {
         let mut out = self.seq(body, frontier, &mut ctx);
         out.extend(ctx.returns.unwrap_or_default());
         self.calls.pop();
+        self.substitutions.pop();
         out
     }
 }

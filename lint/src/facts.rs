@@ -175,6 +175,7 @@ fn events_around(nodes: &[Node], around: Option<Span>, out: &mut Vec<(Event, Spa
             | Node::Return
             | Node::Raise
             | Node::Set(..)
+            | Node::Arguments(_)
             | Node::Opaque(_) => {}
         }
     }
@@ -743,10 +744,20 @@ impl<'a> Cycle<'a> {
             };
             let attack = attacks.iter().find(|(a, _)| *a == b).map(|(_, t)| *t);
             let separated = self.separated_owner(b, pass, &others, &models);
+            // Named for another optimizer, and certainly through this one's
+            // model (not through a module's helper that may detach:
+            // `compute_advantage(gamma, td_delta)`).
+            let named = self.named_for(&pass.loss).filter(|o| {
+                !same_name(o, name)
+                    && models
+                        .iter()
+                        .any(|m| reach.pass_reaches_directly(pass, m, &models))
+            });
             if attack.is_none()
                 && own_backwards.contains(&b)
                 && !self.claimed_by_other(b)
                 && separated.is_none()
+                && named.is_none()
             {
                 continue;
             }
@@ -759,7 +770,11 @@ impl<'a> Cycle<'a> {
                 // in the iteration and stepped after it (`opt_d.zero_grad();
                 // d_loss.backward(); opt_g.step(); opt_d.step()`), or the
                 // one whose model this optimizer's own pass detaches.
-                let Some(other) = attack.or(separated).or_else(|| {
+                let named = named.filter(|o| {
+                    reach.only_other_models(o, model)
+                        && reach.pass_reaches_directly(pass, model, &models)
+                });
+                let Some(other) = attack.or(separated).or(named).or_else(|| {
                     others.iter().copied().find(|o| {
                         reach.only_other_models(o, model) && {
                             let steps = cfg.find(
@@ -844,9 +859,21 @@ impl<'a> Cycle<'a> {
                     let stops: Vec<usize> = blocked.iter().chain(&self.steps).copied().collect();
                     let rest: Vec<usize> = self.steps.iter().copied().filter(|&t| t != s).collect();
                     let between: Vec<usize> = blocked.iter().chain(&rest).copied().collect();
-                    self.backwards.iter().any(|&o| {
-                        o != b && self.after_own_reset(o) && cfg.forward_path(o, &[b], &stops)
-                    }) && cfg.forward_path(b, &[s], &between)
+                    // Its own: after its reset, or named for it where
+                    // names are read (resets side by side).
+                    let own = |o: usize| {
+                        self.after_own_reset(o)
+                            || reach.pass_at(cfg.span(o)).is_some_and(|p| {
+                                self.named_for(&p.loss).is_some_and(|x| same_name(x, name))
+                            }) && self
+                                .resets
+                                .iter()
+                                .any(|&r| cfg.forward_path(r, &[o], &self.steps))
+                    };
+                    self.backwards
+                        .iter()
+                        .any(|&o| o != b && own(o) && cfg.forward_path(o, &[b], &stops))
+                        && cfg.forward_path(b, &[s], &between)
                 };
                 let carried = self
                     .steps
@@ -981,6 +1008,52 @@ impl<'a> Cycle<'a> {
     /// g_loss.backward(); opt_d.zero_grad(); d_loss.backward();
     /// opt_g.step()`: `d_loss` is the discriminator's pass, though it lies
     /// between the generator's reset and step).
+    /// The one stepped optimizer a loss is named for (`g_loss`, `loss_G`,
+    /// `errG` for `opt_g`, `gen_optimizer`, `optimizerG`), when the reading
+    /// by names is on (see [`crate::ir::Reach::losses_named`]).
+    fn named_for(&self, loss: &str) -> Option<&'a str> {
+        if !self.program.reach.losses_named {
+            return None;
+        }
+        let of_loss = name_words(loss, &["loss", "losses", "err", "error", "total", "l"]);
+        if of_loss.is_empty() {
+            return None;
+        }
+        let mut found = None;
+        for &o in &self.stepped {
+            let of_optimizer = name_words(
+                o,
+                &[
+                    "opt",
+                    "optim",
+                    "optimizer",
+                    "optimiser",
+                    "optimizers",
+                    "solver",
+                    "model",
+                ],
+            );
+            // The same word, or one cut short to its first letter (`g`,
+            // `gen`) or to three or more (`disc`, `discriminator`): `di`
+            // for `dis` is as likely another network's (`ds`, `di`).
+            let abbreviates = |short: &str, long: &str| {
+                long.starts_with(short) && (short.len() == 1 || short.len() >= 3)
+            };
+            let matches = of_loss.iter().any(|a| {
+                of_optimizer
+                    .iter()
+                    .any(|b| a == b || abbreviates(a, b) || abbreviates(b, a))
+            });
+            if matches {
+                match found {
+                    Some(f) if !same_name(f, o) => return None,
+                    _ => found = Some(o),
+                }
+            }
+        }
+        found
+    }
+
     fn claimed_by_other(&self, b: usize) -> bool {
         let cfg = self.cfg;
         // Another stepped optimizer's reset: its `zero_grad()`, or its
@@ -1156,4 +1229,31 @@ impl<'a> Cycle<'a> {
             _ => None,
         }
     }
+}
+
+/// The words of a name's last part (`self.loss_G` -> `g`, `errD` -> `d`,
+/// `gen_optimizer` -> `gen`), lowercase, without `generic` words and
+/// numbers; none for an expression.
+fn name_words(name: &str, generic: &[&str]) -> Vec<String> {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    if last.is_empty() || !last.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Vec::new();
+    }
+    let mut words = Vec::new();
+    for part in last.split('_') {
+        let mut word = String::new();
+        let mut after_lower = false;
+        for c in part.chars() {
+            if c.is_ascii_uppercase() && after_lower {
+                words.push(std::mem::take(&mut word));
+            }
+            after_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            word.push(c.to_ascii_lowercase());
+        }
+        words.push(word);
+    }
+    words.retain(|w| {
+        !w.is_empty() && !w.chars().all(|c| c.is_ascii_digit()) && !generic.contains(&w.as_str())
+    });
+    words
 }

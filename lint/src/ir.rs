@@ -393,11 +393,25 @@ pub enum Node {
     /// (or not) from here on in this iteration (`skip = True` in a branch,
     /// `if not skip: opt.step()` after it).
     Set(String, bool),
+    /// What the followed call right after it hands the parameters of its
+    /// callee (`back(loss, opt, update=(i + 1) % k == 0)`): each argument
+    /// read as a test, which stands for the parameter's own test in the
+    /// callee's body (`if update: opt.step()`).
+    Arguments(Vec<(Param, Tested)>),
     /// A call the analysis cannot follow that is handed an optimizer, a
     /// model or `self` (`train_utils.step(model, opt)`): it could reset or
     /// step. The rules read it as doing neither; [`crate::assumptions`]
     /// checks what a finding owes to that reading.
     Opaque(Opaque),
+}
+
+/// A callee's parameter, as a call names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    /// The n-th positional argument (`self` not counted).
+    Position(usize),
+    /// A keyword argument.
+    Keyword(String),
 }
 
 /// Whether a branch ends by leaving the iteration or the function (`break`,
@@ -430,6 +444,8 @@ pub struct Function {
     pub body: Vec<Node>,
     /// Names (dotted) assigned in its body.
     pub assigned: Vec<String>,
+    /// Its positional parameters, in order (`self` left out).
+    pub params: Vec<String>,
 }
 
 /// Spans of events from another file of the same invocation start at
@@ -540,6 +556,12 @@ pub struct Reach {
     /// Names bound to the optimizers a function of the file builds and
     /// returns (`self.opt_g, self.opt_d = self.configure_optimizers()`).
     pub returned: Vec<String>,
+    /// Whether a pass that runs between an optimizer's reset and its step
+    /// is read as another optimizer's when its loss is named for that one
+    /// alone (`g_loss` for `gen_optimizer`, with `dis_optimizer` reset
+    /// beside it): the analysis reads it as the pass of every optimizer it
+    /// precedes; [`crate::assumptions`] turns the reading.
+    pub losses_named: bool,
 }
 
 /// What one backward pass's loss reaches.
@@ -554,6 +576,10 @@ pub struct Pass {
     /// `net_d.forward(fake)`, not under `.detach()`, `torch.no_grad()`,
     /// `.item()`.
     pub calls: Vec<String>,
+    /// Of `calls`, those not read only through the arguments of a function
+    /// of an imported module (`rl_utils.compute_advantage(gamma, delta)`
+    /// may detach them).
+    pub direct: Vec<String>,
     /// Callees whose output the loss reads only under `.detach()` (`net_g`
     /// for `net_d(fake.detach())` with `fake = net_g(z)`): a model its
     /// author keeps this loss's gradients out of.
@@ -623,7 +649,16 @@ impl Reach {
     /// parts (a forward pass uses some of them) or unless
     /// [`Reach::parts_unreached`].
     pub fn pass_reaches(&self, pass: &Pass, model: &str, built: &[String]) -> bool {
-        pass.calls.iter().any(|c| {
+        self.reaches_among(&pass.calls, model, built)
+    }
+
+    /// [`Reach::pass_reaches`], not through a module's function only.
+    pub fn pass_reaches_directly(&self, pass: &Pass, model: &str, built: &[String]) -> bool {
+        self.reaches_among(&pass.direct, model, built)
+    }
+
+    fn reaches_among(&self, calls: &[String], model: &str, built: &[String]) -> bool {
+        calls.iter().any(|c| {
             c == model
                 || attribute_of(c, model)
                 || attribute_of(model, c)

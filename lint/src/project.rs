@@ -754,6 +754,7 @@ fn inherit(program: &mut Program, pool: &HashMap<String, Function>) {
             name: format!("{}.{}", h.class, h.method),
             body: map_nodes(&f.body, &event, &|s| s, &String::clone),
             assigned: f.assigned.clone(),
+            params: f.params.clone(),
         });
     }
 }
@@ -882,11 +883,18 @@ fn resolve_imports(
         // A file with no backward pass only imports, by name, a class or
         // function with gradient events (or a module): the others' names
         // are not resolved.
+        // And the modules that hold them, imported by name from their
+        // package (`from src import engine`, then `engine.step(`).
         let wanted: HashSet<&str> = loaded
             .iter()
             .flatten()
-            .filter_map(|l| l.parse.get()?.as_ref())
-            .flat_map(|p| p.summary.relevant.iter().map(String::as_str))
+            .filter_map(|l| Some((l, l.parse.get()?.as_ref()?)))
+            .flat_map(|(l, p)| {
+                let module = (!p.summary.relevant.is_empty())
+                    .then(|| module_name(&l.path))
+                    .flatten();
+                p.summary.relevant.iter().map(String::as_str).chain(module)
+            })
             .collect();
         (0..n).into_par_iter().for_each(|i| {
             if let Some(l) = loaded[i].filter(|l| !l.is_parsed()) {
@@ -1066,6 +1074,7 @@ fn reached_functions(
                     name,
                     body,
                     assigned: f.assigned.clone(),
+                    params: f.params.clone(),
                 },
             );
         }
@@ -1120,6 +1129,16 @@ fn check_files(
             })
         })
         .collect()
+}
+
+/// The name a file is imported by as a module: its stem (`engine` for
+/// `src/engine.py`), its folder's name for a package's `__init__.py`.
+fn module_name(path: &Path) -> Option<&str> {
+    let stem = path.file_stem()?.to_str()?;
+    if stem == "__init__" {
+        return path.parent()?.file_name()?.to_str();
+    }
+    Some(stem)
 }
 
 #[cfg(test)]

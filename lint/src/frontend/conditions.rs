@@ -127,6 +127,8 @@ fn operands_tests(mut tested: Tested) -> Tested {
     let keep = |t: &Test| match &t.cond.class {
         CondClass::Counter { .. } | CondClass::WindowOne(_) | CondClass::Always => true,
         // So is a setting read from a dict (`cfg["amp"]`, `cfg.get("amp")`).
+        // And a setting's presence (`hasattr(args, "accum")`).
+        CondClass::Flag(_) if t.cond.key.starts_with("hasattr(") => true,
         CondClass::Flag(reads) => match reads.as_slice() {
             [r] if *r == t.cond.key => !r.contains('.'),
             [r] => t

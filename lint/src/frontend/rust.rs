@@ -44,6 +44,7 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
             name: name.clone(),
             body,
             assigned: Vec::new(),
+            params: Vec::new(),
         });
     }
     Ok(lowerer.program)

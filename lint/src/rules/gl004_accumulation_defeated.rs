@@ -23,6 +23,9 @@ a step skipped because a value is non-finite or out of range (that pass is
 meant to be dropped), a reset at the start of an epoch or fold (a new run
 starts a new window), a reset that runs only when the window is one batch long
 (`if k == 1: zero_grad()`, or `i % k == 1 or k == 1`: every batch steps then),
+a step in a helper under a parameter the loop hands the window's test
+(`back(loss, opt, should_step=(i + 1) % k == 0)`, or a name bound to it: the
+helper's `if should_step:` is read as that test),
 the prepared optimizer's reset inside or right after `with
 accelerator.accumulate(model):` (accelerate skips it until the window closes),
 and, with several optimizers, backward passes that belong to another

@@ -52,6 +52,17 @@ freeze the model. Optimizers built in one file and handed to a function
 of another (`train_one_epoch(model, disc, loader, opt_g, opt_d)`) are
 known there as built over the models handed with them.
 
+Both optimizers reset side by side, then both passes, then both steps
+(GAN-BERT: `opt_g.zero_grad(); opt_d.zero_grad(); g_loss.backward(retain_graph=True);
+d_loss.backward(); opt_g.step(); opt_d.step()`): nothing in the order says
+whose pass is whose, so each pass is read as the pass of both. Read by the
+losses' names (`g_loss`, `loss_G`, `errG` for `opt_g`, `gen_optimizer`,
+`optimizerG`; one optimizer alone, the same word or one cut to its first
+letter or to three letters or more), each step applies the other's pass:
+reported at the `low` tier, as resting on that reading, and only where the
+loss reaches the model certainly (not through a function of an imported
+module such as `rl_utils.compute_advantage`, which may detach it).
+
 An attack's passes are another loss's too: in adversarial training, the
 passes of an attack's loop (`loss.backward()` then a hand-written update
 of the perturbation, `delta.data = delta + alpha * delta.grad.sign()`)

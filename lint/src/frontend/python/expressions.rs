@@ -10,7 +10,7 @@ use super::gradients::{
 use super::lowerer::Lowerer;
 use super::syntax::MAX_DEPTH;
 use super::syntax::{dotted, names_read, span};
-use crate::ir::{Event, Node, Opaque, Reset, Updater};
+use crate::ir::{Event, Node, Opaque, Param, Reset, Tested, Updater};
 
 impl<'s> Lowerer<'s> {
     /// Whether `value` reads `owner`'s gradient, directly or through a local
@@ -88,6 +88,12 @@ impl<'s> Lowerer<'s> {
                             }
                             _ => None,
                         };
+                        if matches!(event, Event::Call(_)) {
+                            let arguments = self.lowerer.arguments(call);
+                            if !arguments.is_empty() {
+                                self.out.push(Node::Arguments(arguments));
+                            }
+                        }
                         self.out.push(Node::Event(event, span(call)));
                         if let Some(o) = private {
                             let reset = Event::Reset(Reset::Optimizer(o));
@@ -104,6 +110,35 @@ impl<'s> Lowerer<'s> {
             return;
         }
         Calls { lowerer: self, out }.visit_expr(expr);
+    }
+
+    /// The arguments of a followed call that read as tests (`(i + 1) % k
+    /// == 0`, `not last`, a local name bound to a test), by parameter.
+    fn arguments(&self, call: &ast::ExprCall) -> Vec<(Param, Tested)> {
+        let test_like = |e: &Expr| match e {
+            Expr::Compare(_) | Expr::BoolOp(_) => true,
+            Expr::UnaryOp(u) => u.op == ast::UnaryOp::Not,
+            Expr::Name(n) => self.named.contains_key(n.id.as_str()),
+            _ => false,
+        };
+        let positional = call
+            .arguments
+            .args
+            .iter()
+            .take_while(|a| !a.is_starred_expr())
+            .enumerate()
+            .map(|(i, a)| (Param::Position(i), a));
+        let keywords = call
+            .arguments
+            .keywords
+            .iter()
+            .filter_map(|k| Some((Param::Keyword(k.arg.as_ref()?.id.to_string()), &k.value)));
+        positional
+            .chain(keywords)
+            .filter(|(_, a)| test_like(a))
+            .map(|(p, a)| (p, self.classify_test(a)))
+            .filter(|(_, t)| *t != Tested::default())
+            .collect()
     }
 
     /// The gradient event of one call, if any: a backward pass, a step, a

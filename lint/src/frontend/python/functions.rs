@@ -115,10 +115,16 @@ impl<'s> Lowerer<'s> {
             Some(c) => format!("{c}.{name}"),
             None => name.to_string(),
         };
+        // A method's `self` (or `cls`) is not an argument of its calls.
+        let mut params = positional_names(&f.parameters);
+        if self.class.is_some() && matches!(params.first(), Some(&("self" | "cls"))) {
+            params.remove(0);
+        }
         Function {
             name: qualified,
             body: lowered,
             assigned,
+            params: params.into_iter().map(String::from).collect(),
         }
     }
 

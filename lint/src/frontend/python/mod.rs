@@ -164,6 +164,7 @@ pub fn lower_module_handed(
         name: "<module>".into(),
         body,
         assigned: Vec::new(),
+        params: Vec::new(),
     });
     lowerer.program.reach = reach;
     let mut runs = lowerer.settable_runs.take();

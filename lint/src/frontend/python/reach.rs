@@ -115,12 +115,26 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
     if built.len() < 2 && (built.is_empty() || !source.contains(".grad")) {
         return reach;
     }
+    // Modules imported whole (`import rl_utils`), torch's and numpy's aside.
+    let mut modules: Vec<&str> = Vec::new();
+    for stmt in module {
+        if let Stmt::Import(i) = stmt {
+            for alias in &i.names {
+                let local = alias.asname.as_ref().unwrap_or(&alias.name);
+                let root = local.id.split('.').next().unwrap_or("");
+                if !matches!(root, "torch" | "numpy" | "np" | "math" | "F" | "nn") {
+                    modules.push(root);
+                }
+            }
+        }
+    }
     let mut scopes = vec![module];
     scopes_in(module, &mut scopes, 0);
     for body in scopes {
         let mut scope = Scope {
             source,
             passes: Vec::new(),
+            modules: &modules,
         };
         scope.block(body, &mut Vec::new(), 0);
         reach.passes.extend(scope.passes);
@@ -219,6 +233,8 @@ struct Frame<'a> {
 struct Scope<'s> {
     source: &'s str,
     passes: Vec<Pass>,
+    /// The modules the file imports whole.
+    modules: &'s [&'s str],
 }
 
 /// The callees a loss is computed from: with gradients flowing, and
@@ -227,8 +243,14 @@ struct Scope<'s> {
 struct Found {
     calls: Vec<String>,
     detached: Vec<String>,
+    /// The calls found not through a helper's arguments.
+    direct: Vec<String>,
     /// Whether the search is below a `.detach()` now.
     under_detach: bool,
+    /// Whether the search is in the arguments of a function of a module
+    /// (`rl_utils.compute_advantage(gamma, td_delta)`), which may detach
+    /// them.
+    under_helper: bool,
 }
 
 impl Found {
@@ -236,6 +258,9 @@ impl Found {
         if self.under_detach {
             self.detached.push(callee);
         } else {
+            if !self.under_helper {
+                self.direct.push(callee.clone());
+            }
             self.calls.push(callee);
         }
     }
@@ -335,10 +360,13 @@ impl<'s> Scope<'s> {
         let Found {
             mut calls,
             mut detached,
+            mut direct,
             ..
         } = found;
         calls.sort();
         calls.dedup();
+        direct.sort();
+        direct.dedup();
         detached.sort();
         detached.dedup();
         // `scaler.scale(g_loss)` is named by its loss.
@@ -357,6 +385,7 @@ impl<'s> Scope<'s> {
             loss: self.source.get(s.start..s.end).unwrap_or("").to_string(),
             calls,
             detached,
+            direct,
         });
     }
 
@@ -420,12 +449,21 @@ impl<'s> Scope<'s> {
                         None => self.calls_of(func, frames, budget, out, depth + 1),
                     },
                 }
+                // A function of another module, not torch's: its arguments
+                // may reach the result detached (`compute_advantage`).
+                let helper = dotted(&call.func).is_some_and(|d| {
+                    d.split_once('.')
+                        .is_some_and(|(root, _)| self.modules.contains(&root))
+                });
+                let outer = out.under_helper;
+                out.under_helper |= helper;
                 for arg in call.arguments.args.iter() {
                     self.calls_of(arg, frames, budget, out, depth + 1);
                 }
                 for k in call.arguments.keywords.iter() {
                     self.calls_of(&k.value, frames, budget, out, depth + 1);
                 }
+                out.under_helper = outer;
             }
             Expr::Attribute(a) => {
                 if STOP_ATTRIBUTES.contains(&a.attr.id.as_str()) {
@@ -1295,6 +1333,15 @@ fn parameters_in(params: &Expr, lists: &HashMap<String, Built>) -> Built {
                     }
                 }
                 Expr::Lambda(_) => {}
+                // `[p for p in net.parameters()]`: the whole list.
+                Expr::ListComp(ast::ExprListComp {
+                    elt, generators, ..
+                }) if matches!(generators.as_slice(), [g] if g.ifs.is_empty()
+                    && !g.is_async
+                    && matches!((elt.as_ref(), &g.target), (Expr::Name(e), Expr::Name(t)) if e.id == t.id)) =>
+                {
+                    self.visit_expr(&generators[0].iter);
+                }
                 // A subset of what its loops run over (the element and
                 // the filters pick among them).
                 Expr::ListComp(ast::ExprListComp { generators, .. })

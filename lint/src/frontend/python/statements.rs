@@ -285,9 +285,8 @@ impl<'s> Lowerer<'s> {
         }
     }
 
-    /// An `if` with its `elif`s and `else`, each test classified.
-    fn branches(&self, i: &ast::StmtIf, depth: usize, out: &mut Vec<Node>) {
-        self.expr(&i.test, out);
+    /// What a test tells of the classified conditions, where it stands.
+    pub(super) fn classify_test(&self, test: &Expr) -> Tested {
         let named = |n: &str| self.named.get(n).copied();
         // Borrowed only while a test is classified (no lowering then).
         let run_length = |v: &str| {
@@ -306,12 +305,15 @@ impl<'s> Lowerer<'s> {
                 .and_then(|frame| frame.iter().find(|w| w.name == name))
                 .map(|w| w.at(at))
         };
+        classify(self.source, test, &named, &run_length, &equality)
+    }
+
+    /// An `if` with its `elif`s and `else`, each test classified.
+    fn branches(&self, i: &ast::StmtIf, depth: usize, out: &mut Vec<Node>) {
+        self.expr(&i.test, out);
         let mut branches = vec![self.stmts(&i.body, depth + 1)];
-        let mut tests = vec![self.resets_what_exists(
-            classify(self.source, &i.test, &named, &run_length, &equality),
-            &i.test,
-            &i.body,
-        )];
+        let mut tests =
+            vec![self.resets_what_exists(self.classify_test(&i.test), &i.test, &i.body)];
         let mut exhaustive = false;
         for clause in &i.elif_else_clauses {
             if let Some(test) = &clause.test {
@@ -320,11 +322,7 @@ impl<'s> Lowerer<'s> {
                 self.expr(test, &mut branch);
                 branch.extend(self.stmts(&clause.body, depth + 1));
                 branches.push(branch);
-                tests.push(self.resets_what_exists(
-                    classify(self.source, test, &named, &run_length, &equality),
-                    test,
-                    &clause.body,
-                ));
+                tests.push(self.resets_what_exists(self.classify_test(test), test, &clause.body));
             } else {
                 exhaustive = true;
                 branches.push(self.stmts(&clause.body, depth + 1));
