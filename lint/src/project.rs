@@ -660,15 +660,28 @@ fn imports_of(
                     }
                     continue;
                 }
-                if wanted.is_some_and(|w| !w.contains(name.as_str())) {
-                    continue;
-                }
                 let sub = if module.is_empty() {
                     name.clone()
                 } else {
                     format!("{module}.{name}")
                 };
-                let has_sub = !tree.index.candidates(file, *level, &sub).is_empty();
+                let subs = tree.index.candidates(file, *level, &sub);
+                let has_sub = !subs.is_empty();
+                // A module imported by name from its package (`from
+                // approaches import update_model`) whose text has a
+                // gradient event: parsed now to be followed.
+                let module_with_events = || {
+                    subs.iter().any(|&j| {
+                        tree.loaded
+                            .get(j)
+                            .copied()
+                            .flatten()
+                            .is_some_and(|l| l.mentioned)
+                    })
+                };
+                if wanted.is_some_and(|w| !w.contains(name.as_str())) && !module_with_events() {
+                    continue;
+                }
                 if !has_sub && tree.binds_nothing_from(file, *level, module, name) {
                     continue;
                 }
