@@ -55,6 +55,9 @@ pub struct Cfg {
     pub head: usize,
     /// Edges that close an iteration (to a loop head from its body).
     pub back_edges: Vec<(usize, usize)>,
+    /// Nodes a `continue` in a branch follows (`if skipped: zero_grad();
+    /// continue`): they end their iteration early.
+    pub before_continue: Vec<usize>,
     /// Per node, the conditions a path through it assumes: (condition, value).
     pub assumes: Vec<Vec<(usize, bool)>>,
     /// Per node, the assumptions of the branches enclosing it.
@@ -273,6 +276,8 @@ struct Builder<'p> {
     entry_stack: Vec<Vec<Vec<(usize, bool)>>>,
     /// What the next call hands its callee's parameters.
     arguments: Vec<(Param, Tested)>,
+    /// How many branches the node being built lies in.
+    branch_depth: usize,
     /// Per function being inlined, its parameters' tests as its call
     /// handed them.
     substitutions: Vec<Vec<(String, Tested)>>,
@@ -303,6 +308,7 @@ impl Cfg {
             outer_bits: 0,
             entry_stack: Vec::new(),
             arguments: Vec::new(),
+            branch_depth: 0,
             substitutions: Vec::new(),
         };
         let head = b.node(None, false);
@@ -1201,6 +1207,9 @@ impl Builder<'_> {
                 if let Some(head) = ctx.head {
                     self.back_edges(&frontier, head);
                 }
+                if self.branch_depth > 0 {
+                    self.cfg.before_continue.extend(&frontier);
+                }
                 Vec::new()
             }
             Node::Return => {
@@ -1348,7 +1357,9 @@ impl Builder<'_> {
             if several {
                 self.entry_stack.push(each);
             }
+            self.branch_depth += 1;
             out.extend(self.seq(branch, start, ctx));
+            self.branch_depth -= 1;
             if several {
                 self.entry_stack.pop();
             }

@@ -554,11 +554,23 @@ impl<'a> Cycle<'a> {
             .iter()
             .find(|&&z| {
                 !self.gated_by_accumulate(z, prepared)
+                    && !self.drops_the_iteration(z)
                     && self.window_open_around(z, step_is_conditional)
                     && (self.clears_from_run_start(z, &accumulating)
                         || self.clears_after_step(z, &accumulating))
             })
             .map(|&z| self.cfg.span(z))
+    }
+
+    /// Whether the reset `z` is followed at once by a `continue` in a branch
+    /// on every way (`if skipped: model.zero_grad(); continue`): the iteration's passes
+    /// are dropped on purpose, not a window cut.
+    fn drops_the_iteration(&self, z: usize) -> bool {
+        let cfg = self.cfg;
+        cfg.before_continue.contains(&z)
+            && cfg.succ[z]
+                .iter()
+                .all(|&s| cfg.back_edges.contains(&(z, s)))
     }
 
     /// Whether some iteration of the loop at `head` (within the loop
