@@ -29,6 +29,10 @@ pub struct Anchors {
     /// GL009: whether a reset there is certain to clear none of the
     /// optimizer's own passes.
     pub reset_before_certain: bool,
+    /// A pile-up's first step: the one whose pass the finding's step
+    /// applies again (the same step with one step in the loop); the reset
+    /// belongs after it.
+    pub applied_first: Option<Span>,
 }
 
 /// The anchors of a finding made from `facts`.
@@ -48,5 +52,6 @@ pub fn anchors(facts: &LoopFacts) -> Anchors {
             .stray_pass
             .as_ref()
             .is_some_and(|s| s.reset_there_is_certain),
+        applied_first: facts.pile_up_from,
     }
 }

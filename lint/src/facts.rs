@@ -23,6 +23,9 @@ pub struct LoopFacts {
     /// A step after which a path reaches a step again through a backward
     /// pass and no reset: gradients pile up.
     pub pile_up_step: Option<Span>,
+    /// The step whose pass the pile-up step applies again (the same step,
+    /// a loop later, with one step).
+    pub pile_up_from: Option<Span>,
     /// When the pile-up happens only with a window of one: the setting
     /// (`args.gradient_accumulation_steps`) that is then 1.
     pub pile_up_window_of_one: Option<String>,
@@ -277,7 +280,8 @@ fn facts(
     optimizers_in_loop: usize,
 ) -> LoopFacts {
     let cycle = Cycle::new(program, cfg, backwards, &updater, optimizers_in_loop);
-    let (pile_up_node, pile_up_window_of_one) = cycle.pile_up();
+    let (pile_up, pile_up_window_of_one) = cycle.pile_up();
+    let pile_up_node = pile_up.map(|(from, _)| from);
     let reset_between_backward_and_step = cycle.reset_between_backward_and_step();
     let reset_discarding_accumulation = cycle.reset_discarding_accumulation();
     let skipped_pass_applied = cycle.skipped_pass_applied();
@@ -307,7 +311,8 @@ fn facts(
         updater,
         loop_span: scope.loop_span,
         uncalled_reset,
-        pile_up_step: pile_up_node.map(|n| cfg.span(n)),
+        pile_up_step: pile_up.map(|(_, to)| cfg.span(to)),
+        pile_up_from: pile_up.map(|(from, _)| cfg.span(from)),
         pile_up_window_of_one,
         resets_in_loop,
         resets_outside_loop,
@@ -491,19 +496,26 @@ impl<'a> Cycle<'a> {
     /// it, if any: a window length that is a setting may be 1 (its usual
     /// default), and then a reset tested off the window's boundary never
     /// runs.
-    fn pile_up(&self) -> (Option<usize>, Option<String>) {
+    fn pile_up(&self) -> (Option<(usize, usize)>, Option<String>) {
         let pile_up = |window_of_one: bool| {
-            self.steps
-                .iter()
-                .find(|&&s| {
-                    self.cfg.ask(Query {
-                        blocked: &self.resets,
-                        need: Some(&self.own_backwards),
-                        window_of_one,
-                        ..Query::new(s, &self.steps)
-                    })
+            let ask = |from: usize, to: &[usize]| {
+                self.cfg.ask(Query {
+                    blocked: &self.resets,
+                    need: Some(&self.own_backwards),
+                    window_of_one,
+                    ..Query::new(from, to)
                 })
+            };
+            let &from = self.steps.iter().find(|&&s| ask(s, &self.steps))?;
+            // Where it shows: the step that applies again a pass `from`
+            // applied (the same step, a loop later, with one step).
+            let to = self
+                .steps
+                .iter()
                 .copied()
+                .find(|&t| ask(from, &[t]))
+                .unwrap_or(from);
+            Some((from, to))
         };
         match (pile_up(false), self.cfg.window_setting()) {
             (Some(s), _) => (Some(s), None),

@@ -765,7 +765,9 @@ fn insert_reset_after_step(text: &Text, finding: &Diagnostic, uncertain: bool) -
         Some(Updater::Optimizer(o)) => Some(o.as_str()),
         _ => None,
     };
-    reset_after_step(text, finding.span, optimizer, applicability)
+    // After the step that applied the pass first.
+    let step = finding.anchors.applied_first.unwrap_or(finding.span);
+    reset_after_step(text, step, optimizer, applicability)
 }
 
 /// `opt.zero_grad()` on the line after the step `opt.step()` (or

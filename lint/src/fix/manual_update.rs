@@ -110,7 +110,7 @@ impl Update {
     /// The update statement of `finding`: alone on its lines (a comment
     /// may follow), possibly over several lines.
     fn at(text: &Text, finding: &Diagnostic) -> Option<Update> {
-        let span = finding.span;
+        let span = finding.anchors.applied_first.unwrap_or(finding.span);
         let source = text.source;
         source.get(span.start..span.end)?;
         let line_start = text.line_start(span.start);
