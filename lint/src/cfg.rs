@@ -276,8 +276,9 @@ struct Builder<'p> {
     entry_stack: Vec<Vec<Vec<(usize, bool)>>>,
     /// What the next call hands its callee's parameters.
     arguments: Vec<(Param, Tested)>,
-    /// How many branches the node being built lies in.
-    branch_depth: usize,
+    /// The first node of each branch the node being built lies in (within
+    /// the innermost loop being built).
+    branch_starts: Vec<usize>,
     /// Per function being inlined, its parameters' tests as its call
     /// handed them.
     substitutions: Vec<Vec<(String, Tested)>>,
@@ -308,7 +309,7 @@ impl Cfg {
             outer_bits: 0,
             entry_stack: Vec::new(),
             arguments: Vec::new(),
-            branch_depth: 0,
+            branch_starts: Vec::new(),
             substitutions: Vec::new(),
         };
         let head = b.node(None, false);
@@ -324,6 +325,11 @@ impl Cfg {
         b.back_edges(&out, head);
         b.finish();
         b.cfg
+    }
+
+    /// The assumptions of every alternative `node` may be entered under.
+    pub fn entries_of(&self, node: usize) -> impl Iterator<Item = &(usize, bool)> {
+        self.entries[node].iter().flatten()
     }
 
     /// The tracked counter's window length, when it is a name or attribute
@@ -1207,7 +1213,14 @@ impl Builder<'_> {
                 if let Some(head) = ctx.head {
                     self.back_edges(&frontier, head);
                 }
-                if self.branch_depth > 0 {
+                // A branch that only resets and leaves (`if skipped:
+                // zero_grad(); continue`), no pass or step of its own.
+                let only_resets = self.branch_starts.last().is_some_and(|&start| {
+                    self.cfg.events[start..].iter().flatten().all(|(e, _)| {
+                        !matches!(e, Event::Backward | Event::Step(_) | Event::Call(_))
+                    })
+                });
+                if only_resets {
                     self.cfg.before_continue.extend(&frontier);
                 }
                 Vec::new()
@@ -1272,8 +1285,6 @@ impl Builder<'_> {
         out
     }
 
-    /// An `if` and its `elif`s and `else`: branch i runs when its test holds
-    /// and the tests above failed.
     /// A test of the inlined function's parameter (`if update:`) read as
     /// what its call handed it (`(i + 1) % k == 0`); `None` when the test
     /// reads no such parameter.
@@ -1310,6 +1321,8 @@ impl Builder<'_> {
         })
     }
 
+    /// An `if` and its `elif`s and `else`: branch i runs when its test holds
+    /// and the tests above failed.
     fn branches(
         &mut self,
         branches: &[Vec<Node>],
@@ -1318,11 +1331,13 @@ impl Builder<'_> {
         frontier: &[usize],
         ctx: &mut Ctx,
     ) -> Vec<usize> {
+        let handed: Vec<Option<Tested>> = tests.iter().map(|t| self.substituted(t)).collect();
         let substituted: Vec<Tested>;
-        let tests = if tests.iter().any(|t| self.substituted(t).is_some()) {
-            substituted = tests
-                .iter()
-                .map(|t| self.substituted(t).unwrap_or_else(|| t.clone()))
+        let tests = if handed.iter().any(Option::is_some) {
+            substituted = handed
+                .into_iter()
+                .zip(tests)
+                .map(|(h, t)| h.unwrap_or_else(|| t.clone()))
                 .collect();
             &substituted[..]
         } else {
@@ -1357,9 +1372,9 @@ impl Builder<'_> {
             if several {
                 self.entry_stack.push(each);
             }
-            self.branch_depth += 1;
+            self.branch_starts.push(self.cfg.events.len());
             out.extend(self.seq(branch, start, ctx));
-            self.branch_depth -= 1;
+            self.branch_starts.pop();
             if several {
                 self.entry_stack.pop();
             }
@@ -1392,7 +1407,11 @@ impl Builder<'_> {
         };
         self.loop_stack.push(head);
         self.nested_assigned.push(assigned.to_vec());
+        // A `continue` in the body is this loop's: branches around the
+        // loop are not its.
+        let outer_branches = std::mem::take(&mut self.branch_starts);
         let mut out = self.seq(body, vec![head], &mut inner);
+        self.branch_starts = outer_branches;
         self.nested_assigned.pop();
         self.loop_stack.pop();
         ctx.returns = inner.returns.take();
@@ -1428,7 +1447,10 @@ impl Builder<'_> {
         let handed = arguments
             .into_iter()
             .filter_map(|(p, t)| match p {
-                Param::Keyword(k) => Some((k, t)),
+                // Not a parameter of its own (`**kwargs`): nothing to read.
+                Param::Keyword(k) => (function.params.contains(&k)
+                    || function.keywords.contains(&k))
+                .then_some((k, t)),
                 Param::Position(i) => function.params.get(i).map(|k| (k.clone(), t)),
             })
             .filter(|(k, _)| !function.assigned.contains(k))

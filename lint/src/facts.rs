@@ -574,12 +574,19 @@ impl<'a> Cycle<'a> {
             .map(|&z| self.cfg.span(z))
     }
 
-    /// Whether the reset `z` is followed at once by a `continue` in a branch
-    /// on every way (`if skipped: model.zero_grad(); continue`): the iteration's passes
-    /// are dropped on purpose, not a window cut.
+    /// Whether the reset `z` is followed at once by a `continue` on every
+    /// way, in a branch that only resets and leaves (`if skipped:
+    /// model.zero_grad(); continue`), not under a window's test (`if
+    /// (i + 1) % k != 0: zero_grad(); continue` cuts every window): the
+    /// iteration's passes are dropped on purpose.
     fn drops_the_iteration(&self, z: usize) -> bool {
         let cfg = self.cfg;
+        let windowed = cfg.guards[z]
+            .iter()
+            .chain(cfg.entries_of(z))
+            .any(|&(c, _)| matches!(cfg.conds[c].kind, crate::cfg::Kind::Counter(..)));
         cfg.before_continue.contains(&z)
+            && !windowed
             && cfg.succ[z]
                 .iter()
                 .all(|&s| cfg.back_edges.contains(&(z, s)))
@@ -771,11 +778,18 @@ impl<'a> Cycle<'a> {
             // Named for another optimizer, and certainly through this one's
             // model (not through a module's helper that may detach:
             // `compute_advantage(gamma, td_delta)`).
+            // Only where the order says nothing: the other optimizer's
+            // reset too comes before the pass, with no step between (resets
+            // side by side, then the passes, then the steps).
             let named = self.named_for(&pass.loss).filter(|o| {
                 !same_name(o, name)
                     && models
                         .iter()
                         .any(|m| reach.pass_reaches_directly(pass, m, &models))
+                    && cfg.find(|e| self.resets_other(e, o)).iter().any(|&r| {
+                        let steps = cfg.find(|e| matches!(e, Event::Step(_)));
+                        cfg.forward_path(r, &[b], &steps)
+                    })
             });
             if attack.is_none()
                 && own_backwards.contains(&b)
@@ -1026,12 +1040,6 @@ impl<'a> Cycle<'a> {
         .then_some(tensor)
     }
 
-    /// Whether the last reset before pass `b` in the iteration may be
-    /// another stepped optimizer's, reset after a pass of this one's
-    /// (`opt_g.zero_grad();
-    /// g_loss.backward(); opt_d.zero_grad(); d_loss.backward();
-    /// opt_g.step()`: `d_loss` is the discriminator's pass, though it lies
-    /// between the generator's reset and step).
     /// The one stepped optimizer a loss is named for (`g_loss`, `loss_G`,
     /// `errG` for `opt_g`, `gen_optimizer`, `optimizerG`), when the reading
     /// by names is on (see [`crate::ir::Reach::losses_named`]).
@@ -1061,7 +1069,13 @@ impl<'a> Cycle<'a> {
             // `gen`) or to three or more (`disc`, `discriminator`): `di`
             // for `dis` is as likely another network's (`ds`, `di`).
             let abbreviates = |short: &str, long: &str| {
-                long.starts_with(short) && (short.len() == 1 || short.len() >= 3)
+                long.starts_with(short)
+                    && match short.len() {
+                        // `g` for `gen`, not for `gradient` or `gp`.
+                        1 => long.len() == 3,
+                        2 => false,
+                        _ => true,
+                    }
             };
             let matches = of_loss.iter().any(|a| {
                 of_optimizer
@@ -1078,6 +1092,12 @@ impl<'a> Cycle<'a> {
         found
     }
 
+    /// Whether the last reset before pass `b` in the iteration may be
+    /// another stepped optimizer's, reset after a pass of this one's
+    /// (`opt_g.zero_grad();
+    /// g_loss.backward(); opt_d.zero_grad(); d_loss.backward();
+    /// opt_g.step()`: `d_loss` is the discriminator's pass, though it lies
+    /// between the generator's reset and step).
     fn claimed_by_other(&self, b: usize) -> bool {
         let cfg = self.cfg;
         // Another stepped optimizer's reset: its `zero_grad()`, or its
@@ -1257,7 +1277,7 @@ impl<'a> Cycle<'a> {
 
 /// The words of a name's last part (`self.loss_G` -> `g`, `errD` -> `d`,
 /// `gen_optimizer` -> `gen`), lowercase, without `generic` words and
-/// numbers; none for an expression.
+/// trailing numbers; none for an expression.
 fn name_words(name: &str, generic: &[&str]) -> Vec<String> {
     let last = name.rsplit('.').next().unwrap_or(name);
     if last.is_empty() || !last.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -1276,8 +1296,31 @@ fn name_words(name: &str, generic: &[&str]) -> Vec<String> {
         }
         words.push(word);
     }
-    words.retain(|w| {
-        !w.is_empty() && !w.chars().all(|c| c.is_ascii_digit()) && !generic.contains(&w.as_str())
-    });
+    // `loss2`, `opt_d1`: numbers tell copies apart, not networks.
+    for w in &mut words {
+        w.truncate(w.trim_end_matches(|c: char| c.is_ascii_digit()).len());
+    }
+    words.retain(|w| !w.is_empty() && !generic.contains(&w.as_str()));
     words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_words;
+
+    const LOSS: &[&str] = &["loss", "losses", "err", "error", "total", "l"];
+
+    #[test]
+    fn name_words_split_snake_and_camel_case_and_drop_generic_words() {
+        assert_eq!(name_words("g_loss", LOSS), ["g"]);
+        assert_eq!(name_words("self.loss_G", LOSS), ["g"]);
+        assert_eq!(name_words("errD", LOSS), ["d"]);
+        assert_eq!(name_words("gen_optimizer", &["optimizer"]), ["gen"]);
+        assert_eq!(name_words("optimizerD", &["optimizer"]), ["d"]);
+        // An upper-case run stays one word; numbers go.
+        assert_eq!(name_words("netGAN_loss2", LOSS), ["net", "gan"]);
+        // An expression names nothing.
+        assert!(name_words("(g_loss + d_loss)", LOSS).is_empty());
+        assert!(name_words("scaler.scale(loss)", LOSS).is_empty());
+    }
 }

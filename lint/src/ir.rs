@@ -446,6 +446,8 @@ pub struct Function {
     pub assigned: Vec<String>,
     /// Its positional parameters, in order (`self` left out).
     pub params: Vec<String>,
+    /// Its keyword-only parameters.
+    pub keywords: Vec<String>,
 }
 
 /// Spans of events from another file of the same invocation start at

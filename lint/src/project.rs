@@ -768,6 +768,7 @@ fn inherit(program: &mut Program, pool: &HashMap<String, Function>) {
             body: map_nodes(&f.body, &event, &|s| s, &String::clone),
             assigned: f.assigned.clone(),
             params: f.params.clone(),
+            keywords: f.keywords.clone(),
         });
     }
 }
@@ -1088,6 +1089,7 @@ fn reached_functions(
                     body,
                     assigned: f.assigned.clone(),
                     params: f.params.clone(),
+                    keywords: f.keywords.clone(),
                 },
             );
         }

@@ -45,6 +45,7 @@ pub fn lower(source: &str) -> Result<Program, SyntaxError> {
             body,
             assigned: Vec::new(),
             params: Vec::new(),
+            keywords: Vec::new(),
         });
     }
     Ok(lowerer.program)

@@ -118,7 +118,10 @@ impl<'s> Lowerer<'s> {
         let test_like = |e: &Expr| match e {
             Expr::Compare(_) | Expr::BoolOp(_) => true,
             Expr::UnaryOp(u) => u.op == ast::UnaryOp::Not,
-            Expr::Name(n) => self.named.contains_key(n.id.as_str()),
+            Expr::Name(n) => {
+                self.named.contains_key(n.id.as_str())
+                    || self.params_now.iter().any(|p| p == n.id.as_str())
+            }
             _ => false,
         };
         let positional = call

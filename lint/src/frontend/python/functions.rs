@@ -72,6 +72,17 @@ impl<'s> Lowerer<'s> {
     /// `Class.method` for a method.
     fn function(&mut self, f: &'s ast::StmtFunctionDef, depth: usize) -> Function {
         let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
+        let params_here = positional_names(&f.parameters)
+            .into_iter()
+            .map(String::from)
+            .chain(
+                f.parameters
+                    .kwonlyargs
+                    .iter()
+                    .map(|a| a.parameter.name.to_string()),
+            )
+            .collect();
+        let outer_params = std::mem::replace(&mut self.params_now, params_here);
         let none = self.params_none_in_every_call(f);
         let outer_none = std::mem::replace(&mut self.none_params, none);
         let handed = self.handed_to(f.range().start().to_u32());
@@ -86,6 +97,7 @@ impl<'s> Lowerer<'s> {
         self.none_params = outer_none;
         self.handed_now = outer_handed;
         self.named = outer_named;
+        self.params_now = outer_params;
         let mut assigned = Vec::new();
         assigned_names(&f.body, &mut assigned, 0);
         let name = f.name.id.as_str();
@@ -120,11 +132,18 @@ impl<'s> Lowerer<'s> {
         if self.class.is_some() && matches!(params.first(), Some(&("self" | "cls"))) {
             params.remove(0);
         }
+        let keywords = f
+            .parameters
+            .kwonlyargs
+            .iter()
+            .map(|a| a.parameter.name.to_string())
+            .collect();
         Function {
             name: qualified,
             body: lowered,
             assigned,
             params: params.into_iter().map(String::from).collect(),
+            keywords,
         }
     }
 

@@ -126,6 +126,7 @@ pub fn lower_module_handed(
         class: None,
         engine_functions: HashSet::default(),
         named: HashMap::default(),
+        params_now: Vec::new(),
         imports,
         hf_trainers: HashSet::default(),
         class_defs: HashMap::default(),
@@ -165,6 +166,7 @@ pub fn lower_module_handed(
         body,
         assigned: Vec::new(),
         params: Vec::new(),
+        keywords: Vec::new(),
     });
     lowerer.program.reach = reach;
     let mut runs = lowerer.settable_runs.take();
