@@ -57,10 +57,12 @@ Both optimizers reset side by side, then both passes, then both steps
 d_loss.backward(); opt_g.step(); opt_d.step()`): nothing in the order says
 whose pass is whose, so each pass is read as the pass of both. Read by the
 losses' names (`g_loss`, `loss_G`, `errG` for `opt_g`, `gen_optimizer`,
-`optimizerG`; one optimizer alone, the same word or one cut to its first
-letter or to three letters or more), each step applies the other's pass:
-reported at the `low` tier, as resting on that reading, and only where the
-loss reaches the model certainly (not through a function of an imported
+`optimizerG`; one optimizer alone, the same word, a three-letter word's
+first letter, or a cut of three letters or more: `disc` for
+`discriminator`), each step applies the other's pass:
+reported at the `low` tier, as resting on that reading, only where the
+other optimizer's reset too comes before the pass with no step between,
+and only where the loss reaches the model certainly (not through a function of an imported
 module such as `rl_utils.compute_advantage`, which may detach it).
 
 An attack's passes are another loss's too: in adversarial training, the
