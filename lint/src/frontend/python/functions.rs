@@ -72,17 +72,6 @@ impl<'s> Lowerer<'s> {
     /// `Class.method` for a method.
     fn function(&mut self, f: &'s ast::StmtFunctionDef, depth: usize) -> Function {
         let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
-        let params_here = positional_names(&f.parameters)
-            .into_iter()
-            .map(String::from)
-            .chain(
-                f.parameters
-                    .kwonlyargs
-                    .iter()
-                    .map(|a| a.parameter.name.to_string()),
-            )
-            .collect();
-        let outer_params = std::mem::replace(&mut self.params_now, params_here);
         let none = self.params_none_in_every_call(f);
         let outer_none = std::mem::replace(&mut self.none_params, none);
         let handed = self.handed_to(f.range().start().to_u32());
@@ -97,7 +86,6 @@ impl<'s> Lowerer<'s> {
         self.none_params = outer_none;
         self.handed_now = outer_handed;
         self.named = outer_named;
-        self.params_now = outer_params;
         let mut assigned = Vec::new();
         assigned_names(&f.body, &mut assigned, 0);
         let name = f.name.id.as_str();

@@ -44,9 +44,6 @@ pub(super) struct Lowerer<'s> {
     /// In the function being lowered, local names bound once to a test
     /// (`do_step = (i + 1) % k == 0`).
     pub(super) named: HashMap<String, &'s Expr>,
-    /// The parameters of the function being lowered (an argument that is
-    /// one hands on what this function's call handed it).
-    pub(super) params_now: Vec<String>,
     /// Names imported from other files of the invocation.
     pub(super) imports: &'s Imports,
     /// Classes deriving from a Hugging Face-style `Trainer`.

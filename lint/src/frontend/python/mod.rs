@@ -126,7 +126,6 @@ pub fn lower_module_handed(
         class: None,
         engine_functions: HashSet::default(),
         named: HashMap::default(),
-        params_now: Vec::new(),
         imports,
         hf_trainers: HashSet::default(),
         class_defs: HashMap::default(),
