@@ -65,7 +65,7 @@ pub struct Cfg {
     /// Per node in a branch taken under one of several alternatives (`if
     /// k == 1 or i % k == 0:`), the assumptions of each: a question from
     /// the node starts in one of them, not in what they share.
-    entries: Vec<Vec<Vec<(usize, bool)>>>,
+    entries: Vec<Vec<Assumptions>>,
     /// Per node, the flags it sets (`skip = True`): (condition, value).
     pub sets: Vec<Vec<(usize, bool)>>,
     /// Per node, the heads of the loops (nested in the analysed one) that
@@ -273,7 +273,7 @@ struct Builder<'p> {
     /// Iteration bits that nested loops' iterations leave as they are.
     outer_bits: u16,
     /// The alternatives of the innermost branch with several.
-    entry_stack: Vec<Vec<Vec<(usize, bool)>>>,
+    entry_stack: Vec<Vec<Assumptions>>,
     /// What the next call hands its callee's parameters.
     arguments: Vec<(Param, Tested)>,
     /// The first node of each branch the node being built lies in (within
@@ -826,8 +826,7 @@ impl Builder<'_> {
         for (n, event) in self.cfg.events.iter().enumerate() {
             if event.is_some() {
                 // Under `if a or b:` each of `a`, `b` guards it too.
-                let entries = self.cfg.entries[n].iter().flatten();
-                for &(c, _) in self.cfg.guards[n].iter().chain(entries) {
+                for &(c, _) in self.cfg.guards[n].iter().chain(self.cfg.entries_of(n)) {
                     guards_events[c] = true;
                 }
             }

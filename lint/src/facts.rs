@@ -782,14 +782,15 @@ impl<'a> Cycle<'a> {
             // reset too comes before the pass, with no step between (resets
             // side by side, then the passes, then the steps).
             let named = self.named_for(&pass.loss).filter(|o| {
+                let steps = cfg.find(|e| matches!(e, Event::Step(_)));
                 !same_name(o, name)
                     && models
                         .iter()
                         .any(|m| reach.pass_reaches_directly(pass, m, &models))
-                    && cfg.find(|e| self.resets_other(e, o)).iter().any(|&r| {
-                        let steps = cfg.find(|e| matches!(e, Event::Step(_)));
-                        cfg.forward_path(r, &[b], &steps)
-                    })
+                    && cfg
+                        .find(|e| self.resets_other(e, o))
+                        .iter()
+                        .any(|&r| cfg.forward_path(r, &[b], &steps))
             });
             if attack.is_none()
                 && own_backwards.contains(&b)
