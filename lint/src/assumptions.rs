@@ -189,15 +189,17 @@ const MAX_TURNS: usize = 96;
 /// Opaque calls turned one by one; past it, together.
 const MAX_SINGLE_OPAQUE: usize = 16;
 
+/// One program's findings, each with its key, given which of its
+/// functions may differ from the weighed program's (by index; `None`: all).
+pub type Run<'r, T> = dyn Fn(&Program, Option<&[bool]>) -> Vec<(Key, T)> + 'r;
+
 /// Weighs the findings `base` that `run` reports on `program`, and finds
 /// those that appear only when a silent reading is turned: returns a weight
 /// per finding of `base` (same order) and the extra findings (with what
-/// they rest on). `run` reports one program's findings, each with its key.
-pub fn weigh<T>(
-    program: &Program,
-    base: &[Key],
-    run: &dyn Fn(&Program) -> Vec<(Key, T)>,
-) -> (Vec<Weight>, Vec<(T, Weight)>) {
+/// they rest on). `run` reports one program's findings, each with its key;
+/// it is told which functions the turn may have changed (by index; `None`:
+/// all), the others' findings being those of `program`.
+pub fn weigh<T>(program: &Program, base: &[Key], run: &Run<T>) -> (Vec<Weight>, Vec<(T, Weight)>) {
     let mut weights = vec![Weight::default(); base.len()];
     let mut extra: Vec<(Key, T, Weight)> = Vec::new();
     let opaque = opaque_calls(program);
@@ -236,7 +238,8 @@ pub fn weigh<T>(
     }
     for (turn, guess) in silent {
         let turned = apply(program, &turn);
-        for (key, item) in run(&turned) {
+        let changed = changed_functions(program, &turned, &turn);
+        for (key, item) in run(&turned, changed.as_deref()) {
             if base.contains(&key) || extra.iter().any(|(k, _, _)| *k == key) {
                 continue;
             }
@@ -400,7 +403,11 @@ pub fn weigh<T>(
     let untried = turns.len().saturating_sub(MAX_TURNS);
     for (turn, guess) in turns.into_iter().take(MAX_TURNS) {
         let turned = apply(program, &turn);
-        let found: Vec<Key> = run(&turned).into_iter().map(|(k, _)| k).collect();
+        let changed = changed_functions(program, &turned, &turn);
+        let found: Vec<Key> = run(&turned, changed.as_deref())
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         let anchors =
             matches!(turn, Turn::Force(..) | Turn::ForceWindow(..)).then(|| event_spans(&turned));
         for (i, key) in base.iter().enumerate() {
@@ -507,6 +514,55 @@ fn deepspeed_guess() -> Guess {
         span: None,
         note: "the file is read as driving a DeepSpeed engine, from its text".into(),
     }
+}
+
+/// The functions of `turned` (`program` with `turn` applied) whose
+/// findings may differ from `program`'s: those whose bodies the turn
+/// rewrote and those that call them, however deep. `None` for a turn of a
+/// reading of the whole file (every function may differ).
+fn changed_functions(program: &Program, turned: &Program, turn: &Turn) -> Option<Vec<bool>> {
+    if matches!(
+        turn,
+        Turn::DeepSpeed(_) | Turn::JointLoss | Turn::PartsUnreached | Turn::LossNames
+    ) || program.functions.len() != turned.functions.len()
+    {
+        return None;
+    }
+    let mut changed: Vec<bool> = program
+        .functions
+        .iter()
+        .zip(&turned.functions)
+        .map(|(a, b)| a.body != b.body)
+        .collect();
+    // Each function's callees, resolved as the graphs resolve them.
+    let callees: Vec<Vec<usize>> = turned
+        .functions
+        .iter()
+        .map(|f| {
+            let mut out = Vec::new();
+            visit(&f.body, &mut |node| {
+                if let Node::Event(Event::Call(name), _) = node {
+                    let target = name.split_once('|').map_or(name.as_str(), |(t, _)| t);
+                    let callee = turned
+                        .function(target)
+                        .and_then(|g| turned.functions.iter().position(|h| std::ptr::eq(g, h)));
+                    out.extend(callee);
+                }
+            });
+            out
+        })
+        .collect();
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for i in 0..changed.len() {
+            if !changed[i] && callees[i].iter().any(|&j| changed[j]) {
+                changed[i] = true;
+                grew = true;
+            }
+        }
+    }
+    Some(changed)
 }
 
 /// The program with one reading turned.

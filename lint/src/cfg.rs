@@ -55,6 +55,9 @@ pub struct Cfg {
     pub head: usize,
     /// Edges that close an iteration (to a loop head from its body).
     pub back_edges: Vec<(usize, usize)>,
+    /// Per node, whether each of its successors' edges is a back edge
+    /// (found once, read on every edge a path question takes).
+    succ_back: Vec<Vec<bool>>,
     /// Nodes a `continue` in a branch follows (`if skipped: zero_grad();
     /// continue`): they end their iteration early.
     pub before_continue: Vec<usize>,
@@ -93,6 +96,11 @@ pub struct Cfg {
     /// The iteration bits of flags the file sets only to `True` or `False`
     /// (`should_start_update`): their value outlives the iteration.
     carried_bits: u16,
+    /// Per loop head, which of its counters is the tracked one (or holds
+    /// it: `state` of `state.step`); found once, read on every edge.
+    owned: Vec<Option<usize>>,
+    /// Whether some loop head's counters hold the tracked counter.
+    owned_anywhere: bool,
 }
 
 /// A condition of the graph, with what the analysis makes of it.
@@ -504,8 +512,7 @@ impl Cfg {
         q: &Query,
         stack: &mut Vec<(usize, u8, State)>,
     ) {
-        for &s in &self.succ[node] {
-            let is_back = self.back_edges.contains(&(node, s));
+        for (&s, &is_back) in self.succ[node].iter().zip(&self.succ_back[node]) {
             let closes_iteration = is_back && s == self.head;
             if (is_back && !q.back) || (closes_iteration && got == 0 && q.need_in_first_iteration) {
                 continue;
@@ -515,7 +522,7 @@ impl Cfg {
             } else {
                 got
             };
-            for next in self.transit(s, is_back, state) {
+            for next in self.transit(s, is_back, state).iter() {
                 stack.push((s, got, next));
             }
         }
@@ -632,11 +639,11 @@ impl Cfg {
     }
 
     /// The states on entering `head` (a loop head or not) from an edge.
-    fn transit(&self, node: usize, is_back: bool, mut state: State) -> Vec<State> {
+    fn transit(&self, node: usize, is_back: bool, mut state: State) -> Next {
         if is_back && node == self.head {
             if self.whole_run && matches!(state.phase, Phase::High(0 | 1)) {
                 // The run's last iteration: the loop ends.
-                return Vec::new();
+                return Next::none();
             }
             state.later = true;
             state.iteration_known &= self.carried_bits;
@@ -649,13 +656,12 @@ impl Cfg {
             state.iteration_value &= mask;
         }
         let Some(counters) = self.heads[node].as_ref() else {
-            return vec![state];
+            return Next::one(state);
         };
         let Some((tracked, _)) = &self.tracked else {
-            return vec![state];
+            return Next::one(state);
         };
-        let owns = |c: &Counter| &c.name == tracked || tracked.starts_with(&format!("{}.", c.name));
-        let own = counters.iter().find(|c| owns(c));
+        let own = self.owned[node].map(|i| &counters[i]);
         let with = |phase| State { phase, ..state };
         if !is_back {
             // Entering a loop that restarts the counter.
@@ -665,33 +671,75 @@ impl Cfg {
                 // A counter that carries over resumes where the last run
                 // of the loop left it: at the next place of the window.
                 _ if own.is_some_and(|c| c.persists) => self.advance(state),
-                Some(Some(v)) => vec![with(phase_of(Residue::of(v)))],
+                Some(Some(v)) => Next::one(with(phase_of(Residue::of(v)))),
                 Some(None) => match self.window_start {
-                    Some(r) if own.is_some_and(|c| &c.name != tracked) => vec![with(phase_of(r))],
-                    _ => vec![with(Phase::Unknown)],
+                    Some(r) if own.is_some_and(|c| &c.name != tracked) => {
+                        Next::one(with(phase_of(r)))
+                    }
+                    _ => Next::one(with(Phase::Unknown)),
                 },
-                None => vec![state],
+                None => Next::one(state),
             };
         }
-        let owned_anywhere = self.heads.iter().flatten().any(|cs| cs.iter().any(owns));
-        let advances = own.is_some() || (node == self.head && !owned_anywhere);
+        let advances = own.is_some() || (node == self.head && !self.owned_anywhere);
         if !advances {
-            return vec![state];
+            return Next::one(state);
         }
         self.advance(state)
     }
 
     /// The tracked counter's next place in its window.
-    fn advance(&self, state: State) -> Vec<State> {
+    fn advance(&self, state: State) -> Next {
         let with = |phase| State { phase, ..state };
         match state.phase {
-            Phase::Unknown => vec![state],
-            Phase::Low(n) if n < self.cap => vec![with(Phase::Low(n + 1))],
-            Phase::Low(_) => vec![with(Phase::Middle)],
-            Phase::Middle => vec![with(Phase::Middle), with(Phase::High(self.cap))],
-            Phase::High(1) | Phase::High(0) => vec![with(Phase::Low(0))],
-            Phase::High(n) => vec![with(Phase::High(n - 1))],
+            Phase::Unknown => Next::one(state),
+            Phase::Low(n) if n < self.cap => Next::one(with(Phase::Low(n + 1))),
+            Phase::Low(_) => Next::one(with(Phase::Middle)),
+            Phase::Middle => Next {
+                states: [with(Phase::Middle), with(Phase::High(self.cap))],
+                len: 2,
+            },
+            Phase::High(1) | Phase::High(0) => Next::one(with(Phase::Low(0))),
+            Phase::High(n) => Next::one(with(Phase::High(n - 1))),
         }
+    }
+}
+
+/// The states an edge leads to: none, one or two (kept inline: asked on
+/// every edge of every path question).
+#[derive(Clone, Copy)]
+struct Next {
+    states: [State; 2],
+    len: usize,
+}
+
+impl Next {
+    const EMPTY: State = State {
+        known: 0,
+        value: 0,
+        phase: Phase::Unknown,
+        later: false,
+        one: None,
+        iteration_known: 0,
+        iteration_value: 0,
+    };
+
+    fn none() -> Self {
+        Next {
+            states: [Self::EMPTY; 2],
+            len: 0,
+        }
+    }
+
+    fn one(state: State) -> Self {
+        Next {
+            states: [state, Self::EMPTY],
+            len: 1,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = State> + '_ {
+        self.states[..self.len].iter().copied()
     }
 }
 
@@ -818,6 +866,36 @@ impl Builder<'_> {
         self.cfg.window_start = self.window_start();
         self.fresh_optimizers_of_new_models();
         self.cfg.tracked = tracked;
+        self.cfg.owned = self.owned_counters();
+        let cfg = &self.cfg;
+        self.cfg.succ_back = (0..cfg.succ.len())
+            .map(|n| {
+                cfg.succ[n]
+                    .iter()
+                    .map(|&s| cfg.back_edges.contains(&(n, s)))
+                    .collect()
+            })
+            .collect();
+        self.cfg.owned_anywhere = self.cfg.owned.iter().any(Option::is_some);
+    }
+
+    /// Per loop head, the index of its counter that is (or holds) the
+    /// tracked one.
+    fn owned_counters(&self) -> Vec<Option<usize>> {
+        let Some((tracked, _)) = &self.cfg.tracked else {
+            return vec![None; self.cfg.heads.len()];
+        };
+        let owns = |c: &Counter| {
+            &c.name == tracked
+                || tracked
+                    .strip_prefix(c.name.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+        };
+        self.cfg
+            .heads
+            .iter()
+            .map(|cs| cs.as_ref()?.iter().position(owns))
+            .collect()
     }
 
     /// Which conditions guard gradient events.

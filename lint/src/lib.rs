@@ -62,10 +62,29 @@ pub enum Language {
 
 impl Language {
     /// By file extension.
+    ///
+    /// ```
+    /// use gradlint::Language;
+    /// use std::path::Path;
+    /// assert_eq!(Language::of(Path::new("src/train.py")), Some(Language::Python));
+    /// assert_eq!(Language::of(Path::new("nb.ipynb")), Some(Language::Python));
+    /// assert_eq!(Language::of(Path::new("main.rs")), Some(Language::Rust));
+    /// assert_eq!(Language::of(Path::new(".py")), None);
+    /// assert_eq!(Language::of(Path::new("data.txt")), None);
+    /// ```
     pub fn of(path: &Path) -> Option<Self> {
-        match path.extension()?.to_str()? {
-            "py" | "pyi" | "ipynb" => Some(Language::Python),
-            "rs" => Some(Language::Rust),
+        Self::of_name(path.file_name()?)
+    }
+
+    /// By the extension of a file's name (`Path::extension`'s reading, on
+    /// the bytes: asked of every entry of a walked tree).
+    pub fn of_name(name: &std::ffi::OsStr) -> Option<Self> {
+        let name = name.as_encoded_bytes();
+        // A name that starts with its only dot (`.py`) has no extension.
+        let dot = name.iter().rposition(|&b| b == b'.').filter(|&d| d > 0)?;
+        match &name[dot + 1..] {
+            b"py" | b"pyi" | b"ipynb" => Some(Language::Python),
+            b"rs" => Some(Language::Rust),
             _ => None,
         }
     }
@@ -142,10 +161,13 @@ pub(crate) fn check(
     foreign: &Foreign<'_>,
 ) -> Vec<Diagnostic> {
     let active: Vec<Rule> = rules::ALL.into_iter().filter(|r| enabled(r.code)).collect();
-    let found = findings(program, &active);
+    let by_function = fired_by_function(program, &active, None);
+    let found = once_each(&by_function);
     let keys: Vec<assumptions::Key> = found.iter().map(|(r, v, _)| (r.code, v.span)).collect();
-    let run = |p: &ir::Program| {
-        findings(p, &active)
+    // A turned reading changes few functions: the others' findings are kept.
+    let run = |p: &ir::Program, changed: Option<&[bool]>| {
+        let fired = fired_by_function(p, &active, changed.map(|c| (c, by_function.as_slice())));
+        once_each(&fired)
             .into_iter()
             .map(|(r, v, a)| ((r.code, v.span), (r, v, a)))
             .collect()
@@ -219,33 +241,58 @@ fn diagnostic(
     }
 }
 
-/// Every finding of the `active` rules on a lowered file, once each (a
-/// rule deferring to another that reports on the same facts is dropped; a
-/// finding is reported by its innermost loop).
-fn findings(
+/// A finding: its rule, what it says, and where its fix would go.
+type Fired = (Rule, rules::Violation, anchors::Anchors);
+
+/// The findings of the `active` rules in each function of a lowered file,
+/// in order (a rule deferring to another that reports on the same facts is
+/// dropped). With `kept`, a function not marked changed keeps the findings
+/// given for it.
+fn fired_by_function(
     program: &ir::Program,
     active: &[Rule],
-) -> Vec<(Rule, rules::Violation, anchors::Anchors)> {
-    let mut found: Vec<(Rule, rules::Violation, anchors::Anchors)> = Vec::new();
-    for function in &program.functions {
-        for f in facts::of_function(program, function) {
-            let fired: Vec<(Rule, rules::Violation)> = active
-                .iter()
-                .filter_map(|rule| (rule.check)(&f).map(|v| (*rule, v)))
-                .collect();
-            for (rule, v) in &fired {
-                if fired.iter().any(|(r, _)| rule.defers_to.contains(&r.code)) {
-                    continue;
-                }
-                let pile_up = |c: &str| matches!(c, "GL001" | "GL002" | "GL005" | "GL007");
-                let dup = found.iter().any(|(r, w, _)| {
-                    w.span == v.span
-                        && (r.code == rule.code || (pile_up(r.code) && pile_up(rule.code)))
-                });
-                if !dup {
-                    found.push((*rule, v.clone(), anchors::anchors(&f)));
+    kept: Option<(&[bool], &[Vec<Fired>])>,
+) -> Vec<Vec<Fired>> {
+    program
+        .functions
+        .iter()
+        .enumerate()
+        .map(|(i, function)| {
+            if let Some((changed, before)) = kept {
+                if !changed[i] {
+                    return before[i].clone();
                 }
             }
+            let mut out = Vec::new();
+            for f in facts::of_function(program, function) {
+                let fired: Vec<(Rule, rules::Violation)> = active
+                    .iter()
+                    .filter_map(|rule| (rule.check)(&f).map(|v| (*rule, v)))
+                    .collect();
+                for (rule, v) in &fired {
+                    if fired.iter().any(|(r, _)| rule.defers_to.contains(&r.code)) {
+                        continue;
+                    }
+                    out.push((*rule, v.clone(), anchors::anchors(&f)));
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// Every finding once: a finding is reported by its innermost loop, the
+/// first function that reports a place (a pile-up under any rule counts as
+/// one).
+fn once_each(by_function: &[Vec<Fired>]) -> Vec<Fired> {
+    let pile_up = |c: &str| matches!(c, "GL001" | "GL002" | "GL005" | "GL007");
+    let mut found: Vec<Fired> = Vec::new();
+    for (rule, v, anchors) in by_function.iter().flatten() {
+        let dup = found.iter().any(|(r, w, _)| {
+            w.span == v.span && (r.code == rule.code || (pile_up(r.code) && pile_up(rule.code)))
+        });
+        if !dup {
+            found.push((*rule, v.clone(), anchors.clone()));
         }
     }
     found

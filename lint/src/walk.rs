@@ -62,7 +62,7 @@ pub fn collect(paths: &[PathBuf], config: &Config) -> (Vec<PathBuf>, Vec<FileErr
                 let (file, problem) = match entry {
                     Ok(e) => {
                         let path = e.path();
-                        let wanted = Language::of(path).is_some()
+                        let wanted = Language::of_name(e.file_name()).is_some()
                             && (e.file_type().is_some_and(|t| t.is_file()) || e.path_is_symlink());
                         (wanted.then(|| path.to_path_buf()), None)
                     }

@@ -463,8 +463,25 @@ pub(super) fn model_marks(source: &str) -> Vec<usize> {
 
 /// Calls that touch no gradient whatever they are handed: builtins, and
 /// methods named for logging, saving, evaluating, clipping, moving or
-/// averaging weights (by the words of their name).
+/// averaging weights (by the words of their name). Remembered by name:
+/// asked of every call of every file lowered, mostly of the same names.
 fn inert_call(method: &str) -> bool {
+    thread_local! {
+        static KNOWN: std::cell::RefCell<rustc_hash::FxHashMap<String, bool>> =
+            std::cell::RefCell::default();
+    }
+    KNOWN.with_borrow_mut(|known| match known.get(method) {
+        Some(&inert) => inert,
+        None => {
+            let inert = inert_by_name(method);
+            known.insert(method.to_string(), inert);
+            inert
+        }
+    })
+}
+
+/// [`inert_call`], read from the name.
+fn inert_by_name(method: &str) -> bool {
     const EXACT: &[&str] = &[
         "enumerate",
         "zip",

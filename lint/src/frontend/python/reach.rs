@@ -13,6 +13,7 @@
 use ruff_python_ast::visitor::{walk_expr, walk_stmt, Visitor};
 use ruff_python_ast::{self as ast, Expr, Stmt, UnaryOp};
 use rustc_hash::FxHashMap as HashMap;
+use std::cell::RefCell;
 
 use super::gradients::is_optimizer_constructor;
 use super::syntax::{
@@ -130,11 +131,16 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
     }
     let mut scopes = vec![module];
     scopes_in(module, &mut scopes, 0);
+    let binder = Binder {
+        source,
+        memo: RefCell::default(),
+    };
     for body in scopes {
         let mut scope = Scope {
             source,
             passes: Vec::new(),
             modules: &modules,
+            binder: &binder,
         };
         scope.block(body, &mut Vec::new(), 0);
         reach.passes.extend(scope.passes);
@@ -235,6 +241,44 @@ struct Scope<'s> {
     passes: Vec<Pass>,
     /// The modules the file imports whole.
     modules: &'s [&'s str],
+    /// What the module's statements bind, asked once each.
+    binder: &'s Binder<'s>,
+}
+
+/// Whether statements bind a name, remembered: a loss's search asks it of
+/// every statement before the pass, for every name the loss is computed
+/// from, and of every loop it leaves.
+struct Binder<'s> {
+    source: &'s str,
+    /// By name, then by statements (their first one's address, how many).
+    memo: RefCell<HashMap<String, Known>>,
+}
+
+/// Whether statements bind one name, by statements (their first one's
+/// address, how many).
+type Known = HashMap<(usize, usize), bool>;
+
+impl Binder<'_> {
+    /// Whether `stmt` (nested blocks included, nested functions not) may
+    /// bind `name` or a prefix of it.
+    fn binds(&self, stmt: &Stmt, name: &str) -> bool {
+        self.binds_in(std::slice::from_ref(stmt), name)
+    }
+
+    /// [`Binder::binds`], of a block.
+    fn binds_in(&self, body: &[Stmt], name: &str) -> bool {
+        let key = (body.as_ptr() as usize, body.len());
+        if let Some(&known) = self.memo.borrow().get(name).and_then(|m| m.get(&key)) {
+            return known;
+        }
+        let found = binds_in(body, name, self.source);
+        self.memo
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default()
+            .insert(key, found);
+        found
+    }
 }
 
 /// The callees a loss is computed from: with gradients flowing, and
@@ -528,7 +572,7 @@ impl<'s> Scope<'s> {
             }
             for index in (0..frame.index).rev() {
                 let stmt = &frame.block[index];
-                let Some(def) = definition(stmt, name, self.source) else {
+                let Some(def) = definition(stmt, name, self.binder) else {
                     continue;
                 };
                 let mut at: Vec<Frame> = frames[..level].to_vec();
@@ -585,10 +629,10 @@ impl<'s> Scope<'s> {
         let stmt = &frame.block[frame.index];
         match stmt {
             // A later iteration may hold a value bound after the use.
-            Stmt::For(_) | Stmt::While(_) => !binds(stmt, name, self.source),
+            Stmt::For(_) | Stmt::While(_) => !self.binder.binds(stmt, name),
             Stmt::Try(t) => {
                 std::ptr::eq(inner.as_ptr(), t.body.as_ptr())
-                    || !binds_in(&t.body, name, self.source)
+                    || !self.binder.binds_in(&t.body, name)
             }
             Stmt::With(w) => !with_binds(w, name),
             Stmt::If(i) => !self.text(i.test.as_ref()).contains(":="),
@@ -637,7 +681,8 @@ fn with_binds(w: &ast::StmtWith, name: &str) -> bool {
 }
 
 /// What `stmt` does to `name`, if it binds it.
-fn definition<'a>(stmt: &'a Stmt, name: &str, source: &str) -> Option<Def<'a>> {
+fn definition<'a>(stmt: &'a Stmt, name: &str, binder: &Binder) -> Option<Def<'a>> {
+    let source = binder.source;
     let plain = |targets: &[&Expr], value: &'a Expr| {
         let mut names = Vec::new();
         for t in targets {
@@ -675,28 +720,32 @@ fn definition<'a>(stmt: &'a Stmt, name: &str, source: &str) -> Option<Def<'a>> {
                 .any(|n| n == name)
                 .then_some(Def::Augmented(&a.value))
         }
-        Stmt::If(i) if !text.contains(":=") => augmented_in_branches(i, name, source),
-        Stmt::With(w) if !text.contains(":=") => (!with_binds(w, name)
-            && binds_in(&w.body, name, source))
-        .then_some(Def::Within(&w.body)),
+        Stmt::If(i) if !text.contains(":=") => augmented_in_branches(i, name, binder),
+        Stmt::With(w) if !text.contains(":=") => {
+            (!with_binds(w, name) && binder.binds_in(&w.body, name)).then_some(Def::Within(&w.body))
+        }
         _ => None,
     };
     // A walrus anywhere in the statement may bind it too.
     if text.contains(":=") {
-        return binds(stmt, name, source).then_some(Def::Other);
+        return binder.binds(stmt, name).then_some(Def::Other);
     }
-    def.or_else(|| binds(stmt, name, source).then_some(Def::Other))
+    def.or_else(|| binder.binds(stmt, name).then_some(Def::Other))
 }
 
 /// The `name += value` statements of `stmt`'s branches, when they are
 /// all that binds `name` there.
-fn augmented_in_branches<'a>(stmt: &'a ast::StmtIf, name: &str, source: &str) -> Option<Def<'a>> {
+fn augmented_in_branches<'a>(
+    stmt: &'a ast::StmtIf,
+    name: &str,
+    binder: &Binder,
+) -> Option<Def<'a>> {
     let mut places = Vec::new();
     let branches =
         std::iter::once(&stmt.body).chain(stmt.elif_else_clauses.iter().map(|c| &c.body));
     for body in branches {
         for (i, s) in body.iter().enumerate() {
-            if !binds(s, name, source) {
+            if !binder.binds(s, name) {
                 continue;
             }
             match s {
@@ -708,12 +757,6 @@ fn augmented_in_branches<'a>(stmt: &'a ast::StmtIf, name: &str, source: &str) ->
         }
     }
     (!places.is_empty()).then_some(Def::Branches(places))
-}
-
-/// Whether `stmt` (nested blocks included, nested functions not) may bind
-/// `name` or a prefix of it.
-fn binds(stmt: &Stmt, name: &str, source: &str) -> bool {
-    binds_in(std::slice::from_ref(stmt), name, source)
 }
 
 fn binds_in(body: &[Stmt], name: &str, source: &str) -> bool {
