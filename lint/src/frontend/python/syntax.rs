@@ -20,22 +20,28 @@ pub(super) fn span(node: &impl Ranged) -> Span {
 
 /// `a.b.c` for names and attribute chains.
 pub(super) fn dotted(expr: &Expr) -> Option<String> {
-    // One string written left to right: this runs for nearly every
-    // expression of a lowered file.
-    fn push(expr: &Expr, out: &mut String) -> Option<()> {
+    // One string written left to right, its length measured first: this
+    // runs for nearly every expression of a lowered file.
+    fn length(expr: &Expr) -> Option<usize> {
+        match expr {
+            Expr::Name(n) => Some(n.id.len()),
+            Expr::Attribute(a) => Some(length(&a.value)? + 1 + a.attr.id.len()),
+            _ => None,
+        }
+    }
+    fn push(expr: &Expr, out: &mut String) {
         match expr {
             Expr::Name(n) => out.push_str(n.id.as_str()),
             Expr::Attribute(a) => {
-                push(&a.value, out)?;
+                push(&a.value, out);
                 out.push('.');
                 out.push_str(a.attr.id.as_str());
             }
-            _ => return None,
+            _ => {}
         }
-        Some(())
     }
-    let mut out = String::new();
-    push(expr, &mut out)?;
+    let mut out = String::with_capacity(length(expr)?);
+    push(expr, &mut out);
     Some(out)
 }
 
