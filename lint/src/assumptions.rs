@@ -224,14 +224,14 @@ pub fn weigh<T>(program: &Program, base: &[Key], run: &Run<T>) -> (Vec<Weight>, 
     // Several optimizers' passes between their resets and their steps
     // (`opt_g.zero_grad(); opt_d.zero_grad(); g_loss.backward();
     // d_loss.backward(); opt_g.step(); opt_d.step()`): whose pass is whose
-    // only the losses' names tell.
+    // only the losses' names tell, or which model only one pass feeds.
     if program.reach.passes.len() >= 2 && program.reach.optimizers.len() >= 2 {
         silent.push((
             Turn::LossNames,
             Guess {
                 kind: Kind::ModelName,
                 span: None,
-                note: "a backward pass is read as the pass of the optimizer its loss is named for"
+                note: "a backward pass is read as the pass of the optimizer its loss is named for, or of the one optimizer whose model only it goes through"
                     .into(),
             },
         ));

@@ -781,17 +781,20 @@ impl<'a> Cycle<'a> {
             // Only where the order says nothing: the other optimizer's
             // reset too comes before the pass, with no step between (resets
             // side by side, then the passes, then the steps).
-            let named = self.named_for(&pass.loss).filter(|o| {
-                let steps = cfg.find(|e| matches!(e, Event::Step(_)));
-                !same_name(o, name)
-                    && models
-                        .iter()
-                        .any(|m| reach.pass_reaches_directly(pass, m, &models))
-                    && cfg
-                        .find(|e| self.resets_other(e, o))
-                        .iter()
-                        .any(|&r| cfg.forward_path(r, &[b], &steps))
-            });
+            let named = self
+                .named_for(&pass.loss)
+                .or_else(|| self.fed_only_by(pass, name))
+                .filter(|o| {
+                    let steps = cfg.find(|e| matches!(e, Event::Step(_)));
+                    !same_name(o, name)
+                        && models
+                            .iter()
+                            .any(|m| reach.pass_reaches_directly(pass, m, &models))
+                        && cfg
+                            .find(|e| self.resets_other(e, o))
+                            .iter()
+                            .any(|&r| cfg.forward_path(r, &[b], &steps))
+                });
             if attack.is_none()
                 && own_backwards.contains(&b)
                 && !self.claimed_by_other(b)
@@ -1039,6 +1042,45 @@ impl<'a> Cycle<'a> {
             ..Query::new(b, &[b])
         })
         .then_some(tensor)
+    }
+
+    /// Where passes are read by their losses (see
+    /// [`crate::ir::Reach::losses_named`]): the one other stepped
+    /// optimizer whose models `pass` alone of the file's passes reaches,
+    /// while this optimizer (`name`) has a pass of its own that does not
+    /// reach them. SAC's `policy_loss` is the only pass through the actor:
+    /// `act_opt`'s, not the critic's, which has `q_loss`.
+    fn fed_only_by(&self, pass: &Pass, name: &str) -> Option<&'a str> {
+        if !self.program.reach.losses_named {
+            return None;
+        }
+        let reach = &self.program.reach;
+        let own_models = reach.models_of(name);
+        let mut found = None;
+        for &o in &self.stepped {
+            if same_name(o, name) {
+                continue;
+            }
+            let theirs = reach.models_of(o);
+            let through = |p: &Pass| theirs.iter().any(|m| reach.pass_reaches(p, m, &theirs));
+            let others = || reach.passes.iter().filter(|p| p.span != pass.span);
+            let fed = !theirs.is_empty()
+                && through(pass)
+                && others().all(|p| !through(p))
+                && others().any(|p| {
+                    !through(p)
+                        && own_models
+                            .iter()
+                            .any(|m| reach.pass_reaches(p, m, &own_models))
+                });
+            if fed {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(o);
+            }
+        }
+        found
     }
 
     /// The one stepped optimizer a loss is named for (`g_loss`, `loss_G`,

@@ -561,8 +561,10 @@ pub struct Reach {
     /// Whether a pass that runs between an optimizer's reset and its step
     /// is read as another optimizer's when its loss is named for that one
     /// alone (`g_loss` for `gen_optimizer`, with `dis_optimizer` reset
-    /// beside it): the analysis reads it as the pass of every optimizer it
-    /// precedes; [`crate::assumptions`] turns the reading.
+    /// beside it), or when it alone of the passes goes through that one's
+    /// model (SAC's `policy_loss`, the only pass through the actor): the
+    /// analysis reads it as the pass of every optimizer it precedes;
+    /// [`crate::assumptions`] turns the reading.
     pub losses_named: bool,
 }
 

@@ -59,7 +59,10 @@ whose pass is whose, so each pass is read as the pass of both. Read by the
 losses' names (`g_loss`, `loss_G`, `errG` for `opt_g`, `gen_optimizer`,
 `optimizerG`; one optimizer alone, the same word, a three-letter word's
 first letter, or a cut of three letters or more: `disc` for
-`discriminator`), each step applies the other's pass:
+`discriminator`), or by the models they go through (SAC: `policy_loss`
+is the only pass through the actor, so it is `act_opt`'s, while the
+critic has a pass of its own, `q_loss`, that does not go through the
+actor), each step applies the other's pass:
 reported at the `low` tier, as resting on that reading, only where the
 other optimizer's reset too comes before the pass with no step between,
 and only where the loss reaches the model certainly (not through a function of an imported
