@@ -284,6 +284,8 @@ struct Builder<'p> {
     entry_stack: Vec<Vec<Assumptions>>,
     /// What the next call hands its callee's parameters.
     arguments: Vec<(Param, Tested)>,
+    /// The optimizers the next call hands its callee, by the caller's names.
+    handed: Vec<(Param, String)>,
     /// The first node of each branch the node being built lies in (within
     /// the innermost loop being built).
     branch_starts: Vec<usize>,
@@ -317,6 +319,7 @@ impl Cfg {
             outer_bits: 0,
             entry_stack: Vec::new(),
             arguments: Vec::new(),
+            handed: Vec::new(),
             branch_starts: Vec::new(),
             substitutions: Vec::new(),
         };
@@ -1234,7 +1237,12 @@ impl Builder<'_> {
         match node {
             Node::Event(Event::Call(name), _) => {
                 let arguments = std::mem::take(&mut self.arguments);
-                self.call(name, arguments, frontier, ctx.accumulate)
+                let handed = std::mem::take(&mut self.handed);
+                self.call(name, arguments, &handed, frontier, ctx.accumulate)
+            }
+            Node::Handed(handed) => {
+                self.handed = handed.clone();
+                frontier
             }
             // Read by the call that follows; an argument that is the
             // caller's own parameter reads the caller's argument.
@@ -1505,6 +1513,7 @@ impl Builder<'_> {
         &mut self,
         name: &str,
         arguments: Vec<(Param, Tested)>,
+        optimizers: &[(Param, String)],
         frontier: Vec<usize>,
         accumulate: bool,
     ) -> Vec<usize> {
@@ -1546,6 +1555,31 @@ impl Builder<'_> {
                 &function.body
             }
         };
+        // The optimizers handed in, known by the caller's names in the
+        // callee's events (its `optim.zero_grad()` resets the caller's
+        // `opt`), unless the callee binds the parameter to another.
+        let names: Vec<(&str, &str)> = optimizers
+            .iter()
+            .filter_map(|(p, o)| {
+                let param = match p {
+                    Param::Keyword(k) => function
+                        .params
+                        .iter()
+                        .chain(&function.keywords)
+                        .find(|x| *x == k)?,
+                    Param::Position(i) => function.params.get(*i)?,
+                };
+                (param != o && !function.assigned.contains(param))
+                    .then_some((param.as_str(), o.as_str()))
+            })
+            .collect();
+        let handed_renamed;
+        let body = if names.is_empty() {
+            body
+        } else {
+            handed_renamed = rename_optimizers(body, &names);
+            &handed_renamed
+        };
         let mut ctx = Ctx {
             head: None,
             breaks: Vec::new(),
@@ -1571,6 +1605,31 @@ fn rebind(name: &str, receiver: &str) -> String {
 
 /// A method's body with `self` read as `receiver`: the optimizers it steps
 /// and resets, and the receivers of the methods it calls.
+/// `nodes` with the optimizers named by the first of each pair of `names`
+/// (or an attribute of one) named by the second.
+fn rename_optimizers(nodes: &[Node], names: &[(&str, &str)]) -> Vec<Node> {
+    let r = |s: &String| -> String {
+        for (from, to) in names {
+            if s == from {
+                return to.to_string();
+            }
+            if let Some(rest) = s.strip_prefix(from).filter(|r| r.starts_with('.')) {
+                return format!("{to}{rest}");
+            }
+        }
+        s.clone()
+    };
+    let event = |event: &Event, span: Span| {
+        let event = match event {
+            Event::Step(Updater::Optimizer(o)) => Event::Step(Updater::Optimizer(r(o))),
+            Event::Reset(Reset::Optimizer(o)) => Event::Reset(Reset::Optimizer(r(o))),
+            other => other.clone(),
+        };
+        Node::Event(event, span)
+    };
+    map_nodes(nodes, &event, &|span| span, &|s| s.clone())
+}
+
 fn rebind_self(nodes: &[Node], receiver: &str) -> Vec<Node> {
     let r = |s: &String| rebind(s, receiver);
     let event = |event: &Event, span: Span| {

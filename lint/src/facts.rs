@@ -179,6 +179,7 @@ fn events_around(nodes: &[Node], around: Option<Span>, out: &mut Vec<(Event, Spa
             | Node::Raise
             | Node::Set(..)
             | Node::Arguments(_)
+            | Node::Handed(_)
             | Node::Opaque(_) => {}
         }
     }

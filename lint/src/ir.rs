@@ -188,6 +188,9 @@ pub fn map_nodes(
                 counters: counters.clone(),
             },
             Node::Accumulate(body) => Node::Accumulate(map_nodes(body, event, span, name)),
+            Node::Handed(handed) => {
+                Node::Handed(handed.iter().map(|(p, o)| (p.clone(), name(o))).collect())
+            }
             other => other.clone(),
         })
         .collect()
@@ -398,6 +401,10 @@ pub enum Node {
     /// read as a test, which stands for the parameter's own test in the
     /// callee's body (`if update: opt.step()`).
     Arguments(Vec<(Param, Tested)>),
+    /// The optimizers the followed call right after it hands its callee,
+    /// by the caller's names (`clear(opt)`, with `def clear(optim):
+    /// optim.zero_grad()`: the callee's `optim` is `opt`).
+    Handed(Vec<(Param, String)>),
     /// A call the analysis cannot follow that is handed an optimizer, a
     /// model or `self` (`train_utils.step(model, opt)`): it could reset or
     /// step. The rules read it as doing neither; [`crate::assumptions`]

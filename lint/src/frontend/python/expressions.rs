@@ -93,6 +93,10 @@ impl<'s> Lowerer<'s> {
                             if !arguments.is_empty() {
                                 self.out.push(Node::Arguments(arguments));
                             }
+                            let optimizers = self.lowerer.handed_optimizers(call);
+                            if !optimizers.is_empty() {
+                                self.out.push(Node::Handed(optimizers));
+                            }
                         }
                         self.out.push(Node::Event(event, span(call)));
                         if let Some(o) = private {
@@ -110,6 +114,28 @@ impl<'s> Lowerer<'s> {
             return;
         }
         Calls { lowerer: self, out }.visit_expr(expr);
+    }
+
+    /// The arguments of a followed call that are optimizers of the caller,
+    /// by parameter, with their names (`clear(opt)`).
+    fn handed_optimizers(&self, call: &ast::ExprCall) -> Vec<(Param, String)> {
+        let positional = call
+            .arguments
+            .args
+            .iter()
+            .take_while(|a| !a.is_starred_expr())
+            .enumerate()
+            .map(|(i, a)| (Param::Position(i), a));
+        let keywords = call
+            .arguments
+            .keywords
+            .iter()
+            .filter_map(|k| Some((Param::Keyword(k.arg.as_ref()?.id.to_string()), &k.value)));
+        positional
+            .chain(keywords)
+            .filter_map(|(p, a)| Some((p, self.canonical(dotted(a)?))))
+            .filter(|(_, o)| self.is_optimizer(o))
+            .collect()
     }
 
     /// The arguments of a followed call that read as tests (`(i + 1) % k
