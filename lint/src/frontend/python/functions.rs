@@ -7,7 +7,7 @@ use ruff_text_size::Ranged;
 use super::lowerer::Lowerer;
 use super::statements::named_tests;
 use super::syntax::MAX_DEPTH;
-use super::syntax::{assigned_names, nested_bodies, positional_names, span};
+use super::syntax::{assigned_names, nested_bodies, positional_names, settled_names, span};
 use super::windows::Runs;
 use crate::ir::{Event, Function, Inherited, Node, Reset};
 
@@ -88,6 +88,10 @@ impl<'s> Lowerer<'s> {
         self.named = outer_named;
         let mut assigned = Vec::new();
         assigned_names(&f.body, &mut assigned, 0);
+        // Bound again on every call to what the call hands in: the same
+        // on every iteration of a caller's loop.
+        let settled = settled_names(f);
+        assigned.retain(|a| !settled.contains(a));
         let name = f.name.id.as_str();
         let by_framework = self.runs_per_batch(f);
         if by_framework || self.owns_a_batch(f, &lowered) {

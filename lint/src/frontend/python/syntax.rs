@@ -178,6 +178,88 @@ pub(super) fn positional_names(params: &ast::Parameters) -> Vec<&str> {
         .collect()
 }
 
+/// The plain names a function binds only to what its parameters hold
+/// (`scaler = kwargs.get("scaler", None)`, `amp = cfg.amp`, `opt =
+/// getattr(args, "opt", None)`; `self` and `cls` aside): each call binds
+/// them again to the same thing while the caller hands the same
+/// arguments, so a loop that calls the function does not change them.
+pub(super) fn settled_names(f: &ast::StmtFunctionDef) -> Vec<String> {
+    let p = &f.parameters;
+    let params: Vec<&str> = p
+        .posonlyargs
+        .iter()
+        .chain(&p.args)
+        .chain(&p.kwonlyargs)
+        .map(|a| a.parameter.name.id.as_str())
+        .chain(p.vararg.iter().map(|a| a.name.id.as_str()))
+        .chain(p.kwarg.iter().map(|a| a.name.id.as_str()))
+        .filter(|n| !matches!(*n, "self" | "cls"))
+        .collect();
+    let mut all = Vec::new();
+    assigned_names(&f.body, &mut all, 0);
+    let mut pure = Vec::new();
+    pure_bindings(&f.body, &params, &mut pure, 0);
+    let mut out: Vec<String> = pure
+        .iter()
+        .filter(|n| all.iter().filter(|a| a == n).count() == pure.iter().filter(|x| x == n).count())
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The plain names `body` binds to a read of `params` alone, once per
+/// binding.
+fn pure_bindings(body: &[Stmt], params: &[&str], out: &mut Vec<String>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    fn read(e: &Expr, params: &[&str]) -> bool {
+        match e {
+            Expr::Name(n) => params.contains(&n.id.as_str()),
+            Expr::Attribute(a) => read(&a.value, params),
+            Expr::Subscript(s) => read(&s.value, params) && s.slice.is_literal_expr(),
+            Expr::Call(c) if c.arguments.keywords.is_empty() => {
+                let args = &c.arguments.args;
+                match c.func.as_ref() {
+                    // `kwargs.get("k", None)`
+                    Expr::Attribute(a) if a.attr.id.as_str() == "get" => {
+                        read(&a.value, params)
+                            && (1..=2).contains(&args.len())
+                            && args.iter().all(Expr::is_literal_expr)
+                    }
+                    // `getattr(args, "k", None)`
+                    Expr::Name(n) if n.id.as_str() == "getattr" => {
+                        (2..=3).contains(&args.len())
+                            && read(&args[0], params)
+                            && args[1..].iter().all(Expr::is_literal_expr)
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+    for stmt in body {
+        let bound = match stmt {
+            Stmt::Assign(a) if a.targets.len() == 1 => Some((&a.targets[0], a.value.as_ref())),
+            Stmt::AnnAssign(a) => a.value.as_deref().map(|v| (a.target.as_ref(), v)),
+            _ => None,
+        };
+        if let Some((Expr::Name(n), value)) = bound {
+            if read(value, params) {
+                out.push(n.id.to_string());
+            }
+        }
+        if !matches!(stmt, Stmt::FunctionDef(_) | Stmt::ClassDef(_)) {
+            for b in nested_bodies(stmt) {
+                pure_bindings(b, params, out, depth + 1);
+            }
+        }
+    }
+}
+
 /// The names (dotted) the file binds only to `True` or `False` (`name =
 /// True`, `self.is_train = False`, never bound otherwise): flags whose
 /// value an iteration leaves for the next (`should_start_update = True`
