@@ -109,9 +109,15 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         (Reset::Optimizer(_) | Reset::NewOptimizer(_), Updater::Tensor(_)) => false,
         // An object that holds the optimizer it steps (`wrapper.G`, a
         // trainer's `self.opt.gen`): its own `zero_grad()` forwards to
-        // what it holds.
+        // what it holds. And a wrapper stepped whose held optimizer is
+        // reset (`w._optimizer.zero_grad()`, then `w.step()`): its step
+        // forwards to that one.
         (Reset::Optimizer(a), Updater::Optimizer(b)) => {
-            same_name(a, b) || crate::ir::attribute_of(b, a)
+            same_name(a, b)
+                || crate::ir::attribute_of(b, a)
+                || crate::ir::attribute_of(a, b)
+                    && !a[b.len() + 1..].contains('.')
+                    && crate::frontend::looks_like_optimizer(a)
         }
         (Reset::NewOptimizer(a), Updater::Optimizer(b)) => same_name(a, b),
         (Reset::NewOptimizer(_), Updater::Manual) => false,
