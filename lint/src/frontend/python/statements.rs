@@ -183,6 +183,12 @@ impl<'s> Lowerer<'s> {
     /// A `for` loop, with the counters it advances (`for i in range(n)`).
     fn for_loop(&self, f: &ast::StmtFor, stmt: &Stmt, depth: usize, out: &mut Vec<Node>) {
         self.expr(&f.iter, out);
+        // `for _ in range(1):` runs its body once: no loop (unless the body
+        // leaves it early, which a plain block cannot say).
+        if runs_once(&f.iter) && f.orelse.is_empty() && !leaves_early(&f.body) {
+            out.extend(self.stmts(&f.body, depth + 1));
+            return;
+        }
         let mut counters = Vec::new();
         let mut pushed_run = false;
         if let Some(call) = self.counting_call(&f.iter, span(stmt)) {
@@ -680,6 +686,25 @@ fn taken_from_a_container(value: &Expr) -> bool {
     matches!(value, Expr::Subscript(_))
 }
 
+/// Whether a loop's iterable is `range(1)`: one iteration.
+fn runs_once(iter: &Expr) -> bool {
+    let Expr::Call(call) = iter else { return false };
+    let one = |e: &Expr| matches!(e, Expr::NumberLiteral(n) if n.value.as_int().and_then(|i| i.as_u64()) == Some(1));
+    matches!(call.func.as_ref(), Expr::Name(n) if n.id.as_str() == "range")
+        && call.arguments.keywords.is_empty()
+        && matches!(call.arguments.args.as_ref(), [e] if one(e))
+}
+
+/// Whether `body` has a `break` or `continue` of its own (not of a loop
+/// nested in it).
+fn leaves_early(body: &[Stmt]) -> bool {
+    body.iter().any(|stmt| match stmt {
+        Stmt::Break(_) | Stmt::Continue(_) => true,
+        Stmt::For(_) | Stmt::While(_) | Stmt::FunctionDef(_) | Stmt::ClassDef(_) => false,
+        _ => nested_bodies(stmt).into_iter().any(leaves_early),
+    })
+}
+
 /// Whether `value` is a tensor made anew, with no gradient: a creation
 /// function's result (`torch.zeros_like(x)`), a copy (`x.detach()`,
 /// `x.clone()`), or a method of one (`torch.zeros_like(x).cuda()`).
@@ -708,6 +733,12 @@ fn made_anew(value: &Expr) -> bool {
         "tensor",
         "randint",
     ];
+    // Arithmetic makes a new tensor (`(noise - 0.5) * scale`).
+    if matches!(value, Expr::BinOp(_))
+        || matches!(value, Expr::UnaryOp(u) if u.op == ast::UnaryOp::USub)
+    {
+        return true;
+    }
     let mut value = value;
     for _ in 0..MAX_DEPTH {
         let Expr::Call(call) = value else {
