@@ -119,8 +119,10 @@ pub enum Kind {
     /// length is 1, and the bit that keeps its value within one iteration
     /// (the phase cannot say "not at this residue" while it is unknown).
     Counter(Residue, bool, Option<u32>),
-    /// Holds on a non-finite or out-of-range value.
-    Skip,
+    /// Holds on a non-finite or out-of-range value (with the bit that
+    /// keeps its value within one iteration, where it is tested more than
+    /// once: `if not ok: zero_grad()`, then `if ok: step()`).
+    Skip(Option<u32>),
     /// A loop-invariant flag (the bit of the search state that holds it).
     Flag(Option<u32>),
     /// False at most until the analysed loop's first iteration ends.
@@ -429,7 +431,7 @@ impl Cfg {
             .filter(|&k| {
                 self.assumes[k]
                     .iter()
-                    .any(|&(c, v)| v && self.conds[c].kind == Kind::Skip)
+                    .any(|&(c, v)| v && matches!(self.conds[c].kind, Kind::Skip(_)))
             })
             .filter(|&k| {
                 let normal_steps = (0..n).any(|o| {
@@ -564,7 +566,16 @@ impl Cfg {
 
     fn decide(&self, mut state: State, c: usize, v: bool, avoid_skips: bool) -> Option<State> {
         match &self.conds[c].kind {
-            Kind::Skip => (!(avoid_skips && v)).then_some(state),
+            Kind::Skip(bit) => {
+                if avoid_skips && v {
+                    return None;
+                }
+                match bit.map(|b| (b, state.bit(b))) {
+                    Some((_, Some(known))) => (known == v).then_some(state),
+                    Some((b, None)) => Some(state.with_bit(b, v)),
+                    None => Some(state),
+                }
+            }
             Kind::Flag(Some(bit)) => {
                 let mask = 1u32 << bit;
                 if state.known & mask != 0 {
@@ -1070,7 +1081,12 @@ impl Builder<'_> {
                     }
                 }
                 CondClass::Counter { .. } => Kind::Unknown,
-                CondClass::Skip => Kind::Skip,
+                CondClass::Skip => Kind::Skip(
+                    (self.tested[i] >= 2 && iteration_bits < MAX_ITERATION_BITS).then(|| {
+                        iteration_bits += 1;
+                        iteration_bits - 1
+                    }),
+                ),
                 CondClass::Always => Kind::Always,
                 // Set in an iteration of the analysed loop before a nested
                 // loop that tests it: the same throughout that iteration.
@@ -1079,6 +1095,20 @@ impl Builder<'_> {
                 {
                     iteration_bits += 1;
                     outer_bits |= 1 << (iteration_bits - 1);
+                    Kind::Iteration {
+                        bit: iteration_bits - 1,
+                        implies_boundary: false,
+                    }
+                }
+                // Computed in the loop and tested more than once
+                // (`ok = isfinite(norm)`, then `if ok: step()` and `if ok:
+                // zero_grad()`): the same way within an iteration.
+                CondClass::Flag(reads)
+                    if reads.iter().any(varies)
+                        && self.tested[i] >= 2
+                        && iteration_bits < MAX_ITERATION_BITS =>
+                {
+                    iteration_bits += 1;
                     Kind::Iteration {
                         bit: iteration_bits - 1,
                         implies_boundary: false,
@@ -1154,7 +1184,9 @@ impl Builder<'_> {
         for (n, assumed) in self.cfg.assumes.iter().enumerate() {
             for &(c, _) in assumed {
                 let bit = match self.cfg.conds[c].kind {
-                    Kind::Iteration { bit, .. } | Kind::Counter(_, _, Some(bit)) => bit,
+                    Kind::Iteration { bit, .. }
+                    | Kind::Counter(_, _, Some(bit))
+                    | Kind::Skip(Some(bit)) => bit,
                     _ => continue,
                 };
                 if self.outer_bits & (1 << bit) != 0 {

@@ -715,6 +715,12 @@ fn is_none_guard(expr: &Expr) -> bool {
 /// Whether `expr` tests a value for being non-finite or out of range:
 /// `Some(true)` when it holds on the abnormal side (`isnan`), `Some(false)`
 /// when on the normal side (`isfinite`).
+/// Whether `expr` tests a value for being non-finite (or finite): a skip's
+/// test (`torch.isfinite(norm)`, `found_overflow()`).
+pub(crate) fn is_skip_test(expr: &Expr) -> bool {
+    skip(expr).is_some()
+}
+
 fn skip(expr: &Expr) -> Option<bool> {
     match expr {
         Expr::UnaryOp(u) if u.op == UnaryOp::Not => skip(&u.operand).map(|b| !b),

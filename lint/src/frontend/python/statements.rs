@@ -12,7 +12,9 @@ use super::summary::raises_not_implemented;
 use super::syntax::MAX_DEPTH;
 use super::syntax::{assigned_names, dotted, nested_bodies, span, target_names};
 use super::windows::Runs;
-use crate::frontend::conditions::{classify, counting_iter, key, none_guarded, optimizer_exists};
+use crate::frontend::conditions::{
+    classify, counting_iter, is_skip_test, key, none_guarded, optimizer_exists,
+};
 use crate::ir::{Counter, Event, Node, Reset, Span, Tested};
 
 impl<'s> Lowerer<'s> {
@@ -615,10 +617,10 @@ pub(super) fn named_tests(body: &[Stmt]) -> HashMap<String, &Expr> {
                         let mut names = Vec::new();
                         target_names(t, &mut names);
                         let test = matches!(t, Expr::Name(_))
-                            && matches!(
+                            && (matches!(
                                 a.value.as_ref(),
                                 Expr::Compare(_) | Expr::BoolOp(_) | Expr::UnaryOp(_)
-                            );
+                            ) || is_skip_test(&a.value));
                         for n in names {
                             let e = counts.entry(n).or_insert((0, None));
                             e.0 += 1;
