@@ -111,9 +111,11 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         // trainer's `self.opt.gen`): its own `zero_grad()` forwards to
         // what it holds. And a wrapper stepped whose held optimizer is
         // reset (`w._optimizer.zero_grad()`, then `w.step()`): its step
-        // forwards to that one.
+        // forwards to that one. Another optimizer over every model this
+        // one takes clears its gradients too.
         (Reset::Optimizer(a), Updater::Optimizer(b)) => {
             same_name(a, b)
+                || program.reach.clears_all_of(a, b)
                 || crate::ir::attribute_of(b, a)
                 || crate::ir::attribute_of(a, b)
                     && !a[b.len() + 1..].contains('.')

@@ -621,6 +621,33 @@ impl Built {
 }
 
 impl Reach {
+    /// Whether a reset of optimizer `a` clears every gradient optimizer `b`
+    /// steps: `a` is built over whole models that include every model
+    /// `b`'s parameters come from, and those are all `b` takes
+    /// (`optim_ae` over the encoder and the decoder, `optim_encoder` over
+    /// the encoder).
+    pub fn clears_all_of(&self, a: &str, b: &str) -> bool {
+        fn of<'r>(reach: &'r Reach, o: &'r str) -> impl Iterator<Item = &'r Built> + 'r {
+            reach
+                .optimizers
+                .iter()
+                .filter(move |(x, _)| x == o)
+                .map(|(_, built)| built)
+        }
+        let of = |o| of(self, o);
+        a != b
+            && of(a).next().is_some()
+            && of(b).next().is_some()
+            && of(b).all(|built| {
+                built.closed
+                    && !built.parts.is_empty()
+                    && built
+                        .parts
+                        .iter()
+                        .all(|m| of(a).all(|over| over.models.contains(m)))
+            })
+    }
+
     /// The pass whose backward call is at `span`.
     pub fn pass_at(&self, span: Span) -> Option<&Pass> {
         self.passes.iter().find(|p| p.span == span)
