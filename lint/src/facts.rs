@@ -541,23 +541,41 @@ impl<'a> Cycle<'a> {
     /// between the reset and the step; the same flags hold all the way.
     /// Only this optimizer's passes: a proximal optimizer reset and stepped
     /// after another optimizer's step applies no pass on purpose.
+    /// Or, with the step at the top of the iteration, a reset after the
+    /// pass in the same iteration that every way from a pass to a step
+    /// passes (`step(); loss = ...; loss.backward(); zero_grad()`): no
+    /// step ever applies a pass.
     fn reset_between_backward_and_step(&self) -> Option<Span> {
-        self.clearing
-            .iter()
-            .find(|&&z| {
-                self.own_backwards.iter().any(|&b| {
-                    // A step before the reset applied the pass already (a
-                    // final step after the loop then has nothing to apply).
-                    self.cfg.ask(Query {
-                        need: Some(&[z]),
-                        blocked_after_need: self.backwards,
-                        blocked_before_need: &self.steps,
-                        back: false,
-                        ..Query::new(b, &self.steps)
-                    })
+        let between = |z: usize, back: bool| {
+            self.own_backwards.iter().any(|&b| {
+                // A step before the reset applied the pass already (a
+                // final step after the loop then has nothing to apply).
+                self.cfg.ask(Query {
+                    need: Some(&[z]),
+                    blocked_after_need: self.backwards,
+                    blocked_before_need: &self.steps,
+                    back,
+                    need_in_first_iteration: back,
+                    ..Query::new(b, &self.steps)
                 })
             })
-            .map(|&z| self.cfg.span(z))
+        };
+        let within = self.clearing.iter().find(|&&z| between(z, false));
+        // Not where some iteration passes without a step: a window whose
+        // passes the reset wipes is GL004's.
+        let across = || {
+            if self.passes_without_step(self.cfg.head, None) {
+                return None;
+            }
+            self.clearing.iter().find(|&&z| {
+                between(z, true)
+                    && !self
+                        .own_backwards
+                        .iter()
+                        .any(|&b| self.cfg.path(b, &self.steps, &self.clearing, None))
+            })
+        };
+        within.or_else(across).map(|&z| self.cfg.span(z))
     }
 
     /// After a step, a backward pass cleared before any step applied it,

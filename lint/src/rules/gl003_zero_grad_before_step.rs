@@ -15,7 +15,11 @@ pub const RULE: Rule = Rule {
 
 const DOCS: &str = r#"## What it does
 Checks for a gradient reset placed after `backward()` and before the step in
-the same iteration, with no backward pass in between.
+the same iteration, with no backward pass in between. Also, where the step
+runs first in the iteration and every step follows a pass on every iteration
+(no accumulation window), a reset after the pass that every way to the next
+step passes (`optimizer.step()`, then the pass, then `zero_grad()`): every
+step applies zeroed gradients.
 
 ## Why is this bad?
 The reset throws away the gradients just computed; the step then applies
