@@ -1082,10 +1082,13 @@ impl Builder<'_> {
                 }
                 CondClass::Counter { .. } => Kind::Unknown,
                 CondClass::Skip => Kind::Skip(
-                    (self.tested[i] >= 2 && iteration_bits < MAX_ITERATION_BITS).then(|| {
-                        iteration_bits += 1;
-                        iteration_bits - 1
-                    }),
+                    (self.tested[i] >= 2
+                        && guards_events[i]
+                        && iteration_bits < MAX_ITERATION_BITS)
+                        .then(|| {
+                            iteration_bits += 1;
+                            iteration_bits - 1
+                        }),
                 ),
                 CondClass::Always => Kind::Always,
                 // Set in an iteration of the analysed loop before a nested
@@ -1106,6 +1109,7 @@ impl Builder<'_> {
                 CondClass::Flag(reads)
                     if reads.iter().any(varies)
                         && self.tested[i] >= 2
+                        && guards_events[i]
                         && iteration_bits < MAX_ITERATION_BITS =>
                 {
                     iteration_bits += 1;

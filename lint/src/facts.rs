@@ -564,7 +564,13 @@ impl<'a> Cycle<'a> {
         // Not where some iteration passes without a step: a window whose
         // passes the reset wipes is GL004's.
         let across = || {
-            if self.passes_without_step(self.cfg.head, None) {
+            // Only where a step comes before a pass in the loop's body
+            // (nodes are numbered in program order).
+            let step_first = self
+                .steps
+                .iter()
+                .any(|&s| self.own_backwards.iter().any(|&b| s < b));
+            if !step_first || self.passes_without_step(self.cfg.head, None) {
                 return None;
             }
             self.clearing.iter().find(|&&z| {
