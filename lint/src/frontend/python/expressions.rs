@@ -119,21 +119,8 @@ impl<'s> Lowerer<'s> {
     /// The arguments of a followed call that are optimizers of the caller,
     /// by parameter, with their names (`clear(opt)`).
     fn handed_optimizers(&self, call: &ast::ExprCall) -> Vec<(Param, String)> {
-        let positional = call
-            .arguments
-            .args
-            .iter()
-            .take_while(|a| !a.is_starred_expr())
-            .enumerate()
-            .map(|(i, a)| (Param::Position(i), a));
-        let keywords = call
-            .arguments
-            .keywords
-            .iter()
-            .filter_map(|k| Some((Param::Keyword(k.arg.as_ref()?.id.to_string()), &k.value)));
-        positional
-            .chain(keywords)
-            .filter_map(|(p, a)| Some((p, self.canonical(dotted(a)?))))
+        bound_arguments(call)
+            .filter_map(|(p, a)| Some((p.param(), self.canonical(dotted(a)?))))
             .filter(|(_, o)| self.is_optimizer(o))
             .collect()
     }
@@ -150,22 +137,9 @@ impl<'s> Lowerer<'s> {
             Expr::Name(n) => self.named.contains_key(n.id.as_str()),
             _ => false,
         };
-        let positional = call
-            .arguments
-            .args
-            .iter()
-            .take_while(|a| !a.is_starred_expr())
-            .enumerate()
-            .map(|(i, a)| (Param::Position(i), a));
-        let keywords = call
-            .arguments
-            .keywords
-            .iter()
-            .filter(|k| test_like(&k.value))
-            .filter_map(|k| Some((Param::Keyword(k.arg.as_ref()?.id.to_string()), &k.value)));
-        positional
+        bound_arguments(call)
             .filter(|(_, a)| test_like(a))
-            .chain(keywords)
+            .map(|(p, a)| (p.param(), a))
             .map(|(p, a)| (p, self.classify_test(a)))
             .filter(|(_, t)| *t != Tested::default())
             .collect()
@@ -485,6 +459,41 @@ pub(super) fn model_marks(source: &str) -> Vec<usize> {
         .collect();
     marks.sort_unstable();
     marks
+}
+
+/// Where an argument binds the callee's parameters: the n-th positional
+/// one (`self` not counted), or a keyword.
+#[derive(Clone, Copy)]
+enum Bound<'a> {
+    Position(usize),
+    Keyword(&'a str),
+}
+
+impl Bound<'_> {
+    fn param(self) -> Param {
+        match self {
+            Bound::Position(i) => Param::Position(i),
+            Bound::Keyword(k) => Param::Keyword(k.to_string()),
+        }
+    }
+}
+
+/// A call's arguments with the parameters they bind: the positional ones up
+/// to the first `*args`, then the keyword ones (`**kwargs` left out).
+fn bound_arguments(call: &ast::ExprCall) -> impl Iterator<Item = (Bound<'_>, &Expr)> {
+    let positional = call
+        .arguments
+        .args
+        .iter()
+        .take_while(|a| !a.is_starred_expr())
+        .enumerate()
+        .map(|(i, a)| (Bound::Position(i), a));
+    let keywords = call
+        .arguments
+        .keywords
+        .iter()
+        .filter_map(|k| Some((Bound::Keyword(k.arg.as_ref()?.id.as_str()), &k.value)));
+    positional.chain(keywords)
 }
 
 /// Calls that touch no gradient whatever they are handed: builtins, and
