@@ -1568,14 +1568,7 @@ impl Builder<'_> {
         // A parameter the callee assigns is its own from there on.
         let handed = arguments
             .into_iter()
-            .filter_map(|(p, t)| match p {
-                // Not a parameter of its own (`**kwargs`): nothing to read.
-                Param::Keyword(k) => (function.params.contains(&k)
-                    || function.keywords.contains(&k))
-                .then_some((k, t)),
-                Param::Position(i) => function.params.get(i).map(|k| (k.clone(), t)),
-            })
-            .filter(|(k, _)| !function.assigned.contains(k))
+            .filter_map(|(p, t)| Some((function.bound_parameter(&p)?.to_string(), t)))
             .collect();
         self.substitutions.push(handed);
         let renamed;
@@ -1597,16 +1590,8 @@ impl Builder<'_> {
         let names: Vec<(&str, &str)> = optimizers
             .iter()
             .filter_map(|(p, o)| {
-                let param = match p {
-                    Param::Keyword(k) => function
-                        .params
-                        .iter()
-                        .chain(&function.keywords)
-                        .find(|x| *x == k)?,
-                    Param::Position(i) => function.params.get(*i)?,
-                };
-                (param != o && !function.assigned.contains(param))
-                    .then_some((param.as_str(), o.as_str()))
+                let param = function.bound_parameter(p).filter(|x| x != o)?;
+                Some((param, o.as_str()))
             })
             .collect();
         let handed_renamed;

@@ -457,6 +457,19 @@ pub struct Function {
     pub keywords: Vec<String>,
 }
 
+impl Function {
+    /// Its own parameter that an argument at `p` binds, unless its body
+    /// binds the name again (a keyword it has no parameter of, taken by
+    /// `**kwargs`, binds none).
+    pub fn bound_parameter(&self, p: &Param) -> Option<&str> {
+        let param = match p {
+            Param::Keyword(k) => self.params.iter().chain(&self.keywords).find(|x| *x == k)?,
+            Param::Position(i) => self.params.get(*i)?,
+        };
+        (!self.assigned.contains(param)).then_some(param.as_str())
+    }
+}
+
 /// Spans of events from another file of the same invocation start at
 /// `(file + 1) * FOREIGN_BASE`: they never fall inside a span of the file
 /// being analysed, and say which file they belong to.

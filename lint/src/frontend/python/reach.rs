@@ -17,7 +17,8 @@ use std::cell::RefCell;
 
 use super::gradients::is_optimizer_constructor;
 use super::syntax::{
-    assigned_names, dotted, nested_bodies, positional_names, span, target_names, MAX_DEPTH,
+    assigned_names, dotted, nested_bodies, parameter_names, positional_names, span, target_names,
+    MAX_DEPTH,
 };
 use crate::ir::{Built, HandedIn, HandedOut, Pass, Reach};
 
@@ -872,16 +873,7 @@ impl<'a> Visitor<'a> for Finder<'_> {
             if let Some(r) = one_return(&f.body) {
                 self.returns.insert(f.name.id.to_string(), r);
             }
-            let p = &f.parameters;
-            let names = p
-                .posonlyargs
-                .iter()
-                .chain(&p.args)
-                .chain(&p.kwonlyargs)
-                .map(|a| a.parameter.name.id.to_string())
-                .chain(p.vararg.iter().map(|a| a.name.id.to_string()))
-                .chain(p.kwarg.iter().map(|a| a.name.id.to_string()))
-                .collect();
+            let names = parameter_names(&f.parameters).map(str::to_string).collect();
             self.params.push(names);
             let loops = std::mem::take(&mut self.loops);
             let lists = std::mem::take(&mut self.lists);

@@ -184,29 +184,40 @@ pub(super) fn positional_names(params: &ast::Parameters) -> Vec<&str> {
 /// them again to the same thing while the caller hands the same
 /// arguments, so a loop that calls the function does not change them.
 pub(super) fn settled_names(f: &ast::StmtFunctionDef) -> Vec<String> {
-    let p = &f.parameters;
-    let params: Vec<&str> = p
-        .posonlyargs
+    let params: Vec<&str> = parameter_names(&f.parameters)
+        .filter(|n| !matches!(*n, "self" | "cls"))
+        .collect();
+    // How many times each name is bound, and how many of those are reads.
+    let mut bindings: HashMap<String, (usize, usize)> = HashMap::default();
+    let mut all = Vec::new();
+    assigned_names(&f.body, &mut all, 0);
+    for name in all {
+        bindings.entry(name).or_default().0 += 1;
+    }
+    let mut pure = Vec::new();
+    pure_bindings(&f.body, &params, &mut pure, 0);
+    for name in pure {
+        bindings.entry(name).or_default().1 += 1;
+    }
+    let mut out: Vec<String> = bindings
+        .into_iter()
+        .filter(|(_, (all, pure))| *pure > 0 && all == pure)
+        .map(|(name, _)| name)
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every parameter name of a function: positional, keyword-only, `*args`
+/// and `**kwargs`.
+pub(super) fn parameter_names(p: &ast::Parameters) -> impl Iterator<Item = &str> {
+    p.posonlyargs
         .iter()
         .chain(&p.args)
         .chain(&p.kwonlyargs)
         .map(|a| a.parameter.name.id.as_str())
         .chain(p.vararg.iter().map(|a| a.name.id.as_str()))
         .chain(p.kwarg.iter().map(|a| a.name.id.as_str()))
-        .filter(|n| !matches!(*n, "self" | "cls"))
-        .collect();
-    let mut all = Vec::new();
-    assigned_names(&f.body, &mut all, 0);
-    let mut pure = Vec::new();
-    pure_bindings(&f.body, &params, &mut pure, 0);
-    let mut out: Vec<String> = pure
-        .iter()
-        .filter(|n| all.iter().filter(|a| a == n).count() == pure.iter().filter(|x| x == n).count())
-        .cloned()
-        .collect();
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// The plain names `body` binds to a read of `params` alone, once per
