@@ -730,10 +730,15 @@ fn unknown_model_resets(program: &Program, relevant: &[bool]) -> Vec<String> {
 /// Whether a function or method called `name` (`Class.method`) is called
 /// inside a loop of the file.
 fn called_in_a_loop(program: &Program, name: &str) -> bool {
+    if program.called_from_loops.iter().any(|c| c == name) {
+        return true;
+    }
     let method = name.rsplit('.').next().unwrap_or(name);
     fn walk(nodes: &[Node], in_loop: bool, method: &str) -> bool {
         nodes.iter().any(|n| match n {
             Node::Event(Event::Call(c), _) => {
+                // On another object than `self`: `Class.method|receiver`.
+                let c = c.split('|').next().unwrap_or(c);
                 in_loop && c.rsplit('.').next().unwrap_or(c) == method
             }
             Node::If { branches, .. } => branches.iter().any(|b| walk(b, in_loop, method)),

@@ -900,10 +900,23 @@ impl<'a> Cycle<'a> {
                                 .any(|m| reach.pass_reaches(p, m, &other_models))
                         })
                     };
+                    // Or the owner steps on it and then resets before this
+                    // optimizer's own pass (`d_loss.backward(); opt_d.step();
+                    // opt_d.zero_grad(); ...; g_loss.backward(); opt_g.step()`):
+                    // the owner threw the pass's gradients away, a joint loss
+                    // would have them kept by both.
+                    let discarded = |t: usize, o: usize| {
+                        other_resets.iter().any(|&z| {
+                            cfg.forward_path(t, &[z], &self.steps)
+                                && cfg.forward_path(z, &[o], &self.steps)
+                        })
+                    };
                     other_steps.iter().any(|&t| {
                         cfg.forward_path(b, &[t], &self.steps)
                             && own_backwards.iter().any(|&o| {
-                                o != b && alone(o) && cfg.forward_path(t, &[o], &self.steps)
+                                o != b
+                                    && (alone(o) || discarded(t, o))
+                                    && cfg.forward_path(t, &[o], &self.steps)
                             })
                     })
                 };

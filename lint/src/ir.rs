@@ -523,6 +523,10 @@ pub struct Program {
     /// Its calls of other files' functions that hand them optimizers
     /// built over models they hand too (Python only).
     pub handed_out: Vec<HandedOut>,
+    /// This file's functions and methods (`Class.method`) that loops of
+    /// other files call (`agent.learn(batch)` in a training loop): run
+    /// once per iteration there, whatever their name.
+    pub called_from_loops: Vec<String>,
 }
 
 /// A call of a function of another file (`train_one_epoch(model, disc,

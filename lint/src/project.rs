@@ -827,6 +827,7 @@ pub fn lint_files_with(
     let lower = files_to_lower(&loaded, &edges);
     let mut programs = lower_files(&loaded, &lower, &imports);
     relower_handed(&loaded, &mut programs, &imports);
+    mark_called_from_loops(&mut programs);
     let pool = Arc::new(reached_functions(&edges, &programs));
     let checked = check_files(&loaded, &programs, &edges, &pool, config);
     drop(programs);
@@ -1068,6 +1069,48 @@ fn relower_handed(
     }
 }
 
+/// Records in each file's program which of its functions other files'
+/// loops call ([`Program::called_from_loops`]). A loop that is a function
+/// read as run once per batch only by its name is no evidence.
+fn mark_called_from_loops(programs: &mut [Option<(Program, LineIndex)>]) {
+    fn walk(nodes: &[Node], in_loop: bool, guessed: &[Span], out: &mut Vec<(usize, String)>) {
+        for n in nodes {
+            match n {
+                Node::Event(Event::Call(c), _) if in_loop => {
+                    let c = c.split('|').next().unwrap_or(c);
+                    if let Some((file, name)) = c.split_once("::") {
+                        if let Ok(file) = file.parse() {
+                            out.push((file, name.to_string()));
+                        }
+                    }
+                }
+                Node::If { branches, .. } => {
+                    branches.iter().for_each(|b| walk(b, in_loop, guessed, out))
+                }
+                Node::Loop { body, span, .. } => {
+                    walk(body, in_loop || !guessed.contains(span), guessed, out)
+                }
+                Node::Accumulate(body) => walk(body, in_loop, guessed, out),
+                _ => {}
+            }
+        }
+    }
+    let mut called = Vec::new();
+    for (program, _) in programs.iter().flatten() {
+        let guessed: Vec<Span> = program.per_batch_by_name.iter().map(|(s, _)| *s).collect();
+        for f in &program.functions {
+            walk(&f.body, false, &guessed, &mut called);
+        }
+    }
+    called.sort();
+    called.dedup();
+    for (file, name) in called {
+        if let Some(Some((program, _))) = programs.get_mut(file) {
+            program.called_from_loops.push(name);
+        }
+    }
+}
+
 /// The functions other files reach, qualified, spans moved.
 fn reached_functions(
     edges: &[HashSet<usize>],
@@ -1222,6 +1265,54 @@ mod tests {
                 "{train}"
             );
         }
+    }
+
+    /// An agent whose `learn` runs both passes (the actor's loss goes
+    /// through the critic, whose reset comes only after its step), called
+    /// from a training loop in another file on a parameter annotated with
+    /// its class.
+    const AGENT: &str = "class Agent:
+    def __init__(self, actor, critic):
+        self.actor = actor
+        self.critic = critic
+        self.actor_optim = torch.optim.Adam(self.actor.parameters())
+        self.critic_optim = torch.optim.Adam(self.critic.parameters())
+
+    def learn(self, obs, target):
+        critic_loss = (self.critic(obs) - target).pow(2).mean()
+        critic_loss.backward()
+        self.critic_optim.step()
+        self.critic_optim.zero_grad()
+        actor_loss = -self.critic(self.actor(obs)).mean()
+        actor_loss.backward()
+        self.actor_optim.step()
+        self.actor_optim.zero_grad()
+";
+
+    #[test]
+    fn a_method_a_loop_of_another_file_calls_runs_once_per_iteration_by_evidence() {
+        use crate::assumptions::Confidence;
+        let at = |files: &[PathBuf], lowest: Confidence| -> Vec<(usize, Confidence)> {
+            let config = Config {
+                confidence: Some(lowest),
+                ..Config::default()
+            };
+            lint_files(files, &config)
+                .into_iter()
+                .flat_map(|r| r.unwrap())
+                .filter(|d| config.shows(d))
+                .map(|d| (d.line, d.confidence))
+                .collect()
+        };
+        let looped = "from agent import Agent\n\ndef train(agent: Agent, loader):\n    for obs, target in loader:\n        agent.learn(obs, target)\n\ndef main(actor, critic, loader):\n    train(Agent(actor, critic), loader)\n";
+        let (_dir, files) = tree(&[("agent.py", AGENT), ("train.py", looped)]);
+        assert_eq!(at(&files, Confidence::High), [(11, Confidence::High)]);
+        // Without the caller's loop, only the method's name says it runs
+        // once per batch: a guess.
+        let once = "from agent import Agent\n\ndef main(actor, critic, obs, target):\n    agent: Agent = Agent(actor, critic)\n    agent.learn(obs, target)\n";
+        let (_dir, files) = tree(&[("agent.py", AGENT), ("train.py", once)]);
+        assert_eq!(at(&files, Confidence::High), []);
+        assert_eq!(at(&files, Confidence::Low), [(11, Confidence::Medium)]);
     }
 
     /// A GAN epoch in a file of its own, handed its optimizers by the

@@ -23,6 +23,7 @@ impl<'s> Lowerer<'s> {
             match stmt {
                 Stmt::FunctionDef(f) => {
                     self.functions.insert(f.name.id.to_string());
+                    self.annotated_instances(&f.parameters);
                     self.declarations(&f.body, depth + 1);
                 }
                 Stmt::ClassDef(c) => self.declarations(&c.body, depth + 1),
@@ -52,6 +53,35 @@ impl<'s> Lowerer<'s> {
                     self.nested_declarations(stmt, depth);
                 }
                 _ => self.nested_declarations(stmt, depth),
+            }
+        }
+    }
+
+    /// Parameters annotated with a class of the file or one it imports
+    /// (`def train(agent: DDPGLearner)`, `Optional[Trainer]`, `"Trainer"`):
+    /// instances of it, their method calls followed as when the caller
+    /// built them.
+    fn annotated_instances(&mut self, parameters: &ast::Parameters) {
+        for p in parameters.iter_non_variadic_params() {
+            let Some(annotation) = p.parameter.annotation.as_deref() else {
+                continue;
+            };
+            let class = match annotation {
+                Expr::StringLiteral(s) => Some(s.value.to_str().to_string()),
+                Expr::Subscript(s) if dotted(&s.value).is_some_and(|d| d.ends_with("Optional")) => {
+                    dotted(&s.slice)
+                }
+                other => dotted(other),
+            };
+            let Some(class) = class else { continue };
+            let last = class.rsplit('.').next().unwrap_or("");
+            let key = self
+                .latest_class
+                .get(last)
+                .or_else(|| self.imports.classes.get(&class));
+            if let Some(key) = key {
+                self.instances
+                    .insert(p.parameter.name.to_string(), key.clone());
             }
         }
     }
