@@ -469,6 +469,12 @@ impl Cfg {
         // Progress: 0 before a `need` node, 1 after it, 2 after it and a
         // new iteration (when asked for).
         let done = if q.need_then_next_iteration { 2 } else { 1 };
+        // Conditions taken consistently only remove paths: with no path
+        // at all, the states (many, where a loop tests many flags) need no
+        // search.
+        if !self.may_reach(&q, done) {
+            return false;
+        }
         let mut seen: FxHashSet<(usize, u8, State)> = FxHashSet::default();
         let mut stack: Vec<(usize, u8, State)> = Vec::new();
         for start in starts {
@@ -505,6 +511,58 @@ impl Cfg {
                 return true;
             }
             self.push_successors(node, got, state, &q, &mut stack);
+        }
+        false
+    }
+
+    /// Whether a path of the question exists with every condition free:
+    /// [`Cfg::ask`]'s paths, and more.
+    fn may_reach(&self, q: &Query, done: u8) -> bool {
+        let n = self.events.len();
+        let mut seen = vec![[false; 3]; n];
+        let mut stack: Vec<(usize, u8)> = Vec::new();
+        let push = |node: usize, got: u8, stack: &mut Vec<(usize, u8)>| {
+            for (&s, &is_back) in self.succ[node].iter().zip(&self.succ_back[node]) {
+                let closes_iteration = is_back && s == self.head;
+                if (is_back && !q.back)
+                    || (closes_iteration && got == 0 && q.need_in_first_iteration)
+                {
+                    continue;
+                }
+                let got = if got == 1 && q.need_then_next_iteration && closes_iteration {
+                    2
+                } else {
+                    got
+                };
+                stack.push((s, got));
+            }
+        };
+        push(q.from, 0, &mut stack);
+        while let Some((node, mut got)) = stack.pop() {
+            if node >= n || q.blocked.contains(&node) {
+                continue;
+            }
+            if q.within
+                .is_some_and(|l| l != node && !self.loops[node].contains(&l))
+            {
+                continue;
+            }
+            if got > 0 && q.blocked_after_need.contains(&node) {
+                continue;
+            }
+            if got == 0 && q.blocked_before_need.contains(&node) {
+                continue;
+            }
+            if got == 0 && q.need.is_some_and(|need| need.contains(&node)) {
+                got = 1;
+            }
+            if std::mem::replace(&mut seen[node][got as usize], true) {
+                continue;
+            }
+            if q.to.contains(&node) && (q.need.is_none() || got >= done) {
+                return true;
+            }
+            push(node, got, &mut stack);
         }
         false
     }
