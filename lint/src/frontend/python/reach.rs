@@ -136,11 +136,20 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
         source,
         memo: RefCell::default(),
     };
+    let mut models: Vec<&str> = reach
+        .optimizers
+        .iter()
+        .flat_map(|(_, b)| b.models.iter().chain(&b.parts))
+        .map(String::as_str)
+        .collect();
+    models.sort_unstable();
+    models.dedup();
     for body in scopes {
         let mut scope = Scope {
             source,
             passes: Vec::new(),
             modules: &modules,
+            models: &models,
             binder: &binder,
         };
         scope.block(body, &mut Vec::new(), 0);
@@ -242,6 +251,8 @@ struct Scope<'s> {
     passes: Vec<Pass>,
     /// The modules the file imports whole.
     modules: &'s [&'s str],
+    /// The models the file's optimizers are built over.
+    models: &'s [&'s str],
     /// What the module's statements bind, asked once each.
     binder: &'s Binder<'s>,
 }
@@ -480,6 +491,15 @@ impl<'s> Scope<'s> {
                         }
                         // The receiver: a tensor (`d_out.mean()`) or an object.
                         self.calls_of(&a.value, frames, budget, out, depth + 1);
+                        // A model's own method other than its forward pass
+                        // (`disc.calc_gp(real, fake)`, a gradient penalty
+                        // on a detached mix): what it does with its
+                        // arguments is not known.
+                        if method != "forward"
+                            && dotted(&a.value).is_some_and(|r| self.models.contains(&r.as_str()))
+                        {
+                            return;
+                        }
                     }
                     func => match dotted(func) {
                         Some(d) => {
