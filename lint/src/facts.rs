@@ -849,18 +849,30 @@ impl<'a> Cycle<'a> {
                     reach.only_other_models(o, model)
                         && reach.pass_reaches_directly(pass, model, &models)
                 });
+                let owns = |o: &str| {
+                    reach.only_other_models(o, model) && {
+                        let steps =
+                            cfg.find(|e| matches!(e, Event::Step(Updater::Optimizer(x)) if x == o));
+                        let resets = cfg.find(|e| self.resets_other(e, o));
+                        cfg.forward_path(b, &steps, &self.steps)
+                            || cfg.forward_path(b, &steps, &[])
+                                && resets.iter().any(|&z| cfg.forward_path(z, &[b], &steps))
+                    }
+                };
+                // Of the optimizers stepped after the pass, one whose model
+                // it goes through first (the reconstruction pass through
+                // the encoder and the generator is the generator's, not the
+                // discriminator's stepped later).
+                let through = |o: &str| {
+                    let theirs = reach.models_of(o);
+                    theirs.iter().any(|m| reach.pass_reaches(pass, m, &theirs))
+                };
                 let Some(other) = attack.or(separated).or(named).or_else(|| {
-                    others.iter().copied().find(|o| {
-                        reach.only_other_models(o, model) && {
-                            let steps = cfg.find(
-                                |e| matches!(e, Event::Step(Updater::Optimizer(x)) if x == *o),
-                            );
-                            let resets = cfg.find(|e| self.resets_other(e, o));
-                            cfg.forward_path(b, &steps, &self.steps)
-                                || cfg.forward_path(b, &steps, &[])
-                                    && resets.iter().any(|&z| cfg.forward_path(z, &[b], &steps))
-                        }
-                    })
+                    others
+                        .iter()
+                        .copied()
+                        .find(|o| through(o) && owns(o))
+                        .or_else(|| others.iter().copied().find(|o| owns(o)))
                 }) else {
                     continue;
                 };

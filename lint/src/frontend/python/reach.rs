@@ -340,6 +340,11 @@ enum Def<'a> {
     /// each such statement's place (the branch, its index). A pass meant
     /// to include a term on some iterations reaches what the term does.
     Branches(Vec<(&'a [Stmt], usize)>),
+    /// An `if` with an `else` whose every branch binds the name by one
+    /// plain assignment of its own (`if conv: z = z.view(n, d, 1, 1)
+    /// else: z = z.view(n, d)`): each such statement's place. The value
+    /// is certainly computed from what every branch's value is.
+    Every(Vec<(&'a [Stmt], usize)>),
     /// A `with` block that binds the name in its body (`with autocast():
     /// g_loss = ...`): the body always runs, the search goes on inside it.
     Within(&'a [Stmt]),
@@ -628,6 +633,42 @@ impl<'s> Scope<'s> {
                             }
                         }
                     }
+                    Def::Every(places) => {
+                        let mut each = Vec::new();
+                        for (branch, i) in places {
+                            let Stmt::Assign(a) = &branch[i] else {
+                                return;
+                            };
+                            let mut inside = at.clone();
+                            inside.push(Frame {
+                                block: branch,
+                                index: i,
+                            });
+                            let mut found = Found {
+                                under_detach: out.under_detach,
+                                under_helper: out.under_helper,
+                                ..Found::default()
+                            };
+                            if !self.without_grad(&inside) {
+                                self.calls_of(&a.value, &inside, budget, &mut found, depth + 1);
+                            }
+                            each.push(found);
+                        }
+                        let common = |list: fn(&Found) -> &Vec<String>| -> Vec<String> {
+                            let Some((first, rest)) = each.split_first() else {
+                                return Vec::new();
+                            };
+                            list(first)
+                                .iter()
+                                .filter(|c| rest.iter().all(|f| list(f).contains(c)))
+                                .cloned()
+                                .collect()
+                        };
+                        out.calls.extend(common(|f| &f.calls));
+                        out.direct.extend(common(|f| &f.direct));
+                        out.detached.extend(common(|f| &f.detached));
+                        return;
+                    }
                     Def::Within(body) => {
                         // From the end of the block, then on before it.
                         at.push(Frame {
@@ -761,6 +802,9 @@ fn augmented_in_branches<'a>(
     name: &str,
     binder: &Binder,
 ) -> Option<Def<'a>> {
+    if let Some(every) = assigned_in_every_branch(stmt, name, binder) {
+        return Some(every);
+    }
     let mut places = Vec::new();
     let branches =
         std::iter::once(&stmt.body).chain(stmt.elif_else_clauses.iter().map(|c| &c.body));
@@ -778,6 +822,38 @@ fn augmented_in_branches<'a>(
         }
     }
     (!places.is_empty()).then_some(Def::Branches(places))
+}
+
+/// [`Def::Every`]: an `if` with an `else`, every branch of which binds
+/// `name` by exactly one plain assignment of its own (`name = value`, at
+/// the branch's top level).
+fn assigned_in_every_branch<'a>(
+    stmt: &'a ast::StmtIf,
+    name: &str,
+    binder: &Binder,
+) -> Option<Def<'a>> {
+    if stmt.elif_else_clauses.last()?.test.is_some() {
+        return None;
+    }
+    let branches =
+        std::iter::once(&stmt.body).chain(stmt.elif_else_clauses.iter().map(|c| &c.body));
+    let mut places = Vec::new();
+    for body in branches {
+        let binding: Vec<usize> = (0..body.len())
+            .filter(|&i| binder.binds(&body[i], name))
+            .collect();
+        let [i] = binding.as_slice() else {
+            return None;
+        };
+        match &body[*i] {
+            Stmt::Assign(a) if matches!(a.targets.as_slice(), [Expr::Name(n)] if n.id.as_str() == name) =>
+            {
+                places.push((body.as_slice(), *i));
+            }
+            _ => return None,
+        }
+    }
+    Some(Def::Every(places))
 }
 
 fn binds_in(body: &[Stmt], name: &str, source: &str) -> bool {
