@@ -318,6 +318,21 @@ impl<'s> Lowerer<'s> {
 
     /// An `if` with its `elif`s and `else`, each test classified.
     fn branches(&self, i: &ast::StmtIf, depth: usize, out: &mut Vec<Node>) {
+        // `if True:` (`if 1:`) always runs its body; `if False:` with no
+        // other branch, never (code switched off by hand).
+        let literal = match i.test.as_ref() {
+            Expr::BooleanLiteral(b) => Some(b.value),
+            Expr::NumberLiteral(n) => match &n.value {
+                ast::Number::Int(v) => v.as_u8().map(|v| v != 0),
+                _ => None,
+            },
+            _ => None,
+        };
+        match literal {
+            Some(true) => return out.extend(self.stmts(&i.body, depth + 1)),
+            Some(false) if i.elif_else_clauses.is_empty() => return,
+            _ => {}
+        }
         self.expr(&i.test, out);
         let mut branches = vec![self.stmts(&i.body, depth + 1)];
         let mut tests =
