@@ -149,9 +149,18 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
             // never counts as clearing what a step applies, see GL003).
             match program.model_of(o).or(owner) {
                 Some(model) => {
-                    same_name(model, m)
-                        || crate::ir::attribute_of(model, m)
-                        || crate::ir::attribute_of(m, model)
+                    let part = |a: &str, b: &str| {
+                        crate::ir::attribute_of(a, b) || crate::ir::attribute_of(b, a)
+                    };
+                    // An object's model and optimizer (`self.model`,
+                    // `self.optimizer_d`, or `trainer.` for a method
+                    // inlined): the object's `model` is the one the script
+                    // built the optimizer over `model.netD` from.
+                    let held = prefix
+                        .filter(|_| sibling)
+                        .and_then(|p| m.get(p.len() + 1..))
+                        .is_some_and(|inner| part(model, inner));
+                    same_name(model, m) || part(model, m) || held
                 }
                 None => true,
             }
