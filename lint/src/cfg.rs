@@ -42,6 +42,16 @@ type Assumptions = Vec<(usize, bool)>;
 /// (silence rather than a slow or wrong finding).
 const MAX_STATES: usize = 50_000;
 
+/// A path's progress once it passes `node`: 0 before a `need` node of
+/// `q`, 1 after one (2, after it and a new iteration, is set on the edge).
+fn progress(q: &Query, node: usize, got: u8) -> u8 {
+    if got == 0 && q.need.is_some_and(|need| need.contains(&node)) {
+        1
+    } else {
+        got
+    }
+}
+
 /// One loop's graph.
 #[derive(Debug, Default)]
 pub struct Cfg {
@@ -450,7 +460,6 @@ impl Cfg {
     /// taken consistently (flags the same way every time, the counter one
     /// window position per iteration).
     pub fn ask(&self, q: Query) -> bool {
-        let n = self.events.len();
         let Some(seed) = self.seed(q.from, q.window_of_one.then_some(true)) else {
             return false;
         };
@@ -480,27 +489,14 @@ impl Cfg {
         for start in starts {
             self.push_successors(q.from, 0, start, &q, &mut stack);
         }
-        while let Some((node, mut got, state)) = stack.pop() {
-            if node >= n || q.blocked.contains(&node) {
-                continue;
-            }
-            if q.within
-                .is_some_and(|l| l != node && !self.loops[node].contains(&l))
-            {
-                continue;
-            }
-            if got > 0 && q.blocked_after_need.contains(&node) {
-                continue;
-            }
-            if got == 0 && q.blocked_before_need.contains(&node) {
+        while let Some((node, got, state)) = stack.pop() {
+            if !self.admits(&q, node, got) {
                 continue;
             }
             let Some(state) = self.assume(node, state, q.avoid_skips) else {
                 continue;
             };
-            if got == 0 && q.need.is_some_and(|need| need.contains(&node)) {
-                got = 1;
-            }
+            let got = progress(&q, node, got);
             if !seen.insert((node, got, state)) {
                 continue;
             }
@@ -518,53 +514,64 @@ impl Cfg {
     /// Whether a path of the question exists with every condition free:
     /// [`Cfg::ask`]'s paths, and more.
     fn may_reach(&self, q: &Query, done: u8) -> bool {
-        let n = self.events.len();
-        let mut seen = vec![[false; 3]; n];
-        let mut stack: Vec<(usize, u8)> = Vec::new();
-        let push = |node: usize, got: u8, stack: &mut Vec<(usize, u8)>| {
-            for (&s, &is_back) in self.succ[node].iter().zip(&self.succ_back[node]) {
-                let closes_iteration = is_back && s == self.head;
-                if (is_back && !q.back)
-                    || (closes_iteration && got == 0 && q.need_in_first_iteration)
-                {
-                    continue;
-                }
-                let got = if got == 1 && q.need_then_next_iteration && closes_iteration {
-                    2
-                } else {
-                    got
-                };
-                stack.push((s, got));
-            }
-        };
-        push(q.from, 0, &mut stack);
-        while let Some((node, mut got)) = stack.pop() {
-            if node >= n || q.blocked.contains(&node) {
+        let mut seen = vec![[false; 3]; self.events.len()];
+        let mut stack: Vec<(usize, u8)> = self
+            .successors(q, q.from, 0)
+            .map(|(s, _, g)| (s, g))
+            .collect();
+        while let Some((node, got)) = stack.pop() {
+            if !self.admits(q, node, got) {
                 continue;
             }
-            if q.within
-                .is_some_and(|l| l != node && !self.loops[node].contains(&l))
-            {
-                continue;
-            }
-            if got > 0 && q.blocked_after_need.contains(&node) {
-                continue;
-            }
-            if got == 0 && q.blocked_before_need.contains(&node) {
-                continue;
-            }
-            if got == 0 && q.need.is_some_and(|need| need.contains(&node)) {
-                got = 1;
-            }
+            let got = progress(q, node, got);
             if std::mem::replace(&mut seen[node][got as usize], true) {
                 continue;
             }
             if q.to.contains(&node) && (q.need.is_none() || got >= done) {
                 return true;
             }
-            push(node, got, &mut stack);
+            stack.extend(self.successors(q, node, got).map(|(s, _, g)| (s, g)));
         }
         false
+    }
+
+    /// Whether a path of `q` may pass `node` with progress `got`.
+    fn admits(&self, q: &Query, node: usize, got: u8) -> bool {
+        node < self.events.len()
+            && !q.blocked.contains(&node)
+            && !q
+                .within
+                .is_some_and(|l| l != node && !self.loops[node].contains(&l))
+            && !(got > 0 && q.blocked_after_need.contains(&node))
+            && !(got == 0 && q.blocked_before_need.contains(&node))
+    }
+
+    /// The edges a path of `q` may take from `node` with progress `got`:
+    /// each successor, whether the edge is a back edge, and the progress
+    /// after it.
+    fn successors<'a>(
+        &'a self,
+        q: &'a Query,
+        node: usize,
+        got: u8,
+    ) -> impl Iterator<Item = (usize, bool, u8)> + 'a {
+        self.succ[node]
+            .iter()
+            .zip(&self.succ_back[node])
+            .filter_map(move |(&s, &is_back)| {
+                let closes_iteration = is_back && s == self.head;
+                if (is_back && !q.back)
+                    || (closes_iteration && got == 0 && q.need_in_first_iteration)
+                {
+                    return None;
+                }
+                let got = if got == 1 && q.need_then_next_iteration && closes_iteration {
+                    2
+                } else {
+                    got
+                };
+                Some((s, is_back, got))
+            })
     }
 
     fn push_successors(
@@ -575,16 +582,7 @@ impl Cfg {
         q: &Query,
         stack: &mut Vec<(usize, u8, State)>,
     ) {
-        for (&s, &is_back) in self.succ[node].iter().zip(&self.succ_back[node]) {
-            let closes_iteration = is_back && s == self.head;
-            if (is_back && !q.back) || (closes_iteration && got == 0 && q.need_in_first_iteration) {
-                continue;
-            }
-            let got = if got == 1 && q.need_then_next_iteration && is_back && s == self.head {
-                2
-            } else {
-                got
-            };
+        for (s, is_back, got) in self.successors(q, node, got) {
             for next in self.transit(s, is_back, state).iter() {
                 stack.push((s, got, next));
             }
