@@ -537,13 +537,16 @@ impl Cfg {
 
     /// Whether a path of `q` may pass `node` with progress `got`.
     fn admits(&self, q: &Query, node: usize, got: u8) -> bool {
+        let outside = |l: usize| l != node && !self.loops[node].contains(&l);
+        let blocked = if got > 0 {
+            q.blocked_after_need
+        } else {
+            q.blocked_before_need
+        };
         node < self.events.len()
             && !q.blocked.contains(&node)
-            && !q
-                .within
-                .is_some_and(|l| l != node && !self.loops[node].contains(&l))
-            && !(got > 0 && q.blocked_after_need.contains(&node))
-            && !(got == 0 && q.blocked_before_need.contains(&node))
+            && !q.within.is_some_and(outside)
+            && !blocked.contains(&node)
     }
 
     /// The edges a path of `q` may take from `node` with progress `got`:
