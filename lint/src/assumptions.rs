@@ -734,24 +734,17 @@ fn called_in_a_loop(program: &Program, name: &str) -> bool {
         return true;
     }
     let method = name.rsplit('.').next().unwrap_or(name);
-    fn walk(nodes: &[Node], in_loop: bool, method: &str) -> bool {
-        nodes.iter().any(|n| match n {
-            Node::Event(Event::Call(c), _) => {
-                // On another object than `self`: `Class.method|receiver`.
-                let c = c.split('|').next().unwrap_or(c);
-                in_loop && c.rsplit('.').next().unwrap_or(c) == method
-            }
-            Node::If { branches, .. } => branches.iter().any(|b| walk(b, in_loop, method)),
-            Node::Loop { body, .. } => walk(body, true, method),
-            Node::Accumulate(body) => walk(body, in_loop, method),
-            _ => false,
-        })
-    }
     program
         .functions
         .iter()
         .filter(|f| f.name != name)
-        .any(|f| walk(&f.body, false, method))
+        .any(|f| {
+            let mut calls = Vec::new();
+            crate::ir::calls_in_loops(&f.body, &[], &mut calls);
+            calls
+                .iter()
+                .any(|c| c.rsplit('.').next().unwrap_or(c) == method)
+        })
 }
 
 /// The functions a finding may owe something to: those whose code holds a

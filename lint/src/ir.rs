@@ -149,6 +149,31 @@ pub const ACCELERATE_COUNTER: &str = "<accelerate>";
 /// `gradient_accumulation_steps`).
 pub const ACCELERATE_WINDOW: &str = "<gradient_accumulation_steps>";
 
+/// The callees of the calls inside loops of `nodes` (`Class.method`, a
+/// receiver's `|receiver` left off), in order. Loops whose span is in
+/// `unless` are read as straight code (functions read as run once per
+/// batch only by their name).
+pub fn calls_in_loops<'n>(nodes: &'n [Node], unless: &[Span], out: &mut Vec<&'n str>) {
+    fn walk<'n>(nodes: &'n [Node], in_loop: bool, unless: &[Span], out: &mut Vec<&'n str>) {
+        for n in nodes {
+            match n {
+                Node::Event(Event::Call(c), _) if in_loop => {
+                    out.push(c.split('|').next().unwrap_or(c));
+                }
+                Node::If { branches, .. } => {
+                    branches.iter().for_each(|b| walk(b, in_loop, unless, out))
+                }
+                Node::Loop { body, span, .. } => {
+                    walk(body, in_loop || !unless.contains(span), unless, out)
+                }
+                Node::Accumulate(body) => walk(body, in_loop, unless, out),
+                _ => {}
+            }
+        }
+    }
+    walk(nodes, false, unless, out);
+}
+
 /// A node tree rebuilt: each event through `event`, each loop's span
 /// through `span` and its assigned names through `name`; branches, tests and
 /// the rest kept.

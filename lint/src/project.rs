@@ -1073,34 +1073,18 @@ fn relower_handed(
 /// loops call ([`Program::called_from_loops`]). A loop that is a function
 /// read as run once per batch only by its name is no evidence.
 fn mark_called_from_loops(programs: &mut [Option<(Program, LineIndex)>]) {
-    fn walk(nodes: &[Node], in_loop: bool, guessed: &[Span], out: &mut Vec<(usize, String)>) {
-        for n in nodes {
-            match n {
-                Node::Event(Event::Call(c), _) if in_loop => {
-                    let c = c.split('|').next().unwrap_or(c);
-                    if let Some((file, name)) = c.split_once("::") {
-                        if let Ok(file) = file.parse() {
-                            out.push((file, name.to_string()));
-                        }
-                    }
-                }
-                Node::If { branches, .. } => {
-                    branches.iter().for_each(|b| walk(b, in_loop, guessed, out))
-                }
-                Node::Loop { body, span, .. } => {
-                    walk(body, in_loop || !guessed.contains(span), guessed, out)
-                }
-                Node::Accumulate(body) => walk(body, in_loop, guessed, out),
-                _ => {}
-            }
-        }
-    }
-    let mut called = Vec::new();
+    let mut called: Vec<(usize, String)> = Vec::new();
     for (program, _) in programs.iter().flatten() {
         let guessed: Vec<Span> = program.per_batch_by_name.iter().map(|(s, _)| *s).collect();
+        let mut calls = Vec::new();
         for f in &program.functions {
-            walk(&f.body, false, &guessed, &mut called);
+            crate::ir::calls_in_loops(&f.body, &guessed, &mut calls);
         }
+        // Another file's: `file::name`.
+        called.extend(calls.into_iter().filter_map(|c| {
+            let (file, name) = c.split_once("::")?;
+            Some((file.parse().ok()?, name.to_string()))
+        }));
     }
     called.sort();
     called.dedup();
