@@ -3,11 +3,12 @@
 
 use ruff_python_ast::{self as ast, Stmt};
 use ruff_text_size::Ranged;
+use rustc_hash::FxHashSet as HashSet;
 
 use super::lowerer::Lowerer;
 use super::statements::named_tests;
 use super::syntax::MAX_DEPTH;
-use super::syntax::{assigned_names, nested_bodies, positional_names, settled_names, span};
+use super::syntax::{assigned_names, dotted, nested_bodies, positional_names, settled_names, span};
 use super::windows::Runs;
 use crate::ir::{Event, Function, Inherited, Node, Reset};
 
@@ -94,8 +95,17 @@ impl<'s> Lowerer<'s> {
         assigned.retain(|a| !settled.contains(a));
         let name = f.name.id.as_str();
         let by_framework = self.runs_per_batch(f);
-        if by_framework || self.owns_a_batch(f, &lowered) {
-            if !by_framework {
+        // Called on an instance of its class in a loop of the file: once
+        // per iteration by evidence, whatever its name.
+        let called_in_a_loop = self
+            .class
+            .as_ref()
+            .is_some_and(|c| self.looped_methods.contains(&format!("{c}.{name}")));
+        let owned = (!by_framework)
+            .then(|| self.owns_a_batch(f, &lowered, called_in_a_loop))
+            .flatten();
+        if by_framework || owned.is_some() {
+            if owned == Some(true) {
                 let name = match &self.class {
                     Some(c) => format!("{c}.{name}"),
                     None => name.to_string(),
@@ -139,11 +149,19 @@ impl<'s> Lowerer<'s> {
         }
     }
 
-    /// A method named like a per-batch update (`step`, `train_step`,
-    /// `optimize_parameters`...) that itself runs a backward pass, a step and
-    /// a reset (or whose class never resets): it owns one batch's gradient
-    /// cycle, whoever calls it.
-    fn owns_a_batch(&self, f: &ast::StmtFunctionDef, body: &[Node]) -> bool {
+    /// Whether a method runs one batch's gradient cycle, whoever calls it,
+    /// and whether that rests on its name: a method that itself runs a
+    /// backward pass, a step and a reset, and that a loop of the file calls
+    /// on an instance of its class (`Some(false)`, by evidence), or that is
+    /// named like a per-batch update (`step`, `train_step`,
+    /// `optimize_parameters`...; also when its class never resets:
+    /// `Some(true)`, by its name).
+    fn owns_a_batch(
+        &self,
+        f: &ast::StmtFunctionDef,
+        body: &[Node],
+        called_in_a_loop: bool,
+    ) -> Option<bool> {
         const NAMES: [&str; 10] = [
             "step",
             "train_step",
@@ -156,8 +174,9 @@ impl<'s> Lowerer<'s> {
             "update",
             "learn",
         ];
-        if self.class.is_none() || !NAMES.contains(&f.name.id.as_str()) {
-            return false;
+        let named = NAMES.contains(&f.name.id.as_str());
+        if self.class.is_none() || !(called_in_a_loop || named) {
+            return None;
         }
         let mut seen = [false; 3];
         fn walk(nodes: &[Node], seen: &mut [bool; 3]) {
@@ -182,6 +201,14 @@ impl<'s> Lowerer<'s> {
             }
         }
         walk(body, &mut seen);
+        if !(seen[0] && seen[1]) {
+            return None;
+        }
+        // Called in a loop, the caller may reset around the call: by
+        // evidence only a method that resets itself is a whole iteration.
+        if called_in_a_loop && seen[2] {
+            return Some(false);
+        }
         // A class that never resets gradients anywhere (no `zero_grad`, no
         // `.grad` touched, outside comments: a reset commented out is the
         // bug itself): its update piles them up whoever calls it.
@@ -197,7 +224,67 @@ impl<'s> Lowerer<'s> {
                     })
                 })
         };
-        seen[0] && seen[1] && (seen[2] || never_resets())
+        (named && (seen[2] || never_resets())).then_some(true)
+    }
+
+    /// The methods (`Class.method`) that calls inside the loops of `body`
+    /// make on a name bound to an instance of a class of the file
+    /// (`agent.train(batch)`; not `self`, whose calls are followed as
+    /// they are).
+    pub(super) fn methods_called_in_loops(&self, body: &[Stmt]) -> HashSet<String> {
+        use ruff_python_ast::visitor::{walk_expr, walk_stmt, Visitor};
+        struct Calls<'l, 's> {
+            lowerer: &'l Lowerer<'s>,
+            loops: usize,
+            out: HashSet<String>,
+        }
+        impl<'a> Visitor<'a> for Calls<'_, '_> {
+            fn visit_stmt(&mut self, stmt: &'a Stmt) {
+                match stmt {
+                    Stmt::For(f) => {
+                        self.visit_expr(&f.iter);
+                        self.loops += 1;
+                        f.body.iter().for_each(|s| self.visit_stmt(s));
+                        self.loops -= 1;
+                        f.orelse.iter().for_each(|s| self.visit_stmt(s));
+                    }
+                    Stmt::While(w) => {
+                        self.visit_expr(&w.test);
+                        self.loops += 1;
+                        w.body.iter().for_each(|s| self.visit_stmt(s));
+                        self.loops -= 1;
+                        w.orelse.iter().for_each(|s| self.visit_stmt(s));
+                    }
+                    // A function defined in a loop runs when called.
+                    Stmt::FunctionDef(f) => {
+                        let outer = std::mem::take(&mut self.loops);
+                        f.body.iter().for_each(|s| self.visit_stmt(s));
+                        self.loops = outer;
+                    }
+                    _ => walk_stmt(self, stmt),
+                }
+            }
+            fn visit_expr(&mut self, expr: &'a ast::Expr) {
+                if let ast::Expr::Call(c) = expr {
+                    if let ast::Expr::Attribute(m) = c.func.as_ref() {
+                        let class = dotted(&m.value)
+                            .filter(|r| self.loops > 0 && r != "self")
+                            .and_then(|r| self.lowerer.instances.get(&r));
+                        if let Some(class) = class.filter(|c| !c.contains("::")) {
+                            self.out.insert(format!("{class}.{}", m.attr.id.as_str()));
+                        }
+                    }
+                }
+                walk_expr(self, expr);
+            }
+        }
+        let mut calls = Calls {
+            lowerer: self,
+            loops: 0,
+            out: HashSet::default(),
+        };
+        body.iter().for_each(|s| calls.visit_stmt(s));
+        calls.out
     }
 
     /// Lightning's `training_step` that drives its optimizers itself

@@ -101,6 +101,10 @@ pub(super) struct Lowerer<'s> {
     pub(super) handed: super::handed::HandedTo,
     /// What is handed to the parameters of the function being lowered.
     pub(super) handed_now: HashMap<String, Vec<super::handed::Handed>>,
+    /// Methods (`Class.method`) a loop of the file calls on an instance
+    /// of their class (`for batch in loader: agent.train(batch)`): each
+    /// call one iteration of that loop.
+    pub(super) looped_methods: HashSet<String>,
 }
 
 impl<'s> Lowerer<'s> {

@@ -145,6 +145,7 @@ pub fn lower_module_handed(
         built_models: HashMap::default(),
         handed: handed::handed(&module.body),
         handed_now: HashMap::default(),
+        looped_methods: HashSet::default(),
     };
     // What optimizers are built over is read from the syntax alone.
     let reach = reach::reach(source, &module.body, handed_in);
@@ -155,6 +156,7 @@ pub fn lower_module_handed(
         source.contains("deepspeed.initialize(") || source.contains("get_global_grad_norm(");
     lowerer.classes(&module.body, 0);
     lowerer.declarations(&module.body, 0);
+    lowerer.looped_methods = lowerer.methods_called_in_loops(&module.body);
     // The definitions pass numbers redefined classes again, in the same order.
     lowerer.class_defs.clear();
     lowerer.definitions(&module.body, 0);

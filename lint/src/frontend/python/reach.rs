@@ -73,6 +73,7 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
         source,
         loops: Vec::new(),
         params: Vec::new(),
+        stored: Vec::new(),
         others: Vec::new(),
         returns: HashMap::default(),
         from_calls: Vec::new(),
@@ -912,6 +913,56 @@ fn binds_otherwise(body: &[Stmt], root: &str, depth: usize) -> bool {
     })
 }
 
+/// The parameters of a function (`params`) that its body stores, as they
+/// are (or moved: `critic.to(device)`), in an attribute (`self.critic = critic`), each once: (parameter,
+/// attribute). Not in nested functions or classes.
+fn stored_parameters(
+    body: &[Stmt],
+    params: &[String],
+    out: &mut Vec<(String, String)>,
+    depth: usize,
+) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    for stmt in body {
+        match stmt {
+            Stmt::Assign(a) if a.targets.len() == 1 => {
+                // `critic`, or `critic.to(device)` (a module's `to`
+                // returns the module itself).
+                let mut value = a.value.as_ref();
+                while let Expr::Call(c) = value {
+                    match c.func.as_ref() {
+                        Expr::Attribute(m)
+                            if matches!(
+                                m.attr.id.as_str(),
+                                "to" | "cuda" | "cpu" | "float" | "double" | "half" | "train"
+                            ) =>
+                        {
+                            value = &m.value
+                        }
+                        _ => break,
+                    }
+                }
+                if let (Expr::Attribute(_), Expr::Name(n)) = (&a.targets[0], value) {
+                    let p = n.id.as_str();
+                    if params.iter().any(|x| x == p) && !out.iter().any(|(x, _)| x == p) {
+                        if let Some(attribute) = dotted(&a.targets[0]) {
+                            out.push((p.to_string(), attribute));
+                        }
+                    }
+                }
+            }
+            Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
+            _ => {
+                for b in nested_bodies(stmt) {
+                    stored_parameters(b, params, out, depth + 1);
+                }
+            }
+        }
+    }
+}
+
 /// Finds what optimizers are built over and what the module may freeze.
 struct Finder<'r> {
     reach: &'r mut Reach,
@@ -922,6 +973,9 @@ struct Finder<'r> {
     loops: Vec<(Vec<String>, Expr)>,
     /// The parameters of the enclosing functions.
     params: Vec<Vec<String>>,
+    /// Of the enclosing function, its parameters it stores in attributes
+    /// (`self.critic = critic`): (parameter, attribute).
+    stored: Vec<Vec<(String, String)>>,
     /// Names bound to something else than an optimizer constructor.
     others: Vec<String>,
     /// Functions (by their own name) -> what their one `return` gives, by
@@ -969,7 +1023,10 @@ impl<'a> Visitor<'a> for Finder<'_> {
             if let Some(r) = one_return(&f.body) {
                 self.returns.insert(f.name.id.to_string(), r);
             }
-            let names = parameter_names(&f.parameters).map(str::to_string).collect();
+            let names: Vec<String> = parameter_names(&f.parameters).map(str::to_string).collect();
+            let mut stored = Vec::new();
+            stored_parameters(&f.body, &names, &mut stored, 0);
+            self.stored.push(stored);
             self.params.push(names);
             let loops = std::mem::take(&mut self.loops);
             let lists = std::mem::take(&mut self.lists);
@@ -979,6 +1036,7 @@ impl<'a> Visitor<'a> for Finder<'_> {
             self.lists = lists;
             self.loops = loops;
             self.params.pop();
+            self.stored.pop();
         } else if let Stmt::For(f) = stmt {
             let mut names = Vec::new();
             target_names(&f.target, &mut names);
@@ -1004,6 +1062,25 @@ impl<'a> Visitor<'a> for Finder<'_> {
 }
 
 impl Finder<'_> {
+    /// `built` with the enclosing function's parameters it stores in
+    /// attributes named by those attributes.
+    fn as_stored(&self, built: &Built) -> Built {
+        let Some(stored) = self.stored.last().filter(|s| !s.is_empty()) else {
+            return built.clone();
+        };
+        let rename = |m: &String| {
+            stored
+                .iter()
+                .find(|(p, _)| p == m)
+                .map_or_else(|| m.clone(), |(_, a)| a.clone())
+        };
+        Built {
+            models: built.models.iter().map(rename).collect(),
+            parts: built.parts.iter().map(rename).collect(),
+            ..built.clone()
+        }
+    }
+
     /// `target = value`: an optimizer built, or a freeze
     /// (`p.requires_grad = False`).
     fn assigned(&mut self, target: &Expr, value: &Expr) {
@@ -1040,8 +1117,16 @@ impl Finder<'_> {
         }
         for name in names {
             match &built {
-                Some(b) if matches!(target, Expr::Name(_) | Expr::Attribute(_)) => {
+                Some(b) if matches!(target, Expr::Name(_)) => {
                     self.reach.optimizers.push((name, b.clone()));
+                }
+                // Kept in an attribute, it outlives the function: its models
+                // are known by the attributes the function stores them in
+                // (`self.critic = critic; self.opt = Adam(critic.parameters())`,
+                // then `self.critic(s, a)` in another method).
+                Some(b) if matches!(target, Expr::Attribute(_)) => {
+                    let b = self.as_stored(b);
+                    self.reach.optimizers.push((name, b));
                 }
                 _ => {
                     // Bound otherwise: known only when the value wraps the
