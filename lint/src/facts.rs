@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use crate::cfg::{Cfg, Query};
 use crate::ir::{
-    related, same_name, Counter, Event, Function, Node, Pass, Program, Reset, Span, Updater,
+    related, same_name, Built, Counter, Event, Function, Node, Pass, Program, Reset, Span, Updater,
 };
 
 /// The facts of one updater in one loop.
@@ -401,6 +401,9 @@ impl<'a> Cycle<'a> {
             own_backwards: Vec::new(),
         };
         cycle.resets = cfg.find(|e| cycle.own_reset(e));
+        if cycle.resets.is_empty() {
+            cycle.resets = cycle.resets_in_parts();
+        }
         cycle.clearing = cycle.clearing_resets();
         cycle.own_backwards = cycle.own_backwards(optimizers_in_loop);
         cycle
@@ -419,6 +422,67 @@ impl<'a> Cycle<'a> {
                 }
                 _ => false,
             }
+    }
+
+    /// An optimizer with no reset of its own, built over several whole
+    /// models each of which another optimizer over it alone (or over other
+    /// models of this one), or the model itself, resets in the loop
+    /// (infoGAN's `info_optimizer` over the generator and the
+    /// discriminator, whose own optimizers reset them): those resets, which
+    /// together clear all of its gradients. Empty otherwise.
+    fn resets_in_parts(&self) -> Vec<usize> {
+        let Updater::Optimizer(name) = self.updater else {
+            return Vec::new();
+        };
+        let reach = &self.program.reach;
+        let mine: Vec<&Built> = reach
+            .optimizers
+            .iter()
+            .filter(|(o, _)| o == name)
+            .map(|(_, b)| b)
+            .collect();
+        let Some(first) = mine.first() else {
+            return Vec::new();
+        };
+        let models = &first.models;
+        let whole = |b: &Built| b.exact && b.closed && b.parts == b.models;
+        if models.len() < 2 || !mine.iter().all(|b| whole(b) && b.models == *models) {
+            return Vec::new();
+        }
+        // The models of this one that a reset at `e` clears, all of them
+        // or none.
+        let cleared = |e: &Event| -> Option<Vec<&String>> {
+            match e {
+                Event::Reset(Reset::Optimizer(o)) if o != name => {
+                    let theirs: Vec<&Built> = reach
+                        .optimizers
+                        .iter()
+                        .filter(|(x, _)| x == o)
+                        .map(|(_, b)| b)
+                        .collect();
+                    let over = &theirs.first()?.models;
+                    (!over.is_empty()
+                        && theirs.iter().all(|b| whole(b) && b.models == *over)
+                        && over.iter().all(|m| models.contains(m)))
+                    .then(|| over.iter().collect())
+                }
+                Event::Reset(Reset::Model(m)) => models.iter().find(|x| *x == m).map(|x| vec![x]),
+                _ => None,
+            }
+        };
+        let mut found = Vec::new();
+        let mut covered: Vec<&String> = Vec::new();
+        for (i, event) in self.cfg.events.iter().enumerate() {
+            if let Some(part) = event.as_ref().and_then(|(e, _)| cleared(e)) {
+                found.push(i);
+                covered.extend(part);
+            }
+        }
+        if models.iter().all(|m| covered.contains(&m)) {
+            found
+        } else {
+            Vec::new()
+        }
     }
 
     /// Whether `e` is another optimizer's reset (a new tensor resets nobody
@@ -648,7 +712,8 @@ impl<'a> Cycle<'a> {
 
     /// Passes meant to add up: some way takes them to a step with no reset
     /// on it (an attack's or a probe's pass, always cleared before this
-    /// optimizer's own pass and step, is not accumulation).
+    /// optimizer's own pass and step, is not accumulation; nor is an
+    /// attack's pass left in the model, a stray one, GL009).
     fn accumulating_passes(&self) -> Vec<usize> {
         self.own_backwards
             .iter()
@@ -657,7 +722,7 @@ impl<'a> Cycle<'a> {
                 self.cfg.ask(Query {
                     blocked: &self.resets,
                     ..Query::new(b, &self.steps)
-                })
+                }) && self.attack_pass(b).is_none()
             })
             .collect()
     }
@@ -858,8 +923,17 @@ impl<'a> Cycle<'a> {
                     reach.only_other_models(o, model)
                         && reach.pass_reaches_directly(pass, model, &models)
                 });
+                // An optimizer over some of this one's models only
+                // (infoGAN's `D_optimizer` for `info_optimizer` over the
+                // generator and the discriminator) is another's too.
+                let part_of_mine = |o: &str| {
+                    let theirs = reach.models_of(o);
+                    !theirs.is_empty()
+                        && theirs.len() < models.len()
+                        && theirs.iter().all(|m| models.contains(m))
+                };
                 let owns = |o: &str| {
-                    reach.only_other_models(o, model) && {
+                    (reach.only_other_models(o, model) || part_of_mine(o)) && {
                         let steps =
                             cfg.find(|e| matches!(e, Event::Step(Updater::Optimizer(x)) if x == o));
                         let resets = cfg.find(|e| self.resets_other(e, o));
@@ -876,11 +950,33 @@ impl<'a> Cycle<'a> {
                     let theirs = reach.models_of(o);
                     theirs.iter().any(|m| reach.pass_reaches(pass, m, &theirs))
                 };
-                let Some(other) = attack.or(separated).or(named).or_else(|| {
-                    others
+                // Of several, the one that steps first after the pass
+                // (`D_loss.backward(); opt_d.step()`, though the pass goes
+                // through the generator too and `opt_g` steps later).
+                let first_stepped = |candidates: Vec<&'a str>| {
+                    let steps_of = |o: &str| {
+                        cfg.find(|e| matches!(e, Event::Step(Updater::Optimizer(x)) if x == o))
+                    };
+                    candidates
                         .iter()
                         .copied()
-                        .find(|o| through(o) && owns(o))
+                        .find(|&o| {
+                            let others_steps: Vec<usize> = candidates
+                                .iter()
+                                .filter(|&&x| x != o)
+                                .flat_map(|x| steps_of(x))
+                                .collect();
+                            cfg.forward_path(b, &steps_of(o), &others_steps)
+                        })
+                        .or(candidates.first().copied())
+                };
+                let Some(other) = attack.or(separated).or(named).or_else(|| {
+                    let through_and_owns: Vec<&str> = others
+                        .iter()
+                        .copied()
+                        .filter(|o| through(o) && owns(o))
+                        .collect();
+                    first_stepped(through_and_owns)
                         .or_else(|| others.iter().copied().find(|o| owns(o)))
                 }) else {
                     continue;
@@ -1103,9 +1199,11 @@ impl<'a> Cycle<'a> {
             }
             _ => None,
         })?;
-        let stops: Vec<usize> = self.steps.iter().chain(&self.clearing).copied().collect();
+        // Again before a step: through resets too (an attack's loop that
+        // clears the model's gradients before each of its passes,
+        // `model.zero_grad(); cost.backward()`, leaves the last one).
         cfg.ask(Query {
-            blocked: &stops,
+            blocked: &self.steps,
             ..Query::new(b, &[b])
         })
         .then_some(tensor)

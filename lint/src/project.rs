@@ -1299,6 +1299,23 @@ mod tests {
         assert_eq!(at(&files, Confidence::Low), [(11, Confidence::Medium)]);
     }
 
+    /// An optimizer whose class, another file's, derives from torch's
+    /// `Optimizer` and updates its parameters itself: its `step` is a step
+    /// (here windowed, with the reset every batch: GL004), not code to
+    /// follow; a wrapper that steps inner optimizers is still followed.
+    #[test]
+    fn an_optimizer_class_of_another_file_steps_like_torchs() {
+        let optim = "from torch.optim import Optimizer\n\nclass ScaledAdam(Optimizer):\n    def step(self, closure=None):\n        for group in self.param_groups:\n            for p in group[\"params\"]:\n                if p.grad is not None:\n                    p.data.add_(-group[\"lr\"] * p.grad)\n";
+        let train = "from optim import ScaledAdam\n\ndef train(model, loader, k):\n    optimizer = ScaledAdam(model.parameters(), dict(lr=0.1))\n    for i, (x, y) in enumerate(loader):\n        model(x, y).backward()\n        if (i + 1) % k == 0:\n            optimizer.step()\n        model.zero_grad()\n";
+        let (_dir, files) = tree(&[("optim.py", optim), ("train.py", train)]);
+        let found: Vec<(String, usize)> = lint_files(&files, &Config::default())
+            .into_iter()
+            .flat_map(|r| r.unwrap())
+            .map(|d| (d.code.to_string(), d.line))
+            .collect();
+        assert_eq!(found, [("GL004".to_string(), 9)]);
+    }
+
     /// A GAN epoch in a file of its own, handed its optimizers by the
     /// script that builds them: the discriminator's optimizer is reset only
     /// after its own step, and the generator's loss goes through it.

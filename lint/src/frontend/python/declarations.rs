@@ -5,7 +5,7 @@ use ruff_python_ast::{self as ast, Expr, Stmt};
 
 use super::gradients::{
     data_owner, grad_owners, is_optimizer_constructor, is_scheduler_constructor, parameters_owner,
-    updated_tensor,
+    reads_besides_grad, updated_tensor,
 };
 use super::lowerer::Lowerer;
 use super::syntax::MAX_DEPTH;
@@ -107,6 +107,19 @@ impl<'s> Lowerer<'s> {
                     self.parameter_vars.insert(w);
                 }
             }
+            // `x_adv = x_adv + alpha * x_adv.grad.sign()`: a step on
+            // `x` by hand into a new tensor (an attack's), `x` a tensor
+            // updated from its gradient.
+            if let Expr::Name(_) = target {
+                for w in grad_owners(&a.value)
+                    .into_iter()
+                    .filter(|w| !w.contains('.'))
+                {
+                    if reads_besides_grad(&a.value, &w) {
+                        self.parameter_vars.insert(w);
+                    }
+                }
+            }
             if let Expr::Name(n) = target {
                 // Through other aliases too (`grad_sum =
                 // allreduce(p.grad)`, `grad_mean = grad_sum / n`).
@@ -155,7 +168,15 @@ impl<'s> Lowerer<'s> {
                 let callee = dotted(&call.func).unwrap_or_default();
                 let last = callee.rsplit('.').next().unwrap_or("");
                 if let Some(key) = self.latest_class.get(last) {
-                    self.instances.insert(t.clone(), key.clone());
+                    // An optimizer of the file's own (`class BertAdam(Optimizer)`):
+                    // its steps and resets are an optimizer's.
+                    let leaf = self
+                        .class_asts
+                        .get(key)
+                        .is_some_and(|c| super::summary::is_leaf_optimizer(self.source, c));
+                    if !leaf {
+                        self.instances.insert(t.clone(), key.clone());
+                    }
                 } else if let Some(key) = self.imports.classes.get(&callee) {
                     self.instances.insert(t.clone(), key.clone());
                 }

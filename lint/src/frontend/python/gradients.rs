@@ -2,7 +2,7 @@
 //! `w.data`, `X.parameters()`, optimizer and scheduler constructors).
 
 use ruff_python_ast::visitor::{walk_expr, Visitor};
-use ruff_python_ast::Expr;
+use ruff_python_ast::{Expr, Operator};
 
 use super::syntax::dotted;
 use crate::frontend::OPTIMIZER_TYPES;
@@ -95,6 +95,41 @@ pub(super) fn grad_owners(expr: &Expr) -> Vec<String> {
     let mut f = Finder(Vec::new());
     f.visit_expr(expr);
     f.0
+}
+
+/// Whether `expr` holds a step on the plain name `name` by its own
+/// gradient: a sum or difference of `name` (read other than as the owner of
+/// a gradient) and something computed from `name.grad` (`x + alpha *
+/// x.grad.sign()`, also inside a call: `torch.clamp(x - lr * x.grad, 0,
+/// 1)`). Not inside comprehensions or lambdas.
+pub(super) fn reads_besides_grad(expr: &Expr, name: &str) -> bool {
+    fn plain(expr: &Expr, name: &str) -> bool {
+        match expr {
+            Expr::Attribute(a) if a.attr.id.as_str() == "grad" => false,
+            Expr::Name(n) => n.id.as_str() == name,
+            Expr::ListComp(_)
+            | Expr::SetComp(_)
+            | Expr::DictComp(_)
+            | Expr::Generator(_)
+            | Expr::Lambda(_) => false,
+            Expr::Attribute(a) => plain(&a.value, name),
+            Expr::Call(c) => {
+                plain(&c.func, name) || c.arguments.args.iter().any(|a| plain(a, name))
+            }
+            Expr::BinOp(b) => plain(&b.left, name) || plain(&b.right, name),
+            Expr::UnaryOp(u) => plain(&u.operand, name),
+            _ => false,
+        }
+    }
+    let reads_grad = |e: &Expr| grad_owners(e).iter().any(|o| o == name);
+    match expr {
+        Expr::BinOp(b) if matches!(b.op, Operator::Add | Operator::Sub) => {
+            plain(&b.left, name) && reads_grad(&b.right)
+                || plain(&b.right, name) && reads_grad(&b.left)
+        }
+        Expr::Call(c) => c.arguments.args.iter().any(|a| reads_besides_grad(a, name)),
+        _ => false,
+    }
 }
 
 /// The `x` of `x.grad` / `x.grad.data`.

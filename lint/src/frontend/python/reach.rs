@@ -23,14 +23,64 @@ use super::syntax::{
 use crate::ir::{Built, HandedIn, HandedOut, Pass, Reach};
 
 /// Methods whose result carries no gradient to what they are called on.
-const STOP_METHODS: [&str; 27] = [
-    "detach", "detach_", "item", "tolist", "numpy", "argmax", "argmin", "argsort", "sign", "round",
-    "floor", "ceil", "long", "int", "bool", "byte", "size", "dim", "numel", "nonzero", "eq", "ne",
-    "gt", "lt", "ge", "le", "isnan",
+/// (`torch.argmax(x)` reads as a method of `torch`: the functions of
+/// [`STOP_FUNCTIONS`] that torch has are here too.)
+const STOP_METHODS: [&str; 40] = [
+    "detach",
+    "detach_",
+    "item",
+    "tolist",
+    "numpy",
+    "argmax",
+    "argmin",
+    "argsort",
+    "sign",
+    "round",
+    "floor",
+    "ceil",
+    "long",
+    "int",
+    "bool",
+    "byte",
+    "size",
+    "dim",
+    "numel",
+    "nonzero",
+    "eq",
+    "ne",
+    "gt",
+    "lt",
+    "ge",
+    "le",
+    "isnan",
+    "new_zeros",
+    "new_ones",
+    "new_empty",
+    "new_full",
+    "bernoulli",
+    "multinomial",
+    "randn_like",
+    "rand_like",
+    "randint_like",
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+    "full_like",
 ];
 
-/// Functions whose result carries no gradient from their arguments.
-const STOP_FUNCTIONS: [&str; 16] = [
+/// Functions whose result carries no gradient from their arguments (a
+/// tensor made like another, `torch.randn_like(mu)`, takes its shape only).
+const STOP_FUNCTIONS: [&str; 26] = [
+    "randn_like",
+    "rand_like",
+    "randint_like",
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+    "full_like",
+    "bernoulli",
+    "multinomial",
+    "randperm",
     "float",
     "int",
     "bool",
@@ -156,7 +206,90 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
         scope.block(body, &mut Vec::new(), 0);
         reach.passes.extend(scope.passes);
     }
+    through_call_sites(module, &mut reach.passes);
     reach
+}
+
+/// A pass in a top-level function of the module through one of its
+/// parameters (`model(images)` in `pgd_attack(model, images, labels)`)
+/// goes through what every call of the function in the module hands that
+/// parameter, when they all hand the same named model (`pgd_attack(net,
+/// x, y)`): the pass is read in the caller's loop, by its names.
+fn through_call_sites(module: &[Stmt], passes: &mut [Pass]) {
+    struct Sites<'a> {
+        name: &'a str,
+        calls: Vec<&'a ast::ExprCall>,
+    }
+    impl<'a> Visitor<'a> for Sites<'a> {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Call(c) = expr {
+                if matches!(c.func.as_ref(), Expr::Name(n) if n.id.as_str() == self.name) {
+                    self.calls.push(c);
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    for stmt in module {
+        let Stmt::FunctionDef(f) = stmt else { continue };
+        let range = span(f);
+        let inside = |p: &Pass| p.span.start >= range.start && p.span.end <= range.end;
+        if !passes.iter().any(inside) {
+            continue;
+        }
+        let mut sites = Sites {
+            name: f.name.id.as_str(),
+            calls: Vec::new(),
+        };
+        module.iter().for_each(|s| sites.visit_stmt(s));
+        if sites.calls.is_empty() {
+            continue;
+        }
+        let positional = positional_names(&f.parameters);
+        // What every call hands `param`, when it is one name for all.
+        let handed = |param: &str| -> Option<String> {
+            let at = positional.iter().position(|p| *p == param);
+            let mut all = sites.calls.iter().map(|c| {
+                let by_keyword = c.arguments.find_keyword(param).map(|k| &k.value);
+                let by_position = at.and_then(|i| {
+                    c.arguments
+                        .args
+                        .iter()
+                        .take_while(|a| !a.is_starred_expr())
+                        .nth(i)
+                });
+                by_keyword.or(by_position).and_then(dotted)
+            });
+            let first = all.next()??;
+            all.all(|o| o.as_deref() == Some(first.as_str()))
+                .then_some(first)
+        };
+        for pass in passes.iter_mut().filter(|p| inside(p)) {
+            for list in [&mut pass.calls, &mut pass.direct] {
+                let mut added = Vec::new();
+                for c in list.iter() {
+                    let (root, rest) = match c.split_once('.') {
+                        Some((r, rest)) => (r, Some(rest)),
+                        None => (c.as_str(), None),
+                    };
+                    if !positional.contains(&root) || root == "self" {
+                        continue;
+                    }
+                    if let Some(model) = handed(root) {
+                        added.push(match rest {
+                            Some(rest) => format!("{model}.{rest}"),
+                            None => model,
+                        });
+                    }
+                }
+                for a in added {
+                    if !list.contains(&a) {
+                        list.push(a);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The optimizers a call from another file hands to `f`'s parameters,

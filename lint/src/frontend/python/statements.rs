@@ -4,8 +4,8 @@ use ruff_python_ast::{self as ast, Expr, Operator, Stmt};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::gradients::{
-    data_owner, is_grad_attribute, is_optimizer_constructor, mentions_grad, parameters_owner,
-    updated_tensor,
+    data_owner, grad_owners, is_grad_attribute, is_optimizer_constructor, mentions_grad,
+    parameters_owner, reads_besides_grad, updated_tensor,
 };
 use super::lowerer::Lowerer;
 use super::summary::raises_not_implemented;
@@ -113,6 +113,20 @@ impl<'s> Lowerer<'s> {
     /// optimizer).
     fn assign(&self, a: &ast::StmtAssign, stmt: &Stmt, out: &mut Vec<Node>) {
         self.expr(&a.value, out);
+        // `x_adv = x_adv.detach() + alpha * x_adv.grad.sign()`,
+        // `adv = images + alpha * images.grad.sign()`: a step on a tensor
+        // by hand, into a new tensor (an attack's), its gradient applied.
+        if let [Expr::Name(_)] = a.targets.as_slice() {
+            for w in grad_owners(&a.value)
+                .into_iter()
+                .filter(|w| !w.contains('.'))
+            {
+                if reads_besides_grad(&a.value, &w) {
+                    let updater = self.manual_updater_of(w);
+                    out.push(Node::Event(Event::Step(updater), span(stmt)));
+                }
+            }
+        }
         // `q = torch.tensor(..., requires_grad=True)`: a new leaf,
         // with no gradient yet.
         // So is a tensor updated by hand made anew (`delta =
@@ -726,15 +740,18 @@ fn leaves_early(body: &[Stmt]) -> bool {
 /// function's result (`torch.zeros_like(x)`), a copy (`x.detach()`,
 /// `x.clone()`), or a method of one (`torch.zeros_like(x).cuda()`).
 fn made_anew(value: &Expr) -> bool {
-    const METHODS: [&str; 6] = [
+    const METHODS: [&str; 7] = [
         "detach",
+        "detach_",
         "clone",
         "new_zeros",
         "new_ones",
         "new_empty",
         "new_full",
     ];
-    const FUNCTIONS: [&str; 14] = [
+    const FUNCTIONS: [&str; 16] = [
+        "clamp",
+        "clip",
         "zeros",
         "zeros_like",
         "ones",

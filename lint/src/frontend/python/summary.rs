@@ -140,6 +140,22 @@ fn loop_calls_abstract(class: &ast::StmtClassDef) -> bool {
     f.found
 }
 
+/// A class of torch's optimizer kind (`class BertAdam(Optimizer)`) whose
+/// text steps nothing else (no `.step(`: not a wrapper over an inner
+/// optimizer): its `step` applies `.grad` to its parameters as
+/// `torch.optim.Adam`'s does, and a call of it is a step, not a function
+/// to follow (its in-place updates are the optimizer's own).
+pub(crate) fn is_leaf_optimizer(source: &str, class: &ast::StmtClassDef) -> bool {
+    let optimizer_base = class.bases().iter().any(|b| {
+        super::syntax::dotted(b).is_some_and(|d| d.rsplit('.').next() == Some("Optimizer"))
+    });
+    let s = span(&class.range());
+    optimizer_base
+        && source
+            .get(s.start..s.end)
+            .is_some_and(|text| !text.contains(".step("))
+}
+
 /// The [`Summary`] of a parsed file.
 pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
     let relevant = |node: &dyn Ranged| {
@@ -162,7 +178,7 @@ pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
                 summary
                     .classes
                     .insert(c.name.id.to_string(), method_names(c));
-                if relevant(c) || loop_calls_abstract(c) {
+                if (relevant(c) || loop_calls_abstract(c)) && !is_leaf_optimizer(source, c) {
                     summary.relevant.insert(c.name.id.to_string());
                 }
             }
