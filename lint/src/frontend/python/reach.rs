@@ -123,6 +123,7 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
         source,
         loops: Vec::new(),
         params: Vec::new(),
+        classes: Vec::new(),
         stored: Vec::new(),
         others: Vec::new(),
         returns: HashMap::default(),
@@ -1106,6 +1107,8 @@ struct Finder<'r> {
     loops: Vec<(Vec<String>, Expr)>,
     /// The parameters of the enclosing functions.
     params: Vec<Vec<String>>,
+    /// The enclosing classes' names, innermost last.
+    classes: Vec<String>,
     /// Of the enclosing function, its parameters it stores in attributes
     /// (`self.critic = critic`): (parameter, attribute).
     stored: Vec<Vec<(String, String)>>,
@@ -1154,6 +1157,12 @@ impl<'a> Visitor<'a> for Finder<'_> {
         }
         if let Stmt::FunctionDef(f) = stmt {
             if let Some(r) = one_return(&f.body) {
+                // A method's by `Class.method` too: two classes of a file
+                // may both define `configure_optimizers`.
+                if let Some(class) = self.classes.last() {
+                    self.returns
+                        .insert(format!("{class}.{}", f.name.id.as_str()), r.clone());
+                }
                 self.returns.insert(f.name.id.to_string(), r);
             }
             let names: Vec<String> = parameter_names(&f.parameters).map(str::to_string).collect();
@@ -1170,6 +1179,10 @@ impl<'a> Visitor<'a> for Finder<'_> {
             self.loops = loops;
             self.params.pop();
             self.stored.pop();
+        } else if let Stmt::ClassDef(c) = stmt {
+            self.classes.push(c.name.id.to_string());
+            walk_stmt(self, stmt);
+            self.classes.pop();
         } else if let Stmt::For(f) = stmt {
             let mut names = Vec::new();
             target_names(&f.target, &mut names);
@@ -1226,6 +1239,12 @@ impl Finder<'_> {
         }
         if built.is_none() {
             if let Some(function) = called_function(value) {
+                // Called in a class: its own method first (see
+                // `optimizers_returned`).
+                let function = match self.classes.last() {
+                    Some(class) => format!("{class}.{function}"),
+                    None => function,
+                };
                 if let Expr::Tuple(_) | Expr::List(_) | Expr::Name(_) | Expr::Attribute(_) = target
                 {
                     let single = !matches!(target, Expr::Tuple(_) | Expr::List(_));
@@ -1376,9 +1395,11 @@ impl Finder<'_> {
         // What constructors built, not what the names bound here add.
         let constructed = self.reach.optimizers.clone();
         for (name, function, at) in std::mem::take(&mut self.from_calls) {
+            let bare = function.rsplit('.').next().unwrap_or(&function);
             let returned = self
                 .returns
                 .get(&function)
+                .or_else(|| self.returns.get(bare))
                 .and_then(|r| match (at, r.as_slice()) {
                     (usize::MAX, [one]) => one.clone(),
                     (usize::MAX, _) => None,
@@ -1428,6 +1449,10 @@ impl Finder<'_> {
         let func = dotted(&call.func).unwrap_or_default();
         let last = func.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
         if !(last.contains("requires_grad") || last.contains("freeze") || last.contains("toggle")) {
+            return;
+        }
+        // Lightning's `untoggle_optimizer`, `unfreeze()`: gradients back on.
+        if last.contains("untoggle") || last.contains("unfreeze") {
             return;
         }
         if last.contains("toggle_optimizer") {
@@ -1542,7 +1567,9 @@ fn one_return(body: &[Stmt]) -> Option<Vec<Option<String>>> {
     for stmt in body {
         returns.visit_stmt(stmt);
     }
+    let listed = |elts: &[Expr]| elts.iter().map(dotted).collect();
     match (returns.0.as_slice(), returns.1) {
+        ([Expr::List(l)], false) => Some(listed(&l.elts)),
         ([Expr::Tuple(t)], false) => Some(t.elts.iter().map(dotted).collect()),
         ([v], false) => Some(vec![dotted(v)]),
         _ => None,
