@@ -127,6 +127,7 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
         stored: Vec::new(),
         others: Vec::new(),
         returns: HashMap::default(),
+        listed_first: HashMap::default(),
         from_calls: Vec::new(),
         lists: HashMap::default(),
         depth: 0,
@@ -184,6 +185,7 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
     }
     let mut scopes = vec![module];
     scopes_in(module, &mut scopes, 0);
+    let detaching = detaching(module);
     let binder = Binder {
         source,
         memo: RefCell::default(),
@@ -203,12 +205,96 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
             modules: &modules,
             models: &models,
             binder: &binder,
+            detaching: &detaching,
         };
         scope.block(body, &mut Vec::new(), 0);
         reach.passes.extend(scope.passes);
     }
     through_call_sites(module, &mut reach.passes);
     reach
+}
+
+/// The methods of the module's classes (by name; a name two classes
+/// define with different answers is left out) -> for each positional
+/// parameter after `self`, whether the body reads it only under
+/// `.detach()` (`reconstruction.contiguous().detach()`), and at least
+/// once.
+fn detaching(module: &[Stmt]) -> HashMap<String, Vec<bool>> {
+    /// The name at the root of a chain of calls, attributes and subscripts.
+    fn root(mut e: &Expr) -> Option<&ast::ExprName> {
+        loop {
+            match e {
+                Expr::Name(n) => return Some(n),
+                Expr::Attribute(a) => e = &a.value,
+                Expr::Call(c) => e = &c.func,
+                Expr::Subscript(s) => e = &s.value,
+                _ => return None,
+            }
+        }
+    }
+    struct Reads<'p> {
+        params: &'p [&'p str],
+        detached: Vec<bool>,
+        plain: Vec<bool>,
+    }
+    impl<'a> Visitor<'a> for Reads<'_> {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Call(c) = expr {
+                if let Expr::Attribute(a) = c.func.as_ref() {
+                    if matches!(a.attr.id.as_str(), "detach" | "detach_") {
+                        if let Some(n) = root(&a.value) {
+                            if let Some(i) = self.params.iter().position(|p| *p == n.id.as_str()) {
+                                self.detached[i] = true;
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            if let Expr::Name(n) = expr {
+                if let Some(i) = self.params.iter().position(|p| *p == n.id.as_str()) {
+                    self.plain[i] = true;
+                }
+            }
+            walk_expr(self, expr);
+        }
+    }
+    let mut out: HashMap<String, Vec<bool>> = HashMap::default();
+    let mut clashing: Vec<String> = Vec::new();
+    for stmt in module {
+        let Stmt::ClassDef(c) = stmt else { continue };
+        for s in &c.body {
+            let Stmt::FunctionDef(f) = s else { continue };
+            let params: Vec<&str> = positional_names(&f.parameters)
+                .into_iter()
+                .skip(1)
+                .collect();
+            if params.is_empty() {
+                continue;
+            }
+            let mut reads = Reads {
+                params: &params,
+                detached: vec![false; params.len()],
+                plain: vec![false; params.len()],
+            };
+            f.body.iter().for_each(|s| reads.visit_stmt(s));
+            let only: Vec<bool> = (0..params.len())
+                .map(|i| reads.detached[i] && !reads.plain[i])
+                .collect();
+            let name = f.name.id.to_string();
+            match out.get(&name) {
+                Some(o) if *o != only => clashing.push(name),
+                _ => {
+                    out.insert(name, only);
+                }
+            }
+        }
+    }
+    for c in clashing {
+        out.remove(&c);
+    }
+    out.retain(|_, v| v.iter().any(|d| *d));
+    out
 }
 
 /// A pass in a top-level function of the module through one of its
@@ -390,6 +476,9 @@ struct Scope<'s> {
     models: &'s [&'s str],
     /// What the module's statements bind, asked once each.
     binder: &'s Binder<'s>,
+    /// The methods of the module's classes -> for each parameter after
+    /// `self`, whether the method reads it only detached ([`detaching`]).
+    detaching: &'s HashMap<String, Vec<bool>>,
 }
 
 /// Whether statements bind a name, remembered: a loss's search asks it of
@@ -662,7 +751,19 @@ impl<'s> Scope<'s> {
                 });
                 let outer = out.under_helper;
                 out.under_helper |= helper;
-                for arg in call.arguments.args.iter() {
+                // A method of the module's own class that detaches what it
+                // is handed (`self.loss_d(images, reconstruction)` reading
+                // `reconstruction.detach()`): nothing flows from it.
+                let detached_params = match call.func.as_ref() {
+                    Expr::Attribute(a) if dotted(&a.value).as_deref() == Some("self") => {
+                        self.detaching.get(a.attr.id.as_str())
+                    }
+                    _ => None,
+                };
+                for (i, arg) in call.arguments.args.iter().enumerate() {
+                    if detached_params.is_some_and(|d| d.get(i) == Some(&true)) {
+                        continue;
+                    }
                     self.calls_of(arg, frames, budget, out, depth + 1);
                 }
                 for k in call.arguments.keywords.iter() {
@@ -1118,9 +1219,12 @@ struct Finder<'r> {
     /// position (`return opt_g, opt_d`: the names, `None` for another
     /// expression).
     returns: HashMap<String, Vec<Option<String>>>,
+    /// The same for Lightning's `self.optimizers()`: what the function's
+    /// one `return` lists first (`return [opt_g, opt_d], [sched_g]`).
+    listed_first: HashMap<String, Vec<Option<String>>>,
     /// `self.opt_g, self.opt_d = self.configure_optimizers()`: each name
     /// bound, the function called, and the position taken.
-    from_calls: Vec<(String, String, usize)>,
+    from_calls: Vec<(String, String, usize, bool)>,
     /// In the enclosing function, names bound to lists of parameters
     /// (`params = list(net_g.parameters()) + list(net_e.parameters())`,
     /// `params = []` then `params.append(p)` in a loop over
@@ -1156,6 +1260,13 @@ impl<'a> Visitor<'a> for Finder<'_> {
             _ => {}
         }
         if let Stmt::FunctionDef(f) = stmt {
+            if let Some(r) = listed_first_return(&f.body) {
+                if let Some(class) = self.classes.last() {
+                    self.listed_first
+                        .insert(format!("{class}.{}", f.name.id.as_str()), r.clone());
+                }
+                self.listed_first.insert(f.name.id.to_string(), r);
+            }
             if let Some(r) = one_return(&f.body) {
                 // A method's by `Class.method` too: two classes of a file
                 // may both define `configure_optimizers`.
@@ -1239,6 +1350,14 @@ impl Finder<'_> {
         }
         if built.is_none() {
             if let Some(function) = called_function(value) {
+                // Lightning's `self.optimizers()` gives what the module's
+                // `configure_optimizers` returns (a list, or a list then
+                // the schedulers').
+                let lightning = function == "optimizers";
+                let function = match function.as_str() {
+                    "optimizers" => "configure_optimizers".to_string(),
+                    _ => function,
+                };
                 // Called in a class: its own method first (see
                 // `optimizers_returned`).
                 let function = match self.classes.last() {
@@ -1260,6 +1379,7 @@ impl Finder<'_> {
                                 name,
                                 function.clone(),
                                 if whole { usize::MAX } else { i },
+                                lightning,
                             ));
                         }
                         return;
@@ -1394,12 +1514,16 @@ impl Finder<'_> {
     fn optimizers_returned(&mut self) {
         // What constructors built, not what the names bound here add.
         let constructed = self.reach.optimizers.clone();
-        for (name, function, at) in std::mem::take(&mut self.from_calls) {
+        for (name, function, at, lightning) in std::mem::take(&mut self.from_calls) {
             let bare = function.rsplit('.').next().unwrap_or(&function);
-            let returned = self
-                .returns
+            let returns = if lightning {
+                &self.listed_first
+            } else {
+                &self.returns
+            };
+            let returned = returns
                 .get(&function)
-                .or_else(|| self.returns.get(bare))
+                .or_else(|| returns.get(bare))
                 .and_then(|r| match (at, r.as_slice()) {
                     (usize::MAX, [one]) => one.clone(),
                     (usize::MAX, _) => None,
@@ -1574,6 +1698,33 @@ fn one_return(body: &[Stmt]) -> Option<Vec<Option<String>>> {
         ([v], false) => Some(vec![dotted(v)]),
         _ => None,
     }
+}
+
+/// What a function's one `return` lists first, by position: the list of
+/// `return [opt_g, opt_d], [sched_g, sched_d]`, or of `return [opt_g,
+/// opt_d]` (Lightning's `configure_optimizers`, as `self.optimizers()`
+/// gives it back).
+fn listed_first_return(body: &[Stmt]) -> Option<Vec<Option<String>>> {
+    let Some(Stmt::Return(r)) = body
+        .iter()
+        .filter(|s| matches!(s, Stmt::Return(_)))
+        .collect::<Vec<_>>()
+        .as_slice()
+        .first()
+        .filter(|_| body.iter().filter(|s| matches!(s, Stmt::Return(_))).count() == 1)
+        .copied()
+    else {
+        return None;
+    };
+    let list = match r.value.as_deref()? {
+        Expr::Tuple(t) if t.elts.len() == 2 => match &t.elts[0] {
+            Expr::List(l) => l,
+            _ => return None,
+        },
+        Expr::List(l) => l,
+        _ => return None,
+    };
+    Some(list.elts.iter().map(dotted).collect())
 }
 
 /// Whether a `requires_grad` call surely turns gradients on: a literal
