@@ -435,36 +435,31 @@ impl<'a> Cycle<'a> {
             return Vec::new();
         };
         let reach = &self.program.reach;
-        let mine: Vec<&Built> = reach
-            .optimizers
-            .iter()
-            .filter(|(o, _)| o == name)
-            .map(|(_, b)| b)
-            .collect();
-        let Some(first) = mine.first() else {
+        // The whole models every assignment of optimizer `o` builds it
+        // over, when they all agree and take nothing else.
+        let whole_models = |o: &str| -> Option<&Vec<String>> {
+            let mut built = reach
+                .optimizers
+                .iter()
+                .filter(|(x, _)| x == o)
+                .map(|(_, b)| b);
+            let first = built.next()?;
+            let whole =
+                |b: &Built| b.exact && b.closed && b.parts == b.models && b.models == first.models;
+            (!first.models.is_empty() && whole(first) && built.all(whole)).then_some(&first.models)
+        };
+        let Some(models) = whole_models(name).filter(|m| m.len() >= 2) else {
             return Vec::new();
         };
-        let models = &first.models;
-        let whole = |b: &Built| b.exact && b.closed && b.parts == b.models;
-        if models.len() < 2 || !mine.iter().all(|b| whole(b) && b.models == *models) {
-            return Vec::new();
-        }
         // The models of this one that a reset at `e` clears, all of them
         // or none.
         let cleared = |e: &Event| -> Option<Vec<&String>> {
             match e {
                 Event::Reset(Reset::Optimizer(o)) if o != name => {
-                    let theirs: Vec<&Built> = reach
-                        .optimizers
-                        .iter()
-                        .filter(|(x, _)| x == o)
-                        .map(|(_, b)| b)
-                        .collect();
-                    let over = &theirs.first()?.models;
-                    (!over.is_empty()
-                        && theirs.iter().all(|b| whole(b) && b.models == *over)
-                        && over.iter().all(|m| models.contains(m)))
-                    .then(|| over.iter().collect())
+                    let over = whole_models(o)?;
+                    over.iter()
+                        .all(|m| models.contains(m))
+                        .then(|| over.iter().collect())
                 }
                 Event::Reset(Reset::Model(m)) => models.iter().find(|x| *x == m).map(|x| vec![x]),
                 _ => None,

@@ -24,8 +24,9 @@ use crate::ir::{Built, HandedIn, HandedOut, Pass, Reach};
 
 /// Methods whose result carries no gradient to what they are called on.
 /// (`torch.argmax(x)` reads as a method of `torch`: the functions of
-/// [`STOP_FUNCTIONS`] that torch has are here too.)
-const STOP_METHODS: [&str; 40] = [
+/// [`STOP_FUNCTIONS`] that torch has are here too, and [`MADE_LIKE`] is
+/// asked as well.)
+const STOP_METHODS: [&str; 33] = [
     "detach",
     "detach_",
     "item",
@@ -59,6 +60,11 @@ const STOP_METHODS: [&str; 40] = [
     "new_full",
     "bernoulli",
     "multinomial",
+];
+
+/// Tensors made like another (`torch.randn_like(mu)` takes its shape
+/// only): no gradient from it, called as a function or as torch's.
+const MADE_LIKE: [&str; 7] = [
     "randn_like",
     "rand_like",
     "randint_like",
@@ -68,16 +74,9 @@ const STOP_METHODS: [&str; 40] = [
     "full_like",
 ];
 
-/// Functions whose result carries no gradient from their arguments (a
-/// tensor made like another, `torch.randn_like(mu)`, takes its shape only).
-const STOP_FUNCTIONS: [&str; 26] = [
-    "randn_like",
-    "rand_like",
-    "randint_like",
-    "zeros_like",
-    "ones_like",
-    "empty_like",
-    "full_like",
+/// Functions whose result carries no gradient from their arguments (and
+/// [`MADE_LIKE`]).
+const STOP_FUNCTIONS: [&str; 19] = [
     "bernoulli",
     "multinomial",
     "randperm",
@@ -709,7 +708,7 @@ impl<'s> Scope<'s> {
                             out.under_detach = false;
                             return;
                         }
-                        if STOP_METHODS.contains(&method) {
+                        if STOP_METHODS.contains(&method) || MADE_LIKE.contains(&method) {
                             return;
                         }
                         if let Some(d) = dotted(&call.func) {
@@ -735,7 +734,10 @@ impl<'s> Scope<'s> {
                             let last = d.rsplit('.').next().unwrap_or("");
                             let numeric =
                                 ["np.", "numpy.", "math."].iter().any(|p| d.starts_with(p));
-                            if STOP_FUNCTIONS.contains(&last) || numeric {
+                            if STOP_FUNCTIONS.contains(&last)
+                                || MADE_LIKE.contains(&last)
+                                || numeric
+                            {
                                 return;
                             }
                             out.push(d);
