@@ -8,8 +8,8 @@ use super::gradients::{
     reads_besides_grad, updated_tensor,
 };
 use super::lowerer::Lowerer;
-use super::syntax::MAX_DEPTH;
 use super::syntax::{dotted, listed_names, names_read, nested_bodies, target_names};
+use super::syntax::{span, MAX_DEPTH};
 use crate::frontend::looks_like_optimizer;
 
 impl<'s> Lowerer<'s> {
@@ -19,7 +19,10 @@ impl<'s> Lowerer<'s> {
         if depth > MAX_DEPTH {
             return;
         }
-        for stmt in body {
+        for (i, stmt) in body.iter().enumerate() {
+            if let Stmt::Assign(a) = stmt {
+                self.out_of_place_steps(a, &body[i + 1..]);
+            }
             match stmt {
                 Stmt::FunctionDef(f) => {
                     self.functions.insert(f.name.id.to_string());
@@ -86,6 +89,38 @@ impl<'s> Lowerer<'s> {
         }
     }
 
+    /// `x_adv = x_adv.detach() + alpha * x_adv.grad.sign()`, or `adv =
+    /// x + alpha * x.grad.sign()` with `x` bound again later in the same
+    /// block (`x = torch.clamp(orig + eta, 0, 1)`): a step of `x` by its own
+    /// gradient into a new tensor, an attack's (`attack_steps`), `x` a
+    /// tensor updated by hand. A one-off step of a tensor the block never
+    /// binds again (FGSM on a batch, `x + eps * x.grad.sign()`) is not one:
+    /// that tensor is fresh each time it is stepped.
+    fn out_of_place_steps(&mut self, a: &ast::StmtAssign, after: &[Stmt]) {
+        let [Expr::Name(target)] = a.targets.as_slice() else {
+            return;
+        };
+        let bound_again = |w: &str| {
+            target.id.as_str() == w
+                || after.iter().any(|s| match s {
+                    Stmt::Assign(b) => b
+                        .targets
+                        .iter()
+                        .any(|t| matches!(t, Expr::Name(n) if n.id.as_str() == w)),
+                    _ => false,
+                })
+        };
+        for w in grad_owners(&a.value)
+            .into_iter()
+            .filter(|w| !w.contains('.'))
+        {
+            if reads_besides_grad(&a.value, &w) && bound_again(&w) {
+                self.parameter_vars.insert(w);
+                self.attack_steps.insert(span(a).start);
+            }
+        }
+    }
+
     /// What an assignment declares: parameters, gradient aliases, optimizer,
     /// scheduler and instance variables, functions given to an `Engine`,
     /// optimizer aliases.
@@ -105,19 +140,6 @@ impl<'s> Lowerer<'s> {
             if let Some(w) = updated_tensor(target) {
                 if self.reads_grad_of(&a.value, &w) {
                     self.parameter_vars.insert(w);
-                }
-            }
-            // `x_adv = x_adv + alpha * x_adv.grad.sign()`: a step on
-            // `x` by hand into a new tensor (an attack's), `x` a tensor
-            // updated from its gradient.
-            if let Expr::Name(_) = target {
-                for w in grad_owners(&a.value)
-                    .into_iter()
-                    .filter(|w| !w.contains('.'))
-                {
-                    if reads_besides_grad(&a.value, &w) {
-                        self.parameter_vars.insert(w);
-                    }
                 }
             }
             if let Expr::Name(n) = target {

@@ -100,8 +100,9 @@ pub(super) fn grad_owners(expr: &Expr) -> Vec<String> {
 /// Whether `expr` holds a step on the plain name `name` by its own
 /// gradient: a sum or difference of `name` (read other than as the owner of
 /// a gradient) and something computed from `name.grad` (`x + alpha *
-/// x.grad.sign()`, also inside a call: `torch.clamp(x - lr * x.grad, 0,
-/// 1)`). Not inside comprehensions or lambdas.
+/// x.grad.sign()`, also as a call's argument or receiver:
+/// `torch.clamp(x - lr * x.grad, 0, 1)`, `(x - lr * x.grad).clamp(0, 1)`).
+/// Not inside comprehensions or lambdas.
 pub(super) fn reads_besides_grad(expr: &Expr, name: &str) -> bool {
     fn plain(expr: &Expr, name: &str) -> bool {
         match expr {
@@ -127,7 +128,11 @@ pub(super) fn reads_besides_grad(expr: &Expr, name: &str) -> bool {
             plain(&b.left, name) && reads_grad(&b.right)
                 || plain(&b.right, name) && reads_grad(&b.left)
         }
-        Expr::Call(c) => c.arguments.args.iter().any(|a| reads_besides_grad(a, name)),
+        // `torch.clamp(x + ..., 0, 1)`, `(x + ...).clamp(0, 1)`.
+        Expr::Call(c) => {
+            c.arguments.args.iter().any(|a| reads_besides_grad(a, name))
+                || matches!(c.func.as_ref(), Expr::Attribute(m) if reads_besides_grad(&m.value, name))
+        }
         _ => false,
     }
 }

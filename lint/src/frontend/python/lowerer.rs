@@ -105,6 +105,10 @@ pub(super) struct Lowerer<'s> {
     /// of their class (`for batch in loader: agent.train(batch)`): each
     /// call one iteration of that loop.
     pub(super) looped_methods: HashSet<String>,
+    /// Where the assignments that step a tensor by its own gradient into a
+    /// new tensor start (`adv = x + alpha * x.grad.sign()`, `x` bound again
+    /// after it): each an update by hand of that tensor.
+    pub(super) attack_steps: HashSet<usize>,
 }
 
 impl<'s> Lowerer<'s> {

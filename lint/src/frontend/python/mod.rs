@@ -146,6 +146,7 @@ pub fn lower_module_handed(
         handed: handed::handed(&module.body),
         handed_now: HashMap::default(),
         looped_methods: HashSet::default(),
+        attack_steps: HashSet::default(),
     };
     // What optimizers are built over is read from the syntax alone.
     let reach = reach::reach(source, &module.body, handed_in);

@@ -123,6 +123,7 @@ pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reac
         loops: Vec::new(),
         params: Vec::new(),
         classes: Vec::new(),
+        defined: Vec::new(),
         stored: Vec::new(),
         others: Vec::new(),
         returns: HashMap::default(),
@@ -264,9 +265,14 @@ fn detaching(module: &[Stmt]) -> HashMap<String, Vec<bool>> {
         let Stmt::ClassDef(c) = stmt else { continue };
         for s in &c.body {
             let Stmt::FunctionDef(f) = s else { continue };
+            // `self.m(a, b)` hands `a` to the first parameter after
+            // `self` (or `cls`), or to the first of a static method.
+            let static_method = f.decorator_list.iter().any(|d| {
+                dotted(&d.expression).is_some_and(|n| n.rsplit('.').next() == Some("staticmethod"))
+            });
             let params: Vec<&str> = positional_names(&f.parameters)
                 .into_iter()
-                .skip(1)
+                .skip(usize::from(!static_method))
                 .collect();
             if params.is_empty() {
                 continue;
@@ -1212,6 +1218,8 @@ struct Finder<'r> {
     params: Vec<Vec<String>>,
     /// The enclosing classes' names, innermost last.
     classes: Vec<String>,
+    /// The methods of the module's classes (`Class.method`).
+    defined: Vec<String>,
     /// Of the enclosing function, its parameters it stores in attributes
     /// (`self.critic = critic`): (parameter, attribute).
     stored: Vec<Vec<(String, String)>>,
@@ -1226,7 +1234,7 @@ struct Finder<'r> {
     listed_first: HashMap<String, Vec<Option<String>>>,
     /// `self.opt_g, self.opt_d = self.configure_optimizers()`: each name
     /// bound, the function called, and the position taken.
-    from_calls: Vec<(String, String, usize, bool)>,
+    from_calls: Vec<(String, String, usize)>,
     /// In the enclosing function, names bound to lists of parameters
     /// (`params = list(net_g.parameters()) + list(net_e.parameters())`,
     /// `params = []` then `params.append(p)` in a loop over
@@ -1262,6 +1270,9 @@ impl<'a> Visitor<'a> for Finder<'_> {
             _ => {}
         }
         if let Stmt::FunctionDef(f) = stmt {
+            if let Some(class) = self.classes.last() {
+                self.defined.push(format!("{class}.{}", f.name.id.as_str()));
+            }
             if let Some(r) = listed_first_return(&f.body) {
                 if let Some(class) = self.classes.last() {
                     self.listed_first
@@ -1352,14 +1363,6 @@ impl Finder<'_> {
         }
         if built.is_none() {
             if let Some(function) = called_function(value) {
-                // Lightning's `self.optimizers()` gives what the module's
-                // `configure_optimizers` returns (a list, or a list then
-                // the schedulers').
-                let lightning = function == "optimizers";
-                let function = match function.as_str() {
-                    "optimizers" => "configure_optimizers".to_string(),
-                    _ => function,
-                };
                 // Called in a class: its own method first (see
                 // `optimizers_returned`).
                 let function = match self.classes.last() {
@@ -1381,7 +1384,6 @@ impl Finder<'_> {
                                 name,
                                 function.clone(),
                                 if whole { usize::MAX } else { i },
-                                lightning,
                             ));
                         }
                         return;
@@ -1516,22 +1518,36 @@ impl Finder<'_> {
     fn optimizers_returned(&mut self) {
         // What constructors built, not what the names bound here add.
         let constructed = self.reach.optimizers.clone();
-        for (name, function, at, lightning) in std::mem::take(&mut self.from_calls) {
-            let bare = function.rsplit('.').next().unwrap_or(&function);
-            let returns = if lightning {
-                &self.listed_first
-            } else {
-                &self.returns
+        for (name, function, at) in std::mem::take(&mut self.from_calls) {
+            let (class, bare) = match function.rsplit_once('.') {
+                Some((c, b)) => (Some(c), b),
+                None => (None, function.as_str()),
             };
-            let returned = returns
-                .get(&function)
-                .or_else(|| returns.get(bare))
-                .and_then(|r| match (at, r.as_slice()) {
-                    (usize::MAX, [one]) => one.clone(),
-                    (usize::MAX, _) => None,
-                    (i, r) if r.len() > 1 => r.get(i).cloned().flatten(),
-                    _ => None,
-                });
+            let defines = |m: &str| {
+                class.is_some_and(|c| self.defined.iter().any(|d| *d == format!("{c}.{m}")))
+            };
+            // Lightning's `self.optimizers()`, unless the class defines its
+            // own: what `configure_optimizers` lists first (a list, or a
+            // list then the schedulers').
+            let lightning = bare == "optimizers" && !defines("optimizers");
+            let (returns, bare) = if lightning {
+                (&self.listed_first, "configure_optimizers")
+            } else {
+                (&self.returns, bare)
+            };
+            let qualified = class.map(|c| format!("{c}.{bare}"));
+            // The class's own method, or a function of the module when the
+            // class defines none of that name.
+            let returned = match qualified.filter(|_| defines(bare)) {
+                Some(q) => returns.get(&q),
+                None => returns.get(bare),
+            }
+            .and_then(|r| match (at, r.as_slice()) {
+                (usize::MAX, [one]) => one.clone(),
+                (usize::MAX, _) => None,
+                (i, r) if r.len() > 1 => r.get(i).cloned().flatten(),
+                _ => None,
+            });
             let mut built: Vec<Built> = Vec::new();
             for (_, b) in constructed
                 .iter()
@@ -1676,6 +1692,17 @@ fn called_function(value: &Expr) -> Option<String> {
 /// elements, or the one value), when it has exactly one (nested functions
 /// and classes not searched).
 fn one_return(body: &[Stmt]) -> Option<Vec<Option<String>>> {
+    let listed = |elts: &[Expr]| elts.iter().map(dotted).collect();
+    match the_return(body)? {
+        Expr::List(l) => Some(listed(&l.elts)),
+        Expr::Tuple(t) => Some(listed(&t.elts)),
+        v => Some(vec![dotted(v)]),
+    }
+}
+
+/// The value of a function body's only `return`, when it has exactly one
+/// and it has a value (nested functions and classes not searched).
+fn the_return(body: &[Stmt]) -> Option<&Expr> {
     struct Returns<'a>(Vec<&'a Expr>, bool);
     impl<'a> Visitor<'a> for Returns<'a> {
         fn visit_stmt(&mut self, stmt: &'a Stmt) {
@@ -1693,11 +1720,8 @@ fn one_return(body: &[Stmt]) -> Option<Vec<Option<String>>> {
     for stmt in body {
         returns.visit_stmt(stmt);
     }
-    let listed = |elts: &[Expr]| elts.iter().map(dotted).collect();
     match (returns.0.as_slice(), returns.1) {
-        ([Expr::List(l)], false) => Some(listed(&l.elts)),
-        ([Expr::Tuple(t)], false) => Some(t.elts.iter().map(dotted).collect()),
-        ([v], false) => Some(vec![dotted(v)]),
+        ([v], false) => Some(v),
         _ => None,
     }
 }
@@ -1707,18 +1731,7 @@ fn one_return(body: &[Stmt]) -> Option<Vec<Option<String>>> {
 /// opt_d]` (Lightning's `configure_optimizers`, as `self.optimizers()`
 /// gives it back).
 fn listed_first_return(body: &[Stmt]) -> Option<Vec<Option<String>>> {
-    let Some(Stmt::Return(r)) = body
-        .iter()
-        .filter(|s| matches!(s, Stmt::Return(_)))
-        .collect::<Vec<_>>()
-        .as_slice()
-        .first()
-        .filter(|_| body.iter().filter(|s| matches!(s, Stmt::Return(_))).count() == 1)
-        .copied()
-    else {
-        return None;
-    };
-    let list = match r.value.as_deref()? {
+    let list = match the_return(body)? {
         Expr::Tuple(t) if t.elts.len() == 2 => match &t.elts[0] {
             Expr::List(l) => l,
             _ => return None,

@@ -114,9 +114,10 @@ impl<'s> Lowerer<'s> {
     fn assign(&self, a: &ast::StmtAssign, stmt: &Stmt, out: &mut Vec<Node>) {
         self.expr(&a.value, out);
         // `x_adv = x_adv.detach() + alpha * x_adv.grad.sign()`,
-        // `adv = images + alpha * images.grad.sign()`: a step on a tensor
-        // by hand, into a new tensor (an attack's), its gradient applied.
-        if let [Expr::Name(_)] = a.targets.as_slice() {
+        // `adv = images + alpha * images.grad.sign()` (`images` bound again
+        // after it): a step on a tensor by hand, into a new tensor (an
+        // attack's), its gradient applied.
+        if self.attack_steps.contains(&span(stmt).start) {
             for w in grad_owners(&a.value)
                 .into_iter()
                 .filter(|w| !w.contains('.'))
@@ -740,9 +741,8 @@ fn leaves_early(body: &[Stmt]) -> bool {
 /// function's result (`torch.zeros_like(x)`), a copy (`x.detach()`,
 /// `x.clone()`), or a method of one (`torch.zeros_like(x).cuda()`).
 fn made_anew(value: &Expr) -> bool {
-    const METHODS: [&str; 7] = [
+    const METHODS: [&str; 6] = [
         "detach",
-        "detach_",
         "clone",
         "new_zeros",
         "new_ones",

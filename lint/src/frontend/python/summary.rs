@@ -142,7 +142,8 @@ fn loop_calls_abstract(class: &ast::StmtClassDef) -> bool {
 
 /// A class of torch's optimizer kind (`class BertAdam(Optimizer)`) whose
 /// text steps nothing else (no `.step(`: not a wrapper over an inner
-/// optimizer): its `step` applies `.grad` to its parameters as
+/// optimizer) and whose `step` clears no gradient: its `step` applies
+/// `.grad` to its parameters as
 /// `torch.optim.Adam`'s does, and a call of it is a step, not a function
 /// to follow (its in-place updates are the optimizer's own).
 pub(crate) fn is_leaf_optimizer(source: &str, class: &ast::StmtClassDef) -> bool {
@@ -150,7 +151,30 @@ pub(crate) fn is_leaf_optimizer(source: &str, class: &ast::StmtClassDef) -> bool
         super::syntax::dotted(b).is_some_and(|d| d.rsplit('.').next() == Some("Optimizer"))
     });
     let s = span(&class.range());
+    let text_of = |r: ruff_text_size::TextRange| {
+        let s = span(&r);
+        source.get(s.start..s.end).unwrap_or("")
+    };
+    // Its `step` clears no gradient itself (`p.grad = None` after the
+    // update): a step that resets is code to follow.
+    let step_resets = class.body.iter().any(|st| match st {
+        Stmt::FunctionDef(f) if f.name.id.as_str() == "step" => {
+            let text = text_of(f.range());
+            [
+                ".grad = None",
+                ".grad.zero_(",
+                ".grad.data.zero_(",
+                "zero_grad(",
+                ".grad.detach_(",
+                ".grad.fill_(",
+            ]
+            .iter()
+            .any(|r| text.contains(r))
+        }
+        _ => false,
+    });
     optimizer_base
+        && !step_resets
         && source
             .get(s.start..s.end)
             .is_some_and(|text| !text.contains(".step("))
