@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use crate::cfg::{Cfg, Query};
 use crate::ir::{
-    related, same_name, Built, Counter, Event, Function, Node, Pass, Program, Reset, Span, Updater,
+    related, same_name, Counter, Event, Function, Node, Pass, Program, Reset, Span, Updater,
 };
 
 /// The facts of one updater in one loop.
@@ -435,20 +435,7 @@ impl<'a> Cycle<'a> {
             return Vec::new();
         };
         let reach = &self.program.reach;
-        // The whole models every assignment of optimizer `o` builds it
-        // over, when they all agree and take nothing else.
-        let whole_models = |o: &str| -> Option<&Vec<String>> {
-            let mut built = reach
-                .optimizers
-                .iter()
-                .filter(|(x, _)| x == o)
-                .map(|(_, b)| b);
-            let first = built.next()?;
-            let whole =
-                |b: &Built| b.exact && b.closed && b.parts == b.models && b.models == first.models;
-            (!first.models.is_empty() && whole(first) && built.all(whole)).then_some(&first.models)
-        };
-        let Some(models) = whole_models(name).filter(|m| m.len() >= 2) else {
+        let Some(models) = reach.whole_models(name).filter(|m| m.len() >= 2) else {
             return Vec::new();
         };
         // The models of this one that a reset at `e` clears, all of them
@@ -456,7 +443,7 @@ impl<'a> Cycle<'a> {
         let cleared = |e: &Event| -> Option<Vec<&String>> {
             match e {
                 Event::Reset(Reset::Optimizer(o)) if o != name => {
-                    let over = whole_models(o)?;
+                    let over = reach.whole_models(o)?;
                     over.iter()
                         .all(|m| models.contains(m))
                         .then(|| over.iter().collect())

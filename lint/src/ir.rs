@@ -709,6 +709,22 @@ impl Reach {
         models
     }
 
+    /// The whole models every assignment of `optimizer` builds it over,
+    /// when they all agree and it takes nothing else (no subset of a
+    /// model, no other tensors).
+    pub fn whole_models(&self, optimizer: &str) -> Option<&[String]> {
+        let mut built = self
+            .optimizers
+            .iter()
+            .filter(|(o, _)| o == optimizer)
+            .map(|(_, b)| b);
+        let first = built.next()?;
+        let whole =
+            |b: &Built| b.exact && b.closed && b.parts == b.models && b.models == first.models;
+        (!first.models.is_empty() && whole(first) && built.all(whole))
+            .then_some(first.models.as_slice())
+    }
+
     /// Whether `optimizer` is known to take only the parameters of models
     /// unrelated to `model` (neither is the other or a part of it).
     pub fn only_other_models(&self, optimizer: &str, model: &str) -> bool {

@@ -241,20 +241,8 @@ impl<'s> Lowerer<'s> {
         impl<'a> Visitor<'a> for Calls<'_, '_> {
             fn visit_stmt(&mut self, stmt: &'a Stmt) {
                 match stmt {
-                    Stmt::For(f) => {
-                        self.visit_expr(&f.iter);
-                        self.loops += 1;
-                        f.body.iter().for_each(|s| self.visit_stmt(s));
-                        self.loops -= 1;
-                        f.orelse.iter().for_each(|s| self.visit_stmt(s));
-                    }
-                    Stmt::While(w) => {
-                        self.visit_expr(&w.test);
-                        self.loops += 1;
-                        w.body.iter().for_each(|s| self.visit_stmt(s));
-                        self.loops -= 1;
-                        w.orelse.iter().for_each(|s| self.visit_stmt(s));
-                    }
+                    Stmt::For(f) => self.looped(&f.iter, &f.body, &f.orelse),
+                    Stmt::While(w) => self.looped(&w.test, &w.body, &w.orelse),
                     // A function defined in a loop runs when called.
                     Stmt::FunctionDef(f) => {
                         let outer = std::mem::take(&mut self.loops);
@@ -276,6 +264,16 @@ impl<'s> Lowerer<'s> {
                     }
                 }
                 walk_expr(self, expr);
+            }
+        }
+        impl<'a> Calls<'_, '_> {
+            /// A loop: its head and `else` once, its body in the loop.
+            fn looped(&mut self, head: &'a ast::Expr, body: &'a [Stmt], orelse: &'a [Stmt]) {
+                self.visit_expr(head);
+                self.loops += 1;
+                body.iter().for_each(|s| self.visit_stmt(s));
+                self.loops -= 1;
+                orelse.iter().for_each(|s| self.visit_stmt(s));
             }
         }
         let mut calls = Calls {

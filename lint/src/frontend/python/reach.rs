@@ -557,6 +557,14 @@ impl Found {
     }
 }
 
+/// The frames `at` with the statement `index` of `block` (a branch of the
+/// statement `at` ends at) as the innermost.
+fn within<'a>(at: &[Frame<'a>], block: &'a [Stmt], index: usize) -> Vec<Frame<'a>> {
+    let mut inside = at.to_vec();
+    inside.push(Frame { block, index });
+    inside
+}
+
 /// A plain definition found for a name, or something else binding it.
 enum Def<'a> {
     /// `name = value` (or a tuple target holding it, or a prefix of it:
@@ -867,11 +875,7 @@ impl<'s> Scope<'s> {
                             let Stmt::AugAssign(a) = &branch[i] else {
                                 continue;
                             };
-                            let mut inside = at.clone();
-                            inside.push(Frame {
-                                block: branch,
-                                index: i,
-                            });
+                            let inside = within(&at, branch, i);
                             if !self.without_grad(&inside) {
                                 self.calls_of(&a.value, &inside, budget, out, depth + 1);
                             }
@@ -883,11 +887,7 @@ impl<'s> Scope<'s> {
                             let Stmt::Assign(a) = &branch[i] else {
                                 return;
                             };
-                            let mut inside = at.clone();
-                            inside.push(Frame {
-                                block: branch,
-                                index: i,
-                            });
+                            let inside = within(&at, branch, i);
                             let mut found = Found {
                                 under_detach: out.under_detach,
                                 under_helper: out.under_helper,
@@ -1270,25 +1270,28 @@ impl<'a> Visitor<'a> for Finder<'_> {
             _ => {}
         }
         if let Stmt::FunctionDef(f) = stmt {
-            if let Some(class) = self.classes.last() {
-                self.defined.push(format!("{class}.{}", f.name.id.as_str()));
-            }
-            if let Some(r) = listed_first_return(&f.body) {
-                if let Some(class) = self.classes.last() {
-                    self.listed_first
-                        .insert(format!("{class}.{}", f.name.id.as_str()), r.clone());
+            // A method's by `Class.method` too: two classes of a file may
+            // both define `configure_optimizers`.
+            let qualified = self
+                .classes
+                .last()
+                .map(|class| format!("{class}.{}", f.name.id.as_str()));
+            let keys: Vec<String> = qualified
+                .iter()
+                .cloned()
+                .chain([f.name.id.to_string()])
+                .collect();
+            for (map, r) in [
+                (&mut self.listed_first, listed_first_return(&f.body)),
+                (&mut self.returns, one_return(&f.body)),
+            ] {
+                if let Some(r) = r {
+                    for k in &keys {
+                        map.insert(k.clone(), r.clone());
+                    }
                 }
-                self.listed_first.insert(f.name.id.to_string(), r);
             }
-            if let Some(r) = one_return(&f.body) {
-                // A method's by `Class.method` too: two classes of a file
-                // may both define `configure_optimizers`.
-                if let Some(class) = self.classes.last() {
-                    self.returns
-                        .insert(format!("{class}.{}", f.name.id.as_str()), r.clone());
-                }
-                self.returns.insert(f.name.id.to_string(), r);
-            }
+            self.defined.extend(qualified);
             let names: Vec<String> = parameter_names(&f.parameters).map(str::to_string).collect();
             let mut stored = Vec::new();
             stored_parameters(&f.body, &names, &mut stored, 0);
