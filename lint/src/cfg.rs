@@ -111,6 +111,9 @@ pub struct Cfg {
     owned: Vec<Option<usize>>,
     /// Whether some loop head's counters hold the tracked counter.
     owned_anywhere: bool,
+    /// Per node, the call inlined that it lies in (a number per call; 0:
+    /// the loop's own function).
+    pub frames: Vec<usize>,
 }
 
 /// A condition of the graph, with what the analysis makes of it.
@@ -141,6 +144,11 @@ pub enum Kind {
     /// 0` on the loop's own counter, from 0, where another window is
     /// tracked).
     FirstOnly,
+    /// True only on the last iteration of the loop with this head (the
+    /// analysed one or a nested one): `i == len(loader) - 1`, `i + 1 == n`
+    /// over `range(n)`, where another window is tracked. No iteration of
+    /// that run follows it.
+    LastOnly(usize),
     /// The tracked counter's window length is 1: its boundary tests
     /// (`i % k == 0`, `(i + 1) % k == 0`) always hold, the others never.
     WindowOne,
@@ -199,6 +207,9 @@ struct State {
     phase: Phase,
     /// Whether an iteration of the analysed loop has ended on this path.
     later: bool,
+    /// The loop (its head) in whose run's last iteration this path is
+    /// ([`Kind::LastOnly`]).
+    last: Option<usize>,
     /// Whether the window length is 1, when decided.
     one: Option<bool>,
     /// Tests decided in this iteration of the analysed loop
@@ -237,6 +248,10 @@ pub struct Query<'q> {
     /// Whether the tracked counter's window length is 1 (every boundary test
     /// holds, every other test fails) rather than unknown.
     pub window_of_one: bool,
+    /// The head of the loop whose counter picks the updater (`opts[i]` in
+    /// `for i in range(n)`): another iteration of it is another updater,
+    /// so the path does not close that loop's iterations.
+    pub picked_by: Option<usize>,
 }
 
 impl<'q> Query<'q> {
@@ -255,6 +270,7 @@ impl<'q> Query<'q> {
             avoid_skips: false,
             within: None,
             window_of_one: false,
+            picked_by: None,
         }
     }
 }
@@ -304,6 +320,10 @@ struct Builder<'p> {
     /// Per function being inlined, its parameters' tests as its call
     /// handed them.
     substitutions: Vec<Vec<(String, Tested)>>,
+    /// The calls being inlined, by number (see [`Cfg::frames`]).
+    frame_stack: Vec<usize>,
+    /// Calls inlined so far.
+    frames_made: usize,
 }
 
 impl Cfg {
@@ -334,6 +354,8 @@ impl Cfg {
             handed: Vec::new(),
             branch_starts: Vec::new(),
             substitutions: Vec::new(),
+            frame_stack: Vec::new(),
+            frames_made: 0,
         };
         let head = b.node(None, false);
         b.cfg.heads[head] = Some(counters.to_vec());
@@ -348,6 +370,26 @@ impl Cfg {
         b.back_edges(&out, head);
         b.finish();
         b.cfg
+    }
+
+    /// The innermost loop around `node` (one nested in the analysed loop,
+    /// or that loop) whose counter `name` picks the models it calls
+    /// ([`Counter::picks_models`]).
+    pub fn loop_picking(&self, name: &str, node: usize) -> Option<usize> {
+        let picks = |head: &usize| {
+            self.heads.get(*head).is_some_and(|counters| {
+                counters
+                    .as_ref()
+                    .is_some_and(|cs| cs.iter().any(|c| c.name == name && c.picks_models))
+            })
+        };
+        let around = self.loops.get(node)?;
+        around
+            .iter()
+            .rev()
+            .chain([&self.head])
+            .find(|h| picks(h))
+            .copied()
     }
 
     /// The assumptions of every alternative `node` may be entered under.
@@ -563,7 +605,7 @@ impl Cfg {
             .zip(&self.succ_back[node])
             .filter_map(move |(&s, &is_back)| {
                 let closes_iteration = is_back && s == self.head;
-                if (is_back && !q.back)
+                if (is_back && (!q.back || q.picked_by == Some(s)))
                     || (closes_iteration && got == 0 && q.need_in_first_iteration)
                 {
                     return None;
@@ -599,6 +641,7 @@ impl Cfg {
             value: 0,
             phase: Phase::Unknown,
             later: false,
+            last: None,
             one,
             iteration_known: 0,
             iteration_value: 0,
@@ -666,6 +709,14 @@ impl Cfg {
             }
             Kind::AfterFirst => (v || !state.later).then_some(state),
             Kind::FirstOnly => (!v || !state.later).then_some(state),
+            &Kind::LastOnly(head) => match (v, state.last) {
+                (true, None) => {
+                    state.last = Some(head);
+                    Some(state)
+                }
+                (true, Some(h)) => (h == head).then_some(state),
+                (false, last) => (last != Some(head)).then_some(state),
+            },
             &Kind::Iteration {
                 bit,
                 implies_boundary,
@@ -713,6 +764,14 @@ impl Cfg {
 
     /// The states on entering `head` (a loop head or not) from an edge.
     fn transit(&self, node: usize, is_back: bool, mut state: State) -> Next {
+        // After its run's last iteration a loop ends; run again, it is a
+        // new run.
+        if state.last == Some(node) {
+            if is_back {
+                return Next::none();
+            }
+            state.last = None;
+        }
         if is_back && node == self.head {
             if self.whole_run && matches!(state.phase, Phase::High(0 | 1)) {
                 // The run's last iteration: the loop ends.
@@ -792,6 +851,7 @@ impl Next {
         value: 0,
         phase: Phase::Unknown,
         later: false,
+        last: None,
         one: None,
         iteration_known: 0,
         iteration_value: 0,
@@ -838,6 +898,9 @@ impl Builder<'_> {
         self.cfg.heads.push(None);
         self.cfg.loops.push(self.loop_stack.clone());
         self.cfg.branch_of.push(None);
+        self.cfg
+            .frames
+            .push(self.frame_stack.last().copied().unwrap_or(0));
         self.cfg.events.len() - 1
     }
 
@@ -1120,6 +1183,16 @@ impl Builder<'_> {
                     whole_run: true,
                     ..
                 } if self.counts_from_zero(counter) => Kind::FirstOnly,
+                // The last iteration of a loop by its own counter (`if i ==
+                // len(loader) - 1: step()` beside a `%` window).
+                CondClass::Counter {
+                    counter,
+                    residue: Residue::High(1),
+                    whole_run: true,
+                    ..
+                } if self.head_counting_from_zero(counter).is_some() => {
+                    Kind::LastOnly(self.head_counting_from_zero(counter).unwrap_or(0))
+                }
                 // Another test of a counter: the same within an iteration.
                 CondClass::Counter {
                     counter,
@@ -1231,6 +1304,18 @@ impl Builder<'_> {
             }
         }
         bits
+    }
+
+    /// The head of the one loop (the analysed one or a nested one) whose
+    /// own counter `counter` starts at 0 on each run (none where two
+    /// loops count that name).
+    fn head_counting_from_zero(&self, counter: &str) -> Option<usize> {
+        let mut heads = self.cfg.heads.iter().enumerate().filter(|(_, cs)| {
+            cs.as_ref()
+                .is_some_and(|cs| cs.iter().any(|c| c.name == counter && c.start == Some(0)))
+        });
+        let (head, _) = heads.next()?;
+        heads.next().is_none().then_some(head)
     }
 
     /// Whether `counter` is the analysed loop's own counter, starting at 0
@@ -1624,6 +1709,8 @@ impl Builder<'_> {
             return frontier;
         }
         self.calls.push(target.to_string());
+        self.frames_made += 1;
+        self.frame_stack.push(self.frames_made);
         // A parameter the callee assigns is its own from there on.
         let handed = arguments
             .into_iter()
@@ -1669,6 +1756,7 @@ impl Builder<'_> {
         let mut out = self.seq(body, frontier, &mut ctx);
         out.extend(ctx.returns.unwrap_or_default());
         self.calls.pop();
+        self.frame_stack.pop();
         self.substitutions.pop();
         out
     }

@@ -29,6 +29,9 @@ pub struct LoopFacts {
     /// When the pile-up happens only with a window of one: the setting
     /// (`args.gradient_accumulation_steps`) that is then 1.
     pub pile_up_window_of_one: Option<String>,
+    /// Steps in other functions the loop calls that pile up too, each a
+    /// finding of its own ([`of_function`] gives each its facts).
+    pub pile_ups_elsewhere: Vec<Span>,
     /// Resets of this updater's gradients in the loop.
     pub resets_in_loop: Vec<Span>,
     /// Resets in the enclosing function, outside the loop.
@@ -114,6 +117,12 @@ pub fn resets(program: &Program, event: &Event, updater: &Updater) -> bool {
         // forwards to that one. Another optimizer over every model this
         // one takes clears its gradients too.
         (Reset::Optimizer(a), Updater::Optimizer(b)) => {
+            // A loop's step of each (`opt|optimizers[*]`): reset by a reset
+            // of each, or of its loop variable, not of one of them.
+            let b = match b.split_once('|') {
+                Some((var, _)) if !a.contains('|') => var,
+                _ => b,
+            };
             same_name(a, b)
                 || program.reach.clears_all_of(a, b)
                 || crate::ir::attribute_of(b, a)
@@ -265,14 +274,25 @@ pub fn of_function(program: &Program, function: &Function) -> Vec<LoopFacts> {
                 around_events: &around,
                 loop_span: span,
             };
-            out.push(facts(
+            // A finding per train-step function whose step piles up: the
+            // same facts, at each other such step.
+            let facts = facts(
                 program,
                 &cfg,
                 &backwards,
                 &scope,
                 updater,
                 optimizers_in_loop,
-            ));
+            );
+            for &step in &facts.pile_ups_elsewhere {
+                out.push(LoopFacts {
+                    pile_up_step: Some(step),
+                    pile_up_from: Some(step),
+                    pile_ups_elsewhere: Vec::new(),
+                    ..facts.clone()
+                });
+            }
+            out.push(facts);
         }
     }
     out
@@ -299,6 +319,12 @@ fn facts(
 ) -> LoopFacts {
     let cycle = Cycle::new(program, cfg, backwards, &updater, optimizers_in_loop);
     let (pile_up, pile_up_window_of_one) = cycle.pile_up();
+    let pile_ups_elsewhere = pile_up
+        .map(|p| cycle.pile_ups_elsewhere(p, pile_up_window_of_one.is_some()))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| cfg.span(s))
+        .collect();
     let pile_up_node = pile_up.map(|(from, _)| from);
     let reset_between_backward_and_step = cycle.reset_between_backward_and_step();
     let reset_discarding_accumulation = cycle.reset_discarding_accumulation();
@@ -332,6 +358,7 @@ fn facts(
         pile_up_step: pile_up.map(|(_, to)| cfg.span(to)),
         pile_up_from: pile_up.map(|(from, _)| cfg.span(from)),
         pile_up_window_of_one,
+        pile_ups_elsewhere,
         resets_in_loop,
         resets_outside_loop,
         optimizers_in_loop,
@@ -363,6 +390,21 @@ struct Cycle<'a> {
     clearing: Vec<usize>,
     /// The backward passes that count for this updater.
     own_backwards: Vec<usize>,
+    /// The head of the loop whose counter picks the optimizer (`opts[i]`).
+    picked_by: Option<usize>,
+}
+
+/// Whether `step` (`opt|optimizers[*]`, a loop's step of each optimizer a
+/// list holds) steps `updater` (`optimizers[1]`) among them.
+fn steps_each_of(step: &Updater, updater: &Updater) -> bool {
+    let (Updater::Optimizer(each), Updater::Optimizer(one)) = (step, updater) else {
+        return false;
+    };
+    !one.contains('|')
+        && each
+            .split('|')
+            .skip(1)
+            .any(|held| held.ends_with("[*]") && same_name(held, one))
 }
 
 /// The last part of a dotted name, without leading underscores
@@ -395,11 +437,27 @@ impl<'a> Cycle<'a> {
             updater,
             stepped,
             backwards,
-            steps: cfg.find(|e| matches!(e, Event::Step(u) if u == updater)),
+            steps: cfg
+                .find(|e| matches!(e, Event::Step(u) if u == updater || steps_each_of(u, updater))),
             resets: Vec::new(),
             clearing: Vec::new(),
             own_backwards: Vec::new(),
+            picked_by: None,
         };
+        // `opts[i]`: the loop whose counter picks it, the same for every step.
+        if let Updater::Optimizer(o) = updater {
+            let index = o.strip_suffix(']').and_then(|o| o.rsplit_once('['));
+            if let Some((_, index)) = index {
+                let heads: Vec<Option<usize>> = cycle
+                    .steps
+                    .iter()
+                    .map(|&s| cfg.loop_picking(index, s))
+                    .collect();
+                if heads.windows(2).all(|w| w[0] == w[1]) {
+                    cycle.picked_by = heads.first().copied().flatten();
+                }
+            }
+        }
         cycle.resets = cfg.find(|e| cycle.own_reset(e));
         if cycle.resets.is_empty() {
             cycle.resets = cycle.resets_in_parts();
@@ -562,14 +620,7 @@ impl<'a> Cycle<'a> {
     /// runs.
     fn pile_up(&self) -> (Option<(usize, usize)>, Option<String>) {
         let pile_up = |window_of_one: bool| {
-            let ask = |from: usize, to: &[usize]| {
-                self.cfg.ask(Query {
-                    blocked: &self.resets,
-                    need: Some(&self.own_backwards),
-                    window_of_one,
-                    ..Query::new(from, to)
-                })
-            };
+            let ask = |from: usize, to: &[usize]| self.reapplies(from, to, window_of_one);
             let &from = self.steps.iter().find(|&&s| ask(s, &self.steps))?;
             // Where it shows: the step that applies again a pass `from`
             // applied (the same step, a loop later, with one step).
@@ -589,6 +640,49 @@ impl<'a> Cycle<'a> {
             },
             (None, None) => (None, None),
         }
+    }
+
+    /// Whether a step of `to` applies again a pass the step `from` applied:
+    /// a path from it through one of this updater's passes, and no reset
+    /// (with a window of one, when asked).
+    fn reapplies(&self, from: usize, to: &[usize], window_of_one: bool) -> bool {
+        self.cfg.ask(Query {
+            blocked: &self.resets,
+            need: Some(&self.own_backwards),
+            window_of_one,
+            picked_by: self.picked_by,
+            ..Query::new(from, to)
+        })
+    }
+
+    /// Besides the pile-up `(from, to)`, when `to` lies in a train-step
+    /// function the loop calls (its own backward pass and step), the steps
+    /// of the loop's other such functions that apply again a pass they
+    /// applied (one per setting, `train_step_pytorch` and
+    /// `train_step_ddp`, each with its reset left out): each is reported.
+    fn pile_ups_elsewhere(&self, (from, to): (usize, usize), window_of_one: bool) -> Vec<usize> {
+        let frame = |n: usize| self.cfg.frames.get(n).copied();
+        let runs_a_pass = |f: Option<usize>| {
+            f.is_some_and(|f| f > 0 && self.own_backwards.iter().any(|&b| frame(b) == Some(f)))
+        };
+        if !runs_a_pass(frame(to)) {
+            return Vec::new();
+        }
+        let mut seen: Vec<usize> = [frame(from), frame(to)].into_iter().flatten().collect();
+        let mut out = Vec::new();
+        for &s in &self.steps {
+            let Some(frame) = frame(s).filter(|&f| runs_a_pass(Some(f))) else {
+                continue;
+            };
+            if seen.contains(&frame) {
+                continue;
+            }
+            if self.reapplies(s, &[s], window_of_one) {
+                seen.push(frame);
+                out.push(s);
+            }
+        }
+        out
     }
 
     /// A reset that runs, in program order within one iteration (no loop

@@ -86,7 +86,8 @@ impl Updater {
     /// The name shown in messages.
     pub fn describe(&self) -> String {
         match self {
-            Updater::Optimizer(o) => format!("`{o}`"),
+            // `opt|optimizers[*]`: the loop variable the source names.
+            Updater::Optimizer(o) => format!("`{}`", o.split('|').next().unwrap_or(o)),
             Updater::Manual => "the manual update".to_string(),
             Updater::Tensor(t) => format!("the manual update of `{t}`"),
             Updater::Store(s) => format!("the GradStore `{s}`"),
@@ -363,6 +364,10 @@ pub struct Counter {
     /// Whether a new run of the loop resumes where the last one left it (an
     /// equality counter that nothing sets between runs).
     pub persists: bool,
+    /// Whether it counts a `range` or an `enumerate` (no value twice in a
+    /// run) and the loop calls a model it picks (`models[i](x)`): an
+    /// optimizer it picks too is another each iteration.
+    pub picks_models: bool,
 }
 
 impl Counter {
@@ -373,6 +378,7 @@ impl Counter {
             name,
             start,
             persists: false,
+            picks_models: false,
         }
     }
 }

@@ -50,11 +50,13 @@ pub fn classify<'e>(
     test: &'e Expr,
     named: &dyn Fn(&str) -> Option<&'e Expr>,
     run_length: &dyn Fn(&str) -> Option<String>,
+    length: &dyn Fn(&str) -> Option<String>,
     equality: &dyn Fn(&str, usize) -> Option<Equality>,
 ) -> Tested {
     let lookups = Lookups {
         named,
         run_length,
+        length,
         equality,
     };
     classify_within(source, test, &lookups, MAX_DEPTH)
@@ -66,6 +68,9 @@ struct Lookups<'l, 'e> {
     named: &'l dyn Fn(&str) -> Option<&'e Expr>,
     /// The run's length of a loop variable over `range(n)`.
     run_length: &'l dyn Fn(&str) -> Option<String>,
+    /// The length a local name was bound to once (`n = len(loader)`:
+    /// `len(loader)`).
+    length: &'l dyn Fn(&str) -> Option<String>,
     /// Whether a name is an equality counter, as a test at this byte offset
     /// sees it.
     equality: &'l dyn Fn(&str, usize) -> Option<Equality>,
@@ -188,7 +193,7 @@ fn classify_one<'e>(source: &str, test: &'e Expr, lookups: &Lookups<'_, 'e>) -> 
             negated: negated ^ neg,
         });
     }
-    if let Some((cond, neg)) = first_or_last(source, expr, lookups.run_length) {
+    if let Some((cond, neg)) = first_or_last(source, expr, lookups) {
         return Some(Test {
             cond,
             negated: negated ^ neg,
@@ -326,14 +331,12 @@ fn window_one(source: &str, expr: &Expr) -> Option<(Cond, bool)> {
     ))
 }
 
-/// `i == 0` and `i == n - 1` where `i` runs over `range(n)` (or
-/// `enumerate(x)`, `n` = `len(x)`): `i % n` at the start or the end of the
-/// run, a window as long as the loop (accumulate over the whole run).
-fn first_or_last(
-    source: &str,
-    expr: &Expr,
-    run_length: &dyn Fn(&str) -> Option<String>,
-) -> Option<(Cond, bool)> {
+/// `i == 0` and `i == n - 1` (`i + 1 == n`) where `i` runs over
+/// `range(n)` (or `enumerate(x)`, `n` = `len(x)`, also through a name bound
+/// to it): `i % n` at the start or the end of the run, a window as long as
+/// the loop (accumulate over the whole run).
+fn first_or_last(source: &str, expr: &Expr, lookups: &Lookups) -> Option<(Cond, bool)> {
+    let run_length = lookups.run_length;
     let Expr::Compare(c) = expr else { return None };
     if c.ops.len() != 1 || c.comparators.len() != 1 {
         return None;
@@ -343,19 +346,31 @@ fn first_or_last(
         CmpOp::NotEq => true,
         _ => return None,
     };
-    let (var, other) = match (dotted(&c.left), dotted(&c.comparators[0])) {
-        (Some(v), _) if run_length(&v).is_some() => (v, &c.comparators[0]),
-        (_, Some(v)) if run_length(&v).is_some() => (v, c.left.as_ref()),
+    // `i` or `i + 1`, the loop's variable.
+    let counted = |e: &Expr| match e {
+        Expr::BinOp(b) if b.op == Operator::Add && int(&b.right) == Some(1) => {
+            Some((dotted(&b.left)?, 1))
+        }
+        e => Some((dotted(e)?, 0)),
+    };
+    let ((var, offset), other) = match (counted(&c.left), counted(&c.comparators[0])) {
+        (Some((v, o)), _) if run_length(&v).is_some() => ((v, o), &c.comparators[0]),
+        (_, Some((v, o))) if run_length(&v).is_some() => ((v, o), c.left.as_ref()),
         _ => return None,
     };
     let n = run_length(&var)?;
-    let residue = match other {
-        e if int(e) == Some(0) => Residue::Low(0),
-        Expr::BinOp(b)
-            if b.op == Operator::Sub && key(source, &b.left) == n && int(&b.right) == Some(1) =>
+    let is_n = |e: &Expr| {
+        key(source, e) == n
+            || matches!(e, Expr::Name(name) if (lookups.length)(name.id.as_str()).as_deref() == Some(n.as_str()))
+    };
+    let residue = match (offset, other) {
+        (0, e) if int(e) == Some(0) => Residue::Low(0),
+        (0, Expr::BinOp(b))
+            if b.op == Operator::Sub && is_n(&b.left) && int(&b.right) == Some(1) =>
         {
             Residue::High(1)
         }
+        (1, e) if is_n(e) => Residue::High(1),
         _ => return None,
     };
     Some((

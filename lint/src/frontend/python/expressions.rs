@@ -251,6 +251,7 @@ impl<'s> Lowerer<'s> {
             "step" => {
                 let r = self.canonical(receiver_text());
                 if self.is_optimizer(&r) {
+                    let r = self.each_of_loop(r);
                     // `opt.step(closure)` (LBFGS) runs its own backward and reset.
                     (args.args.is_empty() && args.keywords.is_empty())
                         .then_some(Event::Step(Updater::Optimizer(r)))
@@ -263,7 +264,7 @@ impl<'s> Lowerer<'s> {
                         .args
                         .first()
                         .map(|e| dotted(e).unwrap_or_else(|| self.text(e)))?;
-                    Some(Event::Step(Updater::Optimizer(opt)))
+                    Some(Event::Step(Updater::Optimizer(self.each_of_loop(opt))))
                 } else {
                     None
                 }
@@ -273,7 +274,7 @@ impl<'s> Lowerer<'s> {
                     .args
                     .first()
                     .map(|e| dotted(e).unwrap_or_else(|| self.text(e)))?;
-                Some(Event::Step(Updater::Optimizer(opt)))
+                Some(Event::Step(Updater::Optimizer(self.each_of_loop(opt))))
             }
             "add_" | "sub_" | "copy_" => {
                 // Its own gradient, directly or through a name bound to it
@@ -439,6 +440,19 @@ impl Lowerer<'_> {
 impl Lowerer<'_> {
     /// What the loop variable `name` runs over, when it runs over
     /// optimizers (innermost loop first).
+    /// The optimizer a step names: a loop variable over optimizers (`for
+    /// opt in optimizers: opt.step()`, `scaler.step(opt)`) is a step of
+    /// each (`opt|optimizers[*]`, as the reset of each is named).
+    fn each_of_loop(&self, optimizer: String) -> String {
+        match self.iterated_optimizers(Some(&optimizer)) {
+            Some(over) => std::iter::once(optimizer)
+                .chain(over)
+                .collect::<Vec<_>>()
+                .join("|"),
+            None => optimizer,
+        }
+    }
+
     fn iterated_optimizers(&self, name: Option<&str>) -> Option<Vec<String>> {
         let name = name?;
         self.optimizer_loop_vars

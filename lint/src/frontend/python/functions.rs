@@ -6,7 +6,7 @@ use ruff_text_size::Ranged;
 use rustc_hash::FxHashSet as HashSet;
 
 use super::lowerer::Lowerer;
-use super::statements::named_tests;
+use super::statements::{named_lengths, named_tests};
 use super::syntax::MAX_DEPTH;
 use super::syntax::{assigned_names, dotted, nested_bodies, positional_names, settled_names, span};
 use super::windows::Runs;
@@ -73,6 +73,7 @@ impl<'s> Lowerer<'s> {
     /// `Class.method` for a method.
     fn function(&mut self, f: &'s ast::StmtFunctionDef, depth: usize) -> Function {
         let outer_named = std::mem::replace(&mut self.named, named_tests(&f.body));
+        let outer_lengths = std::mem::replace(&mut self.named_lengths, named_lengths(&f.body));
         let none = self.params_none_in_every_call(f);
         let outer_none = std::mem::replace(&mut self.none_params, none);
         let handed = self.handed_to(f.range().start().to_u32());
@@ -87,6 +88,7 @@ impl<'s> Lowerer<'s> {
         self.none_params = outer_none;
         self.handed_now = outer_handed;
         self.named = outer_named;
+        self.named_lengths = outer_lengths;
         let mut assigned = Vec::new();
         assigned_names(&f.body, &mut assigned, 0);
         // Bound again on every call to what the call hands in: the same

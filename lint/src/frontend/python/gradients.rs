@@ -2,7 +2,7 @@
 //! `w.data`, `X.parameters()`, optimizer and scheduler constructors).
 
 use ruff_python_ast::visitor::{walk_expr, Visitor};
-use ruff_python_ast::{Expr, Operator};
+use ruff_python_ast::{self as ast, Expr, Operator};
 
 use super::syntax::dotted;
 use crate::frontend::OPTIMIZER_TYPES;
@@ -66,6 +66,33 @@ pub(super) fn updated_tensor(target: &Expr) -> Option<String> {
         Expr::Subscript(s) => dotted(data_owner(&s.value)?),
         _ => None,
     }
+}
+
+/// The `x` of `x.grad[:] = 0` or `x.grad[...] = 0.0` (every element of the
+/// gradient set to zero), `x` a plain name (a tensor, a loop variable over
+/// parameters): `model.embed.weight.grad[...] = 0` masks one layer's
+/// gradient, it resets nothing an optimizer over the model holds.
+pub(super) fn zeroed_whole_grad<'e>(target: &'e Expr, value: &Expr) -> Option<&'e Expr> {
+    let Expr::Subscript(s) = target else {
+        return None;
+    };
+    let whole = match s.slice.as_ref() {
+        Expr::Slice(sl) => sl.lower.is_none() && sl.upper.is_none() && sl.step.is_none(),
+        Expr::EllipsisLiteral(_) => true,
+        _ => false,
+    };
+    let zero = match value {
+        Expr::NumberLiteral(n) => match &n.value {
+            ast::Number::Int(i) => i.as_u8() == Some(0),
+            ast::Number::Float(f) => *f == 0.0,
+            _ => false,
+        },
+        _ => false,
+    };
+    (whole && zero && is_grad_attribute(&s.value))
+        .then(|| grad_owner(&s.value))
+        .flatten()
+        .filter(|owner| matches!(owner, Expr::Name(_)))
 }
 
 /// `w` of `w` or `w.data`.

@@ -44,6 +44,9 @@ pub(super) struct Lowerer<'s> {
     /// In the function being lowered, local names bound once to a test
     /// (`do_step = (i + 1) % k == 0`).
     pub(super) named: HashMap<String, &'s Expr>,
+    /// In the function being lowered, local names bound once to a length
+    /// (`epoch_len = len(loader)`).
+    pub(super) named_lengths: HashMap<String, &'s Expr>,
     /// Names imported from other files of the invocation.
     pub(super) imports: &'s Imports,
     /// Classes deriving from a Hugging Face-style `Trainer`.

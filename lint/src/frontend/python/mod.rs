@@ -126,6 +126,7 @@ pub fn lower_module_handed(
         class: None,
         engine_functions: HashSet::default(),
         named: HashMap::default(),
+        named_lengths: HashMap::default(),
         imports,
         hf_trainers: HashSet::default(),
         class_defs: HashMap::default(),

@@ -5,7 +5,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::gradients::{
     data_owner, grad_owners, is_grad_attribute, is_optimizer_constructor, mentions_grad,
-    parameters_owner, reads_besides_grad, updated_tensor,
+    parameters_owner, reads_besides_grad, updated_tensor, zeroed_whole_grad,
 };
 use super::lowerer::Lowerer;
 use super::summary::raises_not_implemented;
@@ -231,7 +231,11 @@ impl<'s> Lowerer<'s> {
                             pushed_run = true;
                         }
                     }
-                    counters.push(Counter::new(name, start));
+                    let picks_models = calls_one_picked_by(&f.body, &name);
+                    counters.push(Counter {
+                        picks_models,
+                        ..Counter::new(name, start)
+                    });
                 }
             }
         }
@@ -328,7 +332,12 @@ impl<'s> Lowerer<'s> {
                 .and_then(|frame| frame.iter().find(|w| w.name == name))
                 .map(|w| w.at(at))
         };
-        classify(self.source, test, &named, &run_length, &equality)
+        let length = |n: &str| {
+            self.named_lengths
+                .get(n)
+                .map(|e| crate::frontend::conditions::key(self.source, e))
+        };
+        classify(self.source, test, &named, &run_length, &length, &equality)
     }
 
     /// An `if` with its `elif`s and `else`, each test classified.
@@ -462,6 +471,11 @@ impl<'s> Lowerer<'s> {
                 // delta.grad.detach()`, then `delta.data = ... grad ...`).
                 let updater = self.manual_updater(&a.value, value);
                 out.push(Node::Event(Event::Step(updater), span(stmt)));
+            }
+        } else if let Some(owner) = zeroed_whole_grad(target, value) {
+            // `perturb.grad[:] = 0` clears it in place, as `zero_()` does.
+            if let Some(reset) = self.grad_reset(owner) {
+                out.push(Node::Event(reset, span(stmt)));
             }
         } else if let Some(w) = updated_tensor(target) {
             // `x[:] = x + lr * x.grad.sign()`, `delta.data[i] = ... grad ...`.
@@ -632,8 +646,26 @@ fn contains_accumulate(nodes: &[Node]) -> bool {
 /// Local names bound exactly once in `body` (nested blocks included) to
 /// a comparison, a `not` or a boolean operation.
 pub(super) fn named_tests(body: &[Stmt]) -> HashMap<String, &Expr> {
+    named_values(body, &|value| {
+        matches!(value, Expr::Compare(_) | Expr::BoolOp(_) | Expr::UnaryOp(_))
+            || is_skip_test(value)
+    })
+}
+
+/// Local names bound exactly once in `body` to a length (`n = len(loader)`).
+pub(super) fn named_lengths(body: &[Stmt]) -> HashMap<String, &Expr> {
+    named_values(
+        body,
+        &|value| matches!(value, Expr::Call(c) if matches!(c.func.as_ref(), Expr::Name(f) if f.id.as_str() == "len")),
+    )
+}
+
+/// Local names bound exactly once in `body` (nested blocks included) to a
+/// value `wanted` accepts.
+fn named_values<'e>(body: &'e [Stmt], wanted: &dyn Fn(&Expr) -> bool) -> HashMap<String, &'e Expr> {
     fn walk<'e>(
         body: &'e [Stmt],
+        wanted: &dyn Fn(&Expr) -> bool,
         counts: &mut HashMap<String, (usize, Option<&'e Expr>)>,
         depth: usize,
     ) {
@@ -646,11 +678,7 @@ pub(super) fn named_tests(body: &[Stmt]) -> HashMap<String, &Expr> {
                     for t in &a.targets {
                         let mut names = Vec::new();
                         target_names(t, &mut names);
-                        let test = matches!(t, Expr::Name(_))
-                            && (matches!(
-                                a.value.as_ref(),
-                                Expr::Compare(_) | Expr::BoolOp(_) | Expr::UnaryOp(_)
-                            ) || is_skip_test(&a.value));
+                        let test = matches!(t, Expr::Name(_)) && wanted(&a.value);
                         for n in names {
                             let e = counts.entry(n).or_insert((0, None));
                             e.0 += 1;
@@ -668,14 +696,14 @@ pub(super) fn named_tests(body: &[Stmt]) -> HashMap<String, &Expr> {
                 Stmt::FunctionDef(_) | Stmt::ClassDef(_) => {}
                 _ => {
                     for b in nested_bodies(stmt) {
-                        walk(b, counts, depth + 1);
+                        walk(b, wanted, counts, depth + 1);
                     }
                 }
             }
         }
     }
     let mut counts = HashMap::default();
-    walk(body, &mut counts, 0);
+    walk(body, wanted, &mut counts, 0);
     counts
         .into_iter()
         .filter_map(|(n, (count, e))| (count == 1).then_some((n, e?)))
@@ -791,4 +819,46 @@ fn made_anew(value: &Expr) -> bool {
         }
     }
     false
+}
+
+/// Whether `body` calls something picked by `name` from a list, other than
+/// an optimizer's or a loss's method (`models[i](x)`, `nets[i].encode(x)`).
+fn calls_one_picked_by(body: &[Stmt], name: &str) -> bool {
+    use ruff_python_ast::visitor::{walk_expr, walk_stmt, Visitor};
+    struct Finder<'n> {
+        name: &'n str,
+        found: bool,
+    }
+    impl Finder<'_> {
+        fn picked(&self, e: &Expr) -> bool {
+            matches!(e, Expr::Subscript(s) if matches!(s.slice.as_ref(), Expr::Name(n) if n.id.as_str() == self.name))
+        }
+    }
+    impl<'a> Visitor<'a> for Finder<'_> {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Call(call) = expr {
+                let picked = match call.func.as_ref() {
+                    Expr::Attribute(a) => {
+                        !matches!(a.attr.id.as_str(), "step" | "zero_grad" | "backward")
+                            && self.picked(&a.value)
+                    }
+                    f => self.picked(f),
+                };
+                self.found |= picked;
+            }
+            if !self.found {
+                walk_expr(self, expr);
+            }
+        }
+        fn visit_stmt(&mut self, stmt: &'a Stmt) {
+            if !self.found {
+                walk_stmt(self, stmt);
+            }
+        }
+    }
+    let mut finder = Finder { name, found: false };
+    for stmt in body {
+        finder.visit_stmt(stmt);
+    }
+    finder.found
 }
