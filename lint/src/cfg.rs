@@ -1148,6 +1148,17 @@ impl Builder<'_> {
         let mut conds = Vec::with_capacity(self.raw.len());
         for (i, c) in self.raw.iter().enumerate() {
             let correlates = correlated.contains(&i);
+            // The loop whose last iteration a whole-run test of its own
+            // counter marks (`i == len(loader) - 1`).
+            let last_of = match &c.class {
+                CondClass::Counter {
+                    counter,
+                    residue: Residue::High(1),
+                    whole_run: true,
+                    ..
+                } => self.head_counting_from_zero(counter),
+                _ => None,
+            };
             let kind = match &c.class {
                 // A flag the loop sets (`skip = True`): known from the
                 // assignment on, within the iteration.
@@ -1185,13 +1196,8 @@ impl Builder<'_> {
                 } if self.counts_from_zero(counter) => Kind::FirstOnly,
                 // The last iteration of a loop by its own counter (`if i ==
                 // len(loader) - 1: step()` beside a `%` window).
-                CondClass::Counter {
-                    counter,
-                    residue: Residue::High(1),
-                    whole_run: true,
-                    ..
-                } if self.head_counting_from_zero(counter).is_some() => {
-                    Kind::LastOnly(self.head_counting_from_zero(counter).unwrap_or(0))
+                CondClass::Counter { .. } if last_of.is_some() => {
+                    last_of.map_or(Kind::Unknown, Kind::LastOnly)
                 }
                 // Another test of a counter: the same within an iteration.
                 CondClass::Counter {
