@@ -169,6 +169,8 @@ enum Turn {
     NotPerBatch(Span),
     /// The file does (not) drive a DeepSpeed engine.
     DeepSpeed(bool),
+    /// accelerate's window is one: `accelerator.accumulate` gates nothing.
+    AccelerateWindowOne,
     /// A pass through two models whose optimizers were reset together is
     /// meant for both.
     JointLoss,
@@ -359,6 +361,19 @@ pub fn weigh<T>(program: &Program, base: &[Key], run: &Run<T>) -> (Vec<Weight>, 
     if program.deepspeed {
         turns.push((Turn::DeepSpeed(false), deepspeed_guess()));
     }
+    if program.accelerate_window_unset {
+        turns.push((
+            Turn::AccelerateWindowOne,
+            Guess {
+                kind: Kind::FrameworkFlag,
+                span: None,
+                note: "accelerate is read as accumulating over several micro-steps, though its \
+                       `Accelerator` is built with no `gradient_accumulation_steps` (a window of \
+                       one unless a launch config sets one)"
+                    .into(),
+            },
+        ));
+    }
     if base.iter().any(|(code, _)| *code == "GL009") {
         turns.push((
             Turn::JointLoss,
@@ -523,7 +538,11 @@ fn deepspeed_guess() -> Guess {
 fn changed_functions(program: &Program, turned: &Program, turn: &Turn) -> Option<Vec<bool>> {
     if matches!(
         turn,
-        Turn::DeepSpeed(_) | Turn::JointLoss | Turn::PartsUnreached | Turn::LossNames
+        Turn::DeepSpeed(_)
+            | Turn::AccelerateWindowOne
+            | Turn::JointLoss
+            | Turn::PartsUnreached
+            | Turn::LossNames
     ) || program.functions.len() != turned.functions.len()
     {
         return None;
@@ -570,6 +589,7 @@ fn apply(program: &Program, turn: &Turn) -> Program {
     let mut out = program.clone();
     match turn {
         Turn::DeepSpeed(on) => out.deepspeed = *on,
+        Turn::AccelerateWindowOne => out.accelerate_window_one = true,
         Turn::JointLoss => out.reach.joint_loss_shared = true,
         Turn::PartsUnreached => out.reach.parts_unreached = true,
         Turn::LossNames => out.reach.losses_named = true,

@@ -35,6 +35,26 @@ fn factors(text: &str) -> Vec<&str> {
     inner.split('*').collect()
 }
 
+/// `subject==literal` (a condition's key: its text without blanks), the
+/// literal a string or a number: the subject and the literal.
+fn equals_literal(key: &str) -> Option<(&str, &str)> {
+    let (subject, value) = key.split_once("==")?;
+    let literal = |t: &str| {
+        let quoted = t.len() >= 2
+            && (t.starts_with('"') && t.ends_with('"') || t.starts_with('\'') && t.ends_with('\''))
+            && !t[1..t.len() - 1].contains(['"', '\'']);
+        quoted || !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+    };
+    let plain = |t: &str| !t.is_empty() && !t.contains(['=', '!', '<', '>', '(']);
+    if plain(subject) && literal(value) {
+        Some((subject, value))
+    } else if plain(value) && literal(subject) {
+        Some((value, subject))
+    } else {
+        None
+    }
+}
+
 /// What a path assumes: (condition, value) pairs.
 type Assumptions = Vec<(usize, bool)>;
 
@@ -106,6 +126,10 @@ pub struct Cfg {
     /// The iteration bits of flags the file sets only to `True` or `False`
     /// (`should_start_update`): their value outlives the iteration.
     carried_bits: u16,
+    /// Per flag bit, the flag bits that cannot hold with it: tests of one
+    /// value against different literals (`task == "depth"`, `task ==
+    /// "normal"`).
+    exclusive: [u32; MAX_FLAGS as usize],
     /// Per loop head, which of its counters is the tracked one (or holds
     /// it: `state` of `state.step`); found once, read on every edge.
     owned: Vec<Option<usize>>,
@@ -184,6 +208,28 @@ impl State {
     fn bit(&self, bit: u32) -> Option<bool> {
         let mask = 1u16 << bit;
         (self.iteration_known & mask != 0).then_some(self.iteration_value & mask != 0)
+    }
+
+    /// Whether every path `other` may take, this state may take too: it
+    /// decides no more than `other` and agrees where it decides. Deciding
+    /// a condition, closing an iteration and entering a loop keep this
+    /// order, so a path search need not go on from `other` where it has
+    /// been with `self`.
+    fn covers(&self, other: &State) -> bool {
+        fn bits(known: u32, value: u32, other_known: u32, other_value: u32) -> bool {
+            known & !other_known == 0 && (value ^ other_value) & known == 0
+        }
+        bits(self.known, self.value, other.known, other.value)
+            && bits(
+                self.iteration_known.into(),
+                self.iteration_value.into(),
+                other.iteration_known.into(),
+                other.iteration_value.into(),
+            )
+            && (self.phase == Phase::Unknown || self.phase == other.phase)
+            && (!self.later || other.later)
+            && (self.last.is_none() || self.last == other.last)
+            && (self.one.is_none() || self.one == other.one)
     }
 
     /// The state with iteration bit `bit` decided (or assigned) to be `v`.
@@ -526,7 +572,10 @@ impl Cfg {
         if !self.may_reach(&q, done) {
             return false;
         }
-        let mut seen: FxHashSet<(usize, u8, State)> = FxHashSet::default();
+        // The states each node was reached with; a state no weaker than
+        // one of them reaches nothing new (`State::covers`).
+        let mut seen: Vec<[Vec<State>; 3]> = vec![Default::default(); self.events.len()];
+        let mut states = 0usize;
         let mut stack: Vec<(usize, u8, State)> = Vec::new();
         for start in starts {
             self.push_successors(q.from, 0, start, &q, &mut stack);
@@ -539,10 +588,14 @@ impl Cfg {
                 continue;
             };
             let got = progress(&q, node, got);
-            if !seen.insert((node, got, state)) {
+            let here = &mut seen[node][got as usize];
+            if here.iter().any(|s| s.covers(&state)) {
                 continue;
             }
-            if seen.len() > MAX_STATES {
+            here.retain(|s| !state.covers(s));
+            here.push(state);
+            states += 1;
+            if states > MAX_STATES {
                 return false;
             }
             if q.to.contains(&node) && (q.need.is_none() || got >= done) {
@@ -685,6 +738,12 @@ impl Cfg {
                 } else {
                     state.known |= mask;
                     if v {
+                        // The tests it excludes are false from here on.
+                        let excluded = self.exclusive[*bit as usize];
+                        if state.known & state.value & excluded != 0 {
+                            return None;
+                        }
+                        state.known |= excluded;
                         state.value |= mask;
                     }
                     Some(state)
@@ -1145,8 +1204,18 @@ impl Builder<'_> {
             };
             assigned && guards_events[i] && self.fixed_in_nested[i]
         };
-        let mut conds = Vec::with_capacity(self.raw.len());
-        for (i, c) in self.raw.iter().enumerate() {
+        // Where the state's bits run out, the tests left without one are
+        // free each time they are asked: the tests that decide a step or a
+        // reset get theirs first (accelerate's window before any).
+        let mut order: Vec<usize> = (0..self.raw.len()).collect();
+        order.sort_by_key(|&i| {
+            let accelerate = matches!(&self.raw[i].class,
+                CondClass::Counter { counter, .. } if counter == crate::ir::ACCELERATE_COUNTER);
+            (!accelerate, !guards_events[i])
+        });
+        let mut kinds: Vec<Option<Kind>> = vec![None; self.raw.len()];
+        for i in order {
+            let c = &self.raw[i];
             let correlates = correlated.contains(&i);
             // The loop whose last iteration a whole-run test of its own
             // counter marks (`i == len(loader) - 1`).
@@ -1289,14 +1358,42 @@ impl Builder<'_> {
                 }
                 CondClass::Bound => Kind::Unknown,
             };
-            conds.push(Cond {
-                key: c.key.clone(),
-                kind,
-            });
+            kinds[i] = Some(kind);
         }
+        let conds = self.raw.iter().zip(kinds).map(|(c, kind)| Cond {
+            key: c.key.clone(),
+            kind: kind.unwrap_or(Kind::Unknown),
+        });
         self.cfg.conds.extend(conds);
+        self.exclusive_flags();
         self.outer_bits = outer_bits;
         cap
+    }
+
+    /// Which flag bits exclude each other: equality tests of one value
+    /// against different literals.
+    fn exclusive_flags(&mut self) {
+        let tests: Vec<(u32, (&str, &str))> = self
+            .cfg
+            .conds
+            .iter()
+            .zip(&self.raw)
+            .filter_map(|(c, raw)| match (&c.kind, &raw.class) {
+                // The subject is all the test reads (not `x or t == "a"`).
+                (Kind::Flag(Some(bit)), CondClass::Flag(reads)) => {
+                    let (subject, value) = equals_literal(&c.key)?;
+                    (reads.len() == 1 && reads[0] == subject).then_some((*bit, (subject, value)))
+                }
+                _ => None,
+            })
+            .collect();
+        for &(a, (subject, value)) in &tests {
+            for &(b, (other_subject, other_value)) in &tests {
+                if subject == other_subject && value != other_value {
+                    self.cfg.exclusive[a as usize] |= 1 << b;
+                }
+            }
+        }
     }
 
     /// The iteration bits of the flags the loop sets whose value carries
@@ -1469,6 +1566,10 @@ impl Builder<'_> {
                 counters,
                 ..
             } => self.loop_node(body, assigned, counters, frontier, ctx),
+            // With a window of one every micro-step closes it: no gating.
+            Node::Accumulate(body) if self.program.accelerate_window_one => {
+                self.seq(body, frontier, ctx)
+            }
             Node::Accumulate(body) => {
                 let outer = ctx.accumulate;
                 ctx.accumulate = true;

@@ -695,7 +695,23 @@ impl<'a> Cycle<'a> {
     /// passes (`step(); loss = ...; loss.backward(); zero_grad()`): no
     /// step ever applies a pass.
     fn reset_between_backward_and_step(&self) -> Option<Span> {
+        // A gradient written after the reset (`p.grad = clipped[name]`,
+        // under a test or not) is what the step applies: no zeros.
+        let writes: Vec<usize> = self
+            .cfg
+            .find(|e| matches!(e, Event::Reset(_)))
+            .into_iter()
+            .filter(|&n| self.program.grad_writes.contains(&self.cfg.span(n)))
+            .collect();
+        let written_after = |z: usize| {
+            writes.iter().any(|&w| {
+                self.cfg.forward_path(z, &[w], &[]) && self.cfg.forward_path(w, &self.steps, &[])
+            })
+        };
         let between = |z: usize, back: bool| {
+            if written_after(z) {
+                return false;
+            }
             self.own_backwards.iter().any(|&b| {
                 // A step before the reset applied the pass already (a
                 // final step after the loop then has nothing to apply).
@@ -888,7 +904,9 @@ impl<'a> Cycle<'a> {
         self.steps
             .iter()
             .find(|&&s| {
-                self.backwards.iter().any(|&b| {
+                // Another optimizer's pass before the skip (a discriminator
+                // updated first) is that optimizer's to apply.
+                self.own_backwards.iter().any(|&b| {
                     // The skip follows the pass in one iteration of every
                     // loop around both: a skip before the pass (`if
                     // isnan(loss): continue` ahead of `backward()`) leaves

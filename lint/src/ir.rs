@@ -526,6 +526,14 @@ pub struct Program {
     /// `get_global_grad_norm`): accelerate's optimizer reset is then a no-op
     /// and the engine clears the gradients after its step.
     pub deepspeed: bool,
+    /// Whether accelerate's accumulation window is set nowhere in the code:
+    /// the `Accelerator` of the file (or, with none there, of the tree) is
+    /// built with no `gradient_accumulation_steps`. Its window is then one
+    /// unless a launch config sets one ([`crate::frontend::python::accelerator_accumulates`]).
+    pub accelerate_window_unset: bool,
+    /// The reading where `accelerator.accumulate` gates nothing (a window
+    /// of one); turned on to weigh findings when the window is unset.
+    pub accelerate_window_one: bool,
     /// Optimizers a privacy engine is attached to
     /// (`privacy_engine.attach(optimizer)`): each step builds `.grad` from
     /// the per-sample gradients of the passes since the last step and clears
@@ -545,6 +553,10 @@ pub struct Program {
     /// Loops over `range(n)` with `n` a setting (`range(gen_iters)`, not a
     /// number): such a loop may run once.
     pub settable_runs: Vec<Span>,
+    /// `p.grad = g` with `g` not `None`: a reset for the analysis (what the
+    /// passes left is replaced), but what a step after it applies is `g`,
+    /// not zeros (GL003).
+    pub grad_writes: Vec<Span>,
     /// Names the file binds only to `True` or `False`: a flag's value
     /// carries from one iteration to the next (Python only).
     pub literal_flags: Vec<String>,

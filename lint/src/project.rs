@@ -80,6 +80,9 @@ struct Loaded {
     source: OnceLock<Option<Source>>,
     /// The parse, once made (`None` in it: a syntax error).
     parse: OnceLock<Option<Parse>>,
+    /// What its `Accelerator(...)` constructions say of accelerate's
+    /// window ([`python::accelerator_accumulates`]).
+    accelerator: Option<bool>,
 }
 
 /// The Python text of a file, and its notebook if it is one.
@@ -174,6 +177,7 @@ type Scanned = (
     Vec<ImportText>,
     Vec<ClassText>,
     Option<Source>,
+    Option<bool>,
 );
 
 /// Reads file `file` (`path`): `modules` are the modules of the tree, to
@@ -212,6 +216,7 @@ fn load(
         };
         let text = notebook.as_ref().map_or(text, |s| s.text.as_str());
         let found = events.find(text);
+        let accelerator = python::accelerator_accumulates(text);
         // A file with a backward pass seeds the analysis; one with only
         // other gradient events (a reset, a step) is parsed like the
         // others, when its imports may reach a backward pass or an
@@ -230,16 +235,16 @@ fn load(
                 Some(s) => s,
                 None => Source::new(path, Cow::Borrowed(text))?,
             };
-            return Ok((found, imports, classes, Some(source)));
+            return Ok((found, imports, classes, Some(source), accelerator));
         }
         // A text given in place of the file's is kept: the file on disk
         // is not what is linted.
         let source = given
             .map(|t| Source::new(path, Cow::Borrowed(t)))
             .transpose()?;
-        Ok((found, imports, classes, source))
+        Ok((found, imports, classes, source, accelerator))
     });
-    let (found, import_texts, classes, source) = match scanned {
+    let (found, import_texts, classes, source, accelerator) = match scanned {
         Ok(s) => s,
         // The single-file path reports a notebook's error.
         Err(_) if is_notebook(path) => return Stage::Done(lint_file_with(path, config)),
@@ -259,6 +264,7 @@ fn load(
         classes,
         source: kept,
         parse: OnceLock::new(),
+        accelerator,
     }))
 }
 
@@ -827,6 +833,7 @@ pub fn lint_files_with(
     let lower = files_to_lower(&loaded, &edges);
     let mut programs = lower_files(&loaded, &lower, &imports);
     relower_handed(&loaded, &mut programs, &imports);
+    accelerate_windows(&loaded, &mut programs);
     mark_called_from_loops(&mut programs);
     let pool = Arc::new(reached_functions(&edges, &programs));
     let checked = check_files(&loaded, &programs, &edges, &pool, config);
@@ -1171,6 +1178,24 @@ fn check_files(
             })
         })
         .collect()
+}
+
+/// Where a file builds no `Accelerator` of its own, the tree's tell its
+/// window: unset when some file builds one without a window and none with.
+fn accelerate_windows(loaded: &[Option<&Loaded>], programs: &mut [Option<(Program, LineIndex)>]) {
+    let built: Vec<bool> = loaded
+        .iter()
+        .flatten()
+        .filter_map(|l| l.accelerator)
+        .collect();
+    let unset = !built.is_empty() && built.iter().all(|windowed| !windowed);
+    for (l, program) in loaded.iter().zip(programs.iter_mut()) {
+        if let (Some(l), Some((program, _))) = (l, program) {
+            if l.accelerator.is_none() {
+                program.accelerate_window_unset = unset;
+            }
+        }
+    }
 }
 
 /// The name a file is imported by as a module: its stem (`engine` for

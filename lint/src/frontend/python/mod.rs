@@ -140,6 +140,7 @@ pub fn lower_module_handed(
         constants: module_constants(&module.body),
         run_lengths: std::cell::RefCell::new(Vec::new()),
         settable_runs: std::cell::RefCell::new(Vec::new()),
+        grad_writes: std::cell::RefCell::new(Vec::new()),
         equality_windows: std::cell::RefCell::new(Vec::new()),
         model_marks: expressions::model_marks(source),
         optimizer_loop_vars: std::cell::RefCell::new(Vec::new()),
@@ -154,6 +155,7 @@ pub fn lower_module_handed(
     lowerer.program.handed_out = handed::handed_out(&module.body, imports, &reach);
     lowerer.optimizers.extend(reach.returned.iter().cloned());
     lowerer.built_models = built_models(&reach);
+    lowerer.program.accelerate_window_unset = accelerator_accumulates(source) == Some(false);
     lowerer.program.deepspeed =
         source.contains("deepspeed.initialize(") || source.contains("get_global_grad_norm(");
     lowerer.classes(&module.body, 0);
@@ -176,7 +178,63 @@ pub fn lower_module_handed(
     runs.sort_by_key(|s| (s.start, s.end));
     runs.dedup();
     lowerer.program.settable_runs = runs;
+    lowerer.program.grad_writes = lowerer.grad_writes.take();
     lowerer.program.literal_flags = syntax::literal_flags(&module.body);
     lowerer.program.uncalled_resets = syntax::uncalled_resets(&module.body);
     lowerer.program
+}
+
+/// What the text's `Accelerator(...)` constructions say of accelerate's
+/// gradient accumulation: `None` when it builds none; `Some(true)` when one
+/// is given a window (`gradient_accumulation_steps=`, a plugin, `**kwargs`)
+/// or the text sets one on an accelerator later; `Some(false)` when every
+/// one is built without (a window of one, unless a launch config sets one).
+///
+/// ```
+/// use gradlint::frontend::python::accelerator_accumulates;
+/// assert_eq!(accelerator_accumulates("a = Accelerator(mixed_precision='fp16')"), Some(false));
+/// assert_eq!(accelerator_accumulates("a = Accelerator(gradient_accumulation_steps=4)"), Some(true));
+/// assert_eq!(accelerator_accumulates("a = Accelerator(**config)"), Some(true));
+/// assert_eq!(accelerator_accumulates("accelerator = get_accelerator()"), None);
+/// assert_eq!(accelerator_accumulates("self.accelerator.gradient_accumulation_steps = 8"), Some(true));
+/// ```
+pub fn accelerator_accumulates(source: &str) -> Option<bool> {
+    let bytes = source.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut built = None;
+    for at in memchr::memmem::find_iter(bytes, b"Accelerator(") {
+        if at > 0 && word(bytes[at - 1]) {
+            continue;
+        }
+        let open = at + "Accelerator".len();
+        // The arguments: to the matching parenthesis.
+        let mut depth = 0usize;
+        let mut end = bytes.len();
+        for (i, &c) in bytes.iter().enumerate().skip(open) {
+            match c {
+                b'(' => depth += 1,
+                b')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let arguments = &source[open..end];
+        let windowed = arguments.contains("gradient_accumulation") || arguments.contains('*');
+        built = Some(built.unwrap_or(false) || windowed);
+    }
+    // `accelerator.gradient_accumulation_steps = n` after the build.
+    let set_later = memchr::memmem::find_iter(bytes, b"accelerator.gradient_accumulation_steps")
+        .any(|at| {
+            let rest = source[at + "accelerator.gradient_accumulation_steps".len()..].trim_start();
+            rest.starts_with('=') && !rest.starts_with("==")
+        });
+    if set_later {
+        return Some(true);
+    }
+    built
 }

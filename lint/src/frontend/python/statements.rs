@@ -245,7 +245,13 @@ impl<'s> Lowerer<'s> {
         target_names(&f.target, &mut targets);
         for name in targets {
             if !counters.iter().any(|c| c.name == name) {
-                counters.push(Counter::new(name, None));
+                // `for m in modalities: models[m].parameters() ...
+                // optimizers[m].step()` picks as a counter does.
+                let picks_models = calls_one_picked_by(&f.body, &name);
+                counters.push(Counter {
+                    picks_models,
+                    ..Counter::new(name, None)
+                });
             }
         }
         let over = match f.target.as_ref() {
@@ -460,6 +466,9 @@ impl<'s> Lowerer<'s> {
             // analysis, a reset too.
             if attr == "grad" {
                 if let Some(reset) = self.grad_reset(&a.value) {
+                    if !value.is_none_literal_expr() {
+                        self.grad_writes.borrow_mut().push(span(stmt));
+                    }
                     out.push(Node::Event(reset, span(stmt)));
                 }
             } else if attr == "data"
