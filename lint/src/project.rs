@@ -83,6 +83,10 @@ struct Loaded {
     /// What its `Accelerator(...)` constructions say of accelerate's
     /// window ([`python::accelerator_accumulates`]).
     accelerator: Option<bool>,
+    /// Whether a class of it may build an optimizer over its own
+    /// submodules (`self.opt = Adam(self.net.parameters())`): a file with
+    /// no gradient event imported for that is parsed.
+    builds_optimizers: bool,
 }
 
 /// The Python text of a file, and its notebook if it is one.
@@ -178,6 +182,7 @@ type Scanned = (
     Vec<ClassText>,
     Option<Source>,
     Option<bool>,
+    bool,
 );
 
 /// Reads file `file` (`path`): `modules` are the modules of the tree, to
@@ -217,6 +222,9 @@ fn load(
         let text = notebook.as_ref().map_or(text, |s| s.text.as_str());
         let found = events.find(text);
         let accelerator = python::accelerator_accumulates(text);
+        let builds_optimizers = text.contains("self.")
+            && text.contains(".parameters()")
+            && ["optim", "Adam", "SGD"].iter().any(|o| text.contains(o));
         // A file with a backward pass seeds the analysis; one with only
         // other gradient events (a reset, a step) is parsed like the
         // others, when its imports may reach a backward pass or an
@@ -235,16 +243,30 @@ fn load(
                 Some(s) => s,
                 None => Source::new(path, Cow::Borrowed(text))?,
             };
-            return Ok((found, imports, classes, Some(source), accelerator));
+            return Ok((
+                found,
+                imports,
+                classes,
+                Some(source),
+                accelerator,
+                builds_optimizers,
+            ));
         }
         // A text given in place of the file's is kept: the file on disk
         // is not what is linted.
         let source = given
             .map(|t| Source::new(path, Cow::Borrowed(t)))
             .transpose()?;
-        Ok((found, imports, classes, source, accelerator))
+        Ok((
+            found,
+            imports,
+            classes,
+            source,
+            accelerator,
+            builds_optimizers,
+        ))
     });
-    let (found, import_texts, classes, source, accelerator) = match scanned {
+    let (found, import_texts, classes, source, accelerator, builds_optimizers) = match scanned {
         Ok(s) => s,
         // The single-file path reports a notebook's error.
         Err(_) if is_notebook(path) => return Stage::Done(lint_file_with(path, config)),
@@ -265,6 +287,7 @@ fn load(
         source: kept,
         parse: OnceLock::new(),
         accelerator,
+        builds_optimizers,
     }))
 }
 
@@ -454,6 +477,8 @@ impl<'a> Tree<'a> {
                     && !l.mentioned
                     && !l.import_texts.iter().any(imports)
                     && !l.classes.iter().any(|c| c.name == name && c.may_follow)
+                    // A class that builds its optimizers: read for them.
+                    && !(l.builds_optimizers && l.classes.iter().any(|c| c.name == name))
             }
         }
     }
@@ -610,7 +635,18 @@ fn imports_of(
     let relevant =
         |j: usize, name: &str| tree.summary(j).is_some_and(|s| s.relevant.contains(name));
     let mut bind = |out: &mut Imports, local: &str, target: Target| match target {
-        Target::Class(j, class) if j != file && relevant(j, &class) => {
+        Target::Class(j, class) if j != file && !relevant(j, &class) => {
+            // Not followed: only the optimizers it builds.
+            if let Some(built) = tree.summary(j).and_then(|s| s.optimizer_models.get(&class)) {
+                out.optimizer_models
+                    .insert(local.to_string(), built.clone());
+            }
+        }
+        Target::Class(j, class) if j != file => {
+            if let Some(built) = tree.summary(j).and_then(|s| s.optimizer_models.get(&class)) {
+                out.optimizer_models
+                    .insert(local.to_string(), built.clone());
+            }
             let key = format!("{j}::{class}");
             if let Some(methods) = tree.summary(j).and_then(|s| s.classes.get(&class)) {
                 out.methods.insert(key.clone(), methods.clone());
@@ -1378,6 +1414,27 @@ mod tests {
             let (dir, files) = tree(&[("train.py", &script(build)), ("gan.py", GAN_EPOCH)]);
             assert_eq!(findings(dir.path(), &files), [], "{build}");
         }
+    }
+
+    #[test]
+    fn optimizers_a_model_class_of_another_file_builds_are_known_on_its_instances() {
+        let model = |d_over: &str| {
+            format!(
+                "import torch\n\nclass Net(torch.nn.Module):\n    def __init__(self, g, d):\n        super().__init__()\n        self.generator = g\n        self.discriminator = d\n        self.opt_g = torch.optim.Adam(self.generator.parameters())\n        self.opt_d = torch.optim.Adam(self.{d_over}.parameters())\n"
+            )
+        };
+        let train = "from model import Net\n\nnet = Net(G(), D())\nfor real in loader:\n    fake = net.generator(real)\n    d_loss = net.discriminator(fake.detach()).mean()\n    d_loss.backward()\n    net.opt_d.step()\n    net.opt_d.zero_grad()\n    g_loss = -net.discriminator(fake).mean()\n    g_loss.backward()\n    net.opt_g.step()\n    net.opt_g.zero_grad()\n";
+        // The generator's pass goes through the discriminator after its
+        // reset: the discriminator's next step applies it.
+        let (dir, files) = tree(&[("model.py", &model("discriminator")), ("train.py", train)]);
+        assert_eq!(
+            findings(dir.path(), &files),
+            [("train.py".to_string(), 8, "GL009")]
+        );
+        // Built over the generator too: which optimizer a pass is for is
+        // not known, nothing is said.
+        let (dir, files) = tree(&[("model.py", &model("generator")), ("train.py", train)]);
+        assert_eq!(findings(dir.path(), &files), []);
     }
 
     #[test]

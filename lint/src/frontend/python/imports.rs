@@ -40,6 +40,9 @@ pub struct Imports {
     /// Local name (`train_step`, `t.train_step`) -> the qualified name of a
     /// function of another file (`3::train_step`).
     pub functions: HashMap<String, String>,
+    /// Local name of a class of another file (followed or not) -> the
+    /// optimizers it builds over its submodules (`opt_d`, `discriminator`).
+    pub optimizer_models: HashMap<String, Vec<(String, crate::ir::Built)>>,
 }
 
 impl Imports {

@@ -151,7 +151,17 @@ pub fn lower_module_handed(
         attack_steps: HashSet::default(),
     };
     // What optimizers are built over is read from the syntax alone.
-    let reach = reach::reach(source, &module.body, handed_in);
+    let instances = reach::instance_optimizers(&module.body, imports);
+    let reach = reach::reach(source, &module.body, handed_in, &instances);
+    for (optimizer, built) in instances {
+        if let [model] = built.models.as_slice() {
+            lowerer
+                .program
+                .optimizer_models
+                .push((optimizer.clone(), model.clone()));
+        }
+        lowerer.optimizers.insert(optimizer);
+    }
     lowerer.program.handed_out = handed::handed_out(&module.body, imports, &reach);
     lowerer.optimizers.extend(reach.returned.iter().cloned());
     lowerer.built_models = built_models(&reach);

@@ -16,6 +16,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
 
 use super::gradients::is_optimizer_constructor;
+use super::imports::Imports;
 use super::syntax::{
     assigned_names, dotted, nested_bodies, parameter_names, positional_names, span, target_names,
     MAX_DEPTH,
@@ -115,8 +116,14 @@ const BUDGET: usize = 400;
 
 /// What the backward passes of a module reach, what its optimizers are
 /// built over, and what it may freeze.
-pub(super) fn reach(source: &str, module: &[Stmt], handed_in: &HandedIn) -> Reach {
+pub(super) fn reach(
+    source: &str,
+    module: &[Stmt],
+    handed_in: &HandedIn,
+    instances: &[(String, Built)],
+) -> Reach {
     let mut reach = Reach::default();
+    reach.optimizers.extend(instances.iter().cloned());
     let mut finder = Finder {
         reach: &mut reach,
         source,
@@ -1735,14 +1742,18 @@ fn the_return(body: &[Stmt]) -> Option<&Expr> {
 /// gives it back).
 fn listed_first_return(body: &[Stmt]) -> Option<Vec<Option<String>>> {
     let list = match the_return(body)? {
-        Expr::Tuple(t) if t.elts.len() == 2 => match &t.elts[0] {
-            Expr::List(l) => l,
-            _ => return None,
-        },
-        Expr::List(l) => l,
+        Expr::Tuple(t) if t.elts.len() == 2 && matches!(&t.elts[0], Expr::List(_)) => {
+            match &t.elts[0] {
+                Expr::List(l) => &l.elts,
+                _ => return None,
+            }
+        }
+        // `return opt_g, opt_d`: a tuple of optimizers.
+        Expr::Tuple(t) if t.elts.iter().all(|e| dotted(e).is_some()) => &t.elts,
+        Expr::List(l) => &l.elts,
         _ => return None,
     };
-    Some(list.elts.iter().map(dotted).collect())
+    Some(list.iter().map(dotted).collect())
 }
 
 /// Whether a `requires_grad` call surely turns gradients on: a literal
@@ -1962,6 +1973,7 @@ mod tests {
             source,
             &parsed.syntax().body,
             &crate::ir::HandedIn::default(),
+            &[],
         )
     }
 
@@ -2025,4 +2037,97 @@ mod tests {
             "for p in net_g.parameters():\n    p.requires_grad = False\n"
         ));
     }
+}
+
+/// The optimizers a class builds over its own submodules, as attributes:
+/// `self.opt_d = Adam(self.discriminator.parameters())` in any method is
+/// `opt_d`, built over `self.discriminator`. An instance `net` of the class
+/// then holds `net.opt_d`, built over `net.discriminator`.
+pub(crate) fn class_optimizers(class: &ast::StmtClassDef) -> Vec<(String, Built)> {
+    let mut out = Vec::new();
+    for stmt in &class.body {
+        let Stmt::FunctionDef(f) = stmt else { continue };
+        for s in &f.body {
+            let Stmt::Assign(a) = s else { continue };
+            if !is_optimizer_constructor(&a.value) {
+                continue;
+            }
+            let built = built_over(&a.value, &HashMap::default());
+            let own = |m: &String| m.starts_with("self.");
+            if built.models.is_empty() || !built.models.iter().chain(&built.parts).all(own) {
+                continue;
+            }
+            for target in &a.targets {
+                let attribute = dotted(target)
+                    .and_then(|t| t.strip_prefix("self.").map(str::to_string))
+                    .filter(|a| !a.contains('.'));
+                if let Some(attribute) = attribute {
+                    out.push((attribute, built.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The optimizers instances of classes hold (`net = Net(...)`, whose class
+/// builds `self.opt_d` over `self.discriminator`: `net.opt_d` over
+/// `net.discriminator`), for the file's classes and those it imports.
+pub(super) fn instance_optimizers(module: &[Stmt], imports: &Imports) -> Vec<(String, Built)> {
+    let own: HashMap<&str, Vec<(String, Built)>> = module
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::ClassDef(c) => Some((c.name.id.as_str(), class_optimizers(c))),
+            _ => None,
+        })
+        .filter(|(_, built)| !built.is_empty())
+        .collect();
+    if own.is_empty() && imports.optimizer_models.is_empty() {
+        return Vec::new();
+    }
+    struct Finder<'a> {
+        own: &'a HashMap<&'a str, Vec<(String, Built)>>,
+        imports: &'a Imports,
+        out: Vec<(String, Built)>,
+    }
+    impl<'a> Visitor<'a> for Finder<'_> {
+        fn visit_stmt(&mut self, stmt: &'a Stmt) {
+            if let Stmt::Assign(a) = stmt {
+                if let Expr::Call(call) = a.value.as_ref() {
+                    let callee = dotted(&call.func).unwrap_or_default();
+                    let built = self
+                        .imports
+                        .optimizer_models
+                        .get(&callee)
+                        .or_else(|| self.own.get(callee.as_str()));
+                    for (target, (attribute, b)) in a
+                        .targets
+                        .iter()
+                        .filter_map(dotted)
+                        .flat_map(|t| built.into_iter().flatten().map(move |x| (t.clone(), x)))
+                    {
+                        let moved = |m: &String| format!("{target}.{}", &m["self.".len()..]);
+                        self.out.push((
+                            format!("{target}.{attribute}"),
+                            Built {
+                                models: b.models.iter().map(moved).collect(),
+                                parts: b.parts.iter().map(moved).collect(),
+                                ..b.clone()
+                            },
+                        ));
+                    }
+                }
+            }
+            walk_stmt(self, stmt);
+        }
+    }
+    let mut finder = Finder {
+        own: &own,
+        imports,
+        out: Vec::new(),
+    };
+    for stmt in module {
+        finder.visit_stmt(stmt);
+    }
+    finder.out
 }

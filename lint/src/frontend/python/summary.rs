@@ -25,6 +25,9 @@ pub struct Summary {
     pub relevant: HashSet<String>,
     /// Local name -> the first of `imports` that binds it.
     pub bound: HashMap<String, usize>,
+    /// Top-level classes -> the optimizers they build over their own
+    /// submodules ([`super::gradients::class_optimizer_models`]).
+    pub optimizer_models: HashMap<String, Vec<(String, crate::ir::Built)>>,
 }
 
 /// The names of a class's methods.
@@ -213,6 +216,21 @@ pub fn summarize(source: &str, module: &ast::ModModule) -> Summary {
                 }
             }
             _ => {}
+        }
+    }
+    // Read in every file, gradient events or not: a model class that
+    // builds its optimizers is often all a file has.
+    for stmt in &module.body {
+        if let Stmt::ClassDef(c) = stmt {
+            let built = super::reach::class_optimizers(c);
+            if !built.is_empty() {
+                let name = c.name.id.to_string();
+                summary
+                    .classes
+                    .entry(name.clone())
+                    .or_insert_with(|| method_names(c));
+                summary.optimizer_models.insert(name, built);
+            }
         }
     }
     import_statements(&module.body, &mut summary.imports, 0);
