@@ -476,9 +476,13 @@ impl<'a> Tree<'a> {
                 !l.backward
                     && !l.mentioned
                     && !l.import_texts.iter().any(imports)
-                    && !l.classes.iter().any(|c| c.name == name && c.may_follow)
-                    // A class that builds its optimizers: read for them.
-                    && !(l.builds_optimizers && l.classes.iter().any(|c| c.name == name))
+                    // A class whose loop may call a method left to
+                    // subclasses, or one that builds its optimizers (read
+                    // for them).
+                    && !l
+                        .classes
+                        .iter()
+                        .any(|c| c.name == name && (c.may_follow || l.builds_optimizers))
             }
         }
     }
@@ -1216,21 +1220,40 @@ fn check_files(
         .collect()
 }
 
-/// Where a file builds no `Accelerator` of its own, the tree's tell its
-/// window: unset when some file builds one without a window and none with.
+/// Where a file builds no `Accelerator` of its own, the nearest files that
+/// do (those sharing the longest folder path with it: its repository in a
+/// tree of several) tell its window: unset when each builds one without.
 fn accelerate_windows(loaded: &[Option<&Loaded>], programs: &mut [Option<(Program, LineIndex)>]) {
-    let built: Vec<bool> = loaded
+    let built: Vec<(&Path, bool)> = loaded
         .iter()
         .flatten()
-        .filter_map(|l| l.accelerator)
+        .filter_map(|l| Some((l.path.parent()?, l.accelerator?)))
         .collect();
-    let unset = !built.is_empty() && built.iter().all(|windowed| !windowed);
+    if built.is_empty() {
+        return;
+    }
+    let shared = |a: &Path, b: &Path| {
+        a.components()
+            .zip(b.components())
+            .take_while(|(x, y)| x == y)
+            .count()
+    };
     for (l, program) in loaded.iter().zip(programs.iter_mut()) {
-        if let (Some(l), Some((program, _))) = (l, program) {
-            if l.accelerator.is_none() {
-                program.accelerate_window_unset = unset;
-            }
-        }
+        let (Some(l), Some((program, _))) = (l, program) else {
+            continue;
+        };
+        let Some(folder) = l.path.parent().filter(|_| l.accelerator.is_none()) else {
+            continue;
+        };
+        let nearest = built
+            .iter()
+            .map(|(b, _)| shared(folder, b))
+            .max()
+            .unwrap_or(0);
+        program.accelerate_window_unset = built
+            .iter()
+            .filter(|(b, _)| shared(folder, b) == nearest)
+            .all(|(_, windowed)| !windowed);
     }
 }
 

@@ -1963,82 +1963,6 @@ fn parameters_in(params: &Expr, lists: &HashMap<String, Built>) -> Built {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::ir::Reach;
-
-    fn reach(source: &str) -> Reach {
-        let parsed = super::super::parse(source).unwrap();
-        super::reach(
-            source,
-            &parsed.syntax().body,
-            &crate::ir::HandedIn::default(),
-            &[],
-        )
-    }
-
-    /// The calls each pass of `source` reaches (with two optimizers built
-    /// first: passes are read only then).
-    fn calls(source: &str) -> Vec<Vec<String>> {
-        let two = "opt_a = Adam(a.parameters())\nopt_b = Adam(b.parameters())\n";
-        reach(&format!("{two}{source}"))
-            .passes
-            .into_iter()
-            .map(|p| p.calls)
-            .collect()
-    }
-
-    #[test]
-    fn a_loss_reaches_the_models_it_is_computed_through() {
-        let src = "for x in data:\n    fake = net_g(z)\n    out = net_d(fake.detach())\n    g_loss = crit(net_d(fake), real)\n    g_loss.backward()\n";
-        let c = &calls(src)[0];
-        assert!(c.contains(&"net_d".to_string()) && c.contains(&"net_g".to_string()));
-        // Detached, under no_grad, rebound in a branch, or read before its
-        // assignment in the loop: not certain.
-        for src in [
-            "for x in data:\n    out = net_d(x).detach()\n    out.mean().backward()\n",
-            "for x in data:\n    with torch.no_grad():\n        out = net_d(x)\n    loss = out.mean()\n    loss.backward()\n",
-            "for x in data:\n    out = net_d(x)\n    if c:\n        out = f(x)\n    out.mean().backward()\n",
-            "for x in data:\n    if i:\n        loss.backward()\n    loss = net_d(x).mean()\n",
-            "for x in data:\n    loss = net_d(x).mean() if c else 0\n    loss.backward()\n",
-        ] {
-            assert!(!calls(src)[0].contains(&"net_d".to_string()), "{src}");
-        }
-    }
-
-    #[test]
-    fn augmented_and_attribute_losses_are_followed() {
-        let src = "def f(self):\n    loss = 0\n    loss += crit(self.net_d(x))\n    self.loss = loss\n    self.loss.backward()\n";
-        assert!(calls(src)[0].contains(&"self.net_d".to_string()));
-        let src =
-            "out = model(x)\nout.loss.backward()\naccelerator.backward(crit(net_d.forward(x)))\n";
-        let c = calls(src);
-        assert!(c[0].contains(&"model".to_string()));
-        assert!(c[1].contains(&"net_d".to_string()));
-    }
-
-    #[test]
-    fn optimizers_and_freezes() {
-        let r = reach("opt_d = Adam(net_d.parameters(), lr=1)\nopt_g = Adam(list(g.parameters()) + extra)\nopt = Adam([{'params': a.parameters()}, {'params': b.parameters(), 'lr': 1}])\n");
-        assert_eq!(r.models_of("opt_d"), vec!["net_d".to_string()]);
-        assert!(r.only_other_models("opt_d", "net_g"));
-        assert!(!r.only_other_models("opt_g", "net_d"));
-        assert!(r.only_other_models("opt", "net_d"));
-        assert!(!r.may_freeze("net_d"));
-        let frozen = |src: &str| reach(src).may_freeze("net_d");
-        assert!(frozen(
-            "for p in net_d.parameters():\n    p.requires_grad = False\n"
-        ));
-        assert!(frozen("net_d.requires_grad_(False)\n"));
-        assert!(frozen("self.set_requires_grad([self.net_d], False)\n"));
-        assert!(frozen("for p in params:\n    p.requires_grad = False\n"));
-        assert!(frozen("self.toggle_optimizer(opt)\n"));
-        assert!(!frozen(
-            "for p in net_g.parameters():\n    p.requires_grad = False\n"
-        ));
-    }
-}
-
 /// The optimizers a class builds over its own submodules, as attributes:
 /// `self.opt_d = Adam(self.discriminator.parameters())` in any method is
 /// `opt_d`, built over `self.discriminator`. An instance `net` of the class
@@ -2130,4 +2054,80 @@ pub(super) fn instance_optimizers(module: &[Stmt], imports: &Imports) -> Vec<(St
         finder.visit_stmt(stmt);
     }
     finder.out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::Reach;
+
+    fn reach(source: &str) -> Reach {
+        let parsed = super::super::parse(source).unwrap();
+        super::reach(
+            source,
+            &parsed.syntax().body,
+            &crate::ir::HandedIn::default(),
+            &[],
+        )
+    }
+
+    /// The calls each pass of `source` reaches (with two optimizers built
+    /// first: passes are read only then).
+    fn calls(source: &str) -> Vec<Vec<String>> {
+        let two = "opt_a = Adam(a.parameters())\nopt_b = Adam(b.parameters())\n";
+        reach(&format!("{two}{source}"))
+            .passes
+            .into_iter()
+            .map(|p| p.calls)
+            .collect()
+    }
+
+    #[test]
+    fn a_loss_reaches_the_models_it_is_computed_through() {
+        let src = "for x in data:\n    fake = net_g(z)\n    out = net_d(fake.detach())\n    g_loss = crit(net_d(fake), real)\n    g_loss.backward()\n";
+        let c = &calls(src)[0];
+        assert!(c.contains(&"net_d".to_string()) && c.contains(&"net_g".to_string()));
+        // Detached, under no_grad, rebound in a branch, or read before its
+        // assignment in the loop: not certain.
+        for src in [
+            "for x in data:\n    out = net_d(x).detach()\n    out.mean().backward()\n",
+            "for x in data:\n    with torch.no_grad():\n        out = net_d(x)\n    loss = out.mean()\n    loss.backward()\n",
+            "for x in data:\n    out = net_d(x)\n    if c:\n        out = f(x)\n    out.mean().backward()\n",
+            "for x in data:\n    if i:\n        loss.backward()\n    loss = net_d(x).mean()\n",
+            "for x in data:\n    loss = net_d(x).mean() if c else 0\n    loss.backward()\n",
+        ] {
+            assert!(!calls(src)[0].contains(&"net_d".to_string()), "{src}");
+        }
+    }
+
+    #[test]
+    fn augmented_and_attribute_losses_are_followed() {
+        let src = "def f(self):\n    loss = 0\n    loss += crit(self.net_d(x))\n    self.loss = loss\n    self.loss.backward()\n";
+        assert!(calls(src)[0].contains(&"self.net_d".to_string()));
+        let src =
+            "out = model(x)\nout.loss.backward()\naccelerator.backward(crit(net_d.forward(x)))\n";
+        let c = calls(src);
+        assert!(c[0].contains(&"model".to_string()));
+        assert!(c[1].contains(&"net_d".to_string()));
+    }
+
+    #[test]
+    fn optimizers_and_freezes() {
+        let r = reach("opt_d = Adam(net_d.parameters(), lr=1)\nopt_g = Adam(list(g.parameters()) + extra)\nopt = Adam([{'params': a.parameters()}, {'params': b.parameters(), 'lr': 1}])\n");
+        assert_eq!(r.models_of("opt_d"), vec!["net_d".to_string()]);
+        assert!(r.only_other_models("opt_d", "net_g"));
+        assert!(!r.only_other_models("opt_g", "net_d"));
+        assert!(r.only_other_models("opt", "net_d"));
+        assert!(!r.may_freeze("net_d"));
+        let frozen = |src: &str| reach(src).may_freeze("net_d");
+        assert!(frozen(
+            "for p in net_d.parameters():\n    p.requires_grad = False\n"
+        ));
+        assert!(frozen("net_d.requires_grad_(False)\n"));
+        assert!(frozen("self.set_requires_grad([self.net_d], False)\n"));
+        assert!(frozen("for p in params:\n    p.requires_grad = False\n"));
+        assert!(frozen("self.toggle_optimizer(opt)\n"));
+        assert!(!frozen(
+            "for p in net_g.parameters():\n    p.requires_grad = False\n"
+        ));
+    }
 }
