@@ -361,7 +361,7 @@ pub fn weigh<T>(program: &Program, base: &[Key], run: &Run<T>) -> (Vec<Weight>, 
     if program.deepspeed {
         turns.push((Turn::DeepSpeed(false), deepspeed_guess()));
     }
-    if program.accelerate_window_unset {
+    if program.accelerate_window_unset || !program.accelerate_unset_files.is_empty() {
         turns.push((
             Turn::AccelerateWindowOne,
             Guess {

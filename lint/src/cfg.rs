@@ -36,23 +36,35 @@ fn factors(text: &str) -> Vec<&str> {
 }
 
 /// `subject==literal` (a condition's key: its text without blanks), the
-/// literal a string or a number: the subject and the literal.
-fn equals_literal(key: &str) -> Option<(&str, &str)> {
+/// literal a string or a number: the subject and the literal's value
+/// (`"train"` and `'train'` one value, `1` and `1.0` one value).
+fn equals_literal(key: &str) -> Option<(&str, String)> {
     let (subject, value) = key.split_once("==")?;
     let literal = |t: &str| {
         let quoted = t.len() >= 2
             && (t.starts_with('"') && t.ends_with('"') || t.starts_with('\'') && t.ends_with('\''))
             && !t[1..t.len() - 1].contains(['"', '\'']);
-        quoted || !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+        if quoted {
+            return Some(format!("str {}", &t[1..t.len() - 1]));
+        }
+        let number = !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.');
+        number
+            .then(|| t.parse::<f64>().ok())
+            .flatten()
+            .map(|n| format!("num {n}"))
     };
     let plain = |t: &str| !t.is_empty() && !t.contains(['=', '!', '<', '>', '(']);
-    if plain(subject) && literal(value) {
-        Some((subject, value))
-    } else if plain(value) && literal(subject) {
-        Some((value, subject))
-    } else {
-        None
+    if plain(subject) {
+        if let Some(v) = literal(value) {
+            return Some((subject, v));
+        }
     }
+    if plain(value) {
+        if let Some(v) = literal(subject) {
+            return Some((value, v));
+        }
+    }
+    None
 }
 
 /// What a path assumes: (condition, value) pairs.
@@ -229,7 +241,10 @@ impl State {
             && (self.phase == Phase::Unknown || self.phase == other.phase)
             && (!self.later || other.later)
             && (self.last.is_none() || self.last == other.last)
-            && (self.one.is_none() || self.one == other.one)
+            // A window of one decided takes every boundary test its own
+            // way (`decide_counter`): only an undecided length covers one
+            // decided longer.
+            && (self.one == other.one || self.one.is_none() && other.one == Some(false))
     }
 
     /// The state with iteration bit `bit` decided (or assigned) to be `v`.
@@ -1373,7 +1388,7 @@ impl Builder<'_> {
     /// Which flag bits exclude each other: equality tests of one value
     /// against different literals.
     fn exclusive_flags(&mut self) {
-        let tests: Vec<(u32, (&str, &str))> = self
+        let tests: Vec<(u32, (&str, String))> = self
             .cfg
             .conds
             .iter()
@@ -1387,10 +1402,10 @@ impl Builder<'_> {
                 _ => None,
             })
             .collect();
-        for &(a, (subject, value)) in &tests {
-            for &(b, (other_subject, other_value)) in &tests {
+        for (a, (subject, value)) in &tests {
+            for (b, (other_subject, other_value)) in &tests {
                 if subject == other_subject && value != other_value {
-                    self.cfg.exclusive[a as usize] |= 1 << b;
+                    self.cfg.exclusive[*a as usize] |= 1 << b;
                 }
             }
         }
@@ -1567,7 +1582,9 @@ impl Builder<'_> {
                 ..
             } => self.loop_node(body, assigned, counters, frontier, ctx),
             // With a window of one every micro-step closes it: no gating.
-            Node::Accumulate(body) if self.program.accelerate_window_one => {
+            Node::Accumulate(body)
+                if self.program.accelerate_window_one && self.window_unset(body) =>
+            {
                 self.seq(body, frontier, ctx)
             }
             Node::Accumulate(body) => {
@@ -1621,6 +1638,24 @@ impl Builder<'_> {
                 self.edges(&frontier, n);
                 vec![n]
             }
+        }
+    }
+
+    /// Whether the `accelerator.accumulate` block `body` belongs to a file
+    /// whose accelerator is built with no window (this one, or the other
+    /// file its events come from).
+    fn window_unset(&self, body: &[Node]) -> bool {
+        fn first_span(nodes: &[Node]) -> Option<Span> {
+            nodes.iter().find_map(|n| match n {
+                Node::Event(_, s) => Some(*s),
+                Node::If { branches, .. } => branches.iter().find_map(|b| first_span(b)),
+                Node::Loop { body, .. } | Node::Accumulate(body) => first_span(body),
+                _ => None,
+            })
+        }
+        match first_span(body).and_then(Span::foreign_file) {
+            Some(file) => self.program.accelerate_unset_files.contains(&file),
+            None => self.program.accelerate_window_unset,
         }
     }
 

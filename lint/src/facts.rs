@@ -697,6 +697,10 @@ impl<'a> Cycle<'a> {
     fn reset_between_backward_and_step(&self) -> Option<Span> {
         // A gradient written after the reset (`p.grad = clipped[name]`,
         // under a test or not) is what the step applies: no zeros.
+        // A gradient written by hand on every way from the reset to the
+        // step (`p.grad = clipped[name]`) is what the step applies: no
+        // zeros. A write in a loop of its own (over the parameters, under
+        // a test of each or not) counts as that loop.
         let writes: Vec<usize> = self
             .cfg
             .find(|e| matches!(e, Event::Reset(_)))
@@ -704,9 +708,20 @@ impl<'a> Cycle<'a> {
             .filter(|&n| self.program.grad_writes.contains(&self.cfg.span(n)))
             .collect();
         let written_after = |z: usize| {
-            writes.iter().any(|&w| {
-                self.cfg.forward_path(z, &[w], &[]) && self.cfg.forward_path(w, &self.steps, &[])
-            })
+            let marks: Vec<usize> = writes
+                .iter()
+                .map(|&w| match self.cfg.loops[w].last() {
+                    Some(&l)
+                        if !self.cfg.loops[z].contains(&l)
+                            && self.steps.iter().all(|s| !self.cfg.loops[*s].contains(&l)) =>
+                    {
+                        l
+                    }
+                    _ => w,
+                })
+                .collect();
+            marks.iter().any(|&m| self.cfg.forward_path(z, &[m], &[]))
+                && !self.cfg.forward_path(z, &self.steps, &marks)
         };
         let between = |z: usize, back: bool| {
             if written_after(z) {

@@ -531,8 +531,13 @@ pub struct Program {
     /// built with no `gradient_accumulation_steps`. Its window is then one
     /// unless a launch config sets one ([`crate::frontend::python::accelerator_accumulates`]).
     pub accelerate_window_unset: bool,
+    /// The other files of the invocation (by number) whose window is unset
+    /// the same way: an `accelerator.accumulate` block inlined from one of
+    /// them is read with its own file's window.
+    pub accelerate_unset_files: Vec<usize>,
     /// The reading where `accelerator.accumulate` gates nothing (a window
-    /// of one); turned on to weigh findings when the window is unset.
+    /// of one) in the blocks whose window is unset; turned on to weigh
+    /// findings.
     pub accelerate_window_one: bool,
     /// Optimizers a privacy engine is attached to
     /// (`privacy_engine.attach(optimizer)`): each step builds `.grad` from

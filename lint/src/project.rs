@@ -1220,9 +1220,11 @@ fn check_files(
         .collect()
 }
 
-/// Where a file builds no `Accelerator` of its own, the nearest files that
-/// do (those sharing the longest folder path with it: its repository in a
-/// tree of several) tell its window: unset when each builds one without.
+/// Whether each file's accelerate window is unset: its own `Accelerator`
+/// is built with no window, or, where it builds none, the nearest files
+/// that do (those sharing the longest folder path with it: its repository
+/// in a tree of several) each build one without. Every program learns it
+/// of its own file and of the others (for blocks inlined from them).
 fn accelerate_windows(loaded: &[Option<&Loaded>], programs: &mut [Option<(Program, LineIndex)>]) {
     let built: Vec<(&Path, bool)> = loaded
         .iter()
@@ -1238,22 +1240,41 @@ fn accelerate_windows(loaded: &[Option<&Loaded>], programs: &mut [Option<(Progra
             .take_while(|(x, y)| x == y)
             .count()
     };
-    for (l, program) in loaded.iter().zip(programs.iter_mut()) {
-        let (Some(l), Some((program, _))) = (l, program) else {
-            continue;
-        };
-        let Some(folder) = l.path.parent().filter(|_| l.accelerator.is_none()) else {
-            continue;
-        };
-        let nearest = built
-            .iter()
-            .map(|(b, _)| shared(folder, b))
-            .max()
-            .unwrap_or(0);
-        program.accelerate_window_unset = built
-            .iter()
-            .filter(|(b, _)| shared(folder, b) == nearest)
-            .all(|(_, windowed)| !windowed);
+    let unset: Vec<bool> = loaded
+        .iter()
+        .map(|l| {
+            let Some(l) = l else { return false };
+            match (l.accelerator, l.path.parent()) {
+                (Some(windowed), _) => !windowed,
+                (None, Some(folder)) => {
+                    let nearest = built
+                        .iter()
+                        .map(|(b, _)| shared(folder, b))
+                        .max()
+                        .unwrap_or(0);
+                    built
+                        .iter()
+                        .filter(|(b, _)| shared(folder, b) == nearest)
+                        .all(|(_, windowed)| !windowed)
+                }
+                (None, None) => false,
+            }
+        })
+        .collect();
+    // Only files with such blocks matter to the others.
+    let blocks = |i: usize| {
+        loaded[i]
+            .and_then(|l| l.source.get()?.as_ref())
+            .is_some_and(|s| s.text.contains(".accumulate("))
+    };
+    let files: Vec<usize> = (0..unset.len())
+        .filter(|&i| unset[i] && blocks(i))
+        .collect();
+    for (i, program) in programs.iter_mut().enumerate() {
+        if let Some((program, _)) = program {
+            program.accelerate_window_unset = unset[i];
+            program.accelerate_unset_files = files.clone();
+        }
     }
 }
 
@@ -1458,6 +1479,38 @@ mod tests {
         // not known, nothing is said.
         let (dir, files) = tree(&[("model.py", &model("generator")), ("train.py", train)]);
         assert_eq!(findings(dir.path(), &files), []);
+    }
+
+    #[test]
+    fn a_file_that_builds_no_accelerator_takes_the_window_of_the_nearest_that_do() {
+        use crate::assumptions::Confidence;
+        let train = "from acc import accelerator\n\nfor batch in loader:\n    with accelerator.accumulate(model):\n        optimizer.zero_grad()\n        accelerator.backward(model(batch))\n        optimizer.step()\n";
+        let acc = |args: &str| {
+            format!("from accelerate import Accelerator\n\naccelerator = Accelerator({args})\n")
+        };
+        // Built with a window: the reset at the block's top wipes it.
+        let (dir, files) = tree(&[
+            ("repo/train.py", train),
+            ("repo/acc.py", &acc("gradient_accumulation_steps=4")),
+            ("other/acc.py", &acc("")),
+        ]);
+        assert_eq!(
+            findings(dir.path(), &files),
+            [("repo/train.py".to_string(), 5, "GL004")]
+        );
+        // Built with none: a window of one unless a launch config sets one,
+        // a guess.
+        let (_dir, files) = tree(&[
+            ("repo/train.py", train),
+            ("repo/acc.py", &acc("mixed_precision='fp16'")),
+            ("other/acc.py", &acc("gradient_accumulation_steps=4")),
+        ]);
+        let confidences: Vec<Confidence> = lint_files(&files, &Config::default())
+            .into_iter()
+            .flat_map(|r| r.unwrap())
+            .map(|d| d.confidence)
+            .collect();
+        assert_eq!(confidences, [Confidence::Medium]);
     }
 
     #[test]

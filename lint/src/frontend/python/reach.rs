@@ -1977,7 +1977,7 @@ pub(crate) fn class_optimizers(class: &ast::StmtClassDef) -> Vec<(String, Built)
                 continue;
             }
             let built = built_over(&a.value, &HashMap::default());
-            let own = |m: &String| m.starts_with("self.");
+            let own = |m: &String| m == "self" || m.starts_with("self.");
             if built.models.is_empty() || !built.models.iter().chain(&built.parts).all(own) {
                 continue;
             }
@@ -2030,7 +2030,10 @@ pub(super) fn instance_optimizers(module: &[Stmt], imports: &Imports) -> Vec<(St
                         .filter_map(dotted)
                         .flat_map(|t| built.into_iter().flatten().map(move |x| (t.clone(), x)))
                     {
-                        let moved = |m: &String| format!("{target}.{}", &m["self.".len()..]);
+                        let moved = |m: &String| match m.strip_prefix("self.") {
+                            Some(part) => format!("{target}.{part}"),
+                            None => target.clone(),
+                        };
                         self.out.push((
                             format!("{target}.{attribute}"),
                             Built {

@@ -466,7 +466,7 @@ impl<'s> Lowerer<'s> {
             // analysis, a reset too.
             if attr == "grad" {
                 if let Some(reset) = self.grad_reset(&a.value) {
-                    if !value.is_none_literal_expr() {
+                    if !value.is_none_literal_expr() && !zeros(value) {
                         self.grad_writes.borrow_mut().push(span(stmt));
                     }
                     out.push(Node::Event(reset, span(stmt)));
@@ -847,9 +847,31 @@ fn calls_one_picked_by(body: &[Stmt], name: &str) -> bool {
         fn visit_expr(&mut self, expr: &'a Expr) {
             if let Expr::Call(call) = expr {
                 let picked = match call.func.as_ref() {
+                    // Not a tensor's or a container's own method
+                    // (`batch[k].to(device)`).
                     Expr::Attribute(a) => {
-                        !matches!(a.attr.id.as_str(), "step" | "zero_grad" | "backward")
-                            && self.picked(&a.value)
+                        !matches!(
+                            a.attr.id.as_str(),
+                            "step"
+                                | "zero_grad"
+                                | "backward"
+                                | "to"
+                                | "cuda"
+                                | "cpu"
+                                | "float"
+                                | "long"
+                                | "size"
+                                | "view"
+                                | "reshape"
+                                | "item"
+                                | "detach"
+                                | "append"
+                                | "extend"
+                                | "get"
+                                | "items"
+                                | "keys"
+                                | "values"
+                        ) && self.picked(&a.value)
                     }
                     f => self.picked(f),
                 };
@@ -870,4 +892,21 @@ fn calls_one_picked_by(body: &[Stmt], name: &str) -> bool {
         finder.visit_stmt(stmt);
     }
     finder.found
+}
+
+/// `0`, `torch.zeros_like(p)`, `torch.zeros(...)`, `p.grad * 0`: a gradient
+/// written as zeros (the step after it applies nothing).
+fn zeros(value: &Expr) -> bool {
+    match value {
+        Expr::NumberLiteral(n) => {
+            matches!(&n.value, ast::Number::Int(i) if i.as_u8() == Some(0))
+                || matches!(&n.value, ast::Number::Float(f) if *f == 0.0)
+        }
+        Expr::Call(call) => dotted(&call.func).is_some_and(|f| {
+            let last = f.rsplit('.').next().unwrap_or("");
+            matches!(last, "zeros_like" | "zeros" | "zero_")
+        }),
+        Expr::BinOp(b) if b.op == Operator::Mult => zeros(&b.left) || zeros(&b.right),
+        _ => false,
+    }
 }
