@@ -19,7 +19,10 @@ the same iteration, with no backward pass in between. Also, where the step
 runs first in the iteration and every step follows a pass on every iteration
 (no accumulation window), a reset after the pass that every way to the next
 step passes (`optimizer.step()`, then the pass, then `zero_grad()`): every
-step applies zeroed gradients.
+step applies zeroed gradients. Gradients written by hand after the reset on
+every way to the step (`p.grad = clipped[name]` in a loop over the
+parameters: per-sample clipping, projected multi-task gradients) are what
+the step applies: no finding (unless they are zeros).
 
 ## Why is this bad?
 The reset throws away the gradients just computed; the step then applies

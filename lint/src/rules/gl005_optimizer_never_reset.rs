@@ -18,7 +18,10 @@ const DOCS: &str = r#"## What it does
 Checks loops that step several optimizers (a GAN's generator and
 discriminator, an actor and a critic) for an optimizer whose gradients are
 never reset in the loop while the others are. (When no optimizer of the loop
-is reset, each step is GL001's finding.)
+is reset, each step is GL001's finding.) A step in a loop of its own (a
+critic stepped `n_critic` times per batch) that is never reset anywhere,
+beside optimizers the loop around it resets, is this rule's finding too,
+reported by that loop.
 
 ## Why is this bad?
 The other optimizers' resets do not touch its parameters (unless they share a

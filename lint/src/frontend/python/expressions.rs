@@ -350,8 +350,12 @@ impl Lowerer<'_> {
                 | "itertools"
                 | "functools"
         );
+        // torch's own functions (`torch.argmax(q)`, through an alias
+        // `import torch as T`) compute on tensors: they reset nothing.
+        let torch = matches!(first, "torch" | "F") || self.torch_aliases.iter().any(|a| a == first);
         if constructor
             || library
+            || torch
             || inert_call(method)
             || self.functions.contains(method)
             || self.is_model(&callee)
@@ -678,4 +682,19 @@ fn expression_depth(expr: &Expr) -> usize {
     let mut d = Depth { now: 0, max: 0 };
     d.visit_expr(expr);
     d.max
+}
+
+/// The names `import torch as X` binds in `source`.
+pub(super) fn torch_aliases(source: &str) -> Vec<String> {
+    const IMPORT: &str = "import torch as ";
+    source
+        .match_indices(IMPORT)
+        .filter_map(|(at, _)| {
+            let rest = &source[at + IMPORT.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            (end > 0).then(|| rest[..end].to_string())
+        })
+        .collect()
 }

@@ -76,6 +76,9 @@ pub(super) struct Lowerer<'s> {
     pub(super) run_lengths: std::cell::RefCell<Vec<(String, String)>>,
     /// Loops over `range(n)` with `n` a name or attribute (a setting).
     pub(super) settable_runs: std::cell::RefCell<Vec<crate::ir::Span>>,
+    /// The names `import torch as X` binds (`T`): calls through them are
+    /// torch's functions.
+    pub(super) torch_aliases: Vec<String>,
     /// `p.grad = g` statements, `g` not `None` ([`crate::ir::Program::grad_writes`]).
     pub(super) grad_writes: std::cell::RefCell<Vec<crate::ir::Span>>,
     /// Names bound once in the whole file, at its top level, to `True` or

@@ -141,6 +141,7 @@ pub fn lower_module_handed(
         run_lengths: std::cell::RefCell::new(Vec::new()),
         settable_runs: std::cell::RefCell::new(Vec::new()),
         grad_writes: std::cell::RefCell::new(Vec::new()),
+        torch_aliases: expressions::torch_aliases(source),
         equality_windows: std::cell::RefCell::new(Vec::new()),
         model_marks: expressions::model_marks(source),
         optimizer_loop_vars: std::cell::RefCell::new(Vec::new()),
