@@ -26,7 +26,8 @@ pub struct Summary {
     /// Local name -> the first of `imports` that binds it.
     pub bound: HashMap<String, usize>,
     /// Top-level classes -> the optimizers they build over their own
-    /// submodules ([`super::gradients::class_optimizer_models`]).
+    /// submodules (`self.opt_d = Adam(self.discriminator.parameters())`:
+    /// `opt_d` over `self.discriminator`).
     pub optimizer_models: HashMap<String, Vec<(String, crate::ir::Built)>>,
 }
 
