@@ -695,8 +695,6 @@ impl<'a> Cycle<'a> {
     /// passes (`step(); loss = ...; loss.backward(); zero_grad()`): no
     /// step ever applies a pass.
     fn reset_between_backward_and_step(&self) -> Option<Span> {
-        // A gradient written after the reset (`p.grad = clipped[name]`,
-        // under a test or not) is what the step applies: no zeros.
         // A gradient written by hand on every way from the reset to the
         // step (`p.grad = clipped[name]`) is what the step applies: no
         // zeros. A write in a loop of its own (over the parameters, under

@@ -639,17 +639,15 @@ fn imports_of(
     let relevant =
         |j: usize, name: &str| tree.summary(j).is_some_and(|s| s.relevant.contains(name));
     let mut bind = |out: &mut Imports, local: &str, target: Target| match target {
-        Target::Class(j, class) if j != file && !relevant(j, &class) => {
-            // Not followed: only the optimizers it builds.
-            if let Some(built) = tree.summary(j).and_then(|s| s.optimizer_models.get(&class)) {
-                out.optimizer_models
-                    .insert(local.to_string(), built.clone());
-            }
-        }
+        // The optimizers a class builds over its submodules, followed or
+        // not (a model class with no gradient event is not followed).
         Target::Class(j, class) if j != file => {
             if let Some(built) = tree.summary(j).and_then(|s| s.optimizer_models.get(&class)) {
                 out.optimizer_models
                     .insert(local.to_string(), built.clone());
+            }
+            if !relevant(j, &class) {
+                return;
             }
             let key = format!("{j}::{class}");
             if let Some(methods) = tree.summary(j).and_then(|s| s.classes.get(&class)) {
