@@ -150,6 +150,11 @@ pub struct Cfg {
     /// Per node, the call inlined that it lies in (a number per call; 0:
     /// the loop's own function).
     pub frames: Vec<usize>,
+    /// Per node, the iteration bits and the flag bits a path may still read
+    /// after the node (before another assignment, or the end of the
+    /// iteration, sets them): the others are forgotten, so that paths that
+    /// differ only in them meet.
+    live: Vec<(u16, u32)>,
 }
 
 /// A condition of the graph, with what the analysis makes of it.
@@ -355,6 +360,9 @@ struct Builder<'p> {
     guard_stack: Vec<(usize, bool)>,
     /// Names assigned by the loop and the functions it calls.
     assigned: FxHashSet<String>,
+    /// The objects whose attributes `assigned` has (`opt` and `opt.state`
+    /// of `opt.state.step`), found once the graph is built.
+    assigned_objects: FxHashSet<String>,
     /// Heads of the nested loops being built.
     loop_stack: Vec<usize>,
     /// Conditions a node sets (`skip = True`).
@@ -404,6 +412,7 @@ impl Cfg {
             tested: Vec::new(),
             guard_stack: Vec::new(),
             assigned: assigned.iter().cloned().collect(),
+            assigned_objects: FxHashSet::default(),
             loop_stack: Vec::new(),
             set_conds: FxHashSet::default(),
             fallthrough: Vec::new(),
@@ -599,9 +608,14 @@ impl Cfg {
             if !self.admits(&q, node, got) {
                 continue;
             }
-            let Some(state) = self.assume(node, state, q.avoid_skips) else {
+            let Some(mut state) = self.assume(node, state, q.avoid_skips) else {
                 continue;
             };
+            let (bits, flags) = self.live[node];
+            state.iteration_known &= bits;
+            state.iteration_value &= bits;
+            state.known &= flags;
+            state.value &= flags;
             let got = progress(&q, node, got);
             let here = &mut seen[node][got as usize];
             if here.iter().any(|s| s.covers(&state)) {
@@ -894,6 +908,69 @@ impl Cfg {
         self.advance(state)
     }
 
+    /// The bits each node's assumptions read: iteration bits, and flag
+    /// bits (with those a flag excludes).
+    fn read_bits(&self, node: usize) -> (u16, u32) {
+        let mut read = (0u16, 0u32);
+        for &(c, _) in &self.assumes[node] {
+            match self.conds[c].kind {
+                Kind::Skip(Some(bit))
+                | Kind::Counter(_, _, Some(bit))
+                | Kind::Iteration { bit, .. } => read.0 |= 1 << bit,
+                Kind::Flag(Some(bit)) => read.1 |= (1 << bit) | self.exclusive[bit as usize],
+                _ => {}
+            }
+        }
+        read
+    }
+
+    /// [`Cfg::live`]: the bits live out of each node, to a fixed point.
+    /// A back edge to the analysed loop's head forgets the iteration bits
+    /// not carried over; one to a nested loop's head, that loop's.
+    fn live_bits(&self) -> Vec<(u16, u32)> {
+        let n = self.events.len();
+        let read: Vec<(u16, u32)> = (0..n).map(|i| self.read_bits(i)).collect();
+        let set: Vec<u16> = (0..n)
+            .map(|i| {
+                self.sets[i]
+                    .iter()
+                    .filter_map(|&(c, _)| match self.conds[c].kind {
+                        Kind::Iteration { bit, .. } => Some(1u16 << bit),
+                        _ => None,
+                    })
+                    .fold(0, |a, b| a | b)
+            })
+            .collect();
+        let mut live_in = read.clone();
+        let mut live_out = vec![(0u16, 0u32); n];
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for i in (0..n).rev() {
+                let mut out = (0u16, 0u32);
+                for (&s, &is_back) in self.succ[i].iter().zip(&self.succ_back[i]) {
+                    let (bits, flags) = live_in[s];
+                    let kept = if is_back && s == self.head {
+                        self.carried_bits
+                    } else if is_back {
+                        !(self.inner_bits.get(s).copied().unwrap_or(0) & !self.carried_bits)
+                    } else {
+                        u16::MAX
+                    };
+                    out.0 |= bits & kept;
+                    out.1 |= flags;
+                }
+                let inn = (read[i].0 | (out.0 & !set[i]), read[i].1 | out.1);
+                if out != live_out[i] || inn != live_in[i] {
+                    live_out[i] = out;
+                    live_in[i] = inn;
+                    changed = true;
+                }
+            }
+        }
+        live_out
+    }
+
     /// The tracked counter's next place in its window.
     fn advance(&self, state: State) -> Next {
         let with = |phase| State { phase, ..state };
@@ -1067,6 +1144,11 @@ impl Builder<'_> {
 
     /// Classifies the conditions once the whole graph is known.
     fn finish(&mut self) {
+        self.assigned_objects = self
+            .assigned
+            .iter()
+            .flat_map(|a| a.match_indices('.').map(|(at, _)| a[..at].to_string()))
+            .collect();
         let guards_events = self.conditions_guarding_events();
         let tracked = self.tracked_window(&guards_events);
         let correlated = self.correlated_flags(&guards_events);
@@ -1087,6 +1169,7 @@ impl Builder<'_> {
             })
             .collect();
         self.cfg.owned_anywhere = self.cfg.owned.iter().any(Option::is_some);
+        self.cfg.live = self.cfg.live_bits();
     }
 
     /// Per loop head, the index of its counter that is (or holds) the
@@ -1176,9 +1259,13 @@ impl Builder<'_> {
     /// Whether `read` (a name a test reads) changes in the loop: it, an
     /// attribute of it or an object it is an attribute of is assigned.
     fn varies(&self, read: &String) -> bool {
-        self.assigned.iter().any(|a| {
-            a == read || crate::ir::attribute_of(read, a) || crate::ir::attribute_of(a, read)
-        })
+        // Looked up by the names' dotted prefixes: loops that call large
+        // functions assign hundreds of names.
+        self.assigned.contains(read)
+            || self.assigned_objects.contains(read.as_str())
+            || read
+                .match_indices('.')
+                .any(|(at, _)| self.assigned.contains(&read[..at]))
     }
 
     /// The flags (none of whose names the loop changes) that guard gradient
@@ -1964,4 +2051,64 @@ fn rebind_self(nodes: &[Node], receiver: &str) -> Vec<Node> {
         Node::Event(event, span)
     };
     map_nodes(nodes, &event, &|span| span, &r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The graph of the first loop of the first function of `source`.
+    fn loop_graph(source: &str) -> Cfg {
+        let program = crate::frontend::python::lower(source).expect("parses");
+        let function = program
+            .functions
+            .iter()
+            .find(|f| f.name == "train")
+            .expect("train");
+        let Some(Node::Loop {
+            body,
+            assigned,
+            counters,
+            ..
+        }) = function
+            .body
+            .iter()
+            .find(|n| matches!(n, Node::Loop { .. }))
+        else {
+            panic!("no loop");
+        };
+        Cfg::of_loop(&program, body, assigned, counters)
+    }
+
+    #[test]
+    fn flags_set_in_the_iteration_are_forgotten_after_their_last_test() {
+        let mut source = String::from("def train(model, loader, opt):\n    for batch in loader:\n");
+        for i in 0..4 {
+            source.push_str(&format!("        show{i} = batch.flags[{i}]\n"));
+        }
+        // Tests that decide events get the state's bits.
+        for i in 0..4 {
+            source.push_str(&format!(
+                "        if show{i}:\n            aux{i}.zero_grad()\n"
+            ));
+        }
+        source.push_str("        opt.zero_grad()\n        model(batch).sum().backward()\n");
+        for i in 0..4 {
+            source.push_str(&format!("        if show{i}:\n            aux{i}.step()\n"));
+        }
+        source.push_str("        opt.step()\n");
+        let cfg = loop_graph(&source);
+        let bits = |pred: &dyn Fn(&Event) -> bool| {
+            let nodes = cfg.find(pred);
+            assert_eq!(nodes.len(), 1);
+            cfg.live[nodes[0]].0
+        };
+        // Between the two rounds of tests the flags are read again...
+        assert_eq!(bits(&|e| matches!(e, Event::Backward)).count_ones(), 4);
+        // ...after the second, never before the next iteration sets them.
+        assert_eq!(
+            bits(&|e| matches!(e, Event::Step(Updater::Optimizer(o)) if o == "opt")),
+            0
+        );
+    }
 }
