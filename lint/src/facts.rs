@@ -995,9 +995,18 @@ impl<'a> Cycle<'a> {
             // Only where the order says nothing: the other optimizer's
             // reset too comes before the pass, with no step between (resets
             // side by side, then the passes, then the steps).
+            // Where losses are not read by their names, a pass is still
+            // another optimizer's when its name and the models say so
+            // together: the only pass through that one's models, named
+            // for it (SAC's `policy_loss` through the critic).
+            let agreed = || {
+                let owner = self.name_owner(&pass.loss)?;
+                self.sole_feeder(pass, name).filter(|o| same_name(o, owner))
+            };
             let named = self
                 .named_for(&pass.loss)
                 .or_else(|| self.fed_only_by(pass, name))
+                .or_else(agreed)
                 .filter(|o| {
                     let steps = cfg.find(|e| matches!(e, Event::Step(_)));
                     !same_name(o, name)
@@ -1177,6 +1186,7 @@ impl<'a> Cycle<'a> {
                         self.after_own_reset(o)
                             || reach.pass_at(cfg.span(o)).is_some_and(|p| {
                                 self.named_for(&p.loss).is_some_and(|x| same_name(x, name))
+                                    || self.own_by_name_and_models(p, name)
                             }) && self
                                 .resets
                                 .iter()
@@ -1326,6 +1336,31 @@ impl<'a> Cycle<'a> {
         if !self.program.reach.losses_named {
             return None;
         }
+        self.sole_feeder(pass, name)
+    }
+
+    /// Whether `pass` is this optimizer's (`name`) by its name and its
+    /// models together, whether or not passes are read by their losses:
+    /// named for it, and through its models and no other stepped
+    /// optimizer's (SAC's `q_loss` on a detached target).
+    fn own_by_name_and_models(&self, pass: &Pass, name: &str) -> bool {
+        let reach = &self.program.reach;
+        let through = |o: &str| {
+            let theirs = reach.models_of(o);
+            theirs.iter().any(|m| reach.pass_reaches(pass, m, &theirs))
+        };
+        self.name_owner(&pass.loss)
+            .is_some_and(|x| same_name(x, name))
+            && through(name)
+            && self
+                .stepped
+                .iter()
+                .all(|o| same_name(o, name) || reach.models_of(o).is_empty() || !through(o))
+    }
+
+    /// [`Cycle::fed_only_by`], whether or not passes are read by their
+    /// losses.
+    fn sole_feeder(&self, pass: &Pass, name: &str) -> Option<&'a str> {
         let reach = &self.program.reach;
         let own_models = reach.models_of(name);
         let mut found = None;
@@ -1362,6 +1397,12 @@ impl<'a> Cycle<'a> {
         if !self.program.reach.losses_named {
             return None;
         }
+        self.name_owner(loss)
+    }
+
+    /// [`Cycle::named_for`], whether or not passes are read by their
+    /// losses.
+    fn name_owner(&self, loss: &str) -> Option<&'a str> {
         let of_loss = name_words(loss, &["loss", "losses", "err", "error", "total", "l"]);
         if of_loss.is_empty() {
             return None;

@@ -81,10 +81,14 @@ impl<'s> Lowerer<'s> {
                     if let Some(nodes) = self.lowerer.handed_call(call) {
                         self.out.extend(nodes);
                     } else if let Some(event) = self.lowerer.call(call) {
-                        // A privacy engine's step consumes the passes.
-                        let private = match &event {
-                            Event::Step(Updater::Optimizer(o)) => {
-                                self.lowerer.program.private.contains(o).then(|| o.clone())
+                        // A privacy engine's step consumes the passes; a
+                        // step asked to (`zero_grad=True`) resets after.
+                        let reset_after = match &event {
+                            Event::Step(Updater::Optimizer(o))
+                                if self.lowerer.program.private.contains(o)
+                                    || resets_after(&call.arguments) =>
+                            {
+                                Some(o.clone())
                             }
                             _ => None,
                         };
@@ -99,7 +103,7 @@ impl<'s> Lowerer<'s> {
                             }
                         }
                         self.out.push(Node::Event(event, span(call)));
-                        if let Some(o) = private {
+                        if let Some(o) = reset_after {
                             let reset = Event::Reset(Reset::Optimizer(o));
                             self.out.push(Node::Event(reset, span(call)));
                         }
@@ -297,12 +301,31 @@ impl<'s> Lowerer<'s> {
                     None => Updater::Manual,
                 }))
             }
+            // SAM's API (`opt.second_step(zero_grad=True)`): the base
+            // optimizer's step, then a reset (added by [`Lowerer::expr`]).
+            "second_step" if resets_after(args) && self.is_optimizer(&self.canonical(receiver_text())) => {
+                let r = self.canonical(receiver_text());
+                Some(Event::Step(Updater::Optimizer(self.each_of_loop(r))))
+            }
+            // Any other method of an optimizer asked to reset after its
+            // work (`opt.first_step(zero_grad=True)`, a sharpness-aware
+            // perturbation): what it applies is not an update.
+            _ if resets_after(args) && self.is_optimizer(&self.canonical(receiver_text())) => {
+                Some(Event::Reset(Reset::Optimizer(self.canonical(receiver_text()))))
+            }
             // `obj.m()` on an unknown object: some class's method `m`,
             // never a module-level function `m` (`model.train()`).
             name if self.functions.contains(name) => Some(Event::Call(format!("*.{name}"))),
             _ => None,
         }
     }
+}
+
+/// Whether a call is asked to reset the gradients when it is done:
+/// `zero_grad=True` among its keywords.
+fn resets_after(args: &ast::Arguments) -> bool {
+    args.find_keyword("zero_grad")
+        .is_some_and(|k| matches!(k.value, Expr::BooleanLiteral(ref b) if b.value))
 }
 
 impl Lowerer<'_> {
