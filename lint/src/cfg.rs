@@ -74,14 +74,35 @@ type Assumptions = Vec<(usize, bool)>;
 /// (silence rather than a slow or wrong finding).
 const MAX_STATES: usize = 50_000;
 
-/// A path's progress once it passes `node`: 0 before a `need` node of
-/// `q`, 1 after one (2, after it and a new iteration, is set on the edge).
-fn progress(q: &Query, node: usize, got: u8) -> u8 {
-    if got == 0 && q.need.is_some_and(|need| need.contains(&node)) {
+/// What a question says of a node ([`Cfg::marks`]): bits of a byte.
+const BLOCKED: u8 = 1;
+const BLOCKED_AFTER_NEED: u8 = 2;
+const BLOCKED_BEFORE_NEED: u8 = 4;
+const TO: u8 = 8;
+const NEED: u8 = 16;
+
+/// A path's progress once it passes a node marked `mark`: 0 before a
+/// `need` node of the question, 1 after one (2, after it and a new
+/// iteration, is set on the edge).
+fn progress(mark: u8, got: u8) -> u8 {
+    if got == 0 && mark & NEED != 0 {
         1
     } else {
         got
     }
+}
+
+/// Whether a path may pass a node with progress `got`, by the question's
+/// `marks`.
+fn admits(marks: &[u8], node: usize, got: u8) -> bool {
+    let blocked = if got > 0 {
+        BLOCKED_AFTER_NEED
+    } else {
+        BLOCKED_BEFORE_NEED
+    };
+    marks
+        .get(node)
+        .is_some_and(|m| m & (BLOCKED | blocked) == 0)
 }
 
 /// One loop's graph.
@@ -593,7 +614,8 @@ impl Cfg {
         // Conditions taken consistently only remove paths: with no path
         // at all, the states (many, where a loop tests many flags) need no
         // search.
-        if !self.may_reach(&q, done) {
+        let marks = self.marks(&q);
+        if !self.may_reach(&q, &marks, done) {
             return false;
         }
         // The states each node was reached with; a state no weaker than
@@ -605,7 +627,7 @@ impl Cfg {
             self.push_successors(q.from, 0, start, &q, &mut stack);
         }
         while let Some((node, got, state)) = stack.pop() {
-            if !self.admits(&q, node, got) {
+            if !admits(&marks, node, got) {
                 continue;
             }
             let Some(mut state) = self.assume(node, state, q.avoid_skips) else {
@@ -616,7 +638,7 @@ impl Cfg {
             state.iteration_value &= bits;
             state.known &= flags;
             state.value &= flags;
-            let got = progress(&q, node, got);
+            let got = progress(marks[node], got);
             let here = &mut seen[node][got as usize];
             if here.iter().any(|s| s.covers(&state)) {
                 continue;
@@ -627,7 +649,7 @@ impl Cfg {
             if states > MAX_STATES {
                 return false;
             }
-            if q.to.contains(&node) && (q.need.is_none() || got >= done) {
+            if marks[node] & TO != 0 && (q.need.is_none() || got >= done) {
                 return true;
             }
             self.push_successors(node, got, state, &q, &mut stack);
@@ -637,21 +659,21 @@ impl Cfg {
 
     /// Whether a path of the question exists with every condition free:
     /// [`Cfg::ask`]'s paths, and more.
-    fn may_reach(&self, q: &Query, done: u8) -> bool {
+    fn may_reach(&self, q: &Query, marks: &[u8], done: u8) -> bool {
         let mut seen = vec![[false; 3]; self.events.len()];
         let mut stack: Vec<(usize, u8)> = self
             .successors(q, q.from, 0)
             .map(|(s, _, g)| (s, g))
             .collect();
         while let Some((node, got)) = stack.pop() {
-            if !self.admits(q, node, got) {
+            if !admits(marks, node, got) {
                 continue;
             }
-            let got = progress(q, node, got);
+            let got = progress(marks[node], got);
             if std::mem::replace(&mut seen[node][got as usize], true) {
                 continue;
             }
-            if q.to.contains(&node) && (q.need.is_none() || got >= done) {
+            if marks[node] & TO != 0 && (q.need.is_none() || got >= done) {
                 return true;
             }
             stack.extend(self.successors(q, node, got).map(|(s, _, g)| (s, g)));
@@ -659,18 +681,31 @@ impl Cfg {
         false
     }
 
-    /// Whether a path of `q` may pass `node` with progress `got`.
-    fn admits(&self, q: &Query, node: usize, got: u8) -> bool {
-        let outside = |l: usize| l != node && !self.loops[node].contains(&l);
-        let blocked = if got > 0 {
-            q.blocked_after_need
-        } else {
-            q.blocked_before_need
+    /// Per node, what `q` says of it: [`BLOCKED`] (or outside the loop
+    /// the question must stay in), [`BLOCKED_AFTER_NEED`],
+    /// [`BLOCKED_BEFORE_NEED`], [`TO`], [`NEED`]; found once per question,
+    /// read on every node a path passes.
+    fn marks(&self, q: &Query) -> Vec<u8> {
+        let n = self.events.len();
+        let mut marks = vec![0u8; n];
+        let mut mark = |nodes: &[usize], bit: u8| {
+            for &x in nodes.iter().filter(|&&x| x < n) {
+                marks[x] |= bit;
+            }
         };
-        node < self.events.len()
-            && !q.blocked.contains(&node)
-            && !q.within.is_some_and(outside)
-            && !blocked.contains(&node)
+        mark(q.blocked, BLOCKED);
+        mark(q.blocked_after_need, BLOCKED_AFTER_NEED);
+        mark(q.blocked_before_need, BLOCKED_BEFORE_NEED);
+        mark(q.to, TO);
+        mark(q.need.unwrap_or(&[]), NEED);
+        if let Some(within) = q.within {
+            for (node, m) in marks.iter_mut().enumerate() {
+                if node != within && !self.loops[node].contains(&within) {
+                    *m |= BLOCKED;
+                }
+            }
+        }
+        marks
     }
 
     /// The edges a path of `q` may take from `node` with progress `got`:

@@ -314,6 +314,21 @@ impl Default for Tested {
 const MAX_ALTERNATIVES: usize = 8;
 
 impl Tested {
+    /// A test that always goes one way (`True`, `False`).
+    pub fn constant(value: bool) -> Self {
+        let test = Test {
+            cond: Cond {
+                key: "True".into(),
+                class: CondClass::Always,
+            },
+            negated: !value,
+        };
+        Tested {
+            holds: vec![vec![test.clone()]],
+            fails: vec![vec![test.flipped()]],
+        }
+    }
+
     /// One classified condition: it holds one way, fails the other.
     pub fn single(test: Test) -> Tested {
         Tested {

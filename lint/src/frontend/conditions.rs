@@ -864,12 +864,18 @@ fn flag(expr: &Expr, reads: &mut Vec<String>) -> bool {
                 .iter()
                 .all(|a| literal(a) || flag(a, reads))
         }
-        // Equalities, and orderings of settings and counters (`iter_num >
-        // warmup_iters`, `epoch >= args.gan_start`): what holds them fixed
-        // is what holds their names fixed.
-        Expr::Compare(c) => std::iter::once(c.left.as_ref())
-            .chain(c.comparators.iter())
-            .all(|e| literal(e) || flag(e, reads)),
+        Expr::Compare(c) => {
+            let equality = c.ops.iter().all(|op| {
+                matches!(
+                    op,
+                    CmpOp::Eq | CmpOp::NotEq | CmpOp::In | CmpOp::NotIn | CmpOp::Is | CmpOp::IsNot
+                )
+            });
+            equality
+                && std::iter::once(c.left.as_ref())
+                    .chain(c.comparators.iter())
+                    .all(|e| literal(e) || flag(e, reads))
+        }
         _ => false,
     }
 }

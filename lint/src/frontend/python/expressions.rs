@@ -141,10 +141,17 @@ impl<'s> Lowerer<'s> {
             Expr::Name(n) => self.named.contains_key(n.id.as_str()),
             _ => false,
         };
+        // A literal `True` or `False` decides the callee's tests of its
+        // parameter (`first_step(zero_grad=True)` runs `if zero_grad:
+        // self.zero_grad()`).
+        let literal = |e: &Expr| match e {
+            Expr::BooleanLiteral(b) => Some(Tested::constant(b.value)),
+            _ => None,
+        };
         bound_arguments(call)
-            .filter(|(_, a)| test_like(a))
+            .filter(|(_, a)| test_like(a) || literal(a).is_some())
             .map(|(p, a)| (p.param(), a))
-            .map(|(p, a)| (p, self.classify_test(a)))
+            .map(|(p, a)| (p, literal(a).unwrap_or_else(|| self.classify_test(a))))
             .filter(|(_, t)| *t != Tested::default())
             .collect()
     }
@@ -302,8 +309,9 @@ impl<'s> Lowerer<'s> {
                 }))
             }
             // SAM's API (`opt.second_step(zero_grad=True)`): the base
-            // optimizer's step, then a reset (added by [`Lowerer::expr`]).
-            "second_step" if resets_after(args) && self.is_optimizer(&self.canonical(receiver_text())) => {
+            // optimizer's step, then, when asked, a reset (added by
+            // [`Lowerer::expr`]).
+            "second_step" if self.is_optimizer(&self.canonical(receiver_text())) => {
                 let r = self.canonical(receiver_text());
                 Some(Event::Step(Updater::Optimizer(self.each_of_loop(r))))
             }
