@@ -17,7 +17,7 @@ use crate::ir::{
 const MAX_INLINE_DEPTH: usize = 4;
 
 /// Flags correlated per graph (more are taken as unknown).
-const MAX_FLAGS: u32 = 6;
+const MAX_FLAGS: u32 = 12;
 
 /// Tests of other counters correlated within an iteration.
 const MAX_ITERATION_BITS: u32 = 16;
