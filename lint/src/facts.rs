@@ -1092,8 +1092,14 @@ impl<'a> Cycle<'a> {
                         .copied()
                         .filter(|o| through(o) && owns(o))
                         .collect();
-                    first_stepped(through_and_owns)
-                        .or_else(|| others.iter().copied().find(|o| owns(o)))
+                    // A pass that does not read an optimizer's tensors
+                    // (taken by name, so read exactly) is not its pass.
+                    first_stepped(through_and_owns).or_else(|| {
+                        others
+                            .iter()
+                            .copied()
+                            .find(|o| owns(o) && (through(o) || !reach.over_tensors_only(o)))
+                    })
                 }) else {
                     continue;
                 };
@@ -1276,7 +1282,10 @@ impl<'a> Cycle<'a> {
         };
         others.iter().copied().find(|o| {
             let theirs = reach.models_of(o);
+            // A tensor detached in a target (SAC's temperature) is no
+            // model kept apart.
             if theirs.is_empty()
+                || reach.over_tensors_only(o)
                 || !theirs.iter().any(|m| reach.pass_reaches(pass, m, &theirs))
                 || !models.iter().all(|m| reach.only_other_models(o, m))
             {

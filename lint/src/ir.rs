@@ -691,6 +691,9 @@ pub struct Built {
     pub parts: Vec<String>,
     /// Whether `parts` are all its parameters come from.
     pub closed: bool,
+    /// The tensors it takes by name, listed directly (`Adam([self.log_alpha])`);
+    /// each is in `models` and `parts` too.
+    pub tensors: Vec<String>,
 }
 
 impl Built {
@@ -726,6 +729,18 @@ impl Reach {
                         .iter()
                         .all(|m| of(a).all(|over| over.models.contains(m)))
             })
+    }
+
+    /// Whether every assignment of `optimizer` builds it over tensors
+    /// taken by name only (`Adam([self.log_alpha])`).
+    pub fn over_tensors_only(&self, optimizer: &str) -> bool {
+        let mut all = self
+            .optimizers
+            .iter()
+            .filter(|(o, _)| o == optimizer)
+            .peekable();
+        all.peek().is_some()
+            && all.all(|(_, b)| !b.tensors.is_empty() && b.tensors.len() == b.models.len())
     }
 
     /// The pass whose backward call is at `span`.

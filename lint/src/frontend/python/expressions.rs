@@ -624,6 +624,9 @@ fn inert_by_name(method: &str) -> bool {
         "values",
         "items",
         "keys",
+        // A list grown (`Z.append(z)`): kept, not used.
+        "append",
+        "extend",
     ];
     const WORDS: &[&str] = &[
         "log",

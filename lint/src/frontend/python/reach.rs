@@ -205,12 +205,21 @@ pub(super) fn reach(
         .collect();
     models.sort_unstable();
     models.dedup();
+    let mut tensors: Vec<&str> = reach
+        .optimizers
+        .iter()
+        .flat_map(|(_, b)| &b.tensors)
+        .map(String::as_str)
+        .collect();
+    tensors.sort_unstable();
+    tensors.dedup();
     for body in scopes {
         let mut scope = Scope {
             source,
             passes: Vec::new(),
             modules: &modules,
             models: &models,
+            tensors: &tensors,
             binder: &binder,
             detaching: &detaching,
         };
@@ -446,6 +455,7 @@ fn received(f: &ast::StmtFunctionDef, call: &HandedOut) -> Vec<(String, Built)> 
                 exact: built.exact,
                 parts,
                 closed,
+                tensors: built.tensors.iter().filter_map(translate).collect(),
             },
         ));
     }
@@ -486,6 +496,8 @@ struct Scope<'s> {
     modules: &'s [&'s str],
     /// The models the file's optimizers are built over.
     models: &'s [&'s str],
+    /// The tensors they take by name ([`Built::tensors`]).
+    tensors: &'s [&'s str],
     /// What the module's statements bind, asked once each.
     binder: &'s Binder<'s>,
     /// The methods of the module's classes -> for each parameter after
@@ -799,11 +811,17 @@ impl<'s> Scope<'s> {
                     return;
                 }
                 match dotted(expr) {
-                    Some(d) => self.calls_of_name(&d, frames, budget, out, depth + 1),
+                    Some(d) => {
+                        self.read_tensor(&d, out);
+                        self.calls_of_name(&d, frames, budget, out, depth + 1)
+                    }
                     None => self.calls_of(&a.value, frames, budget, out, depth + 1),
                 }
             }
-            Expr::Name(n) => self.calls_of_name(n.id.as_str(), frames, budget, out, depth + 1),
+            Expr::Name(n) => {
+                self.read_tensor(n.id.as_str(), out);
+                self.calls_of_name(n.id.as_str(), frames, budget, out, depth + 1)
+            }
             Expr::BinOp(b) => {
                 self.calls_of(&b.left, frames, budget, out, depth + 1);
                 self.calls_of(&b.right, frames, budget, out, depth + 1);
@@ -829,6 +847,15 @@ impl<'s> Scope<'s> {
             // Comparisons, boolean operators, conditional expressions,
             // comprehensions, lambdas, literals: nothing certain.
             _ => {}
+        }
+    }
+
+    /// A tensor an optimizer takes by name (`Adam([self.log_alpha])`),
+    /// read with its gradient: the loss goes through it as through a
+    /// model (SAC's temperature in the policy loss).
+    fn read_tensor(&self, name: &str, out: &mut Found) {
+        if self.tensors.contains(&name) {
+            out.push(name.to_string());
         }
     }
 
@@ -1357,6 +1384,7 @@ impl Finder<'_> {
         Built {
             models: built.models.iter().map(rename).collect(),
             parts: built.parts.iter().map(rename).collect(),
+            tensors: built.tensors.iter().map(rename).collect(),
             ..built.clone()
         }
     }
@@ -1470,6 +1498,7 @@ impl Finder<'_> {
         if let Some(held) = self.lists.get_mut(name) {
             held.models.extend(more.models);
             held.parts.extend(more.parts);
+            held.tensors.extend(more.tensors);
             held.exact &= more.exact;
             held.closed &= more.closed;
         }
@@ -1514,6 +1543,7 @@ impl Finder<'_> {
                     closed: owner.is_some(),
                     parts: owner.into_iter().collect(),
                     models: Vec::new(),
+                    tensors: Vec::new(),
                 }
             }
             _ => return,
@@ -1845,9 +1875,11 @@ fn parameters_in(params: &Expr, lists: &HashMap<String, Built>) -> Built {
     struct Owners<'l> {
         models: Vec<String>,
         parts: Vec<String>,
+        tensors: Vec<String>,
         exact: bool,
         closed: bool,
         in_comprehension: usize,
+        in_display: usize,
         lists: &'l HashMap<String, Built>,
     }
     impl<'a> Visitor<'a> for Owners<'_> {
@@ -1924,17 +1956,34 @@ fn parameters_in(params: &Expr, lists: &HashMap<String, Built>) -> Built {
                             self.models.extend(b.models.iter().cloned());
                         }
                         self.parts.extend(b.parts.iter().cloned());
+                        self.tensors.extend(b.tensors.iter().cloned());
                         self.exact &= b.exact;
                         self.closed &= b.closed;
+                    }
+                    None if self.in_display > 0 && self.in_comprehension == 0 => {
+                        self.tensor(n.id.to_string())
                     }
                     None => {
                         self.exact = false;
                         self.closed = false;
                     }
                 },
-                Expr::BinOp(_) | Expr::List(_) | Expr::Tuple(_) | Expr::Set(_) => {
-                    walk_expr(self, expr)
+                // A tensor listed by name (`[self.log_alpha]`).
+                Expr::Attribute(_) if self.in_display > 0 && self.in_comprehension == 0 => {
+                    match dotted(expr) {
+                        Some(d) => self.tensor(d),
+                        None => {
+                            self.exact = false;
+                            self.closed = false;
+                        }
+                    }
                 }
+                Expr::List(_) | Expr::Tuple(_) | Expr::Set(_) => {
+                    self.in_display += 1;
+                    walk_expr(self, expr);
+                    self.in_display -= 1;
+                }
+                Expr::BinOp(_) => walk_expr(self, expr),
                 _ => {
                     self.exact = false;
                     self.closed = false;
@@ -1942,15 +1991,27 @@ fn parameters_in(params: &Expr, lists: &HashMap<String, Built>) -> Built {
             }
         }
     }
+    impl Owners<'_> {
+        /// A tensor taken by name: what the optimizer holds, as a model.
+        fn tensor(&mut self, name: String) {
+            self.models.push(name.clone());
+            self.parts.push(name.clone());
+            self.tensors.push(name);
+        }
+    }
     let mut owners = Owners {
         models: Vec::new(),
         parts: Vec::new(),
+        tensors: Vec::new(),
         exact: true,
         closed: true,
         in_comprehension: 0,
+        in_display: 0,
         lists,
     };
     owners.visit_expr(params);
+    owners.tensors.sort();
+    owners.tensors.dedup();
     owners.models.sort();
     owners.models.dedup();
     owners.parts.sort();
@@ -1960,6 +2021,7 @@ fn parameters_in(params: &Expr, lists: &HashMap<String, Built>) -> Built {
         closed: owners.closed && !owners.parts.is_empty(),
         models: owners.models,
         parts: owners.parts,
+        tensors: owners.tensors,
     }
 }
 
@@ -2039,6 +2101,7 @@ pub(super) fn instance_optimizers(module: &[Stmt], imports: &Imports) -> Vec<(St
                             Built {
                                 models: b.models.iter().map(moved).collect(),
                                 parts: b.parts.iter().map(moved).collect(),
+                                tensors: b.tensors.iter().map(moved).collect(),
                                 ..b.clone()
                             },
                         ));
