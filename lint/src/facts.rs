@@ -1062,10 +1062,7 @@ impl<'a> Cycle<'a> {
                 // it goes through first (the reconstruction pass through
                 // the encoder and the generator is the generator's, not the
                 // discriminator's stepped later).
-                let through = |o: &str| {
-                    let theirs = reach.models_of(o);
-                    theirs.iter().any(|m| reach.pass_reaches(pass, m, &theirs))
-                };
+                let through = |o: &str| reach.pass_reaches_optimizer(pass, o);
                 // Of several, the one that steps first after the pass
                 // (`D_loss.backward(); opt_d.step()`, though the pass goes
                 // through the generator too and `opt_g` steps later).
@@ -1354,10 +1351,7 @@ impl<'a> Cycle<'a> {
     /// optimizer's (SAC's `q_loss` on a detached target).
     fn own_by_name_and_models(&self, pass: &Pass, name: &str) -> bool {
         let reach = &self.program.reach;
-        let through = |o: &str| {
-            let theirs = reach.models_of(o);
-            theirs.iter().any(|m| reach.pass_reaches(pass, m, &theirs))
-        };
+        let through = |o: &str| reach.pass_reaches_optimizer(pass, o);
         self.name_owner(&pass.loss)
             .is_some_and(|x| same_name(x, name))
             && through(name)

@@ -710,37 +710,42 @@ impl Reach {
     /// (`optim_ae` over the encoder and the decoder, `optim_encoder` over
     /// the encoder).
     pub fn clears_all_of(&self, a: &str, b: &str) -> bool {
-        fn of<'r>(reach: &'r Reach, o: &'r str) -> impl Iterator<Item = &'r Built> + 'r {
-            reach
-                .optimizers
-                .iter()
-                .filter(move |(x, _)| x == o)
-                .map(|(_, built)| built)
-        }
-        let of = |o| of(self, o);
         a != b
-            && of(a).next().is_some()
-            && of(b).next().is_some()
-            && of(b).all(|built| {
+            && self.assignments(a).next().is_some()
+            && self.every_assignment(b, |built| {
                 built.closed
                     && !built.parts.is_empty()
                     && built
                         .parts
                         .iter()
-                        .all(|m| of(a).all(|over| over.models.contains(m)))
+                        .all(|m| self.assignments(a).all(|over| over.models.contains(m)))
             })
+    }
+
+    /// What each assignment of `optimizer` (by its exact name) builds it
+    /// over.
+    fn assignments<'r, 'o>(
+        &'r self,
+        optimizer: &'o str,
+    ) -> impl Iterator<Item = &'r Built> + use<'r, 'o> {
+        self.optimizers
+            .iter()
+            .filter(move |(o, _)| o == optimizer)
+            .map(|(_, built)| built)
+    }
+
+    /// Whether `optimizer` is assigned, and every assignment holds `test`.
+    fn every_assignment(&self, optimizer: &str, test: impl Fn(&Built) -> bool) -> bool {
+        let mut all = self.assignments(optimizer).peekable();
+        all.peek().is_some() && all.all(test)
     }
 
     /// Whether every assignment of `optimizer` builds it over tensors
     /// taken by name only (`Adam([self.log_alpha])`).
     pub fn over_tensors_only(&self, optimizer: &str) -> bool {
-        let mut all = self
-            .optimizers
-            .iter()
-            .filter(|(o, _)| o == optimizer)
-            .peekable();
-        all.peek().is_some()
-            && all.all(|(_, b)| !b.tensors.is_empty() && b.tensors.len() == b.models.len())
+        self.every_assignment(optimizer, |b| {
+            !b.tensors.is_empty() && b.tensors.len() == b.models.len()
+        })
     }
 
     /// The pass whose backward call is at `span`.
@@ -751,12 +756,12 @@ impl Reach {
     /// The models every assignment of `optimizer` (by its exact name)
     /// builds it over; empty when unknown or when assignments disagree.
     pub fn models_of(&self, optimizer: &str) -> Vec<String> {
-        let mut all = self.optimizers.iter().filter(|(o, _)| o == optimizer);
-        let Some((_, first)) = all.next() else {
+        let mut all = self.assignments(optimizer);
+        let Some(first) = all.next() else {
             return Vec::new();
         };
         let mut models = first.models.clone();
-        for (_, b) in all {
+        for b in all {
             models.retain(|m| b.models.contains(m));
         }
         models
@@ -766,11 +771,7 @@ impl Reach {
     /// when they all agree and it takes nothing else (no subset of a
     /// model, no other tensors).
     pub fn whole_models(&self, optimizer: &str) -> Option<&[String]> {
-        let mut built = self
-            .optimizers
-            .iter()
-            .filter(|(o, _)| o == optimizer)
-            .map(|(_, b)| b);
+        let mut built = self.assignments(optimizer);
         let first = built.next()?;
         let whole =
             |b: &Built| b.exact && b.closed && b.parts == b.models && b.models == first.models;
@@ -781,15 +782,16 @@ impl Reach {
     /// Whether `optimizer` is known to take only the parameters of models
     /// unrelated to `model` (neither is the other or a part of it).
     pub fn only_other_models(&self, optimizer: &str, model: &str) -> bool {
-        let mut all = self
-            .optimizers
-            .iter()
-            .filter(|(o, _)| o == optimizer)
-            .peekable();
-        all.peek().is_some()
-            && all.all(|(_, b)| {
-                b.closed && !b.parts.is_empty() && b.parts.iter().all(|m| !related(m, model))
-            })
+        self.every_assignment(optimizer, |b| {
+            b.closed && !b.parts.is_empty() && b.parts.iter().all(|m| !related(m, model))
+        })
+    }
+
+    /// Whether `pass` goes through one of the models every assignment of
+    /// `optimizer` builds it over ([`Reach::pass_reaches`]).
+    pub fn pass_reaches_optimizer(&self, pass: &Pass, optimizer: &str) -> bool {
+        let theirs = self.models_of(optimizer);
+        theirs.iter().any(|m| self.pass_reaches(pass, m, &theirs))
     }
 
     /// Whether `pass` goes through `model`, one of the models `built` an
