@@ -7,7 +7,7 @@
 //! counter moves through its window one iteration at a time, and a skip on a
 //! non-finite value can be left out of a question.
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::ir::{
     map_nodes, CondClass, Counter, Event, Node, Param, Program, Reset, Residue, Span, Test, Tested,
@@ -369,12 +369,44 @@ struct Ctx {
     accumulate: bool,
 }
 
+/// The names a loop assigns, looked up by name and by dotted prefix.
+struct Assigned {
+    names: FxHashSet<String>,
+    /// The dotted prefixes of the names (`self.net` of `self.net.w`).
+    objects: FxHashSet<String>,
+}
+
+impl Assigned {
+    fn new(names: &[String]) -> Self {
+        let objects = names
+            .iter()
+            .flat_map(|n| n.match_indices('.').map(move |(at, _)| n[..at].to_string()))
+            .collect();
+        Assigned {
+            names: names.iter().cloned().collect(),
+            objects,
+        }
+    }
+
+    /// Whether the loop assigns `name`, an object it is an attribute of,
+    /// or an attribute of it.
+    fn touches(&self, name: &str) -> bool {
+        self.names.contains(name)
+            || self.objects.contains(name)
+            || name
+                .match_indices('.')
+                .any(|(at, _)| self.names.contains(&name[..at]))
+    }
+}
+
 struct Builder<'p> {
     program: &'p Program,
     cfg: Cfg,
     calls: Vec<String>,
     /// Raw conditions, by key (same key, same index).
     raw: Vec<crate::ir::Cond>,
+    /// Where each key of `raw` is.
+    raw_index: FxHashMap<String, usize>,
     /// How many branches test each raw condition.
     tested: Vec<usize>,
     /// Assumptions of the enclosing branches.
@@ -392,7 +424,7 @@ struct Builder<'p> {
     /// ran.
     fallthrough: Vec<(usize, bool)>,
     /// The names each nested loop being built assigns.
-    nested_assigned: Vec<Vec<String>>,
+    nested_assigned: Vec<Assigned>,
     /// Per condition, whether every test of it sits in a nested loop that
     /// does not assign what it reads (a value fixed before that loop runs).
     fixed_in_nested: Vec<bool>,
@@ -430,6 +462,7 @@ impl Cfg {
             cfg: Cfg::default(),
             calls: Vec::new(),
             raw: Vec::new(),
+            raw_index: FxHashMap::default(),
             tested: Vec::new(),
             guard_stack: Vec::new(),
             assigned: assigned.iter().cloned().collect(),
@@ -1093,7 +1126,7 @@ impl Builder<'_> {
     /// The index of a condition (same key, same index).
     fn cond(&mut self, test: &Test) -> (usize, bool) {
         let fixed_here = self.fixed_in_nested_loops(&test.cond.class);
-        let i = match self.raw.iter().position(|c| c.key == test.cond.key) {
+        let i = match self.raw_index.get(&test.cond.key).copied() {
             // A function nested in the one that binds the name reads it as
             // a flag of its own (`need_update` in a closure).
             Some(i) if test.cond.class == CondClass::Bound => {
@@ -1102,6 +1135,7 @@ impl Builder<'_> {
             }
             Some(i) => i,
             None => {
+                self.raw_index.insert(test.cond.key.clone(), self.raw.len());
                 self.raw.push(test.cond.clone());
                 self.tested.push(0);
                 self.fixed_in_nested.push(true);
@@ -1122,12 +1156,7 @@ impl Builder<'_> {
             CondClass::NotNone(name) => std::slice::from_ref(name),
             _ => return false,
         };
-        let assigns = |r: &String| {
-            self.nested_assigned
-                .iter()
-                .flatten()
-                .any(|a| a == r || crate::ir::attribute_of(r, a) || crate::ir::attribute_of(a, r))
-        };
+        let assigns = |r: &String| self.nested_assigned.iter().any(|a| a.touches(r));
         !self.nested_assigned.is_empty() && !reads.iter().any(assigns)
     }
 
@@ -1935,7 +1964,7 @@ impl Builder<'_> {
             accumulate: ctx.accumulate,
         };
         self.loop_stack.push(head);
-        self.nested_assigned.push(assigned.to_vec());
+        self.nested_assigned.push(Assigned::new(assigned));
         // A `continue` in the body is this loop's: branches around the
         // loop are not its.
         let outer_branches = std::mem::take(&mut self.branch_starts);

@@ -569,6 +569,15 @@ impl<'a> Cycle<'a> {
         } else {
             Vec::new()
         };
+        // Another's reset after the pass does not take it from this
+        // optimizer when the pass is the first after this one's own reset
+        // (`actor_opt.zero_grad(); pi_loss.backward(); adv_opt.zero_grad();
+        // adv_loss.backward(); ...; actor_opt.step(); adv_opt.step()`).
+        let other_steps: Vec<usize> = others
+            .iter()
+            .copied()
+            .filter(|&t| matches!(self.cfg.events[t], Some((Event::Step(_), _))))
+            .collect();
         self.backwards
             .iter()
             .copied()
@@ -578,8 +587,58 @@ impl<'a> Cycle<'a> {
                         blocked: &others,
                         ..Query::new(b, &self.steps)
                     })
+                    || self.first_after_own_reset(b)
+                        && self.cfg.ask(Query {
+                            blocked: &other_steps,
+                            ..Query::new(b, &self.steps)
+                        })
             })
             .collect()
+    }
+
+    /// Whether pass `b` is the first after a reset of this optimizer on
+    /// every way to it within the iteration, and that reset is not side by
+    /// side with another's (a pass runs between them): the order then says
+    /// the pass is this optimizer's.
+    fn first_after_own_reset(&self, b: usize) -> bool {
+        let cfg = self.cfg;
+        if self.resets.is_empty() {
+            return false;
+        }
+        let resets = cfg.find(|e| matches!(e, Event::Reset(_)));
+        let others: Vec<usize> = resets
+            .iter()
+            .copied()
+            .filter(|r| !self.resets.contains(r))
+            .collect();
+        // No way into `b` from the iteration's start, another reset, a
+        // step or another pass without one of this optimizer's resets
+        // between.
+        let stops: Vec<usize> = others
+            .iter()
+            .chain(self.steps.iter())
+            .chain(self.backwards.iter().filter(|&&o| o != b))
+            .copied()
+            .chain(cfg.find(|e| matches!(e, Event::Step(_))))
+            .chain([cfg.head])
+            .collect();
+        let unguarded = stops
+            .iter()
+            .any(|&z| cfg.forward_path(z, &[b], &self.resets));
+        if unguarded {
+            return false;
+        }
+        // Side by side: another's reset reaches this one's with no pass
+        // or step between.
+        let between: Vec<usize> = self
+            .backwards
+            .iter()
+            .copied()
+            .chain(cfg.find(|e| matches!(e, Event::Step(_))))
+            .collect();
+        !others
+            .iter()
+            .any(|&z| cfg.forward_path(z, &self.resets, &between))
     }
 
     /// The resets and steps of the other optimizers' cycles: their resets,

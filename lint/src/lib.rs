@@ -141,7 +141,7 @@ pub fn lint_source_with(
         }
     })?;
 
-    Ok(check(path, &index, &program, enabled, &|_| None))
+    Ok(check(path, &index, &program, enabled, &|_| None, true))
 }
 
 /// Another file of the invocation, where findings of its code reached
@@ -152,13 +152,15 @@ pub(crate) type Foreign<'f> = dyn Fn(usize) -> Option<(&'f str, &'f LineIndex)> 
 /// lies in another file of the invocation (a step or reset in a method of a
 /// class defined there) is placed in that file, by `foreign`; it carries no
 /// fix anchors (its loop is in this file), and is dropped when `foreign`
-/// does not know the file.
+/// does not know the file. `low`: whether findings only a turned reading
+/// shows (all `low`) are wanted; finding them runs the rules again.
 pub(crate) fn check(
     path: &str,
     index: &LineIndex,
     program: &ir::Program,
     enabled: &dyn Fn(&str) -> bool,
     foreign: &Foreign<'_>,
+    low: bool,
 ) -> Vec<Diagnostic> {
     let active: Vec<Rule> = rules::ALL.into_iter().filter(|r| enabled(r.code)).collect();
     let by_function = fired_by_function(program, &active, None);
@@ -172,7 +174,7 @@ pub(crate) fn check(
             .map(|(r, v, a)| ((r.code, v.span), (r, v, a)))
             .collect()
     };
-    let (weights, extra) = assumptions::weigh(program, &keys, &run);
+    let (weights, extra) = assumptions::weigh(program, &keys, &run, low);
     let found = found
         .into_iter()
         .zip(weights)

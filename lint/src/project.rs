@@ -45,6 +45,7 @@ use rayon::prelude::*;
 use ruff_python_ast::ModModule;
 use ruff_python_parser::Parsed;
 
+use crate::assumptions::Confidence;
 use crate::config::Config;
 use crate::file::{is_notebook, lint_file_with, not_utf8, place_in_cell, read_bytes, read_source};
 use crate::frontend::python::{self, Import, Imports, Summary};
@@ -368,9 +369,30 @@ impl ModuleIndex {
             );
             package.join(".")
         };
+        let depth = name.split('.').count();
         self.by_name.get(&name).map_or_else(Vec::new, |c| {
-            c.iter().copied().filter(|&i| i != importer).collect()
+            c.iter()
+                .copied()
+                .filter(|&i| i != importer && (level > 0 || self.on_path(importer, i, depth)))
+                .collect()
         })
+    }
+
+    /// Whether file `i`, as a module `depth` names long, may be on the
+    /// import path of `importer`: the folder it is a top-level module of
+    /// (its root), or the folder above that (a `src/` layout, a
+    /// `sys.path.append` of a sibling folder), holds the importer. A file of
+    /// another project in the same tree (`other/d2l/torch.py` as `torch`)
+    /// is not.
+    fn on_path(&self, importer: usize, i: usize, depth: usize) -> bool {
+        let own = &self.parts[i];
+        let package = usize::from(own.last().is_some_and(|l| l == "__init__"));
+        let Some(root) = own.len().checked_sub(depth + package) else {
+            return false;
+        };
+        let folder = &self.parts[importer][..self.parts[importer].len().saturating_sub(1)];
+        let holds = |n: usize| n <= folder.len() && own[..n] == folder[..n];
+        holds(root) || root > 0 && holds(root - 1)
     }
 
     /// Whether the import statement `text` of `importer` may name a module
@@ -558,8 +580,10 @@ impl<'a> Tree<'a> {
                         } else {
                             format!("{module}.{name}")
                         };
-                        let has_sub = in_tree(*level, &sub);
-                        has_sub
+                        // A module imported by name (`from d2l import
+                        // torch`) counts where the file calls something
+                        // worth following through it.
+                        calls_into(*level, &sub, &format!("{local}."))
                             || in_tree(*level, module)
                                 && !self.binds_nothing_from(file, *level, module, name)
                     })
@@ -875,19 +899,23 @@ pub fn lint_files_with(
     mark_called_from_loops(&mut programs);
     let pool = Arc::new(reached_functions(&edges, &programs));
     let checked = check_files(&loaded, &programs, &edges, &pool, config);
-    drop(programs);
-    // Dropped in parallel, as when each file was linted alone.
-    stages
-        .into_par_iter()
+    drop(loaded);
+    let mut stages = stages;
+    let results = stages
+        .par_iter_mut()
         .zip(checked)
         .zip(files)
         .map(|((stage, found), path)| match stage {
-            Stage::Done(r) => r,
+            Stage::Done(r) => std::mem::replace(r, Ok(Vec::new())),
             // A syntax error, placed by the single-file path.
             Stage::Python(l) if l.is_parsed() && !l.parsed_ok() => lint_file_with(path, config),
             Stage::Python(_) => Ok(found.unwrap_or_default()),
         })
-        .collect()
+        .collect();
+    // What the analysis built is freed on a thread of its own: the
+    // findings do not wait for it.
+    std::thread::spawn(move || drop((stages, programs, pool, imports, edges)));
+    results
 }
 
 /// What each file imports from the others, and the files it takes something
@@ -1146,27 +1174,30 @@ fn reached_functions(
     programs: &[Option<(Program, LineIndex)>],
 ) -> HashMap<String, Function> {
     let imported_files: HashSet<usize> = edges.iter().flatten().copied().collect();
-    let mut pool: HashMap<String, Function> = HashMap::default();
-    for &j in &imported_files {
-        let Some((program, _)) = &programs[j] else {
-            continue;
-        };
-        for f in program.functions.iter().filter(|f| f.name != "<module>") {
-            let body = foreign_nodes(&f.body, j);
-            let name = format!("{j}::{}", f.name);
-            pool.insert(
-                name.clone(),
-                Function {
-                    name,
-                    body,
-                    assigned: f.assigned.clone(),
-                    params: f.params.clone(),
-                    keywords: f.keywords.clone(),
-                },
-            );
-        }
-    }
-    pool
+    let imported_files: Vec<usize> = imported_files.into_iter().collect();
+    imported_files
+        .par_iter()
+        .filter_map(|&j| Some((j, &programs[j].as_ref()?.0)))
+        .flat_map_iter(|(j, program)| {
+            program
+                .functions
+                .iter()
+                .filter(|f| f.name != "<module>")
+                .map(move |f| {
+                    let name = format!("{j}::{}", f.name);
+                    let function = Function {
+                        name: name.clone(),
+                        body: foreign_nodes(&f.body, j),
+                        assigned: f.assigned.clone(),
+                        params: f.params.clone(),
+                        keywords: f.keywords.clone(),
+                    };
+                    (name, function)
+                })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// The findings of each loaded Python file (`None` for the others), with
@@ -1180,6 +1211,9 @@ fn check_files(
     config: &Config,
 ) -> Vec<Option<Vec<Diagnostic>>> {
     let enabled = |code: &str| config.enabled(code);
+    // Findings only a turned reading shows are `low`: not looked for when
+    // not shown.
+    let low = config.confidence.unwrap_or(Confidence::High) <= Confidence::Low;
     let foreign = |j: usize| -> Option<(&str, &LineIndex)> {
         let l = loaded.get(j).copied().flatten()?;
         let (_, index) = programs.get(j)?.as_ref()?;
@@ -1194,12 +1228,12 @@ fn check_files(
                 return Some(Vec::new());
             };
             let found = if edges[i].is_empty() {
-                check(&l.name, index, program, &enabled, &foreign)
+                check(&l.name, index, program, &enabled, &foreign, low)
             } else {
                 let mut program = program.clone();
                 inherit(&mut program, pool);
                 program.imported = Some(pool.clone());
-                check(&l.name, index, &program, &enabled, &foreign)
+                check(&l.name, index, &program, &enabled, &foreign, low)
             };
             Some(match l.source().and_then(|s| s.notebook.as_ref()) {
                 Some(nb) => found
@@ -1238,10 +1272,21 @@ fn accelerate_windows(loaded: &[Option<&Loaded>], programs: &mut [Option<(Progra
             .take_while(|(x, y)| x == y)
             .count()
     };
+    // Only files with such blocks matter to the others.
+    let blocks = |i: usize| {
+        loaded[i]
+            .and_then(|l| l.source.get()?.as_ref())
+            .is_some_and(|s| s.text.contains(".accumulate("))
+    };
+    // Asked of the files lowered and those with blocks only.
     let unset: Vec<bool> = loaded
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(i, l)| {
             let Some(l) = l else { return false };
+            if programs[i].is_none() && !blocks(i) {
+                return false;
+            }
             match (l.accelerator, l.path.parent()) {
                 (Some(windowed), _) => !windowed,
                 (None, Some(folder)) => {
@@ -1259,12 +1304,6 @@ fn accelerate_windows(loaded: &[Option<&Loaded>], programs: &mut [Option<(Progra
             }
         })
         .collect();
-    // Only files with such blocks matter to the others.
-    let blocks = |i: usize| {
-        loaded[i]
-            .and_then(|l| l.source.get()?.as_ref())
-            .is_some_and(|s| s.text.contains(".accumulate("))
-    };
     let files: Vec<usize> = (0..unset.len())
         .filter(|&i| unset[i] && blocks(i))
         .collect();

@@ -230,9 +230,9 @@ impl<'s> Lowerer<'s> {
             // `for opt in optimizers: opt.zero_grad()`: a reset of each
             // (`opt|opt_g|opt_d`, or `opt|X[*]` for all `X` holds; `opt`
             // itself for steps on the same loop variable).
-            "zero_grad" if self.iterated_optimizers(receiver.as_deref()).is_some() => {
-                let over = self.iterated_optimizers(receiver.as_deref())?;
-                let var = receiver.clone()?;
+            "zero_grad" if self.iterated_optimizers(Some(&receiver_text())).is_some() => {
+                let var = receiver_text();
+                let over = self.iterated_optimizers(Some(&var))?;
                 Some(Event::Reset(Reset::Optimizer(
                     std::iter::once(var).chain(over).collect::<Vec<_>>().join("|"),
                 )))

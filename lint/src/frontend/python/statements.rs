@@ -260,10 +260,12 @@ impl<'s> Lowerer<'s> {
                 .map(|o| (n.id.to_string(), o)),
             _ => None,
         };
-        let pushed_optimizers = over.is_some();
-        if let Some(over) = over {
-            self.optimizer_loop_vars.borrow_mut().push(over);
-        }
+        let keyed = self.each_by_key(f, stmt);
+        let pushed_optimizers = over.is_some() || keyed.is_some();
+        let pushed = usize::from(over.is_some()) + usize::from(keyed.is_some());
+        self.optimizer_loop_vars
+            .borrow_mut()
+            .extend(over.into_iter().chain(keyed));
         // A loop over optimizers that only resets or steps them is one
         // reset (step) of each, not a repetition in time: a block.
         let once_each = pushed_optimizers && !f.body.iter().any(|s| self.mentions(s, "backward"));
@@ -273,12 +275,47 @@ impl<'s> Lowerer<'s> {
         } else {
             self.looped(Vec::new(), counters, &f.body, &f.orelse, stmt, depth, out);
         }
-        if pushed_optimizers {
+        for _ in 0..pushed {
             self.optimizer_loop_vars.borrow_mut().pop();
         }
         if pushed_run {
             self.run_lengths.borrow_mut().pop();
         }
+    }
+
+    /// A loop over a container's keys that resets or steps what each key
+    /// holds (`for k in self.optim: self.optim[k].zero_grad()`, `for i in
+    /// range(len(opts)): opts[i].step()`): `X[k]` is then each held in `X`,
+    /// `X[*]`.
+    fn each_by_key(&self, f: &ast::StmtFor, stmt: &Stmt) -> Option<(String, Vec<String>)> {
+        let Expr::Name(key) = f.target.as_ref() else {
+            return None;
+        };
+        let container = match f.iter.as_ref() {
+            Expr::Call(c) => match (c.func.as_ref(), c.arguments.args.as_ref()) {
+                (Expr::Attribute(a), []) if a.attr.id.as_str() == "keys" => a.value.as_ref(),
+                (Expr::Name(n), [Expr::Call(len)]) if n.id.as_str() == "range" => {
+                    match (len.func.as_ref(), len.arguments.args.as_ref()) {
+                        (Expr::Name(l), [x]) if l.id.as_str() == "len" => x,
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            },
+            e => e,
+        };
+        let container = dotted(container)?;
+        let each = format!("{container}[{}]", key.id);
+        let body = self.text(stmt);
+        [".zero_grad(", ".step("]
+            .iter()
+            .any(|m| body.contains(&format!("{each}{m}")))
+            .then(|| {
+                (
+                    self.canonical(each),
+                    vec![format!("{}[*]", self.canonical(container))],
+                )
+            })
     }
 
     /// What a loop over optimizers runs over: `[opt_g, opt_d]` (each an
@@ -637,8 +674,24 @@ fn run_length(source: &str, call: &ast::ExprCall) -> Option<String> {
     let strip = |e: &Expr| crate::frontend::conditions::key(source, e);
     match f.id.as_str() {
         "range" if args.len() == 1 => Some(strip(&args[0])),
-        "enumerate" if !args.is_empty() => Some(format!("len({})", strip(&args[0]))),
+        "enumerate" if !args.is_empty() => {
+            Some(format!("len({})", strip(progress_bar_of(&args[0]))))
+        }
         _ => None,
+    }
+}
+
+/// What a progress bar runs over (`tqdm(loader, ...)`: `loader`, as long);
+/// anything else is itself.
+fn progress_bar_of(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Call(c)
+            if dotted(&c.func).is_some_and(|f| f == "tqdm" || f.ends_with(".tqdm"))
+                && !c.arguments.args.is_empty() =>
+        {
+            &c.arguments.args[0]
+        }
+        e => e,
     }
 }
 
