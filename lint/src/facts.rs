@@ -596,13 +596,42 @@ impl<'a> Cycle<'a> {
             .collect()
     }
 
-    /// Whether pass `b` is the first after a reset of this optimizer on
-    /// every way to it within the iteration, and that reset is not side by
-    /// side with another's (a pass runs between them): the order then says
-    /// the pass is this optimizer's.
+    /// Whether pass `b`, through this optimizer's models only (or named for
+    /// it), is the first
+    /// after a reset of this optimizer on every way to it within the
+    /// iteration, and that reset is not side by side with another's (a
+    /// pass runs between them): the order then says the pass is this
+    /// optimizer's.
     fn first_after_own_reset(&self, b: usize) -> bool {
         let cfg = self.cfg;
         if self.resets.is_empty() {
+            return false;
+        }
+        // Only a pass through this optimizer's models, and through no
+        // other's unless its loss is named for this one (`adv_loss` for
+        // `adversary_optimizer`): one that goes through another's too may
+        // be that one's, whatever its place.
+        let Updater::Optimizer(name) = self.updater else {
+            return false;
+        };
+        let reach = &self.program.reach;
+        let Some(pass) = reach.pass_at(cfg.span(b)) else {
+            return false;
+        };
+        let through =
+            |o: &str| reach.models_of(o).is_empty() || reach.pass_reaches_optimizer(pass, o);
+        let named_for_this = || {
+            self.name_owner(&pass.loss)
+                .is_some_and(|o| same_name(o, name))
+        };
+        let shared = self
+            .stepped
+            .iter()
+            .any(|o| !same_name(o, name) && through(o));
+        if reach.models_of(name).is_empty()
+            || !reach.pass_reaches_optimizer(pass, name)
+            || shared && !named_for_this()
+        {
             return false;
         }
         let resets = cfg.find(|e| matches!(e, Event::Reset(_)));

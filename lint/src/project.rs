@@ -381,9 +381,9 @@ impl ModuleIndex {
     /// Whether file `i`, as a module `depth` names long, may be on the
     /// import path of `importer`: the folder it is a top-level module of
     /// (its root), or the folder above that (a `src/` layout, a
-    /// `sys.path.append` of a sibling folder), holds the importer. A file of
-    /// another project in the same tree (`other/d2l/torch.py` as `torch`)
-    /// is not.
+    /// `sys.path.append` of a sibling folder), holds the importer, or the
+    /// importer's folder holds the root. A file deeper in another project
+    /// of the same tree (`other/d2l/torch.py` as `torch`) is not.
     fn on_path(&self, importer: usize, i: usize, depth: usize) -> bool {
         let own = &self.parts[i];
         let package = usize::from(own.last().is_some_and(|l| l == "__init__"));
@@ -392,7 +392,10 @@ impl ModuleIndex {
         };
         let folder = &self.parts[importer][..self.parts[importer].len().saturating_sub(1)];
         let holds = |n: usize| n <= folder.len() && own[..n] == folder[..n];
-        holds(root) || root > 0 && holds(root - 1)
+        // Or the root lies within the importer's folder (`sys.path.insert(0,
+        // "python/src")`, a vendored `third_party/`).
+        let within = root >= folder.len() && own[..folder.len()] == *folder;
+        holds(root) || root > 0 && holds(root - 1) || within
     }
 
     /// Whether the import statement `text` of `importer` may name a module
@@ -1569,6 +1572,55 @@ mod tests {
             findings(dir.path(), &files),
             [("trainer.py".to_string(), 8, "GL001")]
         );
+    }
+
+    #[test]
+    fn a_module_is_taken_only_from_the_importers_import_path() {
+        // `engine` at the root of the project, under a folder the script
+        // adds to its path, and deep in another project of the tree: the
+        // other project's is never a candidate (and never parsed).
+        let engine = "def step(model, opt, batch):\n    model(batch).backward()\n    opt.step()\n";
+        let train = "import sys\nsys.path.insert(0, 'python/src')\nfrom pkg.engine import step\n\ndef main(model, opt, loader):\n    for batch in loader:\n        step(model, opt, batch)\n";
+        let (dir, files) = tree(&[
+            ("a/train.py", train),
+            ("a/python/src/pkg/engine.py", engine),
+            ("b/vendor/pkg/engine.py", engine),
+            ("c/run.py", "from pkg.engine import step\n\ndef main(model, opt, loader):\n    for batch in loader:\n        step(model, opt, batch)\n"),
+        ]);
+        let found = findings(dir.path(), &files);
+        // Reached from `a/train.py` (the engine within its folder) and on
+        // its own.
+        assert!(
+            found.contains(&("a/python/src/pkg/engine.py".to_string(), 3, "GL001")),
+            "{found:?}"
+        );
+        let index = ModuleIndex::new(
+            &files.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+            &[true; 4],
+        );
+        let name = |i: usize| {
+            files[i]
+                .strip_prefix(dir.path())
+                .unwrap()
+                .display()
+                .to_string()
+        };
+        let of = |importer: usize| -> Vec<String> {
+            let mut c: Vec<String> = index
+                .candidates(importer, 0, "pkg.engine")
+                .into_iter()
+                .map(name)
+                .collect();
+            c.sort();
+            c
+        };
+        let train_py = files
+            .iter()
+            .position(|f| f.ends_with("a/train.py"))
+            .unwrap();
+        let run_py = files.iter().position(|f| f.ends_with("c/run.py")).unwrap();
+        assert_eq!(of(train_py), ["a/python/src/pkg/engine.py"]);
+        assert!(of(run_py).is_empty(), "{:?}", of(run_py));
     }
 
     #[test]

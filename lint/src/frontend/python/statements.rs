@@ -283,10 +283,10 @@ impl<'s> Lowerer<'s> {
         }
     }
 
-    /// A loop over a container's keys that resets or steps what each key
-    /// holds (`for k in self.optim: self.optim[k].zero_grad()`, `for i in
-    /// range(len(opts)): opts[i].step()`): `X[k]` is then each held in `X`,
-    /// `X[*]`.
+    /// A loop over the keys of a container named for optimizers that
+    /// resets or steps what each key holds (`for k in self.optim:
+    /// self.optim[k].zero_grad()`, `for i in range(len(opts)):
+    /// opts[i].step()`): `X[k]` is then each optimizer held in `X`, `X[*]`.
     fn each_by_key(&self, f: &ast::StmtFor, stmt: &Stmt) -> Option<(String, Vec<String>)> {
         let Expr::Name(key) = f.target.as_ref() else {
             return None;
@@ -305,6 +305,15 @@ impl<'s> Lowerer<'s> {
             e => e,
         };
         let container = dotted(container)?;
+        // A container of optimizers by its name (`self.optim`, `opts`), not
+        // one of models (`self.nets[k].zero_grad()` resets a model).
+        let last = container.rsplit('.').next().unwrap_or(&container);
+        let singular = last.strip_suffix('s').unwrap_or(last);
+        if !crate::frontend::looks_like_optimizer(last)
+            && !crate::frontend::looks_like_optimizer(singular)
+        {
+            return None;
+        }
         let each = format!("{container}[{}]", key.id);
         let body = self.text(stmt);
         [".zero_grad(", ".step("]
