@@ -19,9 +19,10 @@
 //! `a/pkg/trainer.py` is the module `a.pkg.trainer`, `pkg.trainer` and
 //! `trainer`; when several files share a name, the one nearest the importer
 //! (among those that parse) is taken, and only a file on the importer's
-//! import path (`ModuleIndex::on_path`) is a candidate. Only classes and functions whose text
-//! has a gradient event (`backward(`, `zero_grad`, `.step(`), and base
-//! classes whose loop calls a method left to subclasses, are followed. Only
+//! import path (`ModuleIndex::on_path`) is a candidate. Only classes and
+//! functions whose text has a gradient event (`backward(`, `zero_grad`,
+//! `.step(`), and base classes whose loop calls a method left to
+//! subclasses, are followed. Only
 //! files with a backward pass, the files that import them (transitively)
 //! and the files those import are lowered.
 //!
