@@ -597,11 +597,10 @@ impl<'a> Cycle<'a> {
     }
 
     /// Whether pass `b`, through this optimizer's models only (or named for
-    /// it), is the first
-    /// after a reset of this optimizer on every way to it within the
-    /// iteration, and that reset is not side by side with another's (a
-    /// pass runs between them): the order then says the pass is this
-    /// optimizer's.
+    /// it), is the first after a reset of this optimizer on every way to it
+    /// within the iteration, and that reset is not side by side with
+    /// another's (a pass runs between them): the order then says the pass
+    /// is this optimizer's.
     fn first_after_own_reset(&self, b: usize) -> bool {
         let cfg = self.cfg;
         if self.resets.is_empty() {
