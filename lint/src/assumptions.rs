@@ -200,21 +200,20 @@ pub type Run<'r, T> = dyn Fn(&Program, Option<&[bool]>) -> Vec<(Key, T)> + 'r;
 /// per finding of `base` (same order) and the extra findings (with what
 /// they rest on). `run` reports one program's findings, each with its key;
 /// it is told which functions the turn may have changed (by index; `None`:
-/// all), the others' findings being those of `program`. `silent`: whether
-/// to turn the readings that keep the analysis silent (no extra findings
-/// otherwise).
+/// all), the others' findings being those of `program`. `turn_silent`:
+/// whether to turn the readings that keep the analysis silent (no extra
+/// findings otherwise).
 pub fn weigh<T>(
     program: &Program,
     base: &[Key],
     run: &Run<T>,
-    silent: bool,
+    turn_silent: bool,
 ) -> (Vec<Weight>, Vec<(T, Weight)>) {
     let mut weights = vec![Weight::default(); base.len()];
     let mut extra: Vec<(Key, T, Weight)> = Vec::new();
     let opaque = opaque_calls(program);
 
     // Readings that keep the analysis silent, turned: what appears is new.
-    let turn_silent = silent;
     let mut silent = Vec::new();
     if opaque.iter().any(|(_, handed)| *handed) {
         silent.push((

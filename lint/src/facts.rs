@@ -644,7 +644,6 @@ impl<'a> Cycle<'a> {
         // between.
         let stops: Vec<usize> = others
             .iter()
-            .chain(self.steps.iter())
             .chain(self.backwards.iter().filter(|&&o| o != b))
             .copied()
             .chain(cfg.find(|e| matches!(e, Event::Step(_))))

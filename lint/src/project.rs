@@ -1200,8 +1200,6 @@ fn reached_functions(
                     (name, function)
                 })
         })
-        .collect::<Vec<_>>()
-        .into_iter()
         .collect()
 }
 

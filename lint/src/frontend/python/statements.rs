@@ -261,14 +261,13 @@ impl<'s> Lowerer<'s> {
             _ => None,
         };
         let keyed = self.each_by_key(f, stmt);
-        let pushed_optimizers = over.is_some() || keyed.is_some();
         let pushed = usize::from(over.is_some()) + usize::from(keyed.is_some());
         self.optimizer_loop_vars
             .borrow_mut()
             .extend(over.into_iter().chain(keyed));
         // A loop over optimizers that only resets or steps them is one
         // reset (step) of each, not a repetition in time: a block.
-        let once_each = pushed_optimizers && !f.body.iter().any(|s| self.mentions(s, "backward"));
+        let once_each = pushed > 0 && !f.body.iter().any(|s| self.mentions(s, "backward"));
         if once_each {
             out.extend(self.stmts(&f.body, depth + 1));
             out.extend(self.stmts(&f.orelse, depth + 1));
